@@ -1,0 +1,125 @@
+// Package backends defines how the router talks to an accelerator pool: the
+// Backend interface, a registry of adapters by name, and the adapters
+// themselves (native gRPC in backends/grpcnative, the simulated accelerator in
+// backends/sim).
+//
+// Import direction: backends may import proto/ only; never router/ or loadtest/.
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// Backend is one pool's serving endpoint(s) as the router sees them.
+//
+// Implementations must be safe for concurrent use by many goroutines. Calls
+// must honour ctx: when it is cancelled or its deadline passes, they return
+// promptly with ctx's error (or a gRPC status carrying DEADLINE_EXCEEDED or
+// CANCELED). Errors should be gRPC statuses (status.Error) so the router can
+// tell client faults (INVALID_ARGUMENT) from pool faults (UNAVAILABLE) and
+// from shortages (RESOURCE_EXHAUSTED).
+type Backend interface {
+	// Generate runs one completion.
+	Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error)
+	// GenerateStream runs one completion and calls send for every chunk in
+	// order. The last chunk carries usage and finish reason. When send returns
+	// an error the stream stops and that error is returned.
+	GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error
+	// Check reports whether the backend can serve now (an active health check).
+	// It must not block longer than ctx allows.
+	Check(ctx context.Context) error
+	// Capabilities says what the adapter supports.
+	Capabilities() Capabilities
+	// Close releases connections. Calls after Close fail.
+	Close() error
+}
+
+// Capabilities describes optional features of an adapter.
+type Capabilities struct {
+	// Continuation: the backend honours GenerateRequest.continuation, so a
+	// stream broken on one pool can resume on another from the tokens sent.
+	Continuation bool
+}
+
+// Spec is what an adapter needs to build a Backend for one pool.
+type Spec struct {
+	// Pool is the pool's name (for errors and logs).
+	Pool string
+	// Accelerator, e.g. "h100"; used by the simulated adapter.
+	Accelerator string
+	// Endpoints are adapter-specific addresses (host:port for grpc).
+	Endpoints []string
+	// MaxConcurrent is the pool's configured concurrency (the simulator sizes its batch from it).
+	MaxConcurrent int
+	// Options are adapter-specific settings from the fleet config.
+	Options map[string]string
+}
+
+// Factory builds a Backend from a Spec. It must not block on the network:
+// connections are made lazily.
+type Factory func(spec Spec) (Backend, error)
+
+// Registry maps adapter names ("grpc", "sim") to factories. It is safe for
+// concurrent use; adapters are registered explicitly by the program that
+// wires the router, never from init().
+type Registry struct {
+	mu        sync.RWMutex
+	factories map[string]Factory
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{factories: map[string]Factory{}} }
+
+// ErrUnknownAdapter is returned by New for a name nobody registered.
+var ErrUnknownAdapter = errors.New("unknown backend adapter")
+
+// Register adds an adapter. Registering a name twice is a programming error and panics.
+func (r *Registry) Register(name string, f Factory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.factories[name]; dup {
+		panic(fmt.Sprintf("backends: adapter %q registered twice", name))
+	}
+	r.factories[name] = f
+}
+
+// New builds a Backend with the named adapter.
+func (r *Registry) New(adapter string, spec Spec) (Backend, error) {
+	r.mu.RLock()
+	f, ok := r.factories[adapter]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("pool %q: %w %q (known: %v)", spec.Pool, ErrUnknownAdapter, adapter, r.Names())
+	}
+	b, err := f(spec)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: adapter %q: %w", spec.Pool, adapter, err)
+	}
+	return b, nil
+}
+
+// Has reports whether an adapter is registered.
+func (r *Registry) Has(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.factories[name]
+	return ok
+}
+
+// Names lists registered adapters, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.factories))
+	for n := range r.factories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

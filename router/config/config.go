@@ -1,0 +1,539 @@
+// Package config reads and validates the fleet configuration (YAML): models,
+// pools, tenants, admin tokens and routing settings. Validation errors name
+// the file, the pool and the field, and the line when it is known.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/switchyard-dev/switchyard/router/geo"
+)
+
+// Fleet is the whole configuration file.
+type Fleet struct {
+	Models  []Model  `yaml:"models"`
+	Pools   []Pool   `yaml:"pools"`
+	Tenants []Tenant `yaml:"tenants,omitempty"`
+	Admin   Admin    `yaml:"admin,omitempty"`
+	Routing Routing  `yaml:"routing,omitempty"`
+	// Regions adds regions the built-in table does not know.
+	Regions []RegionSpec `yaml:"regions,omitempty"`
+	// Sim holds settings for the simulated accelerator pools.
+	Sim Sim `yaml:"sim,omitempty"`
+
+	// lines maps "pools[3]" style paths to their line in the source file.
+	lines  map[string]int
+	source string
+}
+
+// Model is a served model and its request limits.
+type Model struct {
+	Name            string `yaml:"name"`
+	MaxInputTokens  int    `yaml:"max_input_tokens"`
+	MaxOutputTokens int    `yaml:"max_output_tokens"`
+}
+
+// Pool is one accelerator pool.
+type Pool struct {
+	Name        string   `yaml:"name"`
+	Cloud       string   `yaml:"cloud"`
+	Region      string   `yaml:"region"`
+	Geography   string   `yaml:"geography,omitempty"` // derived from region when empty
+	Accelerator string   `yaml:"accelerator"`
+	Models      []string `yaml:"models"`
+	// Adapter is the backend adapter name; empty means "sim" when Endpoints is
+	// ["sim"] and "grpc" otherwise.
+	Adapter   string            `yaml:"adapter,omitempty"`
+	Endpoints []string          `yaml:"endpoints"`
+	Options   map[string]string `yaml:"options,omitempty"`
+	Limits    Limits            `yaml:"limits"`
+	// CostPerMillionTokens in USD.
+	CostPerMillionTokens float64 `yaml:"cost_per_million_tokens"`
+	// Weight shifts traffic among equally close pools; default 1; 0 sends
+	// traffic only when nothing else can take it.
+	Weight *float64 `yaml:"weight,omitempty"`
+}
+
+// Limits are a pool's capacity limits, as cloud quotas state them.
+type Limits struct {
+	MaxConcurrent     int   `yaml:"max_concurrent"`
+	RequestsPerMinute int64 `yaml:"requests_per_minute,omitempty"`
+	TokensPerMinute   int64 `yaml:"tokens_per_minute,omitempty"`
+}
+
+// Tenant is an API customer. Keys are stored as hex SHA-256 digests.
+type Tenant struct {
+	Name              string   `yaml:"name"`
+	APIKeySHA256      []string `yaml:"api_key_sha256"`
+	RequestsPerMinute int64    `yaml:"requests_per_minute,omitempty"`
+	TokensPerMinute   int64    `yaml:"tokens_per_minute,omitempty"`
+}
+
+// Admin holds control-plane tokens.
+type Admin struct {
+	Tokens []AdminToken `yaml:"tokens,omitempty"`
+}
+
+// AdminToken is a named bearer token with a role; the token is stored as its hex SHA-256.
+type AdminToken struct {
+	Name   string `yaml:"name"`
+	Role   string `yaml:"role"` // viewer | operator
+	SHA256 string `yaml:"sha256"`
+}
+
+// Routing tunes the routing policy.
+type Routing struct {
+	// Policy: switchyard (default), round_robin, random, least_request.
+	Policy string `yaml:"policy,omitempty"`
+	// MaxAttempts per call, first included (default 3).
+	MaxAttempts int `yaml:"max_attempts,omitempty"`
+	// RetryBudget: extra attempts may be at most this fraction of calls (default 0.2).
+	RetryBudget float64 `yaml:"retry_budget,omitempty"`
+	// QueueMaxWait: how long a call waits for headroom before RESOURCE_EXHAUSTED (default 2s).
+	QueueMaxWait Duration `yaml:"queue_max_wait,omitempty"`
+	// QueueMaxLength: calls waiting at once, beyond that calls are shed at once (default 1024).
+	QueueMaxLength int `yaml:"queue_max_length,omitempty"`
+	// SpillReserve: fraction of a tier's capacity kept back; when a tier's
+	// headroom falls under it, traffic of that priority spills to the next tier.
+	SpillReserve SpillReserve `yaml:"spill_reserve,omitempty"`
+	// CostWeight in [0,1]: 0 ignores cost, 1 ranks pools inside the latency budget by cost first.
+	CostWeight float64 `yaml:"cost_weight,omitempty"`
+	// LatencyBudgetMillis: pools farther than this RTT from the caller are not preferred for cost.
+	LatencyBudgetMillis float64 `yaml:"latency_budget_ms,omitempty"`
+	// RegionLatencyMillis overrides estimated RTTs: "us-east-1|eu-west-1": 70.
+	RegionLatencyMillis map[string]float64 `yaml:"region_latency_ms,omitempty"`
+	// Ejection: consecutive real failures that eject a pool, and the base ejection time.
+	EjectAfterFailures int      `yaml:"eject_after_failures,omitempty"`
+	EjectBase          Duration `yaml:"eject_base,omitempty"`
+	EjectMax           Duration `yaml:"eject_max,omitempty"`
+	// HealthCheckInterval for active grpc.health.v1 checks (default 5s; 0 keeps the default).
+	HealthCheckInterval Duration `yaml:"health_check_interval,omitempty"`
+}
+
+// SpillReserve per priority class.
+type SpillReserve struct {
+	Interactive float64 `yaml:"interactive,omitempty"`
+	Standard    float64 `yaml:"standard,omitempty"`
+	Batch       float64 `yaml:"batch,omitempty"`
+}
+
+// RegionSpec declares a region unknown to the built-in table.
+type RegionSpec struct {
+	Name      string  `yaml:"name"`
+	Cloud     string  `yaml:"cloud"`
+	Geography string  `yaml:"geography"`
+	Lat       float64 `yaml:"lat"`
+	Lon       float64 `yaml:"lon"`
+}
+
+// Sim configures simulated pools.
+type Sim struct {
+	// TimeScale > 1 runs simulated time faster (10 = ten times faster).
+	TimeScale float64 `yaml:"time_scale,omitempty"`
+	// QueueLength per simulated pool (default 4 × max_concurrent).
+	QueueLength int `yaml:"queue_length,omitempty"`
+}
+
+// Duration is a time.Duration written as "2s", "150ms".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration: %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: %w", n.Line, s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns the standard library duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+//go:embed demo.yaml
+var demoYAML []byte
+
+// DemoYAML returns the embedded demo fleet's source.
+func DemoYAML() []byte { return bytes.Clone(demoYAML) }
+
+// Demo returns the embedded demo fleet: simulated pools across aws, gcp and
+// azure in the US and the EU.
+func Demo() *Fleet {
+	f, err := Parse(demoYAML, "embedded demo fleet")
+	if err != nil {
+		panic(fmt.Sprintf("embedded demo fleet is invalid: %v", err)) // caught by tests
+	}
+	return f
+}
+
+// Load reads and validates a fleet file.
+func Load(path string) (*Fleet, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read fleet config: %w", err)
+	}
+	return Parse(b, path)
+}
+
+// Parse decodes and validates a fleet config; source names it in errors.
+func Parse(b []byte, source string) (*Fleet, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: empty fleet config", source)
+		}
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	f := &Fleet{source: source, lines: map[string]int{}}
+	strict := yaml.NewDecoder(bytes.NewReader(b))
+	strict.KnownFields(true)
+	if err := strict.Decode(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	f.indexLines(&root)
+	f.applyDefaults()
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *Fleet) indexLines(root *yaml.Node) {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return
+	}
+	m := root.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		key, val := m.Content[i].Value, m.Content[i+1]
+		if val.Kind != yaml.SequenceNode {
+			continue
+		}
+		for j, item := range val.Content {
+			f.lines[fmt.Sprintf("%s[%d]", key, j)] = item.Line
+		}
+	}
+}
+
+func (f *Fleet) applyDefaults() {
+	for i := range f.Pools {
+		p := &f.Pools[i]
+		if p.Weight == nil {
+			w := 1.0
+			p.Weight = &w
+		}
+		if p.Geography == "" {
+			p.Geography = geo.GeographyOf(p.Region)
+			for _, r := range f.Regions {
+				if r.Name == p.Region {
+					p.Geography = r.Geography
+				}
+			}
+		}
+		if p.Adapter == "" {
+			if len(p.Endpoints) == 1 && p.Endpoints[0] == "sim" {
+				p.Adapter = "sim"
+			} else {
+				p.Adapter = "grpc"
+			}
+		}
+	}
+	r := &f.Routing
+	if r.Policy == "" {
+		r.Policy = "switchyard"
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = 3
+	}
+	if r.RetryBudget == 0 {
+		r.RetryBudget = 0.2
+	}
+	if r.QueueMaxWait == 0 {
+		r.QueueMaxWait = Duration(2 * time.Second)
+	}
+	if r.QueueMaxLength == 0 {
+		r.QueueMaxLength = 1024
+	}
+	if r.SpillReserve == (SpillReserve{}) {
+		r.SpillReserve = SpillReserve{Interactive: 0.05, Standard: 0.10, Batch: 0.25}
+	}
+	if r.LatencyBudgetMillis == 0 {
+		r.LatencyBudgetMillis = 60
+	}
+	if r.EjectAfterFailures == 0 {
+		r.EjectAfterFailures = 3
+	}
+	if r.EjectBase == 0 {
+		r.EjectBase = Duration(5 * time.Second)
+	}
+	if r.EjectMax == 0 {
+		r.EjectMax = Duration(2 * time.Minute)
+	}
+	if r.HealthCheckInterval == 0 {
+		r.HealthCheckInterval = Duration(5 * time.Second)
+	}
+	if f.Sim.TimeScale == 0 {
+		f.Sim.TimeScale = 1
+	}
+}
+
+// Clouds and roles accepted in the config.
+var (
+	Clouds = []string{"aws", "gcp", "azure"}
+	Roles  = []string{"viewer", "operator"}
+)
+
+// Validate checks the whole fleet and returns every problem found, joined.
+func (f *Fleet) Validate() error {
+	var errs []error
+	bad := func(where, field, format string, args ...any) {
+		loc := f.source
+		if line, ok := f.lines[where]; ok {
+			loc = fmt.Sprintf("%s:%d", f.source, line)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s: %s: %s", loc, where, field, fmt.Sprintf(format, args...)))
+	}
+	models := map[string]bool{}
+	for i, m := range f.Models {
+		where := fmt.Sprintf("models[%d]", i)
+		if m.Name != "" {
+			where = fmt.Sprintf("model %q", m.Name)
+			f.lines[where] = f.lines[fmt.Sprintf("models[%d]", i)]
+		}
+		switch {
+		case m.Name == "":
+			bad(where, "name", "required")
+		case models[m.Name]:
+			bad(where, "name", "duplicate model")
+		}
+		models[m.Name] = true
+		if m.MaxInputTokens <= 0 {
+			bad(where, "max_input_tokens", "must be > 0, got %d", m.MaxInputTokens)
+		}
+		if m.MaxOutputTokens <= 0 {
+			bad(where, "max_output_tokens", "must be > 0, got %d", m.MaxOutputTokens)
+		}
+	}
+	if len(f.Pools) == 0 {
+		errs = append(errs, fmt.Errorf("%s: pools: at least one pool is required", f.source))
+	}
+	pools := map[string]bool{}
+	served := map[string]bool{}
+	for i, p := range f.Pools {
+		where := fmt.Sprintf("pools[%d]", i)
+		if p.Name != "" {
+			where = fmt.Sprintf("pool %q", p.Name)
+			f.lines[where] = f.lines[fmt.Sprintf("pools[%d]", i)]
+		}
+		switch {
+		case p.Name == "":
+			bad(where, "name", "required")
+		case strings.ContainsAny(p.Name, "{}: \t"):
+			bad(where, "name", "must not contain braces, colons or spaces")
+		case pools[p.Name]:
+			bad(where, "name", "duplicate pool")
+		}
+		pools[p.Name] = true
+		if !contains(Clouds, p.Cloud) {
+			bad(where, "cloud", "%q is not one of %v", p.Cloud, Clouds)
+		}
+		if p.Region == "" {
+			bad(where, "region", "required")
+		} else if p.Geography == "" {
+			bad(where, "region", "unknown region %q: set geography on the pool or declare it under regions", p.Region)
+		}
+		if p.Accelerator == "" {
+			bad(where, "accelerator", "required")
+		}
+		if len(p.Models) == 0 {
+			bad(where, "models", "at least one model is required")
+		}
+		for _, m := range p.Models {
+			if !models[m] {
+				bad(where, "models", "model %q is not declared under models", m)
+			}
+			served[m] = true
+		}
+		if len(p.Endpoints) == 0 {
+			bad(where, "endpoints", "at least one endpoint (host:port) or \"sim\" is required")
+		}
+		if p.Adapter == "grpc" {
+			for _, e := range p.Endpoints {
+				if e == "sim" || !strings.Contains(e, ":") {
+					bad(where, "endpoints", "%q is not host:port", e)
+				}
+			}
+		}
+		if p.Limits.MaxConcurrent <= 0 {
+			bad(where, "limits.max_concurrent", "must be > 0, got %d", p.Limits.MaxConcurrent)
+		}
+		if p.Limits.RequestsPerMinute < 0 {
+			bad(where, "limits.requests_per_minute", "must be >= 0")
+		}
+		if p.Limits.TokensPerMinute < 0 {
+			bad(where, "limits.tokens_per_minute", "must be >= 0")
+		}
+		if p.CostPerMillionTokens < 0 {
+			bad(where, "cost_per_million_tokens", "must be >= 0")
+		}
+		if p.Weight != nil && *p.Weight < 0 {
+			bad(where, "weight", "must be >= 0, got %v", *p.Weight)
+		}
+	}
+	for m := range models {
+		if !served[m] {
+			errs = append(errs, fmt.Errorf("%s: model %q: no pool serves it", f.source, m))
+		}
+	}
+	keys := map[string]string{}
+	for i, t := range f.Tenants {
+		where := fmt.Sprintf("tenants[%d]", i)
+		if t.Name == "" {
+			bad(where, "name", "required")
+		}
+		if len(t.APIKeySHA256) == 0 {
+			bad(where, "api_key_sha256", "at least one key digest is required")
+		}
+		for _, k := range t.APIKeySHA256 {
+			if !isHexSHA256(k) {
+				bad(where, "api_key_sha256", "%q is not a hex SHA-256 digest (64 hex characters)", k)
+			}
+			if other, dup := keys[k]; dup {
+				bad(where, "api_key_sha256", "key already belongs to tenant %q", other)
+			}
+			keys[k] = t.Name
+		}
+	}
+	for i, t := range f.Admin.Tokens {
+		where := fmt.Sprintf("admin.tokens[%d]", i)
+		if t.Name == "" {
+			bad(where, "name", "required")
+		}
+		if !contains(Roles, t.Role) {
+			bad(where, "role", "%q is not one of %v", t.Role, Roles)
+		}
+		if !isHexSHA256(t.SHA256) {
+			bad(where, "sha256", "not a hex SHA-256 digest (64 hex characters)")
+		}
+	}
+	r := f.Routing
+	if !contains(PolicyNames, r.Policy) {
+		errs = append(errs, fmt.Errorf("%s: routing.policy: %q is not one of %v", f.source, r.Policy, PolicyNames))
+	}
+	if r.MaxAttempts < 1 || r.MaxAttempts > 10 {
+		errs = append(errs, fmt.Errorf("%s: routing.max_attempts: must be 1..10, got %d", f.source, r.MaxAttempts))
+	}
+	if r.RetryBudget < 0 || r.RetryBudget > 1 {
+		errs = append(errs, fmt.Errorf("%s: routing.retry_budget: must be in [0,1], got %v", f.source, r.RetryBudget))
+	}
+	if r.CostWeight < 0 || r.CostWeight > 1 {
+		errs = append(errs, fmt.Errorf("%s: routing.cost_weight: must be in [0,1], got %v", f.source, r.CostWeight))
+	}
+	for _, v := range []float64{r.SpillReserve.Interactive, r.SpillReserve.Standard, r.SpillReserve.Batch} {
+		if v < 0 || v >= 1 {
+			errs = append(errs, fmt.Errorf("%s: routing.spill_reserve: each value must be in [0,1), got %v", f.source, v))
+		}
+	}
+	if _, err := f.LatencyTable(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: routing.region_latency_ms: %w", f.source, err))
+	}
+	if f.Sim.TimeScale < 0 {
+		errs = append(errs, fmt.Errorf("%s: sim.time_scale: must be > 0", f.source))
+	}
+	return errors.Join(errs...)
+}
+
+// PolicyNames are the routing policies a config may name.
+var PolicyNames = []string{"switchyard", "round_robin", "random", "least_request"}
+
+// LatencyTable builds the region latency table from the built-in regions,
+// the declared extra regions and the overrides.
+func (f *Fleet) LatencyTable() (*geo.Table, error) {
+	extra := make([]geo.Region, 0, len(f.Regions))
+	for _, r := range f.Regions {
+		extra = append(extra, geo.Region{Name: r.Name, Cloud: r.Cloud, Geography: r.Geography, Lat: r.Lat, Lon: r.Lon})
+	}
+	return geo.NewTable(extra, f.Routing.RegionLatencyMillis)
+}
+
+// Model returns a model by name.
+func (f *Fleet) Model(name string) (Model, bool) {
+	for _, m := range f.Models {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Model{}, false
+}
+
+// Pool returns a pool by name.
+func (f *Fleet) Pool(name string) (Pool, bool) {
+	for _, p := range f.Pools {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Pool{}, false
+}
+
+// PoolNames lists pool names sorted.
+func (f *Fleet) PoolNames() []string {
+	names := make([]string, 0, len(f.Pools))
+	for _, p := range f.Pools {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Source names where the fleet was read from.
+func (f *Fleet) Source() string { return f.source }
+
+// WeightOf returns the pool's configured weight (1 when unset).
+func (p Pool) WeightOf() float64 {
+	if p.Weight == nil {
+		return 1
+	}
+	return *p.Weight
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func isHexSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
