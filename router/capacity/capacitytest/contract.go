@@ -1,0 +1,284 @@
+// Package capacitytest is the contract every capacity.Store implementation
+// must pass. Each implementation's tests call Run with a constructor; the
+// same assertions then hold for the in-memory and the Redis store alike.
+package capacitytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/clock"
+)
+
+// Flusher is implemented by stores whose Release is asynchronous: Flush
+// returns once every queued release has landed.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// NewStore builds a fresh, empty store that reads time from clk. Pool and
+// tenant names passed to it are unique per call, so stores sharing a backend
+// do not see each other's counters.
+type NewStore func(t *testing.T, clk clock.Clock) capacity.Store
+
+// Start is a fixed instant a few seconds into a minute.
+var Start = time.Date(2026, 11, 26, 12, 0, 5, 0, time.UTC)
+
+var seq atomic.Int64
+
+func unique(prefix string) string { return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1e6, seq.Add(1)) }
+
+func flush(t *testing.T, s capacity.Store) {
+	t.Helper()
+	if f, ok := s.(Flusher); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := f.Flush(ctx); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
+	}
+}
+
+func inFlight(t *testing.T, s capacity.Store, pool string) int {
+	t.Helper()
+	flush(t, s)
+	u, err := s.Usage(context.Background(), []string{pool})
+	if err != nil {
+		t.Fatalf("usage: %v", err)
+	}
+	return u[pool].InFlight
+}
+
+// Run runs the whole contract.
+func Run(t *testing.T, newStore NewStore) {
+	ctx := context.Background()
+
+	t.Run("LimitIsHardAndReleaseFrees", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool := unique("pool")
+		lim := capacity.Limits{MaxConcurrent: 3}
+		var leases []capacity.Lease
+		for i := 0; i < 3; i++ {
+			l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tokens: 10})
+			if err != nil {
+				t.Fatalf("acquire %d: %v", i, err)
+			}
+			leases = append(leases, l)
+		}
+		if _, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim}); !errors.Is(err, capacity.ErrPoolFull) {
+			t.Fatalf("4th acquire: got %v, want ErrPoolFull", err)
+		}
+		if n := inFlight(t, s, pool); n != 3 {
+			t.Fatalf("in flight %d, want 3", n)
+		}
+		s.Release(leases[0], 10)
+		flush(t, s)
+		if _, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim}); err != nil {
+			t.Fatalf("acquire after release: %v", err)
+		}
+		if n := inFlight(t, s, pool); n != 3 {
+			t.Fatalf("in flight %d, want 3", n)
+		}
+	})
+
+	t.Run("SameRequestIDTakesOneSlot", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool := unique("pool")
+		lim := capacity.Limits{MaxConcurrent: 1}
+		id := unique("req")
+		a, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tokens: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tokens: 5})
+		if err != nil {
+			t.Fatalf("re-acquire of the same id: %v", err)
+		}
+		if n := inFlight(t, s, pool); n != 1 {
+			t.Fatalf("in flight %d after two acquires of one id, want 1", n)
+		}
+		s.Release(b, 5)
+		s.Release(a, 5)
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("in flight %d after releases, want 0", n)
+		}
+	})
+
+	t.Run("ConcurrentAcquireNeverExceedsLimit", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool := unique("pool")
+		const limit, workers, rounds = 5, 16, 20
+		lim := capacity.Limits{MaxConcurrent: limit}
+		var held, peak atomic.Int64
+		var wg sync.WaitGroup
+		var failures atomic.Int64
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < rounds; i++ {
+					l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim})
+					if errors.Is(err, capacity.ErrPoolFull) {
+						continue
+					}
+					if err != nil {
+						failures.Add(1)
+						return
+					}
+					n := held.Add(1)
+					for {
+						p := peak.Load()
+						if n <= p || peak.CompareAndSwap(p, n) {
+							break
+						}
+					}
+					held.Add(-1)
+					s.Release(l, 0)
+					if f, ok := s.(Flusher); ok {
+						_ = f.Flush(ctx)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if failures.Load() > 0 {
+			t.Fatalf("%d acquires failed with unexpected errors", failures.Load())
+		}
+		if p := peak.Load(); p > limit {
+			t.Fatalf("peak holders %d exceeded limit %d", p, limit)
+		}
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("leaked %d slots", n)
+		}
+	})
+
+	t.Run("RequestsPerMinute", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool := unique("pool")
+		lim := capacity.Limits{MaxConcurrent: 100, RequestsPerMinute: 4}
+		for i := 0; i < 4; i++ {
+			l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim})
+			if err != nil {
+				t.Fatalf("acquire %d: %v", i, err)
+			}
+			s.Release(l, 0)
+		}
+		_, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim})
+		var q *capacity.QuotaError
+		if !errors.As(err, &q) || q.Kind != "requests_per_minute" || q.Scope != "pool" || q.RetryAfter <= 0 || q.RetryAfter > time.Minute {
+			t.Fatalf("5th request in a minute: got %v, want pool requests_per_minute QuotaError with retry-after in (0,1m]", err)
+		}
+		clk.Advance(2 * time.Minute)
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim})
+		if err != nil {
+			t.Fatalf("after the window passed: %v", err)
+		}
+		s.Release(l, 0)
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("leaked %d", n)
+		}
+	})
+
+	t.Run("TokensPerMinuteSettledOnRelease", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool := unique("pool")
+		lim := capacity.Limits{MaxConcurrent: 100, TokensPerMinute: 1000}
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tokens: 900})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tokens: 200})
+		var q *capacity.QuotaError
+		if !errors.As(err, &q) || q.Kind != "tokens_per_minute" {
+			t.Fatalf("over the token budget: got %v, want tokens_per_minute QuotaError", err)
+		}
+		// The call used only 100 of the 900 charged: the rest comes back.
+		s.Release(l, 100)
+		flush(t, s)
+		l2, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tokens: 800})
+		if err != nil {
+			t.Fatalf("after settlement refunded 800 tokens: %v", err)
+		}
+		s.Release(l2, 800)
+		flush(t, s)
+		u, err := s.Usage(ctx, []string{pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := u[pool].TokensLastMinute; got != 900 {
+			t.Fatalf("tokens last minute %d, want 900 (100 + 800)", got)
+		}
+	})
+
+	t.Run("TenantBudgetIsSeparateAndRefusalChargesNothing", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		poolA, poolB, tenant := unique("pool"), unique("pool"), unique("tenant")
+		lim := capacity.Limits{MaxConcurrent: 10}
+		tl := capacity.Limits{RequestsPerMinute: 2}
+		for i, pool := range []string{poolA, poolB} {
+			l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tenant: tenant, TenantLimits: tl})
+			if err != nil {
+				t.Fatalf("acquire %d: %v", i, err)
+			}
+			s.Release(l, 0)
+		}
+		_, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: poolA, Limits: lim, Tenant: tenant, TenantLimits: tl})
+		var q *capacity.QuotaError
+		if !errors.As(err, &q) || q.Scope != "tenant" || q.Name != tenant {
+			t.Fatalf("3rd request of the tenant: got %v, want tenant QuotaError", err)
+		}
+		if n := inFlight(t, s, poolA); n != 0 {
+			t.Fatalf("a refused reservation holds %d slots", n)
+		}
+		// Another tenant is unaffected.
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: poolA, Limits: lim, Tenant: unique("tenant"), TenantLimits: tl})
+		if err != nil {
+			t.Fatalf("other tenant: %v", err)
+		}
+		s.Release(l, 0)
+		flush(t, s)
+		u, err := s.Usage(ctx, []string{poolA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u[poolA].RequestsLastMinute != 2 {
+			t.Fatalf("pool A counted %d requests, want 2 (the refused one is not charged)", u[poolA].RequestsLastMinute)
+		}
+	})
+
+	t.Run("CanceledContext", func(t *testing.T) {
+		s := newStore(t, clock.NewFake(Start))
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		pool := unique("pool")
+		if _, err := s.Acquire(cctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: capacity.Limits{MaxConcurrent: 1}}); err == nil {
+			t.Fatal("acquire with a canceled context succeeded")
+		}
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("canceled acquire holds %d slots", n)
+		}
+	})
+
+	t.Run("StatusHasMode", func(t *testing.T) {
+		s := newStore(t, clock.NewFake(Start))
+		st := s.Status()
+		if st.Mode != capacity.ModeLocal && st.Mode != capacity.ModeShared {
+			t.Fatalf("fresh store in mode %v", st.Mode)
+		}
+		if st.Replicas < 1 {
+			t.Fatalf("replicas %d", st.Replicas)
+		}
+	})
+}
