@@ -1,0 +1,144 @@
+// Package grpcnative is the backend adapter for endpoints that speak
+// switchyard.v1.Inference natively (switchyard-sim, or a model server with a
+// thin switchyard shim). It keeps one client connection per endpoint and
+// spreads calls over them round-robin; active health checks use
+// grpc.health.v1.
+package grpcnative
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// AdapterName is the name the adapter registers under.
+const AdapterName = "grpc"
+
+// PoolHeader carries the pool name to the backend, so one process can serve
+// several pools (switchyard-sim does) and logs on both sides agree.
+const PoolHeader = "x-switchyard-pool"
+
+// Options tune the adapter.
+type Options struct {
+	// DialOptions are appended to the defaults (insecure transport, keepalive).
+	DialOptions []grpc.DialOption
+	// HealthService is the service name asked in health checks ("" = server).
+	HealthService string
+}
+
+// Backend is a native gRPC backend. Safe for concurrent use.
+type Backend struct {
+	pool  string
+	conns []*grpc.ClientConn
+	next  atomic.Uint64
+	opts  Options
+}
+
+var _ backends.Backend = (*Backend)(nil)
+
+// Register adds the adapter to r under AdapterName.
+func Register(r *backends.Registry, o Options) {
+	r.Register(AdapterName, func(s backends.Spec) (backends.Backend, error) { return New(s, o) })
+}
+
+// New connects lazily to every endpoint of spec.
+func New(spec backends.Spec, o Options) (*Backend, error) {
+	if len(spec.Endpoints) == 0 {
+		return nil, errors.New("no endpoints")
+	}
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+	}, o.DialOptions...)
+	b := &Backend{pool: spec.Pool, opts: o}
+	for _, ep := range spec.Endpoints {
+		cc, err := grpc.NewClient(ep, dial...)
+		if err != nil {
+			_ = b.Close()
+			return nil, fmt.Errorf("endpoint %q: %w", ep, err)
+		}
+		b.conns = append(b.conns, cc)
+	}
+	return b, nil
+}
+
+func (b *Backend) pick() *grpc.ClientConn {
+	return b.conns[int(b.next.Add(1)%uint64(len(b.conns)))]
+}
+
+func (b *Backend) outgoing(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, PoolHeader, b.pool)
+}
+
+// Generate implements backends.Backend.
+func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	return pb.NewInferenceClient(b.pick()).Generate(b.outgoing(ctx), req)
+}
+
+// GenerateStream implements backends.Backend.
+func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	ctx, cancel := context.WithCancel(b.outgoing(ctx))
+	defer cancel()
+	stream, err := pb.NewInferenceClient(b.pick()).GenerateStream(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := send(chunk); err != nil {
+			return err
+		}
+	}
+}
+
+// Check implements backends.Backend with grpc.health.v1 on every endpoint:
+// healthy when at least one endpoint reports SERVING.
+func (b *Backend) Check(ctx context.Context) error {
+	var last error
+	for _, cc := range b.conns {
+		resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: b.opts.HealthService})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		if err == nil {
+			err = status.Errorf(codes.Unavailable, "endpoint %s: %s", cc.Target(), resp.GetStatus())
+		}
+		last = err
+	}
+	return fmt.Errorf("pool %q: no serving endpoint: %w", b.pool, last)
+}
+
+// Capabilities implements backends.Backend: the native protocol carries continuation.
+func (b *Backend) Capabilities() backends.Capabilities {
+	return backends.Capabilities{Continuation: true}
+}
+
+// Close implements backends.Backend.
+func (b *Backend) Close() error {
+	var errs []error
+	for _, cc := range b.conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
