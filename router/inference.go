@@ -1,0 +1,357 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/policy"
+)
+
+// call is one admitted client call.
+type call struct {
+	req    *pb.GenerateRequest
+	model  string
+	tenant string
+	// inputTokens is the estimated prompt size.
+	inputTokens int
+	preq        policy.Request
+	state       *fleetState
+}
+
+// maxRequestIDLen bounds client-chosen request ids (they become Redis keys).
+const maxRequestIDLen = 128
+
+// admit validates the request and resolves the caller's tenant.
+func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, error) {
+	st := s.state.Load()
+	if req.GetModel() == "" {
+		return nil, invalid("model", "required")
+	}
+	m, ok := st.fleet.Model(req.GetModel())
+	if !ok {
+		return nil, fmt.Errorf("%w %q: see ListModels", errUnknownModel, req.GetModel())
+	}
+	if req.GetPrompt() == "" {
+		return nil, invalid("prompt", "must not be empty")
+	}
+	if n := len(req.GetPrompt()); n > m.MaxInputTokens*backends.BytesPerToken {
+		return nil, invalid("prompt", "%d bytes (~%d tokens) exceeds model %q max_input_tokens %d", n, backends.EstimateTokens(req.GetPrompt()), m.Name, m.MaxInputTokens)
+	}
+	if mt := req.GetMaxTokens(); mt <= 0 || int(mt) > m.MaxOutputTokens {
+		return nil, invalid("max_tokens", "must be in 1..%d for model %q, got %d", m.MaxOutputTokens, m.Name, mt)
+	}
+	if _, ok := pb.Priority_name[int32(req.GetPriority())]; !ok {
+		return nil, invalid("priority", "unknown value %d", req.GetPriority())
+	}
+	h := req.GetRouting()
+	if !policy.ValidResidency(h.GetResidency()) {
+		return nil, invalid("routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies)
+	}
+	if len(req.GetRequestId()) > maxRequestIDLen || strings.ContainsAny(req.GetRequestId(), "{}\n\r ") {
+		return nil, invalid("request_id", "at most %d characters, no spaces or braces", maxRequestIDLen)
+	}
+	if c := req.GetContinuation(); c != nil && (c.GetGeneratedTokens() < 0 || c.GetGeneratedTokens() >= req.GetMaxTokens()) {
+		return nil, invalid("continuation.generated_tokens", "must be in 0..max_tokens-1, got %d", c.GetGeneratedTokens())
+	}
+	tenant, err := s.authenticate(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	req = proto.Clone(req).(*pb.GenerateRequest)
+	if req.RequestId == "" {
+		req.RequestId = randomID()
+	}
+	return &call{
+		req:         req,
+		model:       m.Name,
+		tenant:      tenant,
+		inputTokens: backends.EstimateTokens(req.Prompt),
+		state:       st,
+		preq: policy.Request{
+			Model: m.Name, Priority: req.GetPriority(), CallerRegion: h.GetCallerRegion(), Residency: h.GetResidency(),
+			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
+		},
+	}, nil
+}
+
+// authenticate maps the caller's API key to a tenant. With no tenants
+// configured, calls are anonymous.
+func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, error) {
+	if len(st.tenants) == 0 {
+		return "", nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	key := ""
+	if v := md.Get("x-api-key"); len(v) > 0 {
+		key = v[0]
+	} else if v := md.Get("authorization"); len(v) > 0 {
+		key, _ = strings.CutPrefix(v[0], "Bearer ")
+	}
+	if key == "" {
+		return "", fmt.Errorf("%w: missing API key (metadata x-api-key or authorization: Bearer)", errUnauthenticated)
+	}
+	sum := sha256.Sum256([]byte(key))
+	tenant, ok := st.tenants[hex.EncodeToString(sum[:])]
+	if !ok {
+		return "", fmt.Errorf("%w: unknown API key", errUnauthenticated)
+	}
+	return tenant, nil
+}
+
+// attemptFunc runs one attempt on a pool. sent reports how many tokens were
+// already delivered to the client (streams), so the router knows whether a
+// retry is still invisible to the client.
+type attemptFunc func(ctx context.Context, p *pool, req *pb.GenerateRequest) (usage *pb.Usage, err error)
+
+// progress tracks what a stream delivered to the client.
+type progress struct {
+	text   strings.Builder
+	tokens int32
+}
+
+// route runs the call: rank, reserve, forward, fail over, queue. It returns
+// the route taken. prog is nil for unary calls.
+func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptFunc) (*pb.Route, error) {
+	s.budget.call()
+	pol := s.policy.Load().p
+	route := &pb.Route{Policy: pol.Name()}
+	failed := map[string]bool{} // pools that really failed this call
+	var lastErr error
+	rf := c.state.fleet.Routing
+	waitUntil := s.clock.Now().Add(rf.QueueMaxWait.Std())
+	for {
+		dec := policy.Decide(pol, &c.preq, s.views(c.state), c.state.env)
+		if len(dec.Ranked) == 0 {
+			return route, noEligible(c, dec)
+		}
+		var shortage error
+		for _, cand := range dec.Ranked {
+			if failed[cand.Pool] {
+				continue
+			}
+			p := c.state.pools[cand.Index]
+			if int(route.Attempts) >= rf.MaxAttempts {
+				return route, fmt.Errorf("%w: gave up after %d attempts: %w", errPoolFailed, route.Attempts, lastErr)
+			}
+			if route.Attempts > 0 && !s.budget.allowRetry() {
+				return route, fmt.Errorf("%w: retry budget spent: %w", errPoolFailed, lastErr)
+			}
+			lease, err := s.acquire(ctx, c, p, cand)
+			if err != nil {
+				if ctx.Err() != nil {
+					return route, ctx.Err()
+				}
+				shortage = err
+				continue
+			}
+			route.Attempts++
+			route.PoolsTried = append(route.PoolsTried, p.cfg.Name)
+			req := c.req
+			if prog != nil && prog.tokens > 0 {
+				req = proto.Clone(c.req).(*pb.GenerateRequest)
+				req.Continuation = &pb.Continuation{GeneratedText: prog.text.String(), GeneratedTokens: prog.tokens}
+			}
+			usage, err := do(ctx, p, req)
+			s.release(p, lease, c, usage)
+			switch classify(ctx, err) {
+			case outcomeOK:
+				p.health.success()
+				fillRoute(route, p)
+				return route, nil
+			case outcomeClientFault:
+				return route, err
+			case outcomeCallerGone:
+				if ctx.Err() != nil {
+					return route, ctx.Err()
+				}
+				return route, err
+			case outcomeShortage:
+				shortage = err
+				continue
+			case outcomeFailure:
+				failed[p.cfg.Name] = true
+				lastErr = fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+				if p.health.failure(s.clock.Now(), c.state.ejectP, err) {
+					s.log.Warn("pool ejected", "pool", p.cfg.Name, "err", err)
+				}
+				if prog != nil && prog.tokens > 0 && !p.backend.Capabilities().Continuation {
+					return route, fmt.Errorf("%w: stream broke after %d tokens and pool %s cannot continue it: %w", errPoolFailed, prog.tokens, p.cfg.Name, err)
+				}
+				s.log.Info("attempt failed, trying another pool", "request_id", c.req.RequestId, "pool", p.cfg.Name, "err", err, "streamed_tokens", streamed(prog))
+				continue
+			}
+		}
+		if shortage == nil {
+			// Every eligible pool failed for real.
+			return route, fmt.Errorf("%w: every eligible pool failed: %w", errPoolFailed, lastErr)
+		}
+		// Nothing had headroom: wait briefly, in priority order, then try again.
+		if !s.clock.Now().Before(waitUntil) {
+			return route, &exhaustedError{err: fmt.Errorf("%w: no pool serving %q has headroom (waited %s): %w", errNoCapacity, c.model, rf.QueueMaxWait.Std(), shortage), retryAfter: time.Second}
+		}
+		res, err := s.queue.wait(ctx, c.req.GetPriority(), s.opts.QueuePoll)
+		if err != nil {
+			return route, err
+		}
+		switch res {
+		case waitFull:
+			return route, &exhaustedError{err: fmt.Errorf("%w: wait queue full (%d calls): %w", errShed, rf.QueueMaxLength, shortage), retryAfter: time.Second}
+		case waitEvicted:
+			return route, &exhaustedError{err: fmt.Errorf("%w: %s call shed for a higher-priority call: %w", errShed, priorityLabel(c.req.GetPriority()), shortage), retryAfter: 2 * time.Second}
+		}
+	}
+}
+
+func streamed(p *progress) int32 {
+	if p == nil {
+		return 0
+	}
+	return p.tokens
+}
+
+func priorityLabel(p pb.Priority) string {
+	return strings.ToLower(strings.TrimPrefix(p.String(), "PRIORITY_"))
+}
+
+func noEligible(c *call, dec policy.Decision) error {
+	reasons := make([]string, 0, len(dec.Skipped))
+	for _, sk := range dec.Skipped {
+		if strings.HasPrefix(sk.Reason, "does not serve") {
+			continue
+		}
+		reasons = append(reasons, sk.Pool+": "+sk.Reason)
+	}
+	what := fmt.Sprintf("model %q", c.model)
+	if c.preq.Residency != "" {
+		what += fmt.Sprintf(" with residency %q", c.preq.Residency)
+	}
+	return fmt.Errorf("%w for %s (%s)", errNoEligiblePool, what, strings.Join(reasons, "; "))
+}
+
+func fillRoute(r *pb.Route, p *pool) {
+	r.Pool, r.Cloud, r.Region, r.Accelerator = p.cfg.Name, p.cfg.Cloud, p.cfg.Region, p.cfg.Accelerator
+}
+
+// acquire takes a slot in p for c.
+func (s *Server) acquire(ctx context.Context, c *call, p *pool, cand policy.Candidate) (capacity.Lease, error) {
+	limit, _ := s.controls.limit(&p.cfg, s.clock.Now())
+	var tl capacity.Limits
+	if c.tenant != "" {
+		for _, t := range c.state.fleet.Tenants {
+			if t.Name == c.tenant {
+				tl = capacity.Limits{RequestsPerMinute: t.RequestsPerMinute, TokensPerMinute: t.TokensPerMinute}
+			}
+		}
+	}
+	lease, err := s.store.Acquire(ctx, capacity.Reservation{
+		ID:   c.req.RequestId,
+		Pool: p.cfg.Name,
+		Limits: capacity.Limits{
+			MaxConcurrent: limit, RequestsPerMinute: p.cfg.Limits.RequestsPerMinute, TokensPerMinute: p.cfg.Limits.TokensPerMinute,
+		},
+		Tenant:       c.tenant,
+		TenantLimits: tl,
+		Tokens:       int64(c.inputTokens) + int64(c.req.MaxTokens),
+	})
+	if err != nil {
+		return lease, fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+	}
+	p.local.Add(1)
+	return lease, nil
+}
+
+// release returns the slot and settles tokens; always paired with acquire.
+func (s *Server) release(p *pool, l capacity.Lease, c *call, u *pb.Usage) {
+	used := int64(c.inputTokens)
+	if u != nil {
+		used = int64(u.GetInputTokens()) + int64(u.GetOutputTokens())
+	}
+	s.store.Release(l, used)
+	p.local.Add(-1)
+	s.queue.wake()
+}
+
+// Generate implements pb.InferenceServer.
+func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	c, err := s.admit(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var resp *pb.GenerateResponse
+	route, err := s.route(ctx, c, nil, func(ctx context.Context, p *pool, req *pb.GenerateRequest) (*pb.Usage, error) {
+		r, err := p.backend.Generate(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		resp = r
+		return r.GetUsage(), nil
+	})
+	if err != nil {
+		s.log.Info("call failed", "request_id", c.req.RequestId, "model", c.model, "attempts", route.Attempts, "err", err)
+		return nil, toStatus(err)
+	}
+	resp.Route = route
+	resp.RequestId = c.req.RequestId
+	return resp, nil
+}
+
+// GenerateStream implements pb.InferenceServer.
+func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStreamingServer[pb.GenerateChunk]) error {
+	ctx := stream.Context()
+	c, err := s.admit(ctx, req)
+	if err != nil {
+		return toStatus(err)
+	}
+	prog := &progress{}
+	var final *pb.GenerateChunk
+	route, err := s.route(ctx, c, prog, func(ctx context.Context, p *pool, req *pb.GenerateRequest) (*pb.Usage, error) {
+		before := prog.tokens
+		final = nil
+		err := p.backend.GenerateStream(ctx, req, func(ch *pb.GenerateChunk) error {
+			if ch.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED || ch.GetUsage() != nil {
+				// Hold the last chunk back: the route goes on it once the call is done.
+				final = ch
+				return nil
+			}
+			if err := stream.Send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId}); err != nil {
+				return fmt.Errorf("send to client: %w", context.Canceled)
+			}
+			prog.text.WriteString(ch.Text)
+			prog.tokens += ch.Tokens
+			return nil
+		})
+		if err != nil {
+			return &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens - before}, err
+		}
+		if final == nil {
+			return nil, errors.New("backend ended the stream without a final chunk")
+		}
+		return final.GetUsage(), nil
+	})
+	if err != nil {
+		s.log.Info("stream failed", "request_id", c.req.RequestId, "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
+		return toStatus(err)
+	}
+	// The final chunk carries the text it holds, the whole call's usage and the route.
+	last := &pb.GenerateChunk{
+		Text:         final.GetText(),
+		Tokens:       final.GetTokens(),
+		FinishReason: final.GetFinishReason(),
+		Usage:        &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens + final.GetTokens()},
+		Route:        route,
+		RequestId:    c.req.RequestId,
+	}
+	return stream.Send(last)
+}

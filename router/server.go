@@ -1,0 +1,399 @@
+// Package router is the gateway: it admits inference calls, ranks pools with
+// the routing policy, takes capacity in the shared capacity store, forwards
+// to the pool's backend, fails over before anything was streamed (and resumes
+// streams where the backend can continue them), and serves the Admin API.
+//
+// Import direction: router imports backends and proto, never loadtest or cmd.
+package router
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/clock"
+	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/policy"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Fleet is the validated fleet config. Required.
+	Fleet *config.Fleet
+	// Store counts capacity; defaults to an in-memory store.
+	Store capacity.Store
+	// Backends builds a backend per pool by adapter name. Required.
+	Backends *backends.Registry
+	// Policies defaults to policy.Builtins().
+	Policies *policy.Registry
+	// Policy overrides the fleet's routing.policy when set.
+	Policy string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Clock defaults to the wall clock.
+	Clock clock.Clock
+	// Replica names this router replica in logs and the admin view.
+	Replica string
+	// UsageRefresh is how often shared in-flight counts are read from the
+	// store (default 250ms).
+	UsageRefresh time.Duration
+	// QueuePoll is how often a queued call re-checks for capacity freed by
+	// other replicas (default 20ms).
+	QueuePoll time.Duration
+}
+
+// Server is the router. Safe for concurrent use.
+type Server struct {
+	pb.UnimplementedInferenceServer
+
+	opts     Options
+	log      *slog.Logger
+	clock    clock.Clock
+	store    capacity.Store
+	controls *Controls
+	policies *policy.Registry
+	policy   atomic.Pointer[policyHolder]
+	state    atomic.Pointer[fleetState]
+	queue    *waitQueue
+	budget   *retryBudget
+	rnd      func() float64
+
+	reloadMu sync.Mutex
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+type policyHolder struct{ p policy.Policy }
+
+// fleetState is everything derived from one config; swapped whole on reload.
+type fleetState struct {
+	fleet   *config.Fleet
+	pools   []*pool
+	byName  map[string]*pool
+	env     *policy.Env
+	tenants map[string]string // sha256(api key) -> tenant
+	ejectP  ejectionPolicy
+}
+
+// New builds a Server and its backends. Call Close when done.
+func New(o Options) (*Server, error) {
+	if o.Fleet == nil {
+		return nil, errors.New("router: fleet config is required")
+	}
+	if o.Backends == nil {
+		return nil, errors.New("router: backend registry is required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Store == nil {
+		o.Store = capacity.NewMemory(capacity.MemoryOptions{Clock: o.Clock})
+	}
+	if o.Policies == nil {
+		o.Policies = policy.Builtins()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Replica == "" {
+		o.Replica = "router-" + randomID()[:8]
+	}
+	if o.UsageRefresh <= 0 {
+		o.UsageRefresh = 250 * time.Millisecond
+	}
+	if o.QueuePoll <= 0 {
+		o.QueuePoll = 20 * time.Millisecond
+	}
+	s := &Server{
+		opts:     o,
+		log:      o.Logger.With("replica", o.Replica),
+		clock:    o.Clock,
+		store:    o.Store,
+		controls: newControls(),
+		policies: o.Policies,
+		queue:    newWaitQueue(o.Fleet.Routing.QueueMaxLength),
+		budget:   newRetryBudget(o.Clock, o.Fleet.Routing.RetryBudget),
+		rnd:      rand.Float64,
+		stop:     make(chan struct{}),
+	}
+	st, err := s.buildState(o.Fleet, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	name := o.Fleet.Routing.Policy
+	if o.Policy != "" {
+		name = o.Policy
+	}
+	if err := s.SetPolicy(name); err != nil {
+		s.closeBackends(st, nil)
+		return nil, err
+	}
+	s.wg.Add(2)
+	go s.refreshUsageLoop()
+	go s.healthCheckLoop()
+	return s, nil
+}
+
+// Register adds the router's services to a gRPC server.
+func (s *Server) Register(gs *grpc.Server) {
+	pb.RegisterInferenceServer(gs, s)
+}
+
+// buildState makes a fleetState for f, reusing backends from prev for pools
+// whose backend settings did not change.
+func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, error) {
+	lat, err := f.LatencyTable()
+	if err != nil {
+		return nil, fmt.Errorf("latency table: %w", err)
+	}
+	r := f.Routing
+	st := &fleetState{
+		fleet:  f,
+		byName: map[string]*pool{},
+		env: &policy.Env{
+			Latency: lat,
+			Reserve: map[pb.Priority]float64{
+				pb.Priority_PRIORITY_INTERACTIVE: r.SpillReserve.Interactive,
+				pb.Priority_PRIORITY_STANDARD:    r.SpillReserve.Standard,
+				pb.Priority_PRIORITY_BATCH:       r.SpillReserve.Batch,
+			},
+			CostWeight:          r.CostWeight,
+			LatencyBudgetMillis: r.LatencyBudgetMillis,
+			Rand:                rand.Float64,
+		},
+		tenants: map[string]string{},
+		ejectP:  ejectionPolicy{afterFailures: r.EjectAfterFailures, base: r.EjectBase.Std(), max: r.EjectMax.Std()},
+	}
+	for _, t := range f.Tenants {
+		for _, k := range t.APIKeySHA256 {
+			st.tenants[strings.ToLower(k)] = t.Name
+		}
+	}
+	for _, pc := range f.Pools {
+		var p *pool
+		if prev != nil {
+			if old, ok := prev.byName[pc.Name]; ok && sameBackend(old.cfg, pc) {
+				p = &pool{cfg: pc, backend: old.backend, health: old.health}
+				p.local.Store(old.local.Load())
+				p.shared.Store(old.shared.Load())
+			}
+		}
+		if p == nil {
+			b, err := s.opts.Backends.New(pc.Adapter, backends.Spec{
+				Pool: pc.Name, Accelerator: pc.Accelerator, Endpoints: pc.Endpoints,
+				MaxConcurrent: pc.Limits.MaxConcurrent, Options: pc.Options,
+			})
+			if err != nil {
+				s.closeBackends(st, prev)
+				return nil, fmt.Errorf("build backends: %w", err)
+			}
+			p = &pool{cfg: pc, backend: b, health: &health{}}
+		}
+		st.pools = append(st.pools, p)
+		st.byName[pc.Name] = p
+	}
+	return st, nil
+}
+
+func sameBackend(a, b config.Pool) bool {
+	if a.Adapter != b.Adapter || a.Accelerator != b.Accelerator || a.Limits.MaxConcurrent != b.Limits.MaxConcurrent ||
+		strings.Join(a.Endpoints, ",") != strings.Join(b.Endpoints, ",") || len(a.Options) != len(b.Options) {
+		return false
+	}
+	for k, v := range a.Options {
+		if b.Options[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// closeBackends closes backends of st that prev does not share.
+func (s *Server) closeBackends(st, keep *fleetState) {
+	for _, p := range st.pools {
+		if keep != nil {
+			if k, ok := keep.byName[p.cfg.Name]; ok && k.backend == p.backend {
+				continue
+			}
+		}
+		if err := p.backend.Close(); err != nil {
+			s.log.Warn("close backend", "pool", p.cfg.Name, "err", err)
+		}
+	}
+}
+
+// Reload swaps in a new fleet config. The running config stays when f is
+// invalid or its backends cannot be built. In-flight calls finish on the
+// pools they hold.
+func (s *Server) Reload(f *config.Fleet) error {
+	if err := f.Validate(); err != nil {
+		return fmt.Errorf("reload rejected: %w", err)
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	prev := s.state.Load()
+	st, err := s.buildState(f, prev)
+	if err != nil {
+		return fmt.Errorf("reload rejected: %w", err)
+	}
+	s.state.Store(st)
+	s.closeBackends(prev, st)
+	s.log.Info("fleet config reloaded", "source", f.Source(), "pools", len(st.pools))
+	return nil
+}
+
+// Fleet returns the running fleet config.
+func (s *Server) Fleet() *config.Fleet { return s.state.Load().fleet }
+
+// SetPolicy switches the routing policy at run time.
+func (s *Server) SetPolicy(name string) error {
+	p, err := s.policies.Get(name)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(&policyHolder{p: p})
+	return nil
+}
+
+// PolicyName returns the active policy's name.
+func (s *Server) PolicyName() string { return s.policy.Load().p.Name() }
+
+func (s *Server) ejection() ejectionPolicy { return s.state.Load().ejectP }
+
+// Close stops background loops, closes backends and the store.
+func (s *Server) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(s.stop)
+	s.wg.Wait()
+	s.closeBackends(s.state.Load(), nil)
+	return s.store.Close()
+}
+
+// refreshUsageLoop reads shared in-flight counts so policies see what other
+// replicas hold; this replica's own count is always live.
+func (s *Server) refreshUsageLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.UsageRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		st := s.state.Load()
+		names := make([]string, len(st.pools))
+		for i, p := range st.pools {
+			names[i] = p.cfg.Name
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.UsageRefresh)
+		u, err := s.store.Usage(ctx, names)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, p := range st.pools {
+			p.shared.Store(int64(u[p.cfg.Name].InFlight))
+		}
+	}
+}
+
+// healthCheckLoop runs active health checks on every pool's backend.
+func (s *Server) healthCheckLoop() {
+	defer s.wg.Done()
+	interval := s.state.Load().fleet.Routing.HealthCheckInterval.Std()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.checkHealth(interval)
+	}
+}
+
+// checkHealth checks every pool once, concurrently, each bounded by timeout.
+func (s *Server) checkHealth(timeout time.Duration) {
+	var wg sync.WaitGroup
+	for _, p := range s.state.Load().pools {
+		wg.Add(1)
+		go func(p *pool) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 2*time.Second))
+			err := p.backend.Check(ctx)
+			cancel()
+			if p.health.setActive(err == nil, err) {
+				if err != nil {
+					s.log.Warn("pool failing health checks", "pool", p.cfg.Name, "err", err)
+				} else {
+					s.log.Info("pool healthy again", "pool", p.cfg.Name)
+				}
+			}
+		}(p)
+	}
+	wg.Wait()
+}
+
+// views snapshots every pool for one decision.
+func (s *Server) views(st *fleetState) []policy.PoolView {
+	now := s.clock.Now()
+	out := make([]policy.PoolView, len(st.pools))
+	for i, p := range st.pools {
+		out[i] = s.view(p, now)
+	}
+	return out
+}
+
+// ListModels implements pb.InferenceServer.
+func (s *Server) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListModelsResponse, error) {
+	st := s.state.Load()
+	resp := &pb.ListModelsResponse{}
+	for _, m := range st.fleet.Models {
+		pm := &pb.Model{Name: m.Name, MaxInputTokens: int32(m.MaxInputTokens), MaxOutputTokens: int32(m.MaxOutputTokens)}
+		for _, p := range st.pools {
+			for _, name := range p.cfg.Models {
+				if name == m.Name {
+					pm.Placements = append(pm.Placements, &pb.ModelPlacement{Pool: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Accelerator: p.cfg.Accelerator})
+				}
+			}
+		}
+		sort.Slice(pm.Placements, func(i, j int) bool { return pm.Placements[i].Pool < pm.Placements[j].Pool })
+		resp.Models = append(resp.Models, pm)
+	}
+	return resp, nil
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// MaxRequestBytes bounds one gRPC message; prompts are bounded far below it
+// by each model's max_input_tokens (INVALID_ARGUMENT past that).
+const MaxRequestBytes = 64 << 20
+
+// ServerOptions are the gRPC server options the router needs.
+func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
+	return append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes)}, extra...)
+}
