@@ -73,7 +73,9 @@ func (t *csvTable) next() (row, error) {
 }
 
 // get returns the trimmed value of a column known to exist.
-func (r row) get(col string) string { return strings.TrimSpace(r.fields[r.t.cols[strings.ToLower(col)]]) }
+func (r row) get(col string) string {
+	return strings.TrimSpace(r.fields[r.t.cols[strings.ToLower(col)]])
+}
 
 func (r row) errorf(format string, args ...any) *LineError {
 	return &LineError{File: r.t.name, Line: r.line, Reason: fmt.Sprintf(format, args...)}

@@ -1,0 +1,273 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/loadtest/clock"
+	"github.com/switchyard-dev/switchyard/loadtest/trace"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// ReplayOptions configures Replay.
+type ReplayOptions struct {
+	Client pb.InferenceClient // required
+	Source trace.Reader       // required; already scaled and limited
+	Stats  *Stats             // required
+	Clock  clock.Clock        // default clock.Real{}
+	// Start is the wall time that trace offset 0 maps to; default Clock.Now() when Replay starts.
+	Start time.Time
+	// Speedup divides the trace clock: 60 replays an hour in a minute. Default 1.
+	Speedup float64
+	// MaxConcurrency caps calls in flight; arrivals over it are dropped, never delayed. Default 1000.
+	MaxConcurrency int
+	// MaxRequests bounds how many arrivals are taken from Source. Default 10,000,000.
+	MaxRequests int
+	// Model is sent in every request (required).
+	Model string
+	// MaxInputTokens and MaxOutputTokens cap prompts and max_tokens (0: no cap).
+	MaxInputTokens, MaxOutputTokens int
+	// Unary uses Generate instead of GenerateStream.
+	Unary      bool
+	Priorities PriorityMix
+	Routing    *pb.RoutingHints
+	// Timeout bounds each call. Default 2 minutes.
+	Timeout time.Duration
+	// Seed makes priority assignment reproducible. Default 1.
+	Seed uint64
+	// OnBadLine is called for every bad trace line (default: ignored; they are reported by the pre-pass).
+	OnBadLine func(error)
+	// OnDone is called after every finished or dropped arrival (progress display).
+	OnDone func()
+}
+
+// Defaults for ReplayOptions.
+const (
+	DefaultMaxConcurrency = 1000
+	DefaultTimeout        = 2 * time.Minute
+	DefaultMaxRequests    = 10_000_000
+	// DefaultMaxPromptTokens caps prompt synthesis when the model states no limit.
+	DefaultMaxPromptTokens = 128 * 1024
+)
+
+func (o *ReplayOptions) validate() error {
+	if o.Client == nil || o.Source == nil || o.Stats == nil {
+		return errors.New("replay: Client, Source and Stats are required")
+	}
+	if o.Model == "" {
+		return errors.New("replay: no model")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Speedup == 0 {
+		o.Speedup = 1
+	}
+	if !(o.Speedup > 0) || math.IsInf(o.Speedup, 0) {
+		return fmt.Errorf("replay: speedup must be > 0, got %v", o.Speedup)
+	}
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if o.MaxRequests <= 0 {
+		o.MaxRequests = DefaultMaxRequests
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	return nil
+}
+
+// Replay sends Source's arrivals open-loop: each at Start + Offset/Speedup on
+// Clock, in its own goroutine, whatever earlier calls are doing. It returns
+// once Source is exhausted (or MaxRequests taken, or ctx is done) and every
+// call has finished. Cancelling ctx stops arrivals and cancels calls in flight.
+func Replay(ctx context.Context, o ReplayOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.Start.IsZero() {
+		o.Start = o.Clock.Now()
+	}
+	maxIn := o.MaxInputTokens
+	if maxIn <= 0 {
+		maxIn = DefaultMaxPromptTokens
+	}
+	prompts := NewPrompts(maxIn)
+	rng := rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15))
+	slots := make(chan struct{}, o.MaxConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	for i := 0; i < o.MaxRequests; i++ {
+		req, err := o.Source.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if trace.IsLineError(err) {
+				if o.OnBadLine != nil {
+					o.OnBadLine(err)
+				}
+				i-- // a bad line is not an arrival
+				continue
+			}
+			return err
+		}
+		due := o.Start.Add(time.Duration(float64(req.Offset) / o.Speedup))
+		if wait := due.Sub(o.Clock.Now()); wait > 0 {
+			select {
+			case <-o.Clock.After(wait):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		o.Stats.Scheduled()
+		prio := o.Priorities.pick(rng)
+		select {
+		case slots <- struct{}{}:
+		default:
+			o.Stats.Dropped(req.Offset)
+			if o.OnDone != nil {
+				o.OnDone()
+			}
+			continue
+		}
+		call := o.build(prompts, i, req, prio)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			out := o.call(ctx, call, due)
+			o.Stats.Record(out, o.Clock.Now())
+			if o.OnDone != nil {
+				o.OnDone()
+			}
+		}()
+	}
+	return nil
+}
+
+// callSpec is one prepared request.
+type callSpec struct {
+	req     *pb.GenerateRequest
+	arrival time.Duration
+}
+
+func (o *ReplayOptions) build(prompts *Prompts, i int, r trace.Request, prio pb.Priority) callSpec {
+	in, out := max(r.InputTokens, 1), max(r.OutputTokens, 1)
+	cappedIn := o.MaxInputTokens > 0 && in > o.MaxInputTokens
+	if cappedIn {
+		in = o.MaxInputTokens
+	}
+	in = min(in, DefaultMaxPromptTokens)
+	cappedOut := o.MaxOutputTokens > 0 && out > o.MaxOutputTokens
+	if cappedOut {
+		out = o.MaxOutputTokens
+	}
+	if cappedIn || cappedOut {
+		o.Stats.Capped(cappedIn, cappedOut)
+	}
+	return callSpec{
+		arrival: r.Offset,
+		req: &pb.GenerateRequest{
+			Model:     o.Model,
+			Prompt:    prompts.Build(i, in, r.HashIDs),
+			MaxTokens: int32(out),
+			Priority:  prio,
+			Routing:   o.Routing,
+			RequestId: "load-" + strconv.Itoa(i),
+		},
+	}
+}
+
+// call runs one request and measures it.
+func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) Outcome {
+	ctx, cancel := context.WithTimeout(parent, o.Timeout)
+	defer cancel()
+	start := o.Clock.Now()
+	o.Stats.Sent(start)
+	out := Outcome{Arrival: c.arrival, Lag: start.Sub(due), Priority: c.req.Priority}
+	if o.Unary {
+		resp, err := o.Client.Generate(ctx, c.req)
+		out.E2E = o.Clock.Now().Sub(start)
+		if err != nil {
+			return withError(out, err)
+		}
+		out.Route = resp.GetRoute()
+		out.OutputTokens = int(resp.GetUsage().GetOutputTokens())
+		return out
+	}
+	stream, err := o.Client.GenerateStream(ctx, c.req)
+	if err != nil {
+		out.E2E = o.Clock.Now().Sub(start)
+		return withError(out, err)
+	}
+	var last time.Time
+	tokens := 0
+	for chunks := 0; chunks <= int(c.req.MaxTokens)+maxExtraChunks; chunks++ {
+		chunk, err := stream.Recv()
+		now := o.Clock.Now()
+		out.E2E = now.Sub(start)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			out.OutputTokens = tokens
+			return withError(out, err)
+		}
+		n := int(chunk.GetTokens())
+		if n == 0 && chunk.GetText() != "" {
+			n = 1
+		}
+		if n > 0 {
+			if tokens == 0 {
+				out.TTFT = now.Sub(start)
+			} else {
+				out.ITL = append(out.ITL, ITLSample{PerToken: now.Sub(last) / time.Duration(n), Tokens: n})
+			}
+			last = now
+			tokens += n
+		}
+		if r := chunk.GetRoute(); r != nil {
+			out.Route = r
+		}
+		if u := chunk.GetUsage(); u != nil {
+			tokens = max(tokens, int(u.GetOutputTokens()))
+		}
+	}
+	out.OutputTokens = tokens
+	return out
+}
+
+// maxExtraChunks bounds chunks beyond one per token (a final usage chunk, empty keep-alives).
+const maxExtraChunks = 64
+
+func withError(o Outcome, err error) Outcome {
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.FromContextError(err)
+	}
+	o.Code = st.Code()
+	if o.Code == codes.OK { // a non-status error that is not a context error
+		o.Code = codes.Unknown
+	}
+	o.Message = st.Message()
+	return o
+}
