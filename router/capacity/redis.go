@@ -1,0 +1,964 @@
+package capacity
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/switchyard-dev/switchyard/router/clock"
+)
+
+// Redis is the shared Store: every router replica pointing at the same Redis
+// (or Redis Cluster) sees the same in-flight count, requests-per-minute and
+// tokens-per-minute windows for every pool and tenant.
+//
+// Cost: Acquire is one round trip (one EVALSHA, or two EVALSHAs in one
+// pipeline when the reservation has a tenant). Release never blocks: it is
+// queued and a background worker pipelines queued releases in batches.
+// A background renewer refreshes every lease this replica holds in one
+// pipeline per tick and writes this replica's heartbeat in the same pipeline.
+// See docs/capacity.md.
+//
+// Time comes from the injected Clock and is passed to the scripts as an
+// argument: replicas must be NTP-synced. Leases tolerate clock skew well below
+// LeaseTTL; windows tolerate skew well below a minute.
+//
+// Safe for concurrent use.
+type Redis struct {
+	client   redis.UniversalClient
+	clock    clock.Clock
+	ttl      time.Duration
+	renew    time.Duration
+	replica  string
+	prefix   string
+	log      *slog.Logger
+	since    time.Time
+	replicas atomic.Int64
+
+	errMu   sync.Mutex
+	lastErr string
+
+	heldMu sync.Mutex
+	held   map[string]map[string]int // pool -> reservation id -> holders on this replica
+
+	qMu     sync.Mutex
+	queue   []settleOp
+	seqIn   uint64 // last sequence number queued
+	seqDone uint64 // every op with seq <= seqDone has landed (or was dropped)
+	waiters []flushWaiter
+	wake    chan struct{}
+
+	stopWorker chan struct{}
+	workerDone chan struct{}
+	closeOnce  sync.Once
+	closed     atomic.Bool
+}
+
+var _ Store = (*Redis)(nil)
+
+// RedisOptions configure a Redis store.
+type RedisOptions struct {
+	// URL selects the server:
+	//   redis://[user:password@]host:port[/db]     one node
+	//   rediss://...                                one node over TLS
+	//   redis+cluster://[user:pass@]h1:p1,h2:p2     Redis Cluster from seeds
+	//   rediss+cluster://...                        Redis Cluster over TLS
+	// Several comma-separated redis:// URLs also mean Redis Cluster seeds.
+	URL string
+	// Clock defaults to the wall clock.
+	Clock clock.Clock
+	// LeaseTTL is how long a slot survives without renewal (default 15s):
+	// a replica that dies gives its slots back within LeaseTTL.
+	LeaseTTL time.Duration
+	// RenewEvery is the renew and heartbeat period (default LeaseTTL/3).
+	RenewEvery time.Duration
+	// Replica identifies this replica in heartbeats (default host-pid-random).
+	Replica string
+	// KeyPrefix starts every key (default "sy"); it must not contain braces.
+	KeyPrefix string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Hooks are added to the go-redis client (metrics, tracing, tests).
+	Hooks []redis.Hook
+}
+
+const (
+	defaultLeaseTTL = 15 * time.Second
+	releaseBatch    = 512
+	bucketTTL       = 180 // seconds a minute bucket is kept (it is read for two minutes)
+	// settleMaxAge: a queued release older than this is dropped: its lease
+	// has expired by itself and its minute bucket no longer counts.
+	settleMaxAge = 2*Window + defaultLeaseTTL
+)
+
+// NewRedis builds a Redis store and starts its background loops. It does not
+// wait for Redis to answer (a replica must start while Redis is down; wrap it
+// in Resilient): only bad options are errors.
+func NewRedis(o RedisOptions) (*Redis, error) {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = defaultLeaseTTL
+	}
+	if o.LeaseTTL < 10*time.Millisecond {
+		return nil, fmt.Errorf("redis capacity store: lease ttl %s is too short", o.LeaseTTL)
+	}
+	if o.RenewEvery <= 0 {
+		o.RenewEvery = o.LeaseTTL / 3
+	}
+	if o.RenewEvery >= o.LeaseTTL {
+		return nil, fmt.Errorf("redis capacity store: renew period %s must be shorter than the lease ttl %s", o.RenewEvery, o.LeaseTTL)
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = "sy"
+	}
+	if strings.ContainsAny(o.KeyPrefix, "{}") {
+		return nil, fmt.Errorf("redis capacity store: key prefix %q must not contain braces", o.KeyPrefix)
+	}
+	if o.Replica == "" {
+		o.Replica = defaultReplicaID()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	client, err := newUniversalClient(o.URL)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range o.Hooks {
+		client.AddHook(h)
+	}
+	r := &Redis{
+		client:     client,
+		clock:      o.Clock,
+		ttl:        o.LeaseTTL,
+		renew:      o.RenewEvery,
+		replica:    o.Replica,
+		prefix:     o.KeyPrefix,
+		log:        o.Logger.With("component", "capacity", "store", "redis", "replica", o.Replica),
+		since:      o.Clock.Now(),
+		held:       map[string]map[string]int{},
+		wake:       make(chan struct{}, 1),
+		stopWorker: make(chan struct{}),
+		workerDone: make(chan struct{}),
+	}
+	r.replicas.Store(1)
+	go r.loop()
+	return r, nil
+}
+
+func defaultReplicaID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "replica"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// newUniversalClient parses the URL forms documented on RedisOptions.URL.
+func newUniversalClient(raw string) (redis.UniversalClient, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, errors.New("redis capacity store: empty url")
+	}
+	noMaint := func() *maintnotifications.Config {
+		return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, fmt.Errorf("redis capacity store: url %q has no scheme", redactURL(raw))
+	}
+	var seeds []string
+	switch scheme {
+	case "redis+cluster", "rediss+cluster":
+		scheme = strings.TrimSuffix(scheme, "+cluster")
+		seeds = []string{scheme + "://" + rest}
+	case "redis", "rediss":
+		if strings.Contains(rest, ",") {
+			seeds = strings.Split(raw, ",")
+			if !strings.Contains(seeds[1], "://") {
+				seeds = []string{raw} // host list after one scheme
+			}
+		}
+	default:
+		return nil, fmt.Errorf("redis capacity store: unsupported url scheme %q (want redis, rediss, redis+cluster or rediss+cluster)", scheme)
+	}
+	if seeds == nil {
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("redis capacity store: parse url %q: %w", redactURL(raw), err)
+		}
+		opt.DisableIdentity = true
+		opt.MaintNotificationsConfig = noMaint()
+		return redis.NewClient(opt), nil
+	}
+	copt, err := parseClusterSeeds(seeds)
+	if err != nil {
+		return nil, err
+	}
+	copt.DisableIdentity = true
+	copt.MaintNotificationsConfig = noMaint()
+	return redis.NewClusterClient(copt), nil
+}
+
+// parseClusterSeeds turns either one URL with a comma-separated host list or
+// several full URLs into ClusterOptions (credentials and TLS from the first).
+func parseClusterSeeds(seeds []string) (*redis.ClusterOptions, error) {
+	first := strings.TrimSpace(seeds[0])
+	scheme, rest, _ := strings.Cut(first, "://")
+	auth, hostsAndPath := "", rest
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if end := strings.IndexAny(rest, "/?"); end < 0 || at < end {
+			auth, hostsAndPath = rest[:at+1], rest[at+1:]
+		}
+	}
+	hosts, tail := hostsAndPath, ""
+	if i := strings.IndexAny(hostsAndPath, "/?"); i >= 0 {
+		hosts, tail = hostsAndPath[:i], hostsAndPath[i:]
+	}
+	addrs := strings.Split(hosts, ",")
+	for _, s := range seeds[1:] {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("redis capacity store: parse cluster seed %q: %w", redactURL(s), err)
+		}
+		addrs = append(addrs, u.Host)
+	}
+	path, query, _ := strings.Cut(tail, "?")
+	_ = path // a cluster has no databases
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return nil, fmt.Errorf("redis capacity store: parse cluster url query: %w", err)
+	}
+	for _, a := range addrs[1:] {
+		if a = strings.TrimSpace(a); a != "" {
+			q.Add("addr", a)
+		}
+	}
+	u := scheme + "://" + auth + strings.TrimSpace(addrs[0])
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	opt, err := redis.ParseClusterURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("redis capacity store: parse cluster url %q: %w", redactURL(u), err)
+	}
+	return opt, nil
+}
+
+// redactURL hides a password for error messages.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			return s[:j+3] + "xxxxx" + s[i:]
+		}
+	}
+	return s
+}
+
+// Keys. Everything about one pool lives in the slot of {pool:NAME}, everything
+// about one tenant in the slot of {tenant:NAME}: each script touches one slot.
+
+func (r *Redis) poolKey(pool, suffix string) string {
+	return r.prefix + ":{pool:" + pool + "}:" + suffix
+}
+
+func (r *Redis) tenantKey(tenant, suffix string) string {
+	return r.prefix + ":{tenant:" + tenant + "}:" + suffix
+}
+
+func (r *Redis) replicasKey() string { return r.prefix + ":replicas" }
+
+func minuteSuffix(kind string, minute int64) string { return kind + ":" + strconv.FormatInt(minute, 10) }
+
+// acquirePool: purge expired leases, idempotent re-acquire, concurrency,
+// requests/min and tokens/min checks, then charge. Returns 1 (taken),
+// 2 (same id already held: refreshed, nothing charged), 0 (pool full),
+// -1 (requests/min spent), -2 (tokens/min spent).
+var acquirePool = redis.NewScript(`
+-- KEYS: 1 leases zset, 2 extra-holders hash, 3 rpm cur, 4 rpm prev, 5 tpm cur, 6 tpm prev
+-- ARGV: 1 id, 2 now ms, 3 lease expiry ms, 4 max concurrent, 5 rpm limit,
+--       6 tpm limit, 7 tokens, 8 ms left of the previous bucket's weight, 9 key ttl ms, 10 bucket ttl s
+local now = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[2]) > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  for i = 1, #gone do redis.call('HDEL', KEYS[2], gone[i]) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+  redis.call('PEXPIRE', KEYS[2], ARGV[9])
+  return 2
+end
+local maxc = tonumber(ARGV[4])
+if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
+local rem = tonumber(ARGV[8])
+local function estimate(cur, prev)
+  return tonumber(redis.call('GET', cur) or '0') + math.floor(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
+end
+local rpm = tonumber(ARGV[5])
+if rpm > 0 and estimate(KEYS[3], KEYS[4]) + 1 > rpm then return -1 end
+local tpm = tonumber(ARGV[6])
+local tokens = tonumber(ARGV[7])
+if tpm > 0 and estimate(KEYS[5], KEYS[6]) + tokens > tpm then return -2 end
+redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[10])
+if tokens ~= 0 then
+  redis.call('INCRBY', KEYS[5], tokens)
+  redis.call('EXPIRE', KEYS[5], ARGV[10])
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+return 1
+`)
+
+// acquireTenant: requests/min and tokens/min check-and-charge for a tenant.
+// Returns 1 (charged), -1 (requests/min spent), -2 (tokens/min spent).
+var acquireTenant = redis.NewScript(`
+-- KEYS: 1 rpm cur, 2 rpm prev, 3 tpm cur, 4 tpm prev
+-- ARGV: 1 rpm limit, 2 tpm limit, 3 tokens, 4 ms left of the previous bucket's weight, 5 bucket ttl s
+local rem = tonumber(ARGV[4])
+local function estimate(cur, prev)
+  return tonumber(redis.call('GET', cur) or '0') + math.floor(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
+end
+local rpm = tonumber(ARGV[1])
+if rpm > 0 and estimate(KEYS[1], KEYS[2]) + 1 > rpm then return -1 end
+local tpm = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+if tpm > 0 and estimate(KEYS[3], KEYS[4]) + tokens > tpm then return -2 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if tokens ~= 0 then
+  redis.call('INCRBY', KEYS[3], tokens)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return 1
+`)
+
+// settle: release a lease (when KEYS[3], KEYS[4] are given) and add deltas to
+// one minute's requests and tokens buckets, never below zero and never
+// re-creating an expired bucket.
+var settle = redis.NewScript(`
+-- KEYS: 1 rpm bucket, 2 tpm bucket, [3 leases zset, 4 extra-holders hash]
+-- ARGV: 1 rpm delta, 2 tpm delta, [3 id]
+if #KEYS >= 4 then
+  local h = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '0')
+  if h > 1 then
+    redis.call('HINCRBY', KEYS[4], ARGV[3], -1)
+  elseif h == 1 then
+    redis.call('HDEL', KEYS[4], ARGV[3])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[3])
+  end
+end
+local function adjust(k, d)
+  if d ~= 0 and redis.call('EXISTS', k) == 1 then
+    if redis.call('INCRBY', k, d) < 0 then redis.call('SET', k, 0, 'KEEPTTL') end
+  end
+end
+adjust(KEYS[1], tonumber(ARGV[1]))
+adjust(KEYS[2], tonumber(ARGV[2]))
+return 1
+`)
+
+type scriptCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+}
+
+// evalAll runs the calls in one pipeline by SHA. Calls the server does not
+// know yet (NOSCRIPT: first use, restarted or flushed server) are sent again
+// with their source in a second pipeline; the source loads them for later.
+// A NOSCRIPT call did not run, so resending it cannot apply anything twice.
+func (r *Redis) evalAll(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := r.client.Pipeline()
+	for i, c := range calls {
+		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, err := pipe.Exec(ctx)
+	if err == nil {
+		return cmds, nil
+	}
+	var redo []int
+	for i, cmd := range cmds {
+		if e := cmd.Err(); e != nil {
+			if !redis.HasErrorPrefix(e, "NOSCRIPT") {
+				if isRedisReply(e) {
+					continue // a script error: reported per command
+				}
+				return cmds, e // transport failure: the whole pipeline is in doubt
+			}
+			redo = append(redo, i)
+		}
+	}
+	if len(redo) == 0 {
+		return cmds, nil
+	}
+	pipe = r.client.Pipeline()
+	for _, i := range redo {
+		cmds[i] = calls[i].script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		for _, i := range redo {
+			if e := cmds[i].Err(); e != nil && !isRedisReply(e) {
+				return cmds, e
+			}
+		}
+	}
+	return cmds, nil
+}
+
+// isRedisReply: the server answered with an error reply (as opposed to a
+// network failure, a timeout or a canceled context).
+func isRedisReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)
+}
+
+// windowArgs returns the current and previous minute and the ms left of the
+// previous bucket's weight, as window.go computes it.
+func windowArgs(now time.Time) (cur, prev int64, remMs int64) {
+	cur = minuteOf(now)
+	elapsed := now.Sub(time.Unix(cur*60, 0)).Milliseconds()
+	return cur, cur - 1, 60000 - elapsed
+}
+
+func (r *Redis) poolCall(res Reservation, now time.Time) scriptCall {
+	cur, prev, rem := windowArgs(now)
+	nowMs := now.UnixMilli()
+	return scriptCall{
+		script: acquirePool,
+		keys: []string{
+			r.poolKey(res.Pool, "leases"), r.poolKey(res.Pool, "holds"),
+			r.poolKey(res.Pool, minuteSuffix("rpm", cur)), r.poolKey(res.Pool, minuteSuffix("rpm", prev)),
+			r.poolKey(res.Pool, minuteSuffix("tpm", cur)), r.poolKey(res.Pool, minuteSuffix("tpm", prev)),
+		},
+		args: []any{
+			res.ID, nowMs, nowMs + r.ttl.Milliseconds(), res.Limits.MaxConcurrent,
+			res.Limits.RequestsPerMinute, res.Limits.TokensPerMinute, res.Tokens, rem,
+			r.keyTTL().Milliseconds(), bucketTTL,
+		},
+	}
+}
+
+func (r *Redis) tenantCall(res Reservation, now time.Time) scriptCall {
+	cur, prev, rem := windowArgs(now)
+	return scriptCall{
+		script: acquireTenant,
+		keys: []string{
+			r.tenantKey(res.Tenant, minuteSuffix("rpm", cur)), r.tenantKey(res.Tenant, minuteSuffix("rpm", prev)),
+			r.tenantKey(res.Tenant, minuteSuffix("tpm", cur)), r.tenantKey(res.Tenant, minuteSuffix("tpm", prev)),
+		},
+		args: []any{res.TenantLimits.RequestsPerMinute, res.TenantLimits.TokensPerMinute, res.Tokens, rem, bucketTTL},
+	}
+}
+
+// keyTTL: a pool's lease keys outlive their last lease by this much (in
+// Redis time) so idle pools leave nothing behind.
+func (r *Redis) keyTTL() time.Duration { return 2*r.ttl + Window }
+
+// Acquire implements Store: one round trip.
+//
+// Without a tenant: one EVALSHA in the pool's slot. With a tenant: the
+// tenant's check-and-charge and the pool's script go in one pipeline (two
+// slots, possibly two cluster nodes, still one round trip); each runs
+// atomically on its own. When one refuses and the other charged, the other's
+// charge is undone off the critical path by the release worker: until it
+// lands (well under a millisecond plus one batch) the pool or tenant counts
+// one reservation too many, which can only refuse, never over-admit.
+func (r *Redis) Acquire(ctx context.Context, res Reservation) (Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return Lease{}, fmt.Errorf("redis acquire: %w", err)
+	}
+	if r.closed.Load() {
+		return Lease{}, fmt.Errorf("redis acquire: %w: store closed", ErrUnavailable)
+	}
+	if res.ID == "" || res.Pool == "" {
+		return Lease{}, errors.New("redis acquire: reservation needs an id and a pool")
+	}
+	now := r.clock.Now()
+	calls := []scriptCall{r.poolCall(res, now)}
+	if res.Tenant != "" {
+		calls = append(calls, r.tenantCall(res, now))
+	}
+	cmds, err := r.evalAll(ctx, calls)
+	if err != nil {
+		r.setErr(err)
+		if cerr := ctx.Err(); cerr != nil {
+			return Lease{}, fmt.Errorf("redis acquire: %w", cerr)
+		}
+		return Lease{}, fmt.Errorf("redis acquire: %w: %w", ErrUnavailable, err)
+	}
+	poolCode, err := cmds[0].Int64()
+	if err != nil {
+		r.setErr(err)
+		return Lease{}, fmt.Errorf("redis acquire: %w: pool script: %w", ErrUnavailable, err)
+	}
+	tenantCode := int64(1)
+	tenantOK := res.Tenant == ""
+	if res.Tenant != "" {
+		if tenantCode, err = cmds[1].Int64(); err != nil {
+			r.setErr(err)
+			if poolCode == 1 {
+				r.enqueue(r.undoPool(res, now))
+			}
+			return Lease{}, fmt.Errorf("redis acquire: %w: tenant script: %w", ErrUnavailable, err)
+		}
+		tenantOK = tenantCode == 1
+	}
+	lease := Lease{ID: res.ID, Pool: res.Pool, Tenant: res.Tenant, Tokens: res.Tokens, Acquired: now}
+	switch {
+	case poolCode == 2:
+		// Same request again: its slot is already held, nothing is charged.
+		if res.Tenant != "" && tenantOK {
+			r.enqueue(r.refundTenant(res, now))
+		}
+		lease.Tokens = 0
+		r.hold(res.Pool, res.ID)
+		return lease, nil
+	case poolCode == 1 && tenantOK:
+		r.hold(res.Pool, res.ID)
+		return lease, nil
+	case poolCode == 1:
+		r.enqueue(r.undoPool(res, now))
+		return Lease{}, quotaError("tenant", res.Tenant, tenantCode, now)
+	default:
+		if res.Tenant != "" && tenantOK {
+			r.enqueue(r.refundTenant(res, now))
+		}
+		if poolCode == 0 {
+			return Lease{}, ErrPoolFull
+		}
+		return Lease{}, quotaError("pool", res.Pool, poolCode, now)
+	}
+}
+
+func quotaError(scope, name string, code int64, now time.Time) error {
+	kind := "requests_per_minute"
+	if code == -2 {
+		kind = "tokens_per_minute"
+	}
+	next := time.Unix((minuteOf(now)+1)*60, 0)
+	return &QuotaError{Scope: scope, Name: name, Kind: kind, RetryAfter: next.Sub(now)}
+}
+
+func (r *Redis) hold(pool, id string) {
+	r.heldMu.Lock()
+	m := r.held[pool]
+	if m == nil {
+		m = map[string]int{}
+		r.held[pool] = m
+	}
+	m[id]++
+	r.heldMu.Unlock()
+}
+
+// unhold forgets one holder; it reports false when this replica held none.
+func (r *Redis) unhold(pool, id string) bool {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	m := r.held[pool]
+	if m[id] == 0 {
+		return false
+	}
+	if m[id]--; m[id] == 0 {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(r.held, pool)
+		}
+	}
+	return true
+}
+
+// settleOp is one queued write for the release worker.
+type settleOp struct {
+	pool, tenant, id string // id set: release the lease
+	minute           int64  // bucket the charge went to
+	rpmDelta         int64
+	tpmDelta         int64
+	queued           time.Time // wall clock
+	seq              uint64
+}
+
+func (r *Redis) undoPool(res Reservation, now time.Time) settleOp {
+	return settleOp{pool: res.Pool, id: res.ID, minute: minuteOf(now), rpmDelta: -1, tpmDelta: -res.Tokens}
+}
+
+func (r *Redis) refundTenant(res Reservation, now time.Time) settleOp {
+	return settleOp{tenant: res.Tenant, minute: minuteOf(now), rpmDelta: -1, tpmDelta: -res.Tokens}
+}
+
+// Release implements Store: it never blocks on the network. The slot is
+// freed and the tokens settled by the release worker's next pipeline.
+func (r *Redis) Release(l Lease, usedTokens int64) {
+	if !r.unhold(l.Pool, l.ID) {
+		return // not held here (released twice, or never acquired)
+	}
+	var delta int64
+	if l.Tokens != 0 {
+		delta = usedTokens - l.Tokens
+	}
+	m := minuteOf(l.Acquired)
+	r.enqueue(settleOp{pool: l.Pool, id: l.ID, minute: m, tpmDelta: delta})
+	if l.Tenant != "" && delta != 0 {
+		r.enqueue(settleOp{tenant: l.Tenant, minute: m, tpmDelta: delta})
+	}
+}
+
+func (r *Redis) enqueue(op settleOp) {
+	op.queued = time.Now()
+	r.qMu.Lock()
+	r.seqIn++
+	op.seq = r.seqIn
+	r.queue = append(r.queue, op)
+	r.qMu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+type flushWaiter struct {
+	seq  uint64
+	done chan struct{}
+}
+
+// Flush returns once every release queued before the call has landed in
+// Redis (or was dropped as too old), or when ctx ends.
+func (r *Redis) Flush(ctx context.Context) error {
+	r.qMu.Lock()
+	if r.seqDone >= r.seqIn {
+		r.qMu.Unlock()
+		return nil
+	}
+	w := flushWaiter{seq: r.seqIn, done: make(chan struct{})}
+	r.waiters = append(r.waiters, w)
+	r.qMu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("redis flush: %w", ctx.Err())
+	case <-r.workerDone:
+		return errors.New("redis flush: store closed with releases pending")
+	}
+}
+
+// loop is the one background goroutine: on every tick it renews this
+// replica's leases and heartbeat (one pipeline), and whenever releases are
+// queued it pipelines them in batches, in order. Running both in one goroutine
+// orders them: a renewal can never re-add a lease after its release landed.
+// A release batch that fails on the network is retried with backoff until it
+// lands or is older than settleMaxAge; meanwhile the released leases are no
+// longer renewed, so their slots come back within LeaseTTL regardless.
+func (r *Redis) loop() {
+	defer close(r.workerDone)
+	tick := time.NewTicker(r.renew)
+	defer tick.Stop()
+	renewDue := true
+	backoff := time.Duration(0)
+	var retry <-chan time.Time
+	for {
+		if renewDue {
+			renewDue = false
+			ctx, cancel := context.WithTimeout(context.Background(), min(r.renew, 2*time.Second))
+			if err := r.renewOnce(ctx); err != nil {
+				r.setErr(err)
+				r.log.Debug("capacity renew failed", "err", err)
+			}
+			cancel()
+		}
+		if retry == nil {
+			if err := r.drain(); err != nil {
+				r.setErr(err)
+				r.dropStale()
+				backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+				retry = time.After(backoff)
+				r.log.Debug("capacity release batch failed, will retry", "in", backoff, "err", err)
+			} else {
+				backoff = 0
+			}
+		}
+		select {
+		case <-r.stopWorker:
+			return
+		case <-tick.C:
+			renewDue = true
+		case <-r.wake:
+		case <-retry:
+			retry = nil
+		}
+	}
+}
+
+// drain lands every queued op, batch by batch.
+func (r *Redis) drain() error {
+	for {
+		r.qMu.Lock()
+		n := min(len(r.queue), releaseBatch)
+		batch := append([]settleOp(nil), r.queue[:n]...)
+		r.qMu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		if err := r.settleBatch(batch); err != nil {
+			return err
+		}
+		r.qMu.Lock()
+		r.queue = r.queue[n:]
+		r.markDone(batch[n-1].seq)
+		r.qMu.Unlock()
+	}
+}
+
+// markDone advances seqDone and wakes flushers; qMu held.
+func (r *Redis) markDone(seq uint64) {
+	if seq > r.seqDone {
+		r.seqDone = seq
+	}
+	if len(r.queue) == 0 {
+		r.seqDone = r.seqIn
+	}
+	kept := r.waiters[:0]
+	for _, w := range r.waiters {
+		if w.seq <= r.seqDone {
+			close(w.done)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	r.waiters = kept
+}
+
+// dropStale drops queued ops too old to matter any more.
+func (r *Redis) dropStale() {
+	r.qMu.Lock()
+	defer r.qMu.Unlock()
+	i := 0
+	for i < len(r.queue) && time.Since(r.queue[i].queued) > settleMaxAge {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	r.log.Warn("capacity releases dropped after redis stayed unreachable; their leases expired by themselves", "ops", i)
+	last := r.queue[i-1].seq
+	r.queue = r.queue[i:]
+	r.markDone(last)
+}
+
+func (r *Redis) settleBatch(batch []settleOp) error {
+	nowMinute := minuteOf(r.clock.Now())
+	calls := make([]scriptCall, 0, len(batch))
+	for _, op := range batch {
+		rd, td := op.rpmDelta, op.tpmDelta
+		if op.minute < nowMinute-1 {
+			rd, td = 0, 0 // that minute no longer counts
+		}
+		bucket := strconv.FormatInt(op.minute, 10)
+		if op.id != "" {
+			calls = append(calls, scriptCall{script: settle,
+				keys: []string{r.poolKey(op.pool, "rpm:"+bucket), r.poolKey(op.pool, "tpm:"+bucket), r.poolKey(op.pool, "leases"), r.poolKey(op.pool, "holds")},
+				args: []any{rd, td, op.id}})
+			continue
+		}
+		if rd == 0 && td == 0 {
+			continue
+		}
+		calls = append(calls, scriptCall{script: settle,
+			keys: []string{r.tenantKey(op.tenant, "rpm:"+bucket), r.tenantKey(op.tenant, "tpm:"+bucket)},
+			args: []any{rd, td}})
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cmds, err := r.evalAll(ctx, calls)
+	if err != nil {
+		return fmt.Errorf("redis release: %w", err)
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			// A script error is a bug, not an outage: retrying cannot help.
+			r.log.Error("capacity release script failed", "err", e)
+		}
+	}
+	return nil
+}
+
+// renewOnce refreshes every lease this replica holds and its heartbeat, in
+// one pipeline. A held lease missing from Redis (expired during an outage,
+// or a restarted server) is added back: the request is still running, so
+// counting it is the truth, and at worst refuses, never over-admits.
+func (r *Redis) renewOnce(ctx context.Context) error {
+	now := r.clock.Now()
+	nowMs := now.UnixMilli()
+	expiry := float64(nowMs + r.ttl.Milliseconds())
+	pipe := r.client.Pipeline()
+	pipe.ZAdd(ctx, r.replicasKey(), redis.Z{Score: expiry, Member: r.replica})
+	pipe.ZRemRangeByScore(ctx, r.replicasKey(), "-inf", strconv.FormatInt(nowMs, 10))
+	count := pipe.ZCard(ctx, r.replicasKey())
+	r.heldMu.Lock()
+	for pool, ids := range r.held {
+		members := make([]redis.Z, 0, len(ids))
+		for id := range ids {
+			members = append(members, redis.Z{Score: expiry, Member: id})
+		}
+		// GT: never shorten a lease another holder of the same id extended.
+		pipe.ZAddArgs(ctx, r.poolKey(pool, "leases"), redis.ZAddArgs{GT: true, Members: members})
+		pipe.PExpire(ctx, r.poolKey(pool, "leases"), r.keyTTL())
+		pipe.PExpire(ctx, r.poolKey(pool, "holds"), r.keyTTL())
+	}
+	r.heldMu.Unlock()
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redis renew: %w", err)
+	}
+	if n := count.Val(); n > 0 {
+		r.replicas.Store(n)
+	}
+	r.clearErr()
+	return nil
+}
+
+// Usage implements Store: one pipeline (ZCOUNT of unexpired leases plus the
+// four window buckets per pool).
+func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage, error) {
+	now := r.clock.Now()
+	cur, prev, rem := windowArgs(now)
+	type cmds struct {
+		inflight                     *redis.IntCmd
+		rpmCur, rpmPrev, tpmCur, tpm *redis.StringCmd
+	}
+	out := make(map[string]PoolUsage, len(pools))
+	if len(pools) == 0 {
+		return out, nil
+	}
+	pipe := r.client.Pipeline()
+	cs := make([]cmds, len(pools))
+	from := "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	for i, p := range pools {
+		cs[i] = cmds{
+			inflight: pipe.ZCount(ctx, r.poolKey(p, "leases"), from, "+inf"),
+			rpmCur:   pipe.Get(ctx, r.poolKey(p, minuteSuffix("rpm", cur))),
+			rpmPrev:  pipe.Get(ctx, r.poolKey(p, minuteSuffix("rpm", prev))),
+			tpmCur:   pipe.Get(ctx, r.poolKey(p, minuteSuffix("tpm", cur))),
+			tpm:      pipe.Get(ctx, r.poolKey(p, minuteSuffix("tpm", prev))),
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		r.setErr(err)
+		return nil, fmt.Errorf("redis usage: %w: %w", ErrUnavailable, err)
+	}
+	num := func(c *redis.StringCmd) int64 { v, _ := c.Int64(); return v }
+	est := func(c, p *redis.StringCmd) int64 { return num(c) + num(p)*rem/60000 }
+	for i, p := range pools {
+		out[p] = PoolUsage{
+			InFlight:           int(cs[i].inflight.Val()),
+			RequestsLastMinute: est(cs[i].rpmCur, cs[i].rpmPrev),
+			TokensLastMinute:   est(cs[i].tpmCur, cs[i].tpm),
+		}
+	}
+	return out, nil
+}
+
+// Ping checks that Redis answers (Resilient's half-open probe).
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		r.setErr(err)
+		return fmt.Errorf("redis ping: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Status implements Store. Replicas counts live heartbeats as of the last
+// renew tick (at least 1).
+func (r *Redis) Status() Status {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return Status{Mode: ModeShared, Replicas: int(r.replicas.Load()), LastError: r.lastErr, Since: r.since}
+}
+
+func (r *Redis) setErr(err error) {
+	r.errMu.Lock()
+	r.lastErr = err.Error()
+	r.errMu.Unlock()
+}
+
+func (r *Redis) clearErr() {
+	r.errMu.Lock()
+	r.lastErr = ""
+	r.errMu.Unlock()
+}
+
+// Close implements Store: stops renewing, releases every lease still held
+// (best effort, bounded to a few seconds), removes the heartbeat and closes
+// the client.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.heldMu.Lock()
+		held := r.held
+		r.held = map[string]map[string]int{}
+		r.heldMu.Unlock()
+		for pool, ids := range held {
+			for id, n := range ids {
+				for i := 0; i < n; i++ {
+					r.enqueue(settleOp{pool: pool, id: id, minute: minuteOf(r.clock.Now())})
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := r.Flush(ctx); err != nil {
+			r.log.Warn("capacity releases not flushed at close; their leases expire within the ttl", "err", err)
+		}
+		close(r.stopWorker)
+		<-r.workerDone
+		if err := r.client.ZRem(ctx, r.replicasKey(), r.replica).Err(); err != nil {
+			r.log.Debug("capacity heartbeat not removed at close", "err", err)
+		}
+	})
+	if err := r.client.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("redis close: %w", err)
+	}
+	return nil
+}
+
+// abandon simulates a replica that dies: loops stop, nothing is released,
+// the heartbeat stays until it expires. For tests.
+func (r *Redis) abandon() {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		close(r.stopWorker)
+		<-r.workerDone
+		_ = r.client.Close()
+	})
+}
