@@ -83,14 +83,16 @@ func GeographyOf(region string) string {
 // usable; use NewTable. A Table is read-only after construction and safe for
 // concurrent use.
 type Table struct {
-	regions   map[string]Region
-	overrides map[[2]string]float64
+	regions map[string]Region
+	// rtt holds every pair of known regions, overrides applied, so a lookup
+	// on the routing hot path is one map access.
+	rtt map[[2]string]float64
 }
 
 // NewTable builds a latency table from the known regions plus extra regions and
 // per-pair overrides in milliseconds (keys "a|b", symmetric).
 func NewTable(extra []Region, overrides map[string]float64) (*Table, error) {
-	t := &Table{regions: map[string]Region{}, overrides: map[[2]string]float64{}}
+	t := &Table{regions: map[string]Region{}, rtt: map[[2]string]float64{}}
 	for k, v := range Known {
 		t.regions[k] = v
 	}
@@ -105,8 +107,15 @@ func NewTable(extra []Region, overrides map[string]float64) (*Table, error) {
 		if ms < 0 || math.IsNaN(ms) {
 			return nil, fmt.Errorf("latency override %q: %v ms is not a latency", k, ms)
 		}
-		t.overrides[[2]string{a, b}] = ms
-		t.overrides[[2]string{b, a}] = ms
+		t.rtt[[2]string{a, b}] = ms
+		t.rtt[[2]string{b, a}] = ms
+	}
+	for a, ra := range t.regions {
+		for b, rb := range t.regions {
+			if _, set := t.rtt[[2]string{a, b}]; !set {
+				t.rtt[[2]string{a, b}] = estimate(ra, rb)
+			}
+		}
 	}
 	return t, nil
 }
@@ -122,15 +131,17 @@ func (t *Table) RTTMillis(a, b string) float64 {
 	if a == b {
 		return 1
 	}
-	if ms, ok := t.overrides[[2]string{a, b}]; ok {
+	if ms, ok := t.rtt[[2]string{a, b}]; ok {
 		return ms
 	}
-	ra, oka := t.regions[a]
-	rb, okb := t.regions[b]
-	if !oka || !okb {
-		return UnknownRTTMillis
+	return UnknownRTTMillis
+}
+
+func estimate(a, b Region) float64 {
+	if a.Name == b.Name {
+		return 1
 	}
-	km := haversineKm(ra.Lat, ra.Lon, rb.Lat, rb.Lon)
+	km := haversineKm(a.Lat, a.Lon, b.Lat, b.Lon)
 	return 2 + 2*km/200*1.4
 }
 

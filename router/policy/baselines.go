@@ -16,7 +16,7 @@ var _ Policy = (*RoundRobin)(nil)
 
 func (*RoundRobin) Name() string { return "round_robin" }
 
-func (r *RoundRobin) Rank(_ *Request, _ []PoolView, eligible []Candidate, _ *Env) []Candidate {
+func (r *RoundRobin) Rank(req *Request, _ []PoolView, eligible []Candidate, _ *Env) []Candidate {
 	n := len(eligible)
 	if n == 0 {
 		return nil
@@ -25,7 +25,7 @@ func (r *RoundRobin) Rank(_ *Request, _ []PoolView, eligible []Candidate, _ *Env
 	out := make([]Candidate, 0, n)
 	out = append(out, eligible[start:]...)
 	out = append(out, eligible[:start]...)
-	for i := range out {
+	for i := 0; req.Explain && i < len(out); i++ {
 		out[i].Reason = "round_robin: rotation"
 	}
 	return out
@@ -38,13 +38,13 @@ var _ Policy = Random{}
 
 func (Random) Name() string { return "random" }
 
-func (Random) Rank(_ *Request, _ []PoolView, eligible []Candidate, env *Env) []Candidate {
+func (Random) Rank(req *Request, _ []PoolView, eligible []Candidate, env *Env) []Candidate {
 	out := append([]Candidate(nil), eligible...)
 	for i := len(out) - 1; i > 0; i-- {
 		j := int(env.Rand() * float64(i+1))
 		out[i], out[j] = out[j], out[i]
 	}
-	for i := range out {
+	for i := 0; req.Explain && i < len(out); i++ {
 		out[i].Reason = "random"
 	}
 	return out
@@ -58,7 +58,7 @@ var _ Policy = LeastRequest{}
 
 func (LeastRequest) Name() string { return "least_request" }
 
-func (LeastRequest) Rank(_ *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate {
+func (LeastRequest) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate {
 	out := append([]Candidate(nil), eligible...)
 	n := len(out)
 	if n == 0 {
@@ -78,9 +78,11 @@ func (LeastRequest) Rank(_ *Request, pools []PoolView, eligible []Candidate, env
 	}
 	rest := out[1:]
 	sort.SliceStable(rest, func(i, j int) bool { return inflight(rest[i]) < inflight(rest[j]) })
-	out[0].Reason = "least_request: fewer in flight of two random choices"
-	for i := range rest {
-		rest[i].Reason = "least_request: fallback by in-flight count"
+	if req.Explain {
+		out[0].Reason = "least_request: fewer in flight of two random choices"
+		for i := range rest {
+			rest[i].Reason = "least_request: fallback by in-flight count"
+		}
 	}
 	return out
 }

@@ -25,6 +25,9 @@ type Request struct {
 	Residency            string // "", "eu", "us", ...
 	PreferredCloud       string
 	PreferredAccelerator string
+	// Explain asks policies for human-readable reasons (ExplainRoute, logs);
+	// off on the hot path, where reasons would cost allocations.
+	Explain bool
 }
 
 // PoolView is a snapshot of one pool taken for one decision.
@@ -176,9 +179,11 @@ func tierOf(req *Request, p *PoolView, env *Env) Tier {
 	if p.Region == req.CallerRegion {
 		return TierRegion
 	}
-	callerGeo := geo.GeographyOf(req.CallerRegion)
+	var callerGeo string
 	if env != nil && env.Latency != nil {
 		callerGeo = env.Latency.Geography(req.CallerRegion)
+	} else {
+		callerGeo = geo.GeographyOf(req.CallerRegion)
 	}
 	if callerGeo != "" && callerGeo == p.Geography {
 		return TierGeography
@@ -190,9 +195,11 @@ func tierOf(req *Request, p *PoolView, env *Env) Tier {
 func Decide(pol Policy, req *Request, pools []PoolView, env *Env) Decision {
 	eligible, skipped := Filter(req, pools, env)
 	ranked := pol.Rank(req, pools, eligible, env)
-	for i := range ranked {
-		if ranked[i].Reason == "" {
-			ranked[i].Reason = pol.Name()
+	if req.Explain {
+		for i := range ranked {
+			if ranked[i].Reason == "" {
+				ranked[i].Reason = pol.Name()
+			}
 		}
 	}
 	return Decision{Policy: pol.Name(), Ranked: ranked, Skipped: skipped}

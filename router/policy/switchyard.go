@@ -64,7 +64,9 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 			free = float64(c.Headroom) / float64(p.Limit)
 		}
 		c.Score = p.Weight * free * near * pref * costF
-		c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
+		if req.Explain {
+			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
+		}
 		tiers[c.Tier] = append(tiers[c.Tier], c)
 	}
 
@@ -83,6 +85,9 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 		}
 		if limit > 0 && float64(free)/float64(limit) <= reserve && Tier(t) != TierAnywhere {
 			for i := range group {
+				if !req.Explain {
+					break
+				}
 				group[i].Reason += fmt.Sprintf("; tier below %s reserve %.0f%% (free %d/%d): spilled behind farther tiers", priorityName(prio), reserve*100, free, limit)
 			}
 			spilled = append(spilled, group...)

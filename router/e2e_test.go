@@ -1,0 +1,228 @@
+package router_test
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+func usEU() []*simPool {
+	return []*simPool{
+		{name: "aws-use1", cloud: "aws", region: "us-east-1", accel: "h100", limit: 4},
+		{name: "gcp-usc1", cloud: "gcp", region: "us-central1", accel: "tpu-v6e", limit: 4},
+		{name: "azure-weu", cloud: "azure", region: "westeurope", accel: "h100", limit: 4, models: []string{"m", "other"}},
+	}
+}
+
+func TestGenerateAndStreamFillTheRoute(t *testing.T) {
+	f := startFleet(t, fleetOpts{}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	resp, err := f.client.Generate(ctx, req("us-east-1", 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resp.GetRoute()
+	if r.GetPool() != "aws-use1" || r.GetCloud() != "aws" || r.GetRegion() != "us-east-1" || r.GetAccelerator() != "h100" || r.GetAttempts() != 1 {
+		t.Fatalf("route %v: want aws-use1 (caller's region) in one attempt", r)
+	}
+	if resp.GetUsage().GetOutputTokens() != 16 || resp.GetRequestId() == "" || resp.GetText() == "" {
+		t.Fatalf("response %v", resp)
+	}
+	text, tokens, last, err := stream(ctx, f.client, req("westeurope", 24))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens != 24 || last.GetUsage().GetOutputTokens() != 24 || last.GetFinishReason() != pb.FinishReason_FINISH_REASON_LENGTH {
+		t.Fatalf("stream: %d tokens, final %v", tokens, last)
+	}
+	if last.GetRoute().GetPool() != "azure-weu" || text == "" {
+		t.Fatalf("stream route %v: want azure-weu", last.GetRoute())
+	}
+	models, err := f.client.ListModels(ctx, &pb.ListModelsRequest{})
+	if err != nil || len(models.Models) != 2 || len(models.Models[0].Placements) != 3 {
+		t.Fatalf("ListModels: %v %v", models, err)
+	}
+}
+
+func TestBadRequestsGetClearStatuses(t *testing.T) {
+	f := startFleet(t, fleetOpts{}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	long := strings.Repeat("x", 1000*4+1)
+	cases := []struct {
+		name  string
+		req   *pb.GenerateRequest
+		code  codes.Code
+		field string
+	}{
+		{"unknown model", &pb.GenerateRequest{Model: "nope", Prompt: "p", MaxTokens: 1}, codes.NotFound, "nope"},
+		{"no model", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1}, codes.InvalidArgument, "model"},
+		{"empty prompt", &pb.GenerateRequest{Model: "m", MaxTokens: 1}, codes.InvalidArgument, "prompt"},
+		{"zero max_tokens", &pb.GenerateRequest{Model: "m", Prompt: "p"}, codes.InvalidArgument, "max_tokens"},
+		{"max_tokens over the model limit", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 501}, codes.InvalidArgument, "max_tokens"},
+		{"oversized prompt", &pb.GenerateRequest{Model: "m", Prompt: long, MaxTokens: 1}, codes.InvalidArgument, "prompt"},
+		{"unknown residency", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Routing: &pb.RoutingHints{Residency: "mars"}}, codes.InvalidArgument, "routing.residency"},
+		{"bad priority", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Priority: 9}, codes.InvalidArgument, "priority"},
+		{"bad request id", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, RequestId: "a b"}, codes.InvalidArgument, "request_id"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := f.client.Generate(ctx, c.req)
+			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.field) {
+				t.Fatalf("unary: got %v, want %v naming %q", err, c.code, c.field)
+			}
+			_, _, _, err = stream(ctx, f.client, c.req)
+			if status.Code(err) != c.code {
+				t.Fatalf("stream: got %v, want %v", err, c.code)
+			}
+		})
+	}
+}
+
+func TestDeadlineShorterThanTheWork(t *testing.T) {
+	slow := &simPool{name: "slow", cloud: "aws", region: "us-east-1", accel: "h100", limit: 4, timeScale: 1}
+	f := startFleet(t, fleetOpts{}, slow)
+	ctx := ctxT(t, 150*time.Millisecond)
+	_, err := f.client.Generate(ctx, req("us-east-1", 400)) // ~400 decode steps of ~15ms: seconds of work
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED", err)
+	}
+	ctx = ctxT(t, 150*time.Millisecond)
+	_, _, _, err = stream(ctx, f.client, req("us-east-1", 400))
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("stream: got %v, want DEADLINE_EXCEEDED", err)
+	}
+}
+
+func TestFailoverWhenAPoolIsKilled(t *testing.T) {
+	pools := usEU()
+	f := startFleet(t, fleetOpts{}, pools...)
+	ctx := ctxT(t, 20*time.Second)
+	f.pools["aws-use1"].kill()
+	for i := 0; i < 10; i++ {
+		resp, err := f.client.Generate(ctx, req("us-east-1", 8))
+		if err != nil {
+			t.Fatalf("call %d failed although other pools are up: %v", i, err)
+		}
+		if p := resp.GetRoute().GetPool(); p == "aws-use1" {
+			t.Fatalf("call %d served by the killed pool", i)
+		}
+		_, _, last, err := stream(ctx, f.client, req("us-east-1", 8))
+		if err != nil {
+			t.Fatalf("stream %d failed although other pools are up: %v", i, err)
+		}
+		// Same geography first: us-central1 before westeurope.
+		if p := last.GetRoute().GetPool(); p != "gcp-usc1" {
+			t.Fatalf("stream %d went to %s, want gcp-usc1 (next closest)", i, p)
+		}
+	}
+}
+
+func TestResidencyIsHard(t *testing.T) {
+	f := startFleet(t, fleetOpts{}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	eu := req("us-east-1", 8)
+	eu.Routing.Residency = "eu"
+	resp, err := f.client.Generate(ctx, eu)
+	if err != nil || resp.GetRoute().GetPool() != "azure-weu" {
+		t.Fatalf("EU request from a US caller: %v %v, want azure-weu", resp.GetRoute(), err)
+	}
+	f.pools["azure-weu"].kill()
+	_, err = f.client.Generate(ctx, eu)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "azure-weu") {
+		t.Fatalf("EU request with every EU pool down: %v, want UNAVAILABLE naming the EU pool", err)
+	}
+	for _, name := range []string{"aws-use1", "gcp-usc1"} {
+		if n := f.pools[name].pool.Stats().Served; n != 0 {
+			t.Fatalf("US pool %s served %d EU requests", name, n)
+		}
+	}
+}
+
+func TestStreamContinuesOnAnotherPoolWhenAPoolDiesMidStream(t *testing.T) {
+	a := &simPool{name: "a", cloud: "aws", region: "us-east-1", accel: "h100", limit: 4, timeScale: 5}
+	b := &simPool{name: "b", cloud: "gcp", region: "us-central1", accel: "h100", limit: 4, timeScale: 50}
+	f := startFleet(t, fleetOpts{}, a, b)
+	ctx := ctxT(t, 20*time.Second)
+	s, err := f.client.GenerateStream(ctx, req("us-east-1", 120))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens int32
+	var text strings.Builder
+	var last *pb.GenerateChunk
+	broke := false
+	for {
+		ch, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream failed after %d tokens: %v", tokens, err)
+		}
+		tokens += ch.Tokens
+		text.WriteString(ch.Text)
+		last = ch
+		if tokens >= 20 && !broke {
+			broke = true
+			if err := a.pool.SetFault(&pb.Fault{Outage: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if tokens != 120 || last.GetUsage().GetOutputTokens() != 120 {
+		t.Fatalf("got %d tokens (usage %v), want all 120", tokens, last.GetUsage())
+	}
+	r := last.GetRoute()
+	if r.GetPool() != "b" || len(r.GetPoolsTried()) != 2 || r.GetAttempts() != 2 {
+		t.Fatalf("route %v: want continued on b after a", r)
+	}
+	if !strings.HasSuffix(text.String(), " ") || strings.Count(text.String(), " ") != 120 {
+		t.Fatalf("text has %d words, want 120", strings.Count(text.String(), " "))
+	}
+}
+
+func TestNoHeadroomWaitsThenResourceExhaustedWithRetryInfo(t *testing.T) {
+	one := &simPool{name: "one", cloud: "aws", region: "us-east-1", accel: "h100", limit: 1, timeScale: 1}
+	f := startFleet(t, fleetOpts{}, one)
+	ctx := ctxT(t, 20*time.Second)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = f.client.Generate(ctx, req("us-east-1", 200)) }() // holds the only slot for seconds
+	deadline := time.Now().Add(5 * time.Second)
+	for one.pool.Stats().Running == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := f.client.Generate(ctx, req("us-east-1", 8))
+	waited := time.Since(start)
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("got %v, want RESOURCE_EXHAUSTED", err)
+	}
+	var ri *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if x, ok := d.(*errdetails.RetryInfo); ok {
+			ri = x
+		}
+	}
+	if ri == nil || ri.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("no RetryInfo in %v", st.Details())
+	}
+	if waited < 250*time.Millisecond {
+		t.Fatalf("refused after %v: the call should wait up to queue_max_wait (300ms) first", waited)
+	}
+	if hw := one.pool.Stats().MaxRunningSeen; hw > 1 {
+		t.Fatalf("pool ran %d at once, limit 1", hw)
+	}
+	f.rt.Close()
+	wg.Wait()
+}
