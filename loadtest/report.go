@@ -126,6 +126,7 @@ type Window struct {
 	StartSeconds float64          `json:"start_seconds"`
 	Sent         int64            `json:"sent"`
 	OK           int64            `json:"ok"`
+	Dropped      int64            `json:"dropped_client_cap,omitempty"`
 	Errors       map[string]int64 `json:"errors,omitempty"`
 	TTFT         Dist             `json:"ttft_ms"`
 	E2E          Dist             `json:"e2e_ms"`
@@ -236,7 +237,7 @@ func (s *Stats) Report(label string, cfg RunConfig, started time.Time, traceSpan
 	}
 	r.Pools, r.Clouds, r.Regions, r.Priorities = groups(s.pools), groups(s.clouds), groups(s.regions), groups(s.prio)
 	for i, w := range s.windows {
-		win := Window{StartSeconds: round3((time.Duration(i) * s.window).Seconds()), Sent: w.sent, OK: w.ok, E2E: dist(w.e2e, ms)}
+		win := Window{StartSeconds: round3((time.Duration(i) * s.window).Seconds()), Sent: w.sent, OK: w.ok, Dropped: w.dropped, E2E: dist(w.e2e, ms)}
 		if s.streaming {
 			win.TTFT = dist(w.ttft, ms)
 		}

@@ -74,6 +74,7 @@ type group struct {
 
 type window struct {
 	sent, ok  int64
+	dropped   int64
 	codes     map[codes.Code]int64
 	ttft, e2e *hdr.Histogram
 	places    map[string]int64 // "cloud/region" -> OK calls
@@ -105,6 +106,7 @@ func (s *Stats) Scheduled() {
 func (s *Stats) Dropped(arrival time.Duration) {
 	s.mu.Lock()
 	s.dropped++
+	s.windowAt(arrival).dropped++
 	s.mu.Unlock()
 }
 

@@ -1,0 +1,482 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/switchyard-dev/switchyard/loadtest"
+	"github.com/switchyard-dev/switchyard/loadtest/clock"
+	"github.com/switchyard-dev/switchyard/loadtest/scenario"
+	"github.com/switchyard-dev/switchyard/loadtest/trace"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// config is the parsed command line.
+type config struct {
+	target, simControl      string
+	tracePath, format       string
+	synthetic               string
+	speedup, scale          float64
+	duration                time.Duration
+	maxRequests             int
+	maxConcurrency          int
+	timeout                 time.Duration
+	unary                   bool
+	model                   string
+	priorityMix             string
+	residency, callerRegion string
+	scenarioPath            string
+	adminTokenFile          string
+	reportJSON, reportHTML  string
+	sloTTFT                 time.Duration
+	sloSuccess              float64
+	compare                 string
+	window                  time.Duration
+	maxBadLines             int
+	seed                    uint64
+	noProgress              bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("switchyard-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.target, "target", "127.0.0.1:50051", "router address (switchyard.v1.Inference, and Admin)")
+	fs.StringVar(&c.simControl, "sim-control", "", "switchyard.v1.SimControl address (default: --target, which serves it for embedded sim pools)")
+	fs.StringVar(&c.tracePath, "trace", "", "trace file (not needed for --format synthetic)")
+	fs.StringVar(&c.format, "format", "azure", "trace format: "+strings.Join(trace.Formats(), ", "))
+	fs.StringVar(&c.synthetic, "synthetic", "rate=5", "synthetic arrivals: rate=REQ/S,cv=BURSTINESS,seed=N,input=MEAN/SD,output=MEAN/SD[,duration=D]")
+	fs.Float64Var(&c.speedup, "speedup", 1, "divide the trace clock by this (60 replays an hour in a minute)")
+	fs.Float64Var(&c.scale, "scale", 1, "requests per trace request, keeping the shape (2 doubles, 0.5 halves)")
+	fs.DurationVar(&c.duration, "duration", 0, "replay only this much of the trace, in trace time (0: all; synthetic default 1m)")
+	fs.IntVar(&c.maxRequests, "max-requests", 0, "stop after this many arrivals (0: no limit beyond the trace)")
+	fs.IntVar(&c.maxConcurrency, "max-concurrency", loadtest.DefaultMaxConcurrency, "client safety cap on calls in flight; arrivals over it are dropped and counted")
+	fs.DurationVar(&c.timeout, "timeout", loadtest.DefaultTimeout, "deadline of each call")
+	fs.BoolVar(&c.unary, "unary", false, "call Generate instead of GenerateStream")
+	fs.StringVar(&c.model, "model", "", "model to call (default: the first one ListModels returns)")
+	fs.StringVar(&c.priorityMix, "priority-mix", "", "priorities in proportion, e.g. interactive=0.7,batch=0.3 (default: all standard)")
+	fs.StringVar(&c.residency, "residency", "", "routing hint: data residency (eu, us)")
+	fs.StringVar(&c.callerRegion, "caller-region", "", "routing hint: the caller's region, e.g. us-east-1")
+	fs.StringVar(&c.scenarioPath, "scenario", "", "scenario file (YAML): faults and admin actions at trace-time offsets")
+	fs.StringVar(&c.adminTokenFile, "admin-token-file", "", "file holding the Admin bearer token (needed for admin scenario steps and --compare)")
+	fs.StringVar(&c.reportJSON, "report-json", "", "write the JSON report here")
+	fs.StringVar(&c.reportHTML, "report-html", "", "write the HTML report here")
+	fs.DurationVar(&c.sloTTFT, "slo-ttft-p99", 0, "fail when p99 time to first token (e2e latency with --unary) exceeds this")
+	fs.Float64Var(&c.sloSuccess, "slo-success", 0, "fail when the ratio of OK calls to arrivals is below this (0..1)")
+	fs.StringVar(&c.compare, "compare", "", "comma-separated router policies: replay once per policy and compare")
+	fs.DurationVar(&c.window, "window", 0, "timeline resolution in trace time (default: the replayed span / 120, at least 1s)")
+	fs.IntVar(&c.maxBadLines, "max-bad-lines", 0, "bad trace lines tolerated (each is reported and skipped)")
+	fs.Uint64Var(&c.seed, "seed", 1, "seed for priority assignment")
+	fs.BoolVar(&c.noProgress, "no-progress", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	known := false
+	for _, f := range trace.Formats() {
+		known = known || f == c.format
+	}
+	if !known {
+		errs = append(errs, fmt.Errorf("--format %q: want one of %s", c.format, strings.Join(trace.Formats(), ", ")))
+	}
+	if c.format != string(trace.FormatSynthetic) && c.tracePath == "" {
+		errs = append(errs, errors.New("--trace FILE is required (or --format synthetic)"))
+	}
+	if !(c.speedup > 0) || math.IsInf(c.speedup, 0) || c.speedup > 1e6 {
+		errs = append(errs, fmt.Errorf("--speedup must be in (0, 1e6], got %v", c.speedup))
+	}
+	if !(c.scale > 0) || c.scale > 100 {
+		errs = append(errs, fmt.Errorf("--scale must be in (0, 100], got %v", c.scale))
+	}
+	if c.duration < 0 || c.maxRequests < 0 || c.maxBadLines < 0 || c.window < 0 {
+		errs = append(errs, errors.New("--duration, --max-requests, --max-bad-lines and --window must not be negative"))
+	}
+	if c.maxConcurrency < 1 || c.maxConcurrency > 1_000_000 {
+		errs = append(errs, fmt.Errorf("--max-concurrency must be in [1, 1000000], got %d", c.maxConcurrency))
+	}
+	if c.timeout <= 0 {
+		errs = append(errs, errors.New("--timeout must be > 0"))
+	}
+	if c.sloSuccess < 0 || c.sloSuccess > 1 || math.IsNaN(c.sloSuccess) {
+		errs = append(errs, fmt.Errorf("--slo-success must be in [0, 1], got %v", c.sloSuccess))
+	}
+	if c.sloTTFT < 0 {
+		errs = append(errs, errors.New("--slo-ttft-p99 must not be negative"))
+	}
+	if c.simControl == "" {
+		c.simControl = c.target
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) policies() []string {
+	var out []string
+	for _, p := range strings.Split(c.compare, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// openTrace returns a fresh reader of the configured trace, scaled and
+// limited, and a closer.
+func (c *config) openTrace() (trace.Reader, func(), error) {
+	r, _, closer, err := c.openTraceBase()
+	return r, closer, err
+}
+
+// openTraceBase is openTrace that also returns the format's own reader.
+func (c *config) openTraceBase() (trace.Reader, trace.Reader, func(), error) {
+	var src trace.Reader
+	closer := func() {}
+	if c.format == string(trace.FormatSynthetic) {
+		d := c.duration
+		if d == 0 {
+			d = time.Minute
+		}
+		opts, err := trace.ParseSynthetic(c.synthetic, d)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		s, err := trace.NewSynthetic(opts)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		src = s
+	} else {
+		f, err := trace.Open(trace.Format(c.format), c.tracePath)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		src, closer = f.Reader, func() { f.Close() }
+	}
+	scaled, err := trace.NewScaled(src, c.scale)
+	if err != nil {
+		closer()
+		return nil, nil, nil, err
+	}
+	return trace.NewLimited(scaled, c.duration), src, closer, nil
+}
+
+// survey is what a pre-pass over the trace found.
+type survey struct {
+	requests int
+	span     time.Duration
+	bad      int
+	skipped  int // BurstGPT rows failed in the original trace
+}
+
+// maxBadShown bounds the bad lines printed.
+const maxBadShown = 50
+
+// surveyTrace reads the whole trace once (streaming), reporting bad lines.
+func (c *config) surveyTrace(stderr io.Writer) (survey, error) {
+	var s survey
+	src, base, closer, err := c.openTraceBase()
+	if err != nil {
+		return s, err
+	}
+	defer closer()
+	limit := c.maxRequests
+	if limit == 0 {
+		limit = loadtest.DefaultMaxRequests
+	}
+	for s.requests < limit {
+		r, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if !trace.IsLineError(err) {
+				return s, err
+			}
+			s.bad++
+			if s.bad <= maxBadShown {
+				fmt.Fprintln(stderr, err)
+			}
+			continue
+		}
+		s.requests++
+		s.span = r.Offset
+	}
+	if s.bad > maxBadShown {
+		fmt.Fprintf(stderr, "... and %d more bad lines\n", s.bad-maxBadShown)
+	}
+	if sk, ok := base.(interface{ Skipped() int }); ok {
+		s.skipped = sk.Skipped()
+	}
+	return s, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	mix, err := loadtest.ParsePriorityMix(c.priorityMix)
+	if err != nil {
+		return err
+	}
+	var sc *scenario.Scenario
+	if c.scenarioPath != "" {
+		if sc, err = scenario.Load(c.scenarioPath); err != nil {
+			return err
+		}
+	}
+	policies := c.policies()
+	token := ""
+	if c.adminTokenFile != "" {
+		b, err := os.ReadFile(c.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin token: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return fmt.Errorf("admin token file %s is empty", c.adminTokenFile)
+		}
+	}
+	if token == "" && (len(policies) > 0 || (sc != nil && sc.UsesAdmin())) {
+		return errors.New("--admin-token-file is required for --compare and for admin scenario steps")
+	}
+
+	sv, err := c.surveyTrace(stderr)
+	if err != nil {
+		return err
+	}
+	if sv.bad > c.maxBadLines {
+		return fmt.Errorf("%d bad trace line(s), more than --max-bad-lines %d", sv.bad, c.maxBadLines)
+	}
+	if sv.requests == 0 {
+		return errors.New("the trace has no requests to replay")
+	}
+	if sc != nil {
+		for _, s := range sc.Steps {
+			if s.At > sv.span {
+				fmt.Fprintf(stderr, "warning: %s:%d: step at %v is after the last arrival (%v): it will not run\n", sc.File, s.Line, s.At, sv.span)
+			}
+		}
+	}
+
+	conn, err := grpc.NewClient(c.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", c.target, err)
+	}
+	defer conn.Close()
+	simConn := conn
+	if c.simControl != c.target {
+		if simConn, err = grpc.NewClient(c.simControl, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return fmt.Errorf("dial %s: %w", c.simControl, err)
+		}
+		defer simConn.Close()
+	}
+	client := pb.NewInferenceClient(conn)
+	control := scenario.Control{Sim: pb.NewSimControlClient(simConn), Admin: pb.NewAdminClient(conn), AdminToken: token}
+
+	model, err := pickModel(ctx, client, c.model)
+	if err != nil {
+		return err
+	}
+
+	window := c.window
+	if window == 0 {
+		window = max(time.Second, (sv.span/120).Round(time.Second))
+	}
+	var routing *pb.RoutingHints
+	if c.residency != "" || c.callerRegion != "" {
+		routing = &pb.RoutingHints{Residency: c.residency, CallerRegion: c.callerRegion}
+	}
+	base := loadtest.RunConfig{
+		Target: c.target, Trace: c.tracePath, Format: c.format, Model: model.GetName(), Streaming: !c.unary,
+		Speedup: c.speedup, Scale: c.scale, DurationSec: c.duration.Seconds(), MaxConcurrency: c.maxConcurrency,
+		PriorityMix: mix.String(), Scenario: c.scenarioPath,
+	}
+	if c.format == string(trace.FormatSynthetic) {
+		base.Trace = "synthetic: " + c.synthetic
+	}
+	if sv.skipped > 0 {
+		fmt.Fprintf(stderr, "%d rows skipped: failed in the original trace\n", sv.skipped)
+	}
+	fmt.Fprintf(stderr, "replaying %d requests over %v of trace time (%v at speedup %g) to %s, model %s\n",
+		sv.requests, sv.span.Round(time.Millisecond), (time.Duration(float64(sv.span) / c.speedup)).Round(time.Millisecond), c.speedup, c.target, model.GetName())
+
+	labels := policies
+	if len(labels) == 0 {
+		labels = []string{""}
+	}
+	rep := loadtest.Report{Tool: "switchyard-load", GeneratedAt: time.Now().UTC()}
+	var problems []error
+	originalPolicy := ""
+	for i, policy := range labels {
+		if ctx.Err() != nil {
+			break
+		}
+		label := "run"
+		if policy != "" {
+			label = policy
+			if i > 0 || sc != nil {
+				if err := control.ClearFaults(ctx); err != nil {
+					return err
+				}
+			}
+			prev, err := control.SetPolicy(ctx, policy)
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				originalPolicy = prev
+			}
+		}
+		snap, err := control.Take(ctx, sc)
+		if err != nil && len(policies) > 0 {
+			return err
+		}
+		r, err := c.runOnce(ctx, runParams{
+			label: label, policy: policy, cfg: base, model: model, mix: mix, routing: routing,
+			window: window, total: sv.requests, span: sv.span, sc: sc, control: control, client: client,
+		}, stderr)
+		if err != nil {
+			return err
+		}
+		if err := (loadtest.SLO{TTFTP99: c.sloTTFT, Success: c.sloSuccess}).Check(&r); err != nil {
+			problems = append(problems, err)
+		}
+		for _, s := range r.Scenario {
+			if s.Error != "" {
+				problems = append(problems, fmt.Errorf("run %q: scenario %s:%d (%s): %s", label, sc.File, s.Line, s.Action, s.Error))
+			}
+		}
+		rep.Runs = append(rep.Runs, r)
+		if len(policies) > 0 {
+			if err := control.Restore(ctx, snap); err != nil {
+				problems = append(problems, err)
+			}
+			if sc != nil {
+				if err := control.ClearFaults(ctx); err != nil {
+					problems = append(problems, err)
+				}
+			}
+		}
+	}
+	if originalPolicy != "" {
+		if _, err := control.SetPolicy(context.WithoutCancel(ctx), originalPolicy); err != nil {
+			problems = append(problems, fmt.Errorf("put back policy %q: %w", originalPolicy, err))
+		}
+	}
+	if err := loadtest.WriteSummary(stdout, rep.Runs); err != nil {
+		return err
+	}
+	if c.reportJSON != "" {
+		if err := loadtest.WriteJSON(c.reportJSON, rep); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "wrote", c.reportJSON)
+	}
+	if c.reportHTML != "" {
+		if err := loadtest.WriteHTML(c.reportHTML, rep); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "wrote", c.reportHTML)
+	}
+	if ctx.Err() != nil {
+		problems = append(problems, fmt.Errorf("interrupted: %w", ctx.Err()))
+	}
+	return errors.Join(problems...)
+}
+
+// pickModel finds the model to call and its limits.
+func pickModel(ctx context.Context, client pb.InferenceClient, name string) (*pb.Model, error) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := client.ListModels(lctx, &pb.ListModelsRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	var names []string
+	for _, m := range resp.GetModels() {
+		if name == "" || m.GetName() == name {
+			return m, nil
+		}
+		names = append(names, m.GetName())
+	}
+	if name == "" {
+		return nil, errors.New("the target serves no models")
+	}
+	return nil, fmt.Errorf("model %q is not served (have: %s)", name, strings.Join(names, ", "))
+}
+
+type runParams struct {
+	label, policy string
+	cfg           loadtest.RunConfig
+	model         *pb.Model
+	mix           loadtest.PriorityMix
+	routing       *pb.RoutingHints
+	window        time.Duration
+	total         int
+	span          time.Duration
+	sc            *scenario.Scenario
+	control       scenario.Control
+	client        pb.InferenceClient
+}
+
+// runOnce replays the trace once, with the scenario alongside.
+func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (loadtest.RunReport, error) {
+	src, closer, err := c.openTrace()
+	if err != nil {
+		return loadtest.RunReport{}, err
+	}
+	defer closer()
+	stats := loadtest.NewStats(!c.unary, p.window)
+	var onDone func()
+	var prog *loadtest.Progress
+	if !c.noProgress {
+		prog = loadtest.NewProgress(stderr, int64(p.total), p.label, !c.unary, stats)
+		onDone = prog.Done
+	}
+	clk := clock.Real{}
+	start := clk.Now()
+	scCtx, stopScenario := context.WithCancel(ctx)
+	defer stopScenario()
+	steps := make(chan []loadtest.StepResult, 1)
+	if p.sc != nil {
+		go func() {
+			steps <- scenario.Run(scCtx, p.sc, p.control, scenario.RunOptions{Clock: clk, Start: start, Speedup: c.speedup})
+		}()
+	} else {
+		steps <- nil
+	}
+	err = loadtest.Replay(ctx, loadtest.ReplayOptions{
+		Client: p.client, Source: src, Stats: stats, Clock: clk, Start: start,
+		Speedup: c.speedup, MaxConcurrency: c.maxConcurrency, MaxRequests: c.maxRequests,
+		Model: p.model.GetName(), MaxInputTokens: int(p.model.GetMaxInputTokens()), MaxOutputTokens: int(p.model.GetMaxOutputTokens()),
+		Unary: c.unary, Priorities: p.mix, Routing: p.routing, Timeout: c.timeout, Seed: c.seed, OnDone: onDone,
+	})
+	stopScenario()
+	results := <-steps
+	if prog != nil {
+		prog.Finish()
+	}
+	if err != nil {
+		return loadtest.RunReport{}, err
+	}
+	r := stats.Report(p.label, p.cfg, start, p.span)
+	r.Policy = p.policy
+	r.Scenario = results
+	return r, nil
+}
