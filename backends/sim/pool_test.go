@@ -578,3 +578,21 @@ func TestClosedPoolRefuses(t *testing.T) {
 		t.Fatal("second close:", err)
 	}
 }
+
+func BenchmarkGenerate(b *testing.B) {
+	p, err := NewPool(Options{Name: "bench", Accelerator: "h100", MaxBatch: 64, TimeScale: 1e9})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	r := req("benchmark prompt", 256)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := p.Generate(context.Background(), r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -100,7 +100,7 @@ type hardware struct {
 var fleetHardware = []hardware{
 	{"h100", "NVIDIA H100 SXM 80GB, 8-GPU HGX node (p5.48xlarge, a3-highgpu-8g, ND H100 v5)", 8, 80, 3.35, 989},
 	{"h200", "NVIDIA H200 SXM 141GB, 8-GPU HGX node (p5e.48xlarge, a3-ultragpu-8g, ND H200 v5)", 8, 141, 4.8, 989},
-	{"b200", "NVIDIA B200 180GB, 8-GPU HGX node (p6-b200.48xlarge, a4-highgpu-8g, ND B200 v6)", 8, 180, 8.0, 2250},
+	{"b200", "NVIDIA B200 180GB, 8-GPU HGX node (p6-b200.48xlarge, a4-highgpu-8g)", 8, 180, 8.0, 2250},
 	{"tpu-v5e", "Google Cloud TPU v5e 16GB, v5litepod-16 slice", 16, 16, 0.819, 197},
 	{"tpu-v6e", "Google Cloud TPU v6e (Trillium) 32GB, v6e-8 slice", 8, 32, 1.64, 918},
 	{"trn2", "AWS Trainium2 96GB, trn2.48xlarge (16 chips)", 16, 96, 2.9, 667},
