@@ -473,7 +473,7 @@ func TestCapacityLossFault(t *testing.T) {
 	if got := effectiveBatch(10, 1); got != 0 {
 		t.Fatalf("full loss gives %d", got)
 	}
-	p := newPool(t, Options{MaxBatch: 4, QueueLength: 8, TimeScale: fast})
+	p := newPool(t, Options{MaxBatch: 4, QueueLength: 32, TimeScale: fast})
 	h := newHolder()
 	for range 4 {
 		h.start(p, 100)
