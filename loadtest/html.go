@@ -25,10 +25,10 @@ func WriteHTML(path string, rep Report) error {
 
 type htmlRun struct {
 	RunReport
-	Primary  string
-	Latency  template.HTML
-	Share    template.HTML
-	Errors   template.HTML
+	Primary string
+	Latency template.HTML
+	Share   template.HTML
+	Errors  template.HTML
 }
 
 func renderHTML(buf *bytes.Buffer, rep Report) error {

@@ -38,7 +38,11 @@ func (s SLO) Check(r *RunReport) error {
 		if res.Name == "success_ratio" {
 			missed = append(missed, fmt.Sprintf("success ratio %.4f < %.4f", res.Actual, res.Target))
 		} else {
-			missed = append(missed, fmt.Sprintf("%s %.1f > %.1f", strings.TrimSuffix(res.Name, "_ms")+" (ms)", res.Actual, res.Target))
+			what := "p99 TTFT"
+			if res.Name == "e2e_p99_ms" {
+				what = "p99 end-to-end latency"
+			}
+			missed = append(missed, fmt.Sprintf("%s %.1fms > %.1fms", what, res.Actual, res.Target))
 		}
 	}
 	if len(missed) > 0 {

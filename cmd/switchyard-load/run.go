@@ -296,7 +296,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	window := c.window
 	if window == 0 {
-		window = max(time.Second, (sv.span/120).Round(time.Second))
+		window = max(time.Second, (sv.span / 120).Round(time.Second))
 	}
 	var routing *pb.RoutingHints
 	if c.residency != "" || c.callerRegion != "" {

@@ -43,7 +43,7 @@ func (c Control) adminCtx(ctx context.Context) context.Context {
 // RunOptions says when a scenario runs.
 type RunOptions struct {
 	Clock clock.Clock // default clock.Real{}
-	// Start is the wall time trace offset 0 maps to (the replay's start).
+	// Start is the wall time trace offset 0 maps to (the replay's start); default now.
 	Start time.Time
 	// Speedup divides step offsets like arrivals. Default 1.
 	Speedup float64
@@ -59,6 +59,9 @@ func Run(ctx context.Context, sc *Scenario, c Control, o RunOptions) []loadtest.
 	}
 	if !(o.Speedup > 0) {
 		o.Speedup = 1
+	}
+	if o.Start.IsZero() {
+		o.Start = o.Clock.Now()
 	}
 	results := make([]loadtest.StepResult, 0, len(sc.Steps))
 	for _, s := range sc.Steps {

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -162,7 +163,7 @@ func Parse(data []byte, name string) (*Scenario, error) {
 	sc := &Scenario{File: name}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, yamlErr(name, err)
 	}
 	if len(doc.Content) == 0 {
