@@ -185,6 +185,7 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				lastErr = fmt.Errorf("pool %s: %w", p.cfg.Name, err)
 				if p.health.failure(s.clock.Now(), c.state.ejectP, err) {
 					s.log.Warn("pool ejected", "pool", p.cfg.Name, "err", err)
+					s.events.publish("ejected", p.cfg.Name, "ejected after consecutive failures: "+err.Error(), "")
 				}
 				if prog != nil && prog.tokens > 0 && !p.backend.Capabilities().Continuation {
 					return route, fmt.Errorf("%w: stream broke after %d tokens and pool %s cannot continue it: %w", errPoolFailed, prog.tokens, p.cfg.Name, err)
@@ -246,7 +247,7 @@ func fillRoute(r *pb.Route, p *pool) {
 
 // acquire takes a slot in p for c.
 func (s *Server) acquire(ctx context.Context, c *call, p *pool, cand policy.Candidate) (capacity.Lease, error) {
-	limit, _ := s.controls.limit(&p.cfg, s.clock.Now())
+	limit, _ := s.controls().limit(&p.cfg, s.clock.Now())
 	var tl capacity.Limits
 	if c.tenant != "" {
 		for _, t := range c.state.fleet.Tenants {

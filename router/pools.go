@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -25,45 +26,23 @@ type pool struct {
 	health *health
 }
 
-// Controls are operator changes layered over the config: weights, drains,
-// capacity overrides. They survive config reloads. Safe for concurrent use.
-type Controls struct {
-	mu        sync.RWMutex
-	weights   map[string]float64
-	drained   map[string]bool
-	overrides map[string]Override
-}
+// controlsView answers the operator-change questions the hot path asks,
+// from the control state in force (swapped atomically on every change).
+type controlsView struct{ st *control.State }
 
-// Override replaces a pool's max concurrent requests until Expires (zero: no expiry).
-type Override struct {
-	Limit   int
-	Expires time.Time
-}
-
-func newControls() *Controls {
-	return &Controls{weights: map[string]float64{}, drained: map[string]bool{}, overrides: map[string]Override{}}
-}
-
-func (c *Controls) weight(p *config.Pool) float64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if w, ok := c.weights[p.Name]; ok {
+func (c controlsView) weight(p *config.Pool) float64 {
+	if w, ok := c.st.Weights[p.Name]; ok {
 		return w
 	}
 	return p.WeightOf()
 }
 
-func (c *Controls) isDrained(name string) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.drained[name]
-}
+func (c controlsView) isDrained(name string) bool { return c.st.Drained[name] }
 
-// limit returns the effective max concurrent requests at now.
-func (c *Controls) limit(p *config.Pool, now time.Time) (int, *Override) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if o, ok := c.overrides[p.Name]; ok && (o.Expires.IsZero() || now.Before(o.Expires)) {
+// limit returns the effective max concurrent requests at now and the
+// override in force, if any.
+func (c controlsView) limit(p *config.Pool, now time.Time) (int, *control.Override) {
+	if o, ok := c.st.Overrides[p.Name]; ok && o.Active(now) {
 		return o.Limit, &o
 	}
 	return p.Limits.MaxConcurrent, nil
@@ -148,7 +127,8 @@ func (h *health) isUnhealthy() bool {
 
 // view snapshots the pool for one routing decision.
 func (s *Server) view(p *pool, now time.Time) policy.PoolView {
-	limit, _ := s.controls.limit(&p.cfg, now)
+	ctl := s.controls()
+	limit, _ := ctl.limit(&p.cfg, now)
 	inflight := max(p.local.Load(), p.shared.Load())
 	return policy.PoolView{
 		Name:           p.cfg.Name,
@@ -159,9 +139,9 @@ func (s *Server) view(p *pool, now time.Time) policy.PoolView {
 		Models:         p.cfg.Models,
 		Limit:          limit,
 		InFlight:       int(inflight),
-		Weight:         s.controls.weight(&p.cfg),
+		Weight:         ctl.weight(&p.cfg),
 		CostPerMillion: p.cfg.CostPerMillionTokens,
-		Drained:        s.controls.isDrained(p.cfg.Name),
+		Drained:        ctl.isDrained(p.cfg.Name),
 		Ejected:        p.health.ejected(now, s.ejection()),
 		Unhealthy:      p.health.isUnhealthy(),
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/clock"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -54,6 +55,12 @@ type Options struct {
 	// QueuePoll is how often a queued call re-checks for capacity freed by
 	// other replicas (default 20ms).
 	QueuePoll time.Duration
+	// Control keeps operator changes; defaults to an in-memory store (this
+	// replica only). Use control.NewRedis so every replica shares them.
+	Control control.Store
+	// AdminTokens are accepted besides the config file's (e.g. from
+	// SWITCHYARD_ADMIN_TOKEN). Hashes are hex SHA-256 of the token.
+	AdminTokens []config.AdminToken
 }
 
 // Server is the router. Safe for concurrent use.
@@ -64,7 +71,9 @@ type Server struct {
 	log      *slog.Logger
 	clock    clock.Clock
 	store    capacity.Store
-	controls *Controls
+	control  control.Store
+	ctlState atomic.Pointer[control.State]
+	events   *eventBus
 	policies *policy.Registry
 	policy   atomic.Pointer[policyHolder]
 	state    atomic.Pointer[fleetState]
@@ -119,12 +128,16 @@ func New(o Options) (*Server, error) {
 	if o.QueuePoll <= 0 {
 		o.QueuePoll = 20 * time.Millisecond
 	}
+	if o.Control == nil {
+		o.Control = control.NewMemory(0)
+	}
 	s := &Server{
 		opts:     o,
 		log:      o.Logger.With("replica", o.Replica),
 		clock:    o.Clock,
 		store:    o.Store,
-		controls: newControls(),
+		control:  o.Control,
+		events:   newEventBus(),
 		policies: o.Policies,
 		queue:    newWaitQueue(o.Fleet.Routing.QueueMaxLength),
 		budget:   newRetryBudget(o.Clock, o.Fleet.Routing.RetryBudget),
@@ -140,14 +153,71 @@ func New(o Options) (*Server, error) {
 	if o.Policy != "" {
 		name = o.Policy
 	}
-	if err := s.SetPolicy(name); err != nil {
+	if err := s.setPolicy(name); err != nil {
 		s.closeBackends(st, nil)
 		return nil, err
 	}
-	s.wg.Add(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	cst, err := o.Control.Get(ctx)
+	cancel()
+	if err != nil {
+		// Serve on the config alone; the watch loop picks the state up later.
+		s.log.Warn("operator changes unavailable at start; serving the config as written", "err", err)
+		cst = control.State{}.Clone()
+	}
+	s.applyControl(cst)
+	s.wg.Add(3)
 	go s.refreshUsageLoop()
 	go s.healthCheckLoop()
+	go s.watchControl()
 	return s, nil
+}
+
+// controls returns the operator changes in force.
+func (s *Server) controls() controlsView { return controlsView{st: s.ctlState.Load()} }
+
+// watchControl follows operator changes made on any replica.
+func (s *Server) watchControl() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-s.stop; cancel() }()
+	s.control.Watch(ctx, func() {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := s.control.Get(rctx)
+		rcancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("re-read operator changes", "err", err)
+			}
+			return
+		}
+		s.applyControl(st)
+	})
+}
+
+// applyControl swaps in a newer control state and reports what changed.
+func (s *Server) applyControl(next control.State) {
+	for {
+		prev := s.ctlState.Load()
+		if prev != nil && next.Version <= prev.Version {
+			return
+		}
+		n := next
+		if !s.ctlState.CompareAndSwap(prev, &n) {
+			continue
+		}
+		if next.Policy != "" && next.Policy != s.PolicyName() {
+			if err := s.setPolicy(next.Policy); err != nil {
+				s.log.Error("operator policy unknown to this replica; keeping the current one", "policy", next.Policy, "err", err)
+			} else {
+				s.events.publish("policy", "", "policy is now "+next.Policy, "")
+			}
+		}
+		if prev != nil {
+			s.diffControl(prev, &n)
+		}
+		return
+	}
 }
 
 // Register adds the router's services to a gRPC server.
@@ -261,8 +331,9 @@ func (s *Server) Reload(f *config.Fleet) error {
 // Fleet returns the running fleet config.
 func (s *Server) Fleet() *config.Fleet { return s.state.Load().fleet }
 
-// SetPolicy switches the routing policy at run time.
-func (s *Server) SetPolicy(name string) error {
+// setPolicy switches this replica's routing policy (Admin.SetPolicy makes
+// every replica switch through the control store).
+func (s *Server) setPolicy(name string) error {
 	p, err := s.policies.Get(name)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,10 +16,12 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -29,6 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/control"
 )
 
 func main() {
@@ -53,6 +58,11 @@ type flags struct {
 	replica         string
 	simTimeScale    float64
 	shutdownTimeout time.Duration
+	leaseTTL        time.Duration
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
+	watchConfig     time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -68,6 +78,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.replica, "replica", "", "replica name (default: hostname-pid)")
 	fs.Float64Var(&f.simTimeScale, "sim-time-scale", 0, "time scale of simulated pools, overriding sim.time_scale (10 = ten times faster)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", 15*time.Second, "with --redis: how long a slot survives without renewal (a dead replica's slots come back within it)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve TLS with this certificate (PEM)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM)")
+	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -127,25 +142,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	grpcnative.Register(reg, grpcnative.Options{})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 
-	store, err := newStore(ctx, f, log)
+	var rtp atomic.Pointer[router.Server]
+	store, ctl, closeRedis, err := newStores(f, log, func(from, to capacity.Mode) {
+		if rt := rtp.Load(); rt != nil {
+			rt.CountingModeChanged(from, to)
+		}
+	})
 	if err != nil {
 		return err
 	}
+	defer closeRedis()
+	var adminTokens []config.AdminToken
+	if tok := os.Getenv("SWITCHYARD_ADMIN_TOKEN"); tok != "" {
+		adminTokens = append(adminTokens, config.AdminToken{Name: "env:SWITCHYARD_ADMIN_TOKEN", Role: "operator", SHA256: router.HashToken(tok)})
+	}
 	rt, err := router.New(router.Options{
-		Fleet: fleet, Store: store, Backends: reg, Policy: f.policy, Logger: log, Replica: f.replica,
+		Fleet: fleet, Store: store, Control: ctl, Backends: reg, Policy: f.policy, Logger: log, Replica: f.replica, AdminTokens: adminTokens,
 	})
 	if err != nil {
 		_ = store.Close()
 		return err
 	}
+	rtp.Store(rt)
 	defer rt.Close()
+	creds, err := serverTLS(f)
+	if err != nil {
+		return err
+	}
 
 	lis, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
-	gs := grpc.NewServer(router.ServerOptions()...)
+	gs := grpc.NewServer(router.ServerOptions(creds...)...)
 	rt.Register(gs)
+	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -165,12 +196,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var fileChanged <-chan time.Time
+	lastMod := modTime(f.config)
+	if f.config != "" && f.watchConfig > 0 {
+		t := time.NewTicker(f.watchConfig)
+		defer t.Stop()
+		fileChanged = t.C
+	}
 	for {
 		select {
 		case err := <-serveErr:
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			reload(rt, f.config, log)
+			continue
+		case <-fileChanged:
+			if m := modTime(f.config); !m.Equal(lastMod) {
+				lastMod = m
+				log.Info("config file changed; reloading", "path", f.config)
+				reload(rt, f.config, log)
+			}
 			continue
 		case <-ctx.Done():
 		}
@@ -206,9 +251,64 @@ func reload(rt *router.Server, path string, log *slog.Logger) {
 	}
 }
 
-func newStore(ctx context.Context, f *flags, log *slog.Logger) (capacity.Store, error) {
-	if f.redis == "" {
-		return capacity.NewMemory(capacity.MemoryOptions{}), nil
+func modTime(path string) time.Time {
+	if path == "" {
+		return time.Time{}
 	}
-	return nil, fmt.Errorf("--redis: not wired yet")
+	st, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
+}
+
+// newStores builds the capacity store and the control store: in-memory
+// without --redis; with it, Redis behind a circuit breaker that falls back to
+// conservative local counting, and Redis for operator changes.
+func newStores(f *flags, log *slog.Logger, onMode func(from, to capacity.Mode)) (capacity.Store, control.Store, func(), error) {
+	if f.redis == "" {
+		return capacity.NewMemory(capacity.MemoryOptions{}), control.NewMemory(0), func() {}, nil
+	}
+	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: f.redis, LeaseTTL: f.leaseTTL, Replica: f.replica, Logger: log})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Logger: log, OnModeChange: onMode})
+	if err != nil {
+		_ = shared.Close()
+		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	client, err := capacity.NewRedisClient(f.redis)
+	if err != nil {
+		_ = store.Close()
+		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	return store, control.NewRedis(control.RedisOptions{Client: client, Logger: log}), func() { _ = client.Close() }, nil
+}
+
+// serverTLS returns the TLS server option when --tls-cert is set.
+func serverTLS(f *flags) ([]grpc.ServerOption, error) {
+	if f.tlsCert == "" && f.tlsKey == "" && f.tlsClientCA == "" {
+		return nil, nil
+	}
+	if f.tlsCert == "" || f.tlsKey == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.tlsClientCA != "" {
+		pem, err := os.ReadFile(f.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate found", f.tlsClientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
 }

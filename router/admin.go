@@ -1,0 +1,453 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/policy"
+)
+
+// Admin is the operator control plane (switchyard.v1.Admin). Every call
+// needs "authorization: Bearer <token>": reads need the viewer role, changes
+// the operator role. With no token configured every call is refused.
+type Admin struct {
+	pb.UnimplementedAdminServer
+	s *Server
+}
+
+var _ pb.AdminServer = (*Admin)(nil)
+
+// Admin returns the control-plane service for this router.
+func (s *Server) Admin() *Admin { return &Admin{s: s} }
+
+// RegisterAdmin adds the Admin service to a gRPC server.
+func (s *Server) RegisterAdmin(gs *grpc.Server) { pb.RegisterAdminServer(gs, s.Admin()) }
+
+var (
+	errPermissionDenied = errors.New("permission denied")
+	errPoolNotFound     = errors.New("unknown pool")
+	errFailedPrecond    = errors.New("refused")
+)
+
+const (
+	roleViewer   = "viewer"
+	roleOperator = "operator"
+)
+
+// HashToken returns the hex SHA-256 under which a token is stored in config.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// authorize checks the bearer token and role; it returns the token's name.
+func (a *Admin) authorize(ctx context.Context, role string) (string, error) {
+	tokens := append(append([]config.AdminToken(nil), a.s.state.Load().fleet.Admin.Tokens...), a.s.opts.AdminTokens...)
+	if len(tokens) == 0 {
+		return "", fmt.Errorf("%w: the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)", errUnauthenticated)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return "", fmt.Errorf("%w: missing authorization: Bearer <token>", errUnauthenticated)
+	}
+	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok || tok == "" {
+		return "", fmt.Errorf("%w: authorization must be \"Bearer <token>\"", errUnauthenticated)
+	}
+	h := []byte(HashToken(tok))
+	for _, t := range tokens {
+		if subtle.ConstantTimeCompare(h, []byte(strings.ToLower(t.SHA256))) == 1 {
+			if role == roleOperator && t.Role != roleOperator {
+				return t.Name, fmt.Errorf("%w: token %q has role %s; this call needs %s", errPermissionDenied, t.Name, t.Role, roleOperator)
+			}
+			return t.Name, nil
+		}
+	}
+	return "", fmt.Errorf("%w: unknown token", errUnauthenticated)
+}
+
+// adminStatus maps admin errors to statuses (toStatus covers the shared ones).
+func adminStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errPermissionDenied):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, errPoolNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, errFailedPrecond):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return toStatus(err)
+}
+
+func (a *Admin) pool(name string) (*pool, error) {
+	if name == "" {
+		return nil, invalid("pool", "required")
+	}
+	p, ok := a.s.state.Load().byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (see ListPools)", errPoolNotFound, name)
+	}
+	return p, nil
+}
+
+// poolStatus reports one pool as operators see it.
+func (s *Server) poolStatus(p *pool, now time.Time) *pb.PoolStatus {
+	v := s.view(p, now)
+	_, o := s.controls().limit(&p.cfg, now)
+	ps := &pb.PoolStatus{
+		Name: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Geography: p.cfg.Geography, Accelerator: p.cfg.Accelerator,
+		Models: p.cfg.Models, Limit: int32(v.Limit), ConfiguredLimit: int32(p.cfg.Limits.MaxConcurrent),
+		InFlight: int32(v.InFlight), Headroom: int32(v.Headroom()), Weight: v.Weight, Drained: v.Drained, Ejected: v.Ejected,
+		CostPerMillionTokens: p.cfg.CostPerMillionTokens, Health: "SERVING",
+	}
+	if v.Unhealthy {
+		ps.Health = "NOT_SERVING"
+	}
+	if o != nil {
+		ps.CapacityOverride = int32(o.Limit)
+		if !o.Expires.IsZero() {
+			ps.OverrideExpires = timestamppb.New(o.Expires)
+		}
+	}
+	return ps
+}
+
+func countingMode(m capacity.Mode) pb.CountingMode {
+	switch m {
+	case capacity.ModeLocal:
+		return pb.CountingMode_COUNTING_MODE_LOCAL
+	case capacity.ModeShared:
+		return pb.CountingMode_COUNTING_MODE_SHARED
+	case capacity.ModeDegraded:
+		return pb.CountingMode_COUNTING_MODE_DEGRADED
+	}
+	return pb.CountingMode_COUNTING_MODE_UNSPECIFIED
+}
+
+// ListPools implements pb.AdminServer.
+func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
+	if _, err := a.authorize(ctx, roleViewer); err != nil {
+		return nil, adminStatus(err)
+	}
+	now := a.s.clock.Now()
+	resp := &pb.ListPoolsResponse{CountingMode: countingMode(a.s.store.Status().Mode), Replica: a.s.opts.Replica, Policy: a.s.PolicyName()}
+	for _, p := range a.s.state.Load().pools {
+		resp.Pools = append(resp.Pools, a.s.poolStatus(p, now))
+	}
+	return resp, nil
+}
+
+// change applies an operator change through the control store, audits it and
+// returns the pool's new status.
+func (a *Admin) change(ctx context.Context, actor, action, pool string, fn func(*control.State) (before, after string, err error)) (*pb.PoolStatus, error) {
+	var before, after string
+	next, err := a.s.control.Update(ctx, func(st *control.State) error {
+		var err error
+		before, after, err = fn(st)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.s.applyControl(next)
+	entry := control.Entry{Time: a.s.clock.Now().UTC(), Actor: actor, Action: action, Pool: pool, Before: before, After: after}
+	if err := a.s.control.AppendAudit(ctx, entry); err != nil {
+		a.s.log.Error("audit entry not recorded", "action", action, "pool", pool, "actor", actor, "err", err)
+	}
+	a.s.log.Info("operator change", "actor", actor, "action", action, "pool", pool, "before", before, "after", after)
+	if pool == "" {
+		return nil, nil
+	}
+	p, err := a.pool(pool)
+	if err != nil {
+		return nil, err
+	}
+	return a.s.poolStatus(p, a.s.clock.Now()), nil
+}
+
+// SetWeight implements pb.AdminServer.
+func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.PoolChangeResponse, error) {
+	actor, err := a.authorize(ctx, roleOperator)
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	p, err := a.pool(req.GetPool())
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	if w := req.GetWeight(); w < 0 || w > 1000 || w != w {
+		return nil, adminStatus(invalid("weight", "must be in [0, 1000], got %v", w))
+	}
+	ps, err := a.change(ctx, actor, "set_weight", p.cfg.Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("%g", controlsView{st: st}.weight(&p.cfg))
+		st.Weights[p.cfg.Name] = req.GetWeight()
+		return before, fmt.Sprintf("%g", req.GetWeight()), nil
+	})
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.PoolChangeResponse{Pool: ps}, nil
+}
+
+// Drain implements pb.AdminServer. A dry run says where the pool's traffic
+// would go; a real drain is refused without force when the rest of the fleet
+// lacks the headroom to take the pool's current load.
+func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
+	role := roleOperator
+	if req.GetDryRun() {
+		role = roleViewer
+	}
+	actor, err := a.authorize(ctx, role)
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	p, err := a.pool(req.GetPool())
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	resp := a.drainPlan(p)
+	if req.GetDryRun() {
+		resp.Pool = a.s.poolStatus(p, a.s.clock.Now())
+		return resp, nil
+	}
+	if !resp.FleetHasHeadroom && !req.GetForce() {
+		return nil, adminStatus(fmt.Errorf("%w: draining %s: %s; use force to drain anyway", errFailedPrecond, p.cfg.Name, resp.Summary))
+	}
+	ps, err := a.change(ctx, actor, "drain", p.cfg.Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("drained=%t", st.Drained[p.cfg.Name])
+		st.Drained[p.cfg.Name] = true
+		return before, "drained=true", nil
+	})
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	resp.Pool, resp.Applied = ps, true
+	return resp, nil
+}
+
+// drainPlan works out, per model the pool serves, which other pools would
+// take its traffic and whether they have headroom for its in-flight load.
+func (a *Admin) drainPlan(p *pool) *pb.DrainResponse {
+	st := a.s.state.Load()
+	views := a.s.views(st)
+	load := 0
+	for _, v := range views {
+		if v.Name == p.cfg.Name {
+			load = v.InFlight
+		}
+	}
+	resp := &pb.DrainResponse{FleetHasHeadroom: true}
+	var short []string
+	for _, model := range p.cfg.Models {
+		eligible, _ := policy.Filter(&policy.Request{Model: model}, views, st.env)
+		t := &pb.DrainTarget{Model: model}
+		for _, c := range eligible {
+			if c.Pool == p.cfg.Name {
+				continue
+			}
+			t.Pools = append(t.Pools, c.Pool)
+			t.Headroom += int32(c.Headroom)
+		}
+		resp.Targets = append(resp.Targets, t)
+		if len(t.Pools) == 0 || int(t.Headroom) < max(load, 1) {
+			resp.FleetHasHeadroom = false
+			short = append(short, fmt.Sprintf("model %s: other pools have headroom %d for %d in flight", model, t.Headroom, load))
+		}
+	}
+	if resp.FleetHasHeadroom {
+		resp.Summary = fmt.Sprintf("%d calls in flight would finish; new traffic moves to %d other pools with headroom", load, len(resp.Targets[0].Pools))
+	} else {
+		resp.Summary = "the rest of the fleet lacks headroom: " + strings.Join(short, "; ")
+	}
+	return resp
+}
+
+// Resume implements pb.AdminServer.
+func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChangeResponse, error) {
+	actor, err := a.authorize(ctx, roleOperator)
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	p, err := a.pool(req.GetPool())
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	ps, err := a.change(ctx, actor, "resume", p.cfg.Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("drained=%t", st.Drained[p.cfg.Name])
+		delete(st.Drained, p.cfg.Name)
+		return before, "drained=false", nil
+	})
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.PoolChangeResponse{Pool: ps}, nil
+}
+
+// SetCapacityOverride implements pb.AdminServer.
+func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOverrideRequest) (*pb.PoolChangeResponse, error) {
+	actor, err := a.authorize(ctx, roleOperator)
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	p, err := a.pool(req.GetPool())
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	now := a.s.clock.Now()
+	var o control.Override
+	if !req.GetClear() {
+		if req.GetLimit() < 0 || req.GetLimit() > 1_000_000 {
+			return nil, adminStatus(invalid("limit", "must be in [0, 1000000], got %d", req.GetLimit()))
+		}
+		o.Limit = int(req.GetLimit())
+		if req.GetExpires() != nil {
+			if err := req.GetExpires().CheckValid(); err != nil {
+				return nil, adminStatus(invalid("expires", "%v", err))
+			}
+			o.Expires = req.GetExpires().AsTime()
+			if !o.Expires.After(now) {
+				return nil, adminStatus(invalid("expires", "%s is in the past", o.Expires.Format(time.RFC3339)))
+			}
+		}
+	}
+	ps, err := a.change(ctx, actor, "capacity_override", p.cfg.Name, func(st *control.State) (string, string, error) {
+		describe := func(o control.Override, ok bool) string {
+			if !ok || !o.Active(now) {
+				return fmt.Sprintf("limit %d (config)", p.cfg.Limits.MaxConcurrent)
+			}
+			if o.Expires.IsZero() {
+				return fmt.Sprintf("limit %d", o.Limit)
+			}
+			return fmt.Sprintf("limit %d until %s", o.Limit, o.Expires.UTC().Format(time.RFC3339))
+		}
+		old, had := st.Overrides[p.cfg.Name]
+		before := describe(old, had)
+		if req.GetClear() {
+			delete(st.Overrides, p.cfg.Name)
+			return before, describe(control.Override{}, false), nil
+		}
+		st.Overrides[p.cfg.Name] = o
+		return before, describe(o, true), nil
+	})
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.PoolChangeResponse{Pool: ps}, nil
+}
+
+// SetPolicy implements pb.AdminServer: every replica switches.
+func (a *Admin) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.SetPolicyResponse, error) {
+	actor, err := a.authorize(ctx, roleOperator)
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	if _, err := a.s.policies.Get(req.GetPolicy()); err != nil {
+		return nil, adminStatus(invalid("policy", "%v", err))
+	}
+	prev := a.s.PolicyName()
+	if _, err := a.change(ctx, actor, "set_policy", "", func(st *control.State) (string, string, error) {
+		st.Policy = req.GetPolicy()
+		return prev, req.GetPolicy(), nil
+	}); err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.SetPolicyResponse{Previous: prev, Policy: a.s.PolicyName()}, nil
+}
+
+// ExplainRoute implements pb.AdminServer: the ranked candidates for a
+// hypothetical request, with the reason each was chosen or skipped.
+func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (*pb.ExplainRouteResponse, error) {
+	if _, err := a.authorize(ctx, roleViewer); err != nil {
+		return nil, adminStatus(err)
+	}
+	r := req.GetRequest()
+	if r == nil {
+		return nil, adminStatus(invalid("request", "required"))
+	}
+	st := a.s.state.Load()
+	if _, ok := st.fleet.Model(r.GetModel()); !ok {
+		return nil, adminStatus(fmt.Errorf("%w %q", errUnknownModel, r.GetModel()))
+	}
+	h := r.GetRouting()
+	if !policy.ValidResidency(h.GetResidency()) {
+		return nil, adminStatus(invalid("request.routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies))
+	}
+	pol := a.s.policy.Load().p
+	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: h.GetCallerRegion(), Residency: h.GetResidency(),
+		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
+	dec := policy.Decide(pol, preq, a.s.views(st), st.env)
+	resp := &pb.ExplainRouteResponse{Policy: dec.Policy}
+	for i, c := range dec.Ranked {
+		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Rank: int32(i + 1), Eligible: true, Reason: c.Reason,
+			Tier: c.Tier.String(), Headroom: int32(c.Headroom), Weight: c.Weight, Score: c.Score})
+	}
+	sort.SliceStable(dec.Skipped, func(i, j int) bool { return dec.Skipped[i].Pool < dec.Skipped[j].Pool })
+	for _, c := range dec.Skipped {
+		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Reason: c.Reason, Tier: c.Tier.String(), Headroom: int32(c.Headroom), Weight: c.Weight})
+	}
+	return resp, nil
+}
+
+// WatchEvents implements pb.AdminServer.
+func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
+	if _, err := a.authorize(stream.Context(), roleViewer); err != nil {
+		return adminStatus(err)
+	}
+	sub := a.s.events.subscribe()
+	defer a.s.events.unsubscribe(sub)
+	if err := stream.Send(&pb.Event{Time: timestamppb.Now(), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.s.opts.Replica, a.s.PolicyName(), a.s.store.Status().Mode)}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-a.s.stop:
+			return status.Error(codes.Unavailable, "router shutting down")
+		case ev := <-sub.ch:
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ListAudit implements pb.AdminServer.
+func (a *Admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {
+	if _, err := a.authorize(ctx, roleViewer); err != nil {
+		return nil, adminStatus(err)
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	entries, err := a.s.control.Audit(ctx, limit)
+	if err != nil {
+		return nil, adminStatus(fmt.Errorf("%w: %w", errPoolFailed, err))
+	}
+	resp := &pb.ListAuditResponse{}
+	for _, e := range entries {
+		resp.Entries = append(resp.Entries, &pb.AuditEntry{Time: timestamppb.New(e.Time), Actor: e.Actor, Action: e.Action, Pool: e.Pool, Before: e.Before, After: e.After})
+	}
+	return resp, nil
+}

@@ -1,0 +1,129 @@
+package router
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/control"
+)
+
+// eventBus fans events out to WatchEvents streams. publish never blocks: a
+// subscriber that falls more than its buffer behind loses events (and is
+// told so by a "dropped" event when it catches up). Safe for concurrent use.
+type eventBus struct {
+	mu   sync.Mutex
+	subs map[*subscriber]struct{}
+}
+
+type subscriber struct {
+	ch      chan *pb.Event
+	dropped int
+}
+
+func newEventBus() *eventBus { return &eventBus{subs: map[*subscriber]struct{}{}} }
+
+func (b *eventBus) subscribe() *subscriber {
+	sub := &subscriber{ch: make(chan *pb.Event, 256)}
+	b.mu.Lock()
+	b.subs[sub] = struct{}{}
+	b.mu.Unlock()
+	return sub
+}
+
+func (b *eventBus) unsubscribe(sub *subscriber) {
+	b.mu.Lock()
+	delete(b.subs, sub)
+	b.mu.Unlock()
+}
+
+func (b *eventBus) publish(kind, pool, detail, actor string) {
+	ev := &pb.Event{Time: timestamppb.Now(), Kind: kind, Pool: pool, Detail: detail, Actor: actor}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sub := range b.subs {
+		if sub.dropped > 0 {
+			select {
+			case sub.ch <- &pb.Event{Time: ev.Time, Kind: "dropped", Detail: fmt.Sprintf("%d events dropped: the watcher fell behind", sub.dropped)}:
+				sub.dropped = 0
+			default:
+				sub.dropped++
+				continue
+			}
+		}
+		select {
+		case sub.ch <- ev:
+		default:
+			sub.dropped++
+		}
+	}
+}
+
+// diffControl publishes an event per operator change between two states.
+func (s *Server) diffControl(prev, next *control.State) {
+	now := time.Now()
+	for _, name := range unionKeys(prev.Weights, next.Weights) {
+		a, okA := prev.Weights[name]
+		b, okB := next.Weights[name]
+		if okA != okB || a != b {
+			s.events.publish("weight", name, fmt.Sprintf("weight %s -> %s", fmtWeight(a, okA), fmtWeight(b, okB)), "")
+		}
+	}
+	for _, name := range unionKeys(prev.Drained, next.Drained) {
+		if prev.Drained[name] != next.Drained[name] {
+			kind := "resume"
+			if next.Drained[name] {
+				kind = "drain"
+			}
+			s.events.publish(kind, name, kind+" applied", "")
+		}
+	}
+	for _, name := range unionKeys(prev.Overrides, next.Overrides) {
+		a, okA := prev.Overrides[name]
+		b, okB := next.Overrides[name]
+		if okA != okB || a != b {
+			detail := "capacity override cleared"
+			if okB {
+				detail = fmt.Sprintf("capacity override: limit %d", b.Limit)
+				if !b.Expires.IsZero() {
+					detail += fmt.Sprintf(" until %s (in %s)", b.Expires.UTC().Format(time.RFC3339), b.Expires.Sub(now).Round(time.Second))
+				}
+			}
+			s.events.publish("capacity_override", name, detail, "")
+		}
+	}
+}
+
+func fmtWeight(w float64, set bool) string {
+	if !set {
+		return "config"
+	}
+	return fmt.Sprintf("%g", w)
+}
+
+func unionKeys[V any](a, b map[string]V) []string {
+	seen := map[string]bool{}
+	for k := range a {
+		seen[k] = true
+	}
+	for k := range b {
+		seen[k] = true
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// CountingModeChanged reports a capacity-store mode change (shared <->
+// degraded) to WatchEvents streams. Must not block; the store calls it.
+func (s *Server) CountingModeChanged(from, to capacity.Mode) {
+	s.events.publish("counting_mode", "", fmt.Sprintf("capacity counting %s -> %s", from, to), "")
+}
