@@ -12,7 +12,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/loadtest/clock"
-	"github.com/switchyard-dev/switchyard/loadtest/internal/testfake"
+	"github.com/switchyard-dev/switchyard/loadtest/testfake"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
