@@ -63,6 +63,8 @@ type Redis struct {
 
 	stopWorker chan struct{}
 	workerDone chan struct{}
+	bgCtx      context.Context // canceled at Close: aborts a renewal in progress
+	bgCancel   context.CancelFunc
 	closeOnce  sync.Once
 	closed     atomic.Bool
 }
@@ -156,6 +158,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		stopWorker: make(chan struct{}),
 		workerDone: make(chan struct{}),
 	}
+	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
 	r.replicas.Store(1)
 	go r.loop()
 	return r, nil
@@ -206,6 +209,9 @@ func newUniversalClient(raw string) (redis.UniversalClient, error) {
 		}
 		opt.DisableIdentity = true
 		opt.MaintNotificationsConfig = noMaint()
+		if opt.DialerRetries == 0 {
+			opt.DialerRetries = 1 // a refused dial means down: let the breaker decide, fast
+		}
 		return redis.NewClient(opt), nil
 	}
 	copt, err := parseClusterSeeds(seeds)
@@ -214,6 +220,9 @@ func newUniversalClient(raw string) (redis.UniversalClient, error) {
 	}
 	copt.DisableIdentity = true
 	copt.MaintNotificationsConfig = noMaint()
+	if copt.DialerRetries == 0 {
+		copt.DialerRetries = 1
+	}
 	return redis.NewClusterClient(copt), nil
 }
 
@@ -288,7 +297,9 @@ func (r *Redis) tenantKey(tenant, suffix string) string {
 
 func (r *Redis) replicasKey() string { return r.prefix + ":replicas" }
 
-func minuteSuffix(kind string, minute int64) string { return kind + ":" + strconv.FormatInt(minute, 10) }
+func minuteSuffix(kind string, minute int64) string {
+	return kind + ":" + strconv.FormatInt(minute, 10)
+}
 
 // acquirePool: purge expired leases, idempotent re-acquire, concurrency,
 // requests/min and tokens/min checks, then charge. Returns 1 (taken),
@@ -688,7 +699,7 @@ func (r *Redis) loop() {
 	for {
 		if renewDue {
 			renewDue = false
-			ctx, cancel := context.WithTimeout(context.Background(), min(r.renew, 2*time.Second))
+			ctx, cancel := context.WithTimeout(r.bgCtx, min(r.renew, 2*time.Second))
 			if err := r.renewOnce(ctx); err != nil {
 				r.setErr(err)
 				r.log.Debug("capacity renew failed", "err", err)
@@ -799,7 +810,7 @@ func (r *Redis) settleBatch(batch []settleOp) error {
 	if len(calls) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.bgCtx, 2*time.Second)
 	defer cancel()
 	cmds, err := r.evalAll(ctx, calls)
 	if err != nil {
@@ -940,9 +951,12 @@ func (r *Redis) Close() error {
 		if err := r.Flush(ctx); err != nil {
 			r.log.Warn("capacity releases not flushed at close; their leases expire within the ttl", "err", err)
 		}
+		r.bgCancel()
 		close(r.stopWorker)
 		<-r.workerDone
-		if err := r.client.ZRem(ctx, r.replicasKey(), r.replica).Err(); err != nil {
+		zctx, zcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer zcancel()
+		if err := r.client.ZRem(zctx, r.replicasKey(), r.replica).Err(); err != nil {
 			r.log.Debug("capacity heartbeat not removed at close", "err", err)
 		}
 	})
@@ -957,6 +971,7 @@ func (r *Redis) Close() error {
 func (r *Redis) abandon() {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		r.bgCancel()
 		close(r.stopWorker)
 		<-r.workerDone
 		_ = r.client.Close()
