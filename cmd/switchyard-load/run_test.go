@@ -161,7 +161,7 @@ func TestRunCompareWithScenario(t *testing.T) {
 	scen := filepath.Join(dir, "s.yaml")
 	if err := os.WriteFile(scen, []byte(`steps:
   - {at: 5s, action: outage, pool: aws-use1-trn2}
-  - {at: 10s, action: drain, pool: azure-eastus-h100}
+  - {at: 10s, action: drain, pool: azure-eastus-b200}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -213,7 +213,7 @@ func TestSnapshotRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []Step{{Action: Drain, Pool: "azure-eastus-h100"}, {Action: SetWeight, Pool: "gcp-usc1-tpu-v6e", Weight: 5}, {Action: CapacityOverride, Pool: "aws-use1-trn2", Limit: 3}} {
+	for _, s := range []Step{{Action: Drain, Pool: "azure-eastus-b200"}, {Action: SetWeight, Pool: "gcp-usc1-tpu-v6e", Weight: 5}, {Action: CapacityOverride, Pool: "aws-use1-trn2", Limit: 3}} {
 		if err := ctl.Apply(ctx, s, 1); err != nil {
 			t.Fatal(err)
 		}

@@ -29,7 +29,7 @@ type Pool struct{ Name, Cloud, Region, Accelerator string }
 var DefaultPools = []Pool{
 	{"aws-use1-trn2", "aws", "us-east-1", "trn2"},
 	{"gcp-usc1-tpu-v6e", "gcp", "us-central1", "tpu-v6e"},
-	{"azure-eastus-h100", "azure", "eastus", "h100"},
+	{"azure-eastus-b200", "azure", "eastus", "b200"},
 }
 
 // Options configures the fake.
