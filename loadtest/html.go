@@ -146,7 +146,7 @@ func newFrame(r RunReport, yMax float64, yUnit string) *frame {
 	fmt.Fprintf(&f.b, `<text x="%d" y="%d" text-anchor="middle">trace time</text>`, padL+plotW/2, chartH-4)
 	fmt.Fprintf(&f.b, `<text x="12" y="%d" transform="rotate(-90 12 %d)" text-anchor="middle">%s</text>`, padT+plotH/2, padT+plotH/2, html.EscapeString(yUnit))
 	fmt.Fprintf(&f.b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s"/>`, padL, padL+plotW, padT+plotH, padT+plotH, axisColour)
-	for _, s := range r.Scenario {
+	for k, s := range r.Scenario {
 		if s.At > f.xMax {
 			continue
 		}
@@ -157,7 +157,8 @@ func newFrame(r RunReport, yMax float64, yUnit string) *frame {
 		}
 		fmt.Fprintf(&f.b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s" stroke-dasharray="4 3"><title>%s</title></line>`,
 			x, x, padT, padT+plotH, markerColor, html.EscapeString(label+" "+s.Detail))
-		fmt.Fprintf(&f.b, `<text x="%.1f" y="%d" fill="%s" font-size="10">%s</text>`, x+3, padT+10, markerColor, html.EscapeString(label))
+		// Stagger labels so that steps at the same time stay readable.
+		fmt.Fprintf(&f.b, `<text x="%.1f" y="%d" fill="%s" font-size="10">%s</text>`, x+3, padT+10+(k%5)*12, markerColor, html.EscapeString(label))
 	}
 	return f
 }
@@ -209,7 +210,12 @@ func latencyChart(r RunReport) template.HTML {
 	for i, s := range ss {
 		var pts []string
 		flush := func() {
-			if len(pts) > 0 {
+			if len(pts) == 1 { // an isolated window: a dot
+				var x, y float64
+				if _, err := fmt.Sscanf(pts[0], "%f,%f", &x, &y); err == nil {
+					fmt.Fprintf(&f.b, `<circle cx="%.1f" cy="%.1f" r="2" fill="%s"/>`, x, y, colors[i])
+				}
+			} else if len(pts) > 1 {
 				fmt.Fprintf(&f.b, `<polyline fill="none" stroke="%s" stroke-width="1.6" points="%s"/>`, colors[i], strings.Join(pts, " "))
 			}
 			pts = pts[:0]
