@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's test command (make test; .ci/run calls make test).
+# Installs redis-server when missing: the capacity tests start their own
+# redis-server processes on free ports (no system Redis on 6379 is used).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+	echo "test.sh: installing redis-server (the capacity tests need redis-server and redis-cli)"
+	SUDO=""
+	if [ "$(id -u)" -ne 0 ]; then
+		SUDO="sudo"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	if ! $SUDO apt-get install -y --no-install-recommends redis-server; then
+		$SUDO apt-get update
+		$SUDO apt-get install -y --no-install-recommends redis-server
+	fi
+	# The package may start a system service; the tests never use it.
+fi
+
+go vet ./...
+go test -race -count=1 -timeout 8m ./...
