@@ -32,7 +32,9 @@ var Start = time.Date(2026, 11, 26, 12, 0, 5, 0, time.UTC)
 
 var seq atomic.Int64
 
-func unique(prefix string) string { return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1e6, seq.Add(1)) }
+func unique(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1e6, seq.Add(1))
+}
 
 func flush(t *testing.T, s capacity.Store) {
 	t.Helper()
@@ -255,6 +257,38 @@ func Run(t *testing.T, newStore NewStore) {
 		}
 		if u[poolA].RequestsLastMinute != 2 {
 			t.Fatalf("pool A counted %d requests, want 2 (the refused one is not charged)", u[poolA].RequestsLastMinute)
+		}
+	})
+
+	t.Run("PoolRefusalChargesTenantNothing", func(t *testing.T) {
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		full, other, tenant := unique("pool"), unique("pool"), unique("tenant")
+		lim := capacity.Limits{MaxConcurrent: 1}
+		tl := capacity.Limits{RequestsPerMinute: 2, TokensPerMinute: 100}
+		held, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: full, Limits: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			_, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: full, Limits: lim, Tenant: tenant, TenantLimits: tl, Tokens: 50})
+			if !errors.Is(err, capacity.ErrPoolFull) {
+				t.Fatalf("acquire on a full pool: got %v, want ErrPoolFull", err)
+			}
+		}
+		flush(t, s)
+		// The tenant's whole budget is still there.
+		for i := 0; i < 2; i++ {
+			l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: other, Limits: lim, Tenant: tenant, TenantLimits: tl, Tokens: 50})
+			if err != nil {
+				t.Fatalf("tenant request %d after pool refusals: %v", i, err)
+			}
+			s.Release(l, 50)
+			flush(t, s)
+		}
+		s.Release(held, 0)
+		if n := inFlight(t, s, full); n != 0 {
+			t.Fatalf("leaked %d", n)
 		}
 	})
 
