@@ -46,9 +46,36 @@ type Backend struct {
 	conns []*grpc.ClientConn
 	next  atomic.Uint64
 	opts  Options
+	load  atomic.Pointer[backends.Load]
 }
 
-var _ backends.Backend = (*Backend)(nil)
+var (
+	_ backends.Backend      = (*Backend)(nil)
+	_ backends.LoadReporter = (*Backend)(nil)
+)
+
+// Load implements backends.LoadReporter with the latest report the backend
+// sent in a call's header or trailer (backends.LoadHeader).
+func (b *Backend) Load() (backends.Load, bool) {
+	if l := b.load.Load(); l != nil {
+		return *l, true
+	}
+	return backends.Load{}, false
+}
+
+// noteLoad records a load report from call metadata, if there is one.
+func (b *Backend) noteLoad(md metadata.MD) {
+	v := md.Get(backends.LoadHeader)
+	if len(v) == 0 {
+		return
+	}
+	l, err := backends.ParseLoad(v[len(v)-1])
+	if err != nil {
+		return // a malformed report is ignored, never fatal to the call
+	}
+	l.At = time.Now()
+	b.load.Store(&l)
+}
 
 // Register adds the adapter to r under AdapterName.
 func Register(r *backends.Registry, o Options) {
@@ -87,7 +114,11 @@ func (b *Backend) outgoing(ctx context.Context) context.Context {
 
 // Generate implements backends.Backend.
 func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
-	return pb.NewInferenceClient(b.pick()).Generate(b.outgoing(ctx), req)
+	var header, trailer metadata.MD
+	resp, err := pb.NewInferenceClient(b.pick()).Generate(b.outgoing(ctx), req, grpc.Header(&header), grpc.Trailer(&trailer))
+	b.noteLoad(header)
+	b.noteLoad(trailer)
+	return resp, err
 }
 
 // GenerateStream implements backends.Backend.
@@ -98,8 +129,14 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	if err != nil {
 		return err
 	}
-	for {
+	defer func() { b.noteLoad(stream.Trailer()) }()
+	for first := true; ; first = false {
 		chunk, err := stream.Recv()
+		if first {
+			if md, herr := stream.Header(); herr == nil {
+				b.noteLoad(md)
+			}
+		}
 		if errors.Is(err, io.EOF) {
 			return nil
 		}

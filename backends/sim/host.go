@@ -6,9 +6,12 @@ import (
 	"sort"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -160,13 +163,25 @@ var _ pb.InferenceServer = (*InferenceServer)(nil)
 // NewInferenceServer adapts p to the Inference service.
 func NewInferenceServer(p *Pool) *InferenceServer { return &InferenceServer{pool: p} }
 
-// Generate serves a unary completion from the pool.
+// loadMD is the pool's load report as gRPC metadata (backends.LoadHeader).
+func (s *InferenceServer) loadMD() metadata.MD {
+	l, _ := s.pool.Load()
+	return metadata.Pairs(backends.LoadHeader, backends.FormatLoad(l))
+}
+
+// Generate serves a unary completion from the pool. The load report goes
+// out in the header (at arrival) and the trailer (at the end).
 func (s *InferenceServer) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	_ = grpc.SendHeader(ctx, s.loadMD())
+	defer func() { _ = grpc.SetTrailer(ctx, s.loadMD()) }()
 	return s.pool.Generate(ctx, req)
 }
 
-// GenerateStream streams a completion from the pool.
+// GenerateStream streams a completion from the pool, with the load report
+// in the header and the trailer.
 func (s *InferenceServer) GenerateStream(req *pb.GenerateRequest, stream pb.Inference_GenerateStreamServer) error {
+	_ = stream.SendHeader(s.loadMD())
+	defer func() { stream.SetTrailer(s.loadMD()) }()
 	return s.pool.GenerateStream(stream.Context(), req, stream.Send)
 }
 

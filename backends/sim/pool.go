@@ -317,6 +317,15 @@ func (p *Pool) Stats() Stats {
 	}
 }
 
+// Load implements backends.LoadReporter: the pool's own view of its batch.
+func (p *Pool) Load() (backends.Load, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return backends.Load{Running: p.running, Queued: len(p.queue), Capacity: p.effBatch, At: time.Now()}, true
+}
+
+var _ backends.LoadReporter = (*Pool)(nil)
+
 // ResetHighWater restarts MaxRunningSeen from the current running count.
 func (p *Pool) ResetHighWater() {
 	p.mu.Lock()

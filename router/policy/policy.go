@@ -9,6 +9,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -47,6 +48,28 @@ type PoolView struct {
 	Drained        bool
 	Ejected        bool
 	Unhealthy      bool
+	// Reported is the backend's own load report when a fresh one exists:
+	// sequences running and queued, and how many it can run at once now.
+	Reported *Reported
+}
+
+// Reported is a backend's fresh load report (see backends.Load).
+type Reported struct{ Running, Queued, Capacity int }
+
+// EffectiveFree is the share of the pool's limit the policy may still use:
+// with a load report, a pool that can run fewer sequences than its limit
+// (it lost chips) or holds a queue has less room than its in-flight count
+// says.
+func (p *PoolView) EffectiveFree() float64 {
+	if p.Limit <= 0 {
+		return 0
+	}
+	free := float64(p.Headroom())
+	if r := p.Reported; r != nil {
+		busy := max(p.InFlight, r.Running+r.Queued)
+		free = math.Min(free, float64(min(p.Limit, r.Capacity)-busy))
+	}
+	return math.Max(0, free) / float64(p.Limit)
 }
 
 // Headroom is how many more requests the pool can take now (never negative).

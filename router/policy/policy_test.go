@@ -250,3 +250,23 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+func TestLoadReportSteersAwayFromAPoolThatLostChips(t *testing.T) {
+	e := env(t)
+	pools := []PoolView{pv("aws-a", "us-east-1", "us", 64, 6), pv("aws-b", "us-east-1", "us", 64, 6)}
+	// a lost 90% of its chips: it can run 6 and has 30 queued.
+	pools[0].Reported = &Reported{Running: 6, Queued: 30, Capacity: 6}
+	pools[1].Reported = &Reported{Running: 6, Queued: 0, Capacity: 64}
+	if f := pools[0].EffectiveFree(); f != 0 {
+		t.Fatalf("free fraction of the shrunk pool %v, want 0", f)
+	}
+	for i := 0; i < 100; i++ {
+		d := Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Explain: true}, pools, e)
+		if d.Ranked[0].Pool != "aws-b" {
+			t.Fatalf("ranked %v first: the pool that reports a queue must come last", d.Ranked[0].Pool)
+		}
+		if !strings.Contains(d.Ranked[1].Reason, "capacity 6") {
+			t.Fatalf("reason %q does not mention the load report", d.Ranked[1].Reason)
+		}
+	}
+}

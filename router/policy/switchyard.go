@@ -18,6 +18,9 @@ import (
 //     calls while batch goes elsewhere.
 //  3. Inside a tier, pools are ordered by a weighted random draw on
 //     score = weight × free fraction × nearness × preference × cost factor,
+//     where the free fraction also honours the backend's own load report
+//     (a pool that lost chips or holds a queue has less room than its
+//     in-flight count says),
 //     so operator weights shift traffic proportionally, live headroom
 //     decides, and farther pools (by the latency table) rank lower.
 //  4. Pools with no headroom or zero weight come last in their tier: the
@@ -59,13 +62,13 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 		if env.CostWeight > 0 && maxCost > minCost && (req.CallerRegion == "" || c.RTTMs <= env.LatencyBudgetMillis) {
 			costF = math.Max(0.05, 1-env.CostWeight*(p.CostPerMillion-minCost)/(maxCost-minCost))
 		}
-		free := 0.0
-		if p.Limit > 0 {
-			free = float64(c.Headroom) / float64(p.Limit)
-		}
+		free := p.EffectiveFree()
 		c.Score = p.Weight * free * near * pref * costF
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
+			if r := p.Reported; r != nil {
+				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
+			}
 		}
 		tiers[c.Tier] = append(tiers[c.Tier], c)
 	}
