@@ -206,7 +206,7 @@ func TestRedisDeadReplicaSlotsComeBack(t *testing.T) {
 		l, err = alive.Acquire(ctx, capacity.Reservation{ID: "a1", Pool: "p", Limits: lim})
 		return err == nil
 	})
-	if back := time.Since(died); back > ttl+250*time.Millisecond {
+	if back := time.Since(died); back > ttl+400*time.Millisecond { // slack: polling and a loaded machine
 		t.Fatalf("slots came back after %s, want within the lease ttl %s", back, ttl)
 	}
 	u, err := alive.Usage(ctx, []string{"p"})
