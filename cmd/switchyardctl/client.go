@@ -94,8 +94,13 @@ func (c *cli) close() {
 	}
 }
 
-// connect reads the token and sets up the (lazy) connection to the router.
+// connect reads the token and sets up the connection to the router (gRPC
+// dials lazily: an unreachable router shows in the first call). Commands call
+// it after checking their arguments, so usage errors need no token.
 func (c *cli) connect() error {
+	if c.admin != nil {
+		return nil
+	}
 	tok, err := c.readToken()
 	if err != nil {
 		return err
@@ -163,11 +168,14 @@ func (c *cli) authed(ctx context.Context) context.Context {
 
 // call runs one unary Admin call with the bearer token and --timeout, and
 // turns its failure into an operator-facing error.
-func call[Req, Resp any](ctx context.Context, c *cli, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+func call[Req, Resp any](ctx context.Context, c *cli, fn func(pb.AdminClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
 	var zero Resp
+	if err := c.connect(); err != nil {
+		return zero, err
+	}
 	ctx, cancel := context.WithTimeout(c.authed(ctx), c.g.timeout)
 	defer cancel()
-	resp, err := fn(ctx, req)
+	resp, err := fn(c.admin, ctx, req)
 	if err != nil {
 		return zero, c.rpcError(err)
 	}

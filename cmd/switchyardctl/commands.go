@@ -44,7 +44,6 @@ type command struct {
 	help    string
 	minArgs int
 	maxArgs int
-	local   bool // needs no router
 	flags   func(*flag.FlagSet, *cmdFlags)
 	run     func(context.Context, *cli, []string, *cmdFlags) error
 }
@@ -113,7 +112,7 @@ var commands = []*command{
 		}},
 	{name: "token hash", args: "[TOKEN|-]", summary: "print the hex SHA-256 of a token for the config's admin.tokens (no router needed)",
 		help:    "Without TOKEN, or with -, the token is read from standard input (keeps it out of shell history).",
-		maxArgs: 1, local: true, run: runTokenHash},
+		maxArgs: 1, run: runTokenHash},
 }
 
 // lookup finds the command named by the first one or two words of args.
@@ -158,7 +157,7 @@ func printHelp(w io.Writer) {
 }
 
 func runPools(ctx context.Context, c *cli, _ []string, _ *cmdFlags) error {
-	resp, err := call(ctx, c, c.admin.ListPools, &pb.ListPoolsRequest{})
+	resp, err := call(ctx, c, pb.AdminClient.ListPools, &pb.ListPoolsRequest{})
 	if err != nil {
 		return err
 	}
@@ -250,7 +249,7 @@ func runWeightSet(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error 
 	if err != nil {
 		return usagef("switchyardctl weight set POOL WEIGHT", "weight set: WEIGHT %q is not a number", pos[1])
 	}
-	resp, err := call(ctx, c, c.admin.SetWeight, &pb.SetWeightRequest{Pool: pos[0], Weight: w})
+	resp, err := call(ctx, c, pb.AdminClient.SetWeight, &pb.SetWeightRequest{Pool: pos[0], Weight: w})
 	if err != nil {
 		return err
 	}
@@ -258,7 +257,7 @@ func runWeightSet(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error 
 }
 
 func runDrain(ctx context.Context, c *cli, pos []string, f *cmdFlags) error {
-	resp, err := call(ctx, c, c.admin.Drain, &pb.DrainRequest{Pool: pos[0], DryRun: f.dryRun, Force: f.force})
+	resp, err := call(ctx, c, pb.AdminClient.Drain, &pb.DrainRequest{Pool: pos[0], DryRun: f.dryRun, Force: f.force})
 	if err != nil {
 		if status.Code(err) == codes.FailedPrecondition {
 			return fmt.Errorf("%w (run 'switchyardctl drain %s --dry-run' to see the plan, --force to drain anyway)", err, pos[0])
@@ -299,7 +298,7 @@ func runDrain(ctx context.Context, c *cli, pos []string, f *cmdFlags) error {
 }
 
 func runResume(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error {
-	resp, err := call(ctx, c, c.admin.Resume, &pb.ResumeRequest{Pool: pos[0]})
+	resp, err := call(ctx, c, pb.AdminClient.Resume, &pb.ResumeRequest{Pool: pos[0]})
 	if err != nil {
 		return err
 	}
@@ -327,7 +326,7 @@ func runCapacitySet(ctx context.Context, c *cli, pos []string, f *cmdFlags) erro
 		}
 		req.Expires = timestamppb.New(t)
 	}
-	resp, err := call(ctx, c, c.admin.SetCapacityOverride, req)
+	resp, err := call(ctx, c, pb.AdminClient.SetCapacityOverride, req)
 	if err != nil {
 		return err
 	}
@@ -335,7 +334,7 @@ func runCapacitySet(ctx context.Context, c *cli, pos []string, f *cmdFlags) erro
 }
 
 func runCapacityClear(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error {
-	resp, err := call(ctx, c, c.admin.SetCapacityOverride, &pb.SetCapacityOverrideRequest{Pool: pos[0], Clear: true})
+	resp, err := call(ctx, c, pb.AdminClient.SetCapacityOverride, &pb.SetCapacityOverrideRequest{Pool: pos[0], Clear: true})
 	if err != nil {
 		return err
 	}
@@ -343,7 +342,7 @@ func runCapacityClear(ctx context.Context, c *cli, pos []string, _ *cmdFlags) er
 }
 
 func runPolicySet(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error {
-	resp, err := call(ctx, c, c.admin.SetPolicy, &pb.SetPolicyRequest{Policy: pos[0]})
+	resp, err := call(ctx, c, pb.AdminClient.SetPolicy, &pb.SetPolicyRequest{Policy: pos[0]})
 	if err != nil {
 		return err
 	}
@@ -375,7 +374,7 @@ func runExplain(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 	}
 	req := &pb.ExplainRouteRequest{Request: &pb.GenerateRequest{Model: f.model, Priority: prio, Routing: &pb.RoutingHints{
 		CallerRegion: f.region, Residency: f.residency, PreferredCloud: f.cloud, PreferredAccelerator: f.accelerator}}}
-	resp, err := call(ctx, c, c.admin.ExplainRoute, req)
+	resp, err := call(ctx, c, pb.AdminClient.ExplainRoute, req)
 	if err != nil {
 		return err
 	}
@@ -417,6 +416,9 @@ func runExplain(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 // runWatch streams events until ctx ends. The first event (the server's
 // hello) must arrive within --timeout; after that the stream has no deadline.
 func runWatch(ctx context.Context, c *cli, _ []string, _ *cmdFlags) error {
+	if err := c.connect(); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithCancel(c.authed(ctx))
 	defer cancel()
 	var timedOut atomic.Bool
@@ -472,7 +474,7 @@ func runAudit(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 	if f.limit <= 0 || f.limit > 1000 {
 		return usagef("switchyardctl audit [--limit N]", "audit: --limit must be in [1, 1000], got %d", f.limit)
 	}
-	resp, err := call(ctx, c, c.admin.ListAudit, &pb.ListAuditRequest{Limit: int32(f.limit)})
+	resp, err := call(ctx, c, pb.AdminClient.ListAudit, &pb.ListAuditRequest{Limit: int32(f.limit)})
 	if err != nil {
 		return err
 	}

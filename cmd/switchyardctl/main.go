@@ -121,12 +121,7 @@ func runEnv(ctx context.Context, env environment, args []string, stdout, stderr 
 	if err := c.g.validate(); err != nil {
 		return err
 	}
-	if !cmd.local {
-		if err := c.connect(); err != nil {
-			return err
-		}
-		defer c.close()
-	}
+	defer c.close()
 	return cmd.run(ctx, c, pos, &cf)
 }
 
