@@ -653,6 +653,10 @@ func checkRefs(t *testing.T, m *manifests) {
 	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= preStop+shutdown {
 		t.Errorf("terminationGracePeriodSeconds %v must exceed preStop %v + --shutdown-timeout %v", g, preStop, shutdown)
 	}
+	if l, g := c.LivenessProbe, pod.Spec.TerminationGracePeriodSeconds; l != nil && g != nil && l.PeriodSeconds*l.FailureThreshold <= int32(*g) {
+		// A draining router reports NOT_SERVING on every service; liveness must not restart it mid-drain.
+		t.Errorf("liveness gives up after %ds, within the %ds grace period: a draining pod would be restarted", l.PeriodSeconds*l.FailureThreshold, *g)
+	}
 	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.String() != "0" {
 		t.Errorf("rolling update must keep every replica until its replacement is ready (maxUnavailable 0)")
 	}
