@@ -209,13 +209,13 @@ func (c *cli) rpcError(err error) error {
 			msg = fmt.Sprintf("router at %s did not answer within %s (raise --timeout): %s", c.g.addr, c.g.timeout, desc)
 		}
 	case codes.Unauthenticated:
-		msg = fmt.Sprintf("authentication failed: %s (set %s or --token-file)", desc, tokenEnv)
+		msg = fmt.Sprintf("authentication failed: %s (set %s or --token-file)", strings.TrimPrefix(desc, "unauthenticated: "), tokenEnv)
 	case codes.PermissionDenied:
-		msg = "permission denied: " + desc
+		msg = "permission denied: " + strings.TrimPrefix(desc, "permission denied: ")
 	case codes.NotFound:
-		msg = desc
+		msg = strings.ReplaceAll(desc, "(see ListPools)", "(see 'switchyardctl pools')")
 	case codes.FailedPrecondition:
-		msg = "refused: " + desc
+		msg = "refused: " + strings.TrimPrefix(desc, "refused: ")
 	case codes.InvalidArgument:
 		msg = desc
 	case codes.Unimplemented:

@@ -218,8 +218,23 @@ func overrideText(p *pb.PoolStatus, now time.Time) string {
 	}
 	s := fmt.Sprintf("override %d", p.GetLimit())
 	if e := p.GetOverrideExpires(); e != nil {
-		left := e.AsTime().Sub(now).Round(time.Second)
-		s += fmt.Sprintf(" (%s left)", max(left, 0))
+		s += fmt.Sprintf(" (%s left)", fmtLeft(e.AsTime().Sub(now)))
+	}
+	return s
+}
+
+// fmtLeft formats a remaining duration compactly: 30m, 1h5m, 42s.
+func fmtLeft(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	}
+	s := d.Round(time.Minute).String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
 }
