@@ -17,7 +17,23 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/policy"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
+
+// RPC names for the request metrics' rpc label.
+const (
+	rpcGenerate       = "generate"
+	rpcGenerateStream = "generate_stream"
+)
+
+// knownModel returns the request's model when the fleet serves it, so that
+// metric labels never carry arbitrary client input.
+func (s *Server) knownModel(req *pb.GenerateRequest) string {
+	if m, ok := s.state.Load().fleet.Model(req.GetModel()); ok {
+		return m.Name
+	}
+	return ""
+}
 
 // call is one admitted client call.
 type call struct {
@@ -146,13 +162,17 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				return route, fmt.Errorf("%w: gave up after %d attempts: %w", errPoolFailed, route.Attempts, lastErr)
 			}
 			if route.Attempts > 0 && !s.budget.allowRetry() {
+				s.shed(ctx, shedRetryBudget, c.req.GetPriority())
 				return route, fmt.Errorf("%w: retry budget spent: %w", errPoolFailed, lastErr)
 			}
+			start := time.Now()
 			lease, err := s.acquire(ctx, c, p, cand)
+			s.recordAcquire(ctx, p, start, err)
 			if err != nil {
 				if ctx.Err() != nil {
 					return route, ctx.Err()
 				}
+				recordNoSlot(ctx, p, err)
 				shortage = err
 				continue
 			}
@@ -163,9 +183,12 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				req = proto.Clone(c.req).(*pb.GenerateRequest)
 				req.Continuation = &pb.Continuation{GeneratedText: prog.text.String(), GeneratedTokens: prog.tokens}
 			}
-			usage, err := do(ctx, p, req)
+			actx, span := s.startAttempt(ctx, start, p, route.Attempts, route.Policy, &cand, prog)
+			usage, err := do(actx, p, req)
 			s.release(p, lease, c, usage)
-			switch classify(ctx, err) {
+			oc := classify(ctx, err)
+			s.endAttempt(ctx, span, p, oc, err)
+			switch oc {
 			case outcomeOK:
 				p.health.success()
 				fillRoute(route, p)
@@ -184,13 +207,13 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				failed[p.cfg.Name] = true
 				lastErr = fmt.Errorf("pool %s: %w", p.cfg.Name, err)
 				if p.health.failure(s.clock.Now(), c.state.ejectP, err) {
-					s.log.Warn("pool ejected", "pool", p.cfg.Name, "err", err)
+					s.log.WarnContext(ctx, "pool ejected", "pool", p.cfg.Name, "err", err)
 					s.events.publish("ejected", p.cfg.Name, "ejected after consecutive failures: "+err.Error(), "")
 				}
 				if prog != nil && prog.tokens > 0 && !p.backend.Capabilities().Continuation {
 					return route, fmt.Errorf("%w: stream broke after %d tokens and pool %s cannot continue it: %w", errPoolFailed, prog.tokens, p.cfg.Name, err)
 				}
-				s.log.Info("attempt failed, trying another pool", "request_id", c.req.RequestId, "pool", p.cfg.Name, "err", err, "streamed_tokens", streamed(prog))
+				s.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", p.cfg.Name, "err", err, "streamed_tokens", streamed(prog))
 				continue
 			}
 		}
@@ -200,16 +223,21 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 		}
 		// Nothing had headroom: wait briefly, in priority order, then try again.
 		if !s.clock.Now().Before(waitUntil) {
+			s.shed(ctx, shedNoCapacity, c.req.GetPriority())
 			return route, &exhaustedError{err: fmt.Errorf("%w: no pool serving %q has headroom (waited %s): %w", errNoCapacity, c.model, rf.QueueMaxWait.Std(), shortage), retryAfter: time.Second}
 		}
+		qstart := time.Now()
 		res, err := s.queue.wait(ctx, c.req.GetPriority(), s.opts.QueuePoll)
+		s.recordQueueWait(ctx, c.req.GetPriority(), qstart, res, err)
 		if err != nil {
 			return route, err
 		}
 		switch res {
 		case waitFull:
+			s.shed(ctx, shedQueueFull, c.req.GetPriority())
 			return route, &exhaustedError{err: fmt.Errorf("%w: wait queue full (%d calls): %w", errShed, rf.QueueMaxLength, shortage), retryAfter: time.Second}
 		case waitEvicted:
+			s.shed(ctx, shedEvicted, c.req.GetPriority())
 			return route, &exhaustedError{err: fmt.Errorf("%w: %s call shed for a higher-priority call: %w", errShed, priorityLabel(c.req.GetPriority()), shortage), retryAfter: 2 * time.Second}
 		}
 	}
@@ -286,10 +314,14 @@ func (s *Server) release(p *pool, l capacity.Lease, c *call, u *pb.Usage) {
 
 // Generate implements pb.InferenceServer.
 func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	start := time.Now()
 	c, err := s.admit(ctx, req)
 	if err != nil {
-		return nil, toStatus(err)
+		err = toStatus(err)
+		s.finishCall(ctx, callStats{rpc: rpcGenerate, model: s.knownModel(req), start: start}, err)
+		return nil, err
 	}
+	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
 	var resp *pb.GenerateResponse
 	route, err := s.route(ctx, c, nil, func(ctx context.Context, p *pool, req *pb.GenerateRequest) (*pb.Usage, error) {
 		r, err := p.backend.Generate(ctx, req)
@@ -299,23 +331,35 @@ func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Gen
 		resp = r
 		return r.GetUsage(), nil
 	})
+	cs := callStats{rpc: rpcGenerate, model: c.model, route: route, start: start, input: int32(c.inputTokens)}
 	if err != nil {
-		s.log.Info("call failed", "request_id", c.req.RequestId, "model", c.model, "attempts", route.Attempts, "err", err)
-		return nil, toStatus(err)
+		s.log.InfoContext(ctx, "call failed", "model", c.model, "attempts", route.Attempts, "err", err)
+		err = toStatus(err)
+		s.finishCall(ctx, cs, err)
+		return nil, err
 	}
 	resp.Route = route
 	resp.RequestId = c.req.RequestId
+	if u := resp.GetUsage(); u != nil {
+		cs.input, cs.output = u.GetInputTokens(), u.GetOutputTokens()
+	}
+	s.finishCall(ctx, cs, nil)
 	return resp, nil
 }
 
 // GenerateStream implements pb.InferenceServer.
 func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStreamingServer[pb.GenerateChunk]) error {
+	start := time.Now()
 	ctx := stream.Context()
 	c, err := s.admit(ctx, req)
 	if err != nil {
-		return toStatus(err)
+		err = toStatus(err)
+		s.finishCall(ctx, callStats{rpc: rpcGenerateStream, model: s.knownModel(req), start: start}, err)
+		return err
 	}
+	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
 	prog := &progress{}
+	var firstTok time.Time
 	var final *pb.GenerateChunk
 	route, err := s.route(ctx, c, prog, func(ctx context.Context, p *pool, req *pb.GenerateRequest) (*pb.Usage, error) {
 		before := prog.tokens
@@ -329,6 +373,9 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 			if err := stream.Send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId}); err != nil {
 				return fmt.Errorf("send to client: %w", context.Canceled)
 			}
+			if firstTok.IsZero() && ch.Tokens > 0 {
+				firstTok = time.Now()
+			}
 			prog.text.WriteString(ch.Text)
 			prog.tokens += ch.Tokens
 			return nil
@@ -341,9 +388,12 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 		}
 		return final.GetUsage(), nil
 	})
+	cs := callStats{rpc: rpcGenerateStream, model: c.model, route: route, start: start, firstTok: firstTok, input: int32(c.inputTokens), output: prog.tokens}
 	if err != nil {
-		s.log.Info("stream failed", "request_id", c.req.RequestId, "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
-		return toStatus(err)
+		s.log.InfoContext(ctx, "stream failed", "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
+		err = toStatus(err)
+		s.finishCall(ctx, cs, err)
+		return err
 	}
 	// The final chunk carries the text it holds, the whole call's usage and the route.
 	last := &pb.GenerateChunk{
@@ -354,5 +404,11 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 		Route:        route,
 		RequestId:    c.req.RequestId,
 	}
-	return stream.Send(last)
+	err = stream.Send(last)
+	if firstTok.IsZero() && last.Tokens > 0 {
+		firstTok = time.Now()
+	}
+	cs.firstTok, cs.output = firstTok, last.Usage.OutputTokens
+	s.finishCall(ctx, cs, toStatus(err))
+	return err
 }

@@ -6,10 +6,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // pool is one configured pool at run time: its config, its backend, this
@@ -24,6 +28,52 @@ type pool struct {
 	shared atomic.Int64
 
 	health *health
+
+	obs poolObs
+}
+
+// poolObs holds the pool's precomputed telemetry attributes, so the hot path
+// records metrics without building attribute sets per call.
+type poolObs struct {
+	// pool is {pool, cloud, region, accelerator}.
+	pool metric.MeasurementOption
+	// outcome[o] is pool plus outcome=o.
+	outcome [outcomeCount]metric.MeasurementOption
+	// acquire[r] is {pool, result=r}.
+	acquire [acquireResults]metric.MeasurementOption
+	// span are the attempt span's pool attributes.
+	span []attribute.KeyValue
+}
+
+// Results of a capacity-store Acquire, for switchyard.capacity.acquire.duration.
+const (
+	acquireOK = iota
+	acquireFull
+	acquireQuota
+	acquireError
+	acquireResults
+)
+
+var acquireResultNames = [acquireResults]string{"ok", "full", "quota", "error"}
+
+func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
+	p := &pool{cfg: cfg, backend: b, health: h}
+	base := []attribute.KeyValue{
+		attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyCloud, cfg.Cloud),
+		attribute.String(telemetry.KeyRegion, cfg.Region), attribute.String(telemetry.KeyAccelerator, cfg.Accelerator),
+	}
+	p.obs.pool = metric.WithAttributeSet(attribute.NewSet(base...))
+	for o := range outcomeCount {
+		p.obs.outcome[o] = metric.WithAttributeSet(attribute.NewSet(append(base[:len(base):len(base)], attribute.String(telemetry.KeyOutcome, outcome(o).String()))...))
+	}
+	for r, name := range acquireResultNames {
+		p.obs.acquire[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyResult, name)))
+	}
+	p.obs.span = []attribute.KeyValue{
+		attribute.String("switchyard.pool", cfg.Name), attribute.String("cloud.provider", cfg.Cloud),
+		attribute.String("cloud.region", cfg.Region), attribute.String("switchyard.accelerator", cfg.Accelerator),
+	}
+	return p
 }
 
 // controlsView answers the operator-change questions the hot path asks,
@@ -144,5 +194,22 @@ func (s *Server) view(p *pool, now time.Time) policy.PoolView {
 		Drained:        ctl.isDrained(p.cfg.Name),
 		Ejected:        p.health.ejected(now, s.ejection()),
 		Unhealthy:      p.health.isUnhealthy(),
+		Reported:       reported(p.backend, now),
 	}
+}
+
+// loadFresh is how long a backend's load report stays usable.
+const loadFresh = 2 * time.Second
+
+// reported returns the backend's fresh load report, if it sends them.
+func reported(b backends.Backend, now time.Time) *policy.Reported {
+	lr, ok := b.(backends.LoadReporter)
+	if !ok {
+		return nil
+	}
+	l, ok := lr.Load()
+	if !ok || now.Sub(l.At) > loadFresh {
+		return nil
+	}
+	return &policy.Reported{Running: l.Running, Queued: l.Queued, Capacity: l.Capacity}
 }

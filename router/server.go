@@ -20,6 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/backends"
@@ -29,6 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // Options configure a Server.
@@ -61,6 +66,11 @@ type Options struct {
 	// AdminTokens are accepted besides the config file's (e.g. from
 	// SWITCHYARD_ADMIN_TOKEN). Hashes are hex SHA-256 of the token.
 	AdminTokens []config.AdminToken
+	// TracerProvider makes the per-attempt spans (children of the server span
+	// the otelgrpc stats handler puts in the call's context). Default: no-op.
+	TracerProvider trace.TracerProvider
+	// MeterProvider makes the router's metrics. Default: no-op.
+	MeterProvider metric.MeterProvider
 }
 
 // Server is the router. Safe for concurrent use.
@@ -80,6 +90,15 @@ type Server struct {
 	queue    *waitQueue
 	budget   *retryBudget
 	rnd      func() float64
+
+	tracer   trace.Tracer
+	inst     *telemetry.Instruments
+	metricCB metric.Registration
+	attrs    attrCache
+	// shedOpts[reason][priority class] and queueOpts[result][priority class].
+	shedOpts  [shedReasons][3]metric.MeasurementOption
+	queueOpts [queueResults][3]metric.MeasurementOption
+	modeOpts  []modeOpt
 
 	reloadMu sync.Mutex
 	stop     chan struct{}
@@ -131,9 +150,21 @@ func New(o Options) (*Server, error) {
 	if o.Control == nil {
 		o.Control = control.NewMemory(0)
 	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if o.MeterProvider == nil {
+		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	inst, err := telemetry.NewInstruments(o.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
 	s := &Server{
 		opts:     o,
-		log:      o.Logger.With("replica", o.Replica),
+		log:      slog.New(telemetry.NewLogHandler(o.Logger.Handler())).With("replica", o.Replica),
+		tracer:   o.TracerProvider.Tracer(telemetry.ScopeName),
+		inst:     inst,
 		clock:    o.Clock,
 		store:    o.Store,
 		control:  o.Control,
@@ -166,6 +197,11 @@ func New(o Options) (*Server, error) {
 		cst = control.State{}.Clone()
 	}
 	s.applyControl(cst)
+	s.initTelemetry()
+	if s.metricCB, err = inst.Meter.RegisterCallback(s.observe, inst.Observables()...); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
 	s.wg.Add(3)
 	go s.refreshUsageLoop()
 	go s.healthCheckLoop()
@@ -259,7 +295,7 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 		var p *pool
 		if prev != nil {
 			if old, ok := prev.byName[pc.Name]; ok && sameBackend(old.cfg, pc) {
-				p = &pool{cfg: pc, backend: old.backend, health: old.health}
+				p = newPool(pc, old.backend, old.health)
 				p.local.Store(old.local.Load())
 				p.shared.Store(old.shared.Load())
 			}
@@ -273,7 +309,7 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 				s.closeBackends(st, prev)
 				return nil, fmt.Errorf("build backends: %w", err)
 			}
-			p = &pool{cfg: pc, backend: b, health: &health{}}
+			p = newPool(pc, b, &health{})
 		}
 		st.pools = append(st.pools, p)
 		st.byName[pc.Name] = p
@@ -354,6 +390,9 @@ func (s *Server) Close() error {
 	}
 	close(s.stop)
 	s.wg.Wait()
+	if s.metricCB != nil {
+		_ = s.metricCB.Unregister()
+	}
 	s.closeBackends(s.state.Load(), nil)
 	return s.store.Close()
 }
@@ -379,6 +418,7 @@ func (s *Server) refreshUsageLoop() {
 		u, err := s.store.Usage(ctx, names)
 		cancel()
 		if err != nil {
+			s.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
 			continue
 		}
 		for _, p := range st.pools {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,11 +21,13 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
@@ -34,6 +37,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 func main() {
@@ -63,6 +67,7 @@ type flags struct {
 	tlsKey          string
 	tlsClientCA     string
 	watchConfig     time.Duration
+	metricsListen   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -83,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM)")
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -100,9 +106,9 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	o := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
+		return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(w, o))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
+		return slog.New(telemetry.NewLogHandler(slog.NewTextHandler(w, o))), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or text", format)
 }
@@ -137,9 +143,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		timeScale = f.simTimeScale
 	}
 
+	metricsOn := f.metricsListen != "" && f.metricsListen != "off"
+	tel, err := telemetry.New(ctx, telemetry.Options{Replica: f.replica, Console: stdout, Metrics: metricsOn})
+	if err != nil {
+		return err
+	}
+	tel.Install()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+	// W3C trace context in from clients and out to native gRPC backends;
+	// health checks and reflection are not traced.
+	otelOpts := []otelgrpc.Option{
+		otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(tel.MeterProvider),
+		otelgrpc.WithPropagators(tel.Propagator), otelgrpc.WithFilter(traced),
+	}
+
 	simHost := sim.NewHost()
 	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{})
+	grpcnative.Register(reg, grpcnative.Options{DialOptions: []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 
 	var rtp atomic.Pointer[router.Server]
@@ -158,6 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rt, err := router.New(router.Options{
 		Fleet: fleet, Store: store, Control: ctl, Backends: reg, Policy: f.policy, Logger: log, Replica: f.replica, AdminTokens: adminTokens,
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
 	})
 	if err != nil {
 		_ = store.Close()
@@ -174,7 +201,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
-	gs := grpc.NewServer(router.ServerOptions(creds...)...)
+	gs := grpc.NewServer(router.ServerOptions(append(creds, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
@@ -186,9 +213,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	reflection.Register(gs)
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
+	if metricsOn {
+		mlis, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", tel.Handler)
+		hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		defer hsrv.Close()
+		log.Info("metrics serving", "url", "http://"+mlis.Addr().String()+"/metrics")
+		fmt.Fprintf(stdout, "switchyard metrics on http://%s/metrics\n", mlis.Addr())
+	}
 	go func() { serveErr <- gs.Serve(lis) }()
-	log.Info("switchyard serving", "listen", lis.Addr().String(), "fleet", fleet.Source(), "pools", len(fleet.Pools),
+	log.Info("switchyard serving", "listen", lis.Addr().String(), "traces", tel.TracesExporter, "fleet", fleet.Source(), "pools", len(fleet.Pools),
 		"policy", rt.PolicyName(), "counting", store.Status().Mode.String(), "sim_time_scale", timeScale)
 	fmt.Fprintf(stdout, "switchyard listening on %s (%d pools from %s, %s counters, policy %s)\n",
 		lis.Addr(), len(fleet.Pools), fleet.Source(), store.Status().Mode, rt.PolicyName())
@@ -235,6 +280,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		gs.Stop()
 	}
 	return nil
+}
+
+// traced says which RPCs get spans: not health checks nor reflection.
+func traced(info *stats.RPCTagInfo) bool {
+	return !strings.HasPrefix(info.FullMethodName, "/grpc.health.") && !strings.HasPrefix(info.FullMethodName, "/grpc.reflection.")
 }
 
 func reload(rt *router.Server, path string, log *slog.Logger) {

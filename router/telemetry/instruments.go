@@ -1,0 +1,113 @@
+package telemetry
+
+import (
+	"errors"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Attribute keys of the router's metrics (see docs/observability.md).
+const (
+	KeyModel       = "gen_ai.request.model"
+	KeyTokenType   = "gen_ai.token.type"
+	KeyRPC         = "rpc"
+	KeyStatus      = "status"
+	KeyPool        = "pool"
+	KeyCloud       = "cloud"
+	KeyRegion      = "region"
+	KeyAccelerator = "accelerator"
+	KeyOutcome     = "outcome"
+	KeyReason      = "reason"
+	KeyPriority    = "priority"
+	KeyResult      = "result"
+	KeyOp          = "op"
+	KeyMode        = "mode"
+)
+
+// Instruments are the router's metric instruments, created once per router.
+// Safe for concurrent use.
+type Instruments struct {
+	Meter metric.Meter
+
+	Requests        metric.Int64Counter
+	RequestDuration metric.Float64Histogram
+	TTFT            metric.Float64Histogram
+	TPOT            metric.Float64Histogram
+	TokenUsage      metric.Int64Histogram
+	Attempts        metric.Int64Counter
+	Retries         metric.Int64Counter
+	Sheds           metric.Int64Counter
+	QueueWait       metric.Float64Histogram
+	AcquireDuration metric.Float64Histogram
+	StoreErrors     metric.Int64Counter
+
+	PoolInFlight metric.Int64ObservableGauge
+	PoolLimit    metric.Int64ObservableGauge
+	PoolHeadroom metric.Int64ObservableGauge
+	PoolEjected  metric.Int64ObservableGauge
+	PoolDrained  metric.Int64ObservableGauge
+	PoolHealthy  metric.Int64ObservableGauge
+	QueueLength  metric.Int64ObservableGauge
+	CountingMode metric.Int64ObservableGauge
+}
+
+// Observables lists the observable instruments, for RegisterCallback.
+func (in *Instruments) Observables() []metric.Observable {
+	return []metric.Observable{in.PoolInFlight, in.PoolLimit, in.PoolHeadroom, in.PoolEjected, in.PoolDrained, in.PoolHealthy, in.QueueLength, in.CountingMode}
+}
+
+var (
+	secondsBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	tpotBuckets    = []float64{0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5}
+	ttftBuckets    = []float64{0.01, 0.02, 0.04, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60}
+	storeBuckets   = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+	tokenBuckets   = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576}
+)
+
+// NewInstruments creates every instrument on mp's meter for ScopeName.
+func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
+	m := mp.Meter(ScopeName)
+	in := &Instruments{Meter: m}
+	var errs []error
+	c := func(name, desc, unit string) metric.Int64Counter {
+		x, err := m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		errs = append(errs, err)
+		return x
+	}
+	fh := func(name, desc, unit string, b []float64) metric.Float64Histogram {
+		x, err := m.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit(unit), metric.WithExplicitBucketBoundaries(b...))
+		errs = append(errs, err)
+		return x
+	}
+	g := func(name, desc, unit string) metric.Int64ObservableGauge {
+		x, err := m.Int64ObservableGauge(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		errs = append(errs, err)
+		return x
+	}
+	in.Requests = c("switchyard.requests", "Client calls finished, by rpc, model, serving pool and gRPC status.", "{request}")
+	in.RequestDuration = fh("switchyard.request.duration", "Client call duration from admission to the last byte, by rpc, model, pool and status.", "s", secondsBuckets)
+	in.TTFT = fh("gen_ai.server.time_to_first_token", "Time from admission to the first streamed token, successful streams.", "s", ttftBuckets)
+	in.TPOT = fh("gen_ai.server.time_per_output_token", "Time per output token after the first, successful streams.", "s", tpotBuckets)
+	tu, err := m.Int64Histogram("gen_ai.client.token.usage", metric.WithDescription("Tokens per successful call, by gen_ai.token.type (input, output)."),
+		metric.WithUnit("{token}"), metric.WithExplicitBucketBoundaries(tokenBuckets...))
+	errs = append(errs, err)
+	in.TokenUsage = tu
+	in.Attempts = c("switchyard.attempts", "Attempts on a pool (a slot was taken), by pool and outcome.", "{attempt}")
+	in.Retries = c("switchyard.retries", "Attempts after a call's first, by the pool the retry went to.", "{attempt}")
+	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason and priority.", "{request}")
+	in.QueueWait = fh("switchyard.queue.wait", "Time a call spent in one wait in the queue for capacity, by priority and result.", "s", secondsBuckets)
+	in.AcquireDuration = fh("switchyard.capacity.acquire.duration", "Capacity-store Acquire latency, by pool and result (ok, full, quota, error).", "s", storeBuckets)
+	in.StoreErrors = c("switchyard.capacity.errors", "Capacity-store errors (store unreachable), by operation.", "{error}")
+	in.PoolInFlight = g("switchyard.pool.in_flight", "Calls in flight on the pool (max of this replica's and the shared count).", "{request}")
+	in.PoolLimit = g("switchyard.pool.limit", "Effective max concurrent requests (capacity overrides applied).", "{request}")
+	in.PoolHeadroom = g("switchyard.pool.headroom", "Limit minus in flight, floored at 0.", "{request}")
+	in.PoolEjected = g("switchyard.pool.ejected", "1 while the pool is ejected by outlier detection.", "1")
+	in.PoolDrained = g("switchyard.pool.drained", "1 while an operator has drained the pool.", "1")
+	in.PoolHealthy = g("switchyard.pool.healthy", "1 while the pool passes active health checks.", "1")
+	in.QueueLength = g("switchyard.queue.length", "Calls waiting for capacity on this replica.", "{request}")
+	in.CountingMode = g("switchyard.capacity.mode", "1 for the capacity counting mode in force (local, shared, degraded), 0 for the others.", "1")
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
