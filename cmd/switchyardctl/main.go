@@ -108,7 +108,11 @@ func runEnv(ctx context.Context, env environment, args []string, stdout, stderr 
 	pos, err := parseInterspersed(sub, rest)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: %s\n\n%s\n\nflags:\n", cmd.synopsis(), cmd.help)
+			fmt.Fprintf(stdout, "usage: %s\n\n%s.\n", cmd.synopsis(), cmd.summary)
+			if cmd.help != "" {
+				fmt.Fprintln(stdout, cmd.help)
+			}
+			fmt.Fprintln(stdout, "\nflags (the global ones may also come before the command):")
 			sub.SetOutput(stdout)
 			sub.PrintDefaults()
 			return nil
