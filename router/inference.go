@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -142,6 +143,8 @@ type progress struct {
 func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptFunc) (*pb.Route, error) {
 	s.budget.call()
 	pol := s.policy.Load().p
+	// Reasons cost a few Sprintfs per pool: only traced (sampled) calls get them.
+	c.preq.Explain = trace.SpanFromContext(ctx).IsRecording()
 	route := &pb.Route{Policy: pol.Name()}
 	failed := map[string]bool{} // pools that really failed this call
 	var lastErr error

@@ -101,11 +101,11 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.PoolInFlight = g("switchyard.pool.in_flight", "Calls in flight on the pool (max of this replica's and the shared count).", "{request}")
 	in.PoolLimit = g("switchyard.pool.limit", "Effective max concurrent requests (capacity overrides applied).", "{request}")
 	in.PoolHeadroom = g("switchyard.pool.headroom", "Limit minus in flight, floored at 0.", "{request}")
-	in.PoolEjected = g("switchyard.pool.ejected", "1 while the pool is ejected by outlier detection.", "1")
-	in.PoolDrained = g("switchyard.pool.drained", "1 while an operator has drained the pool.", "1")
-	in.PoolHealthy = g("switchyard.pool.healthy", "1 while the pool passes active health checks.", "1")
+	in.PoolEjected = g("switchyard.pool.ejected", "1 while the pool is ejected by outlier detection.", "")
+	in.PoolDrained = g("switchyard.pool.drained", "1 while an operator has drained the pool.", "")
+	in.PoolHealthy = g("switchyard.pool.healthy", "1 while the pool passes active health checks.", "")
 	in.QueueLength = g("switchyard.queue.length", "Calls waiting for capacity on this replica.", "{request}")
-	in.CountingMode = g("switchyard.capacity.mode", "1 for the capacity counting mode in force (local, shared, degraded), 0 for the others.", "1")
+	in.CountingMode = g("switchyard.capacity.mode", "1 for the capacity counting mode in force (local, shared, degraded), 0 for the others.", "")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
