@@ -1,4 +1,5 @@
-// Package geo knows where cloud regions are: their geography (us, eu, apac)
+// Package geo knows where cloud regions are (it sits under backends so the
+// simulator can model network distance; the router uses it too): their geography (us, eu, apac)
 // for residency and affinity, and an estimated round-trip latency between any
 // two regions for ordering farther pools.
 //
@@ -153,3 +154,14 @@ func haversineKm(lat1, lon1, lat2, lon2 float64) float64 {
 	h := math.Sin(dLat/2)*math.Sin(dLat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
 	return 2 * r * math.Asin(math.Min(1, math.Sqrt(h)))
 }
+
+var defaultTable = func() *Table {
+	t, err := NewTable(nil, nil)
+	if err != nil {
+		panic(err) // the built-in table has no overrides to get wrong
+	}
+	return t
+}()
+
+// Default returns the table of built-in regions with estimated latencies.
+func Default() *Table { return defaultTable }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -317,6 +318,23 @@ func (p *Pool) Stats() Stats {
 	}
 }
 
+// networkDelay is the simulated round trip between the caller's region
+// (routing.caller_region) and the pool's region, from the estimated latency
+// table (backends/geo), scaled like every simulated duration. Zero when
+// either region is unknown.
+func (p *Pool) networkDelay(req *pb.GenerateRequest) time.Duration {
+	caller := req.GetRouting().GetCallerRegion()
+	if caller == "" || p.opts.Region == "" {
+		return 0
+	}
+	t := geo.Default()
+	if t.Geography(caller) == "" || t.Geography(p.opts.Region) == "" {
+		return 0
+	}
+	ms := t.RTTMillis(caller, p.opts.Region)
+	return p.scaled(time.Duration(ms*float64(time.Millisecond)), 1)
+}
+
 // Load implements backends.LoadReporter: the pool's own view of its batch.
 func (p *Pool) Load() (backends.Load, bool) {
 	p.mu.Lock()
@@ -422,6 +440,17 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 	pl, err := p.plan(req)
 	if err != nil {
 		return nil, err
+	}
+	// The network between the caller and the pool: one round trip (the
+	// request there, the first bytes back) before anything can arrive.
+	if d := p.networkDelay(req); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctxStatus(ctx.Err())
+		case <-t.C:
+		}
 	}
 	brk, err := p.acquire(ctx)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/switchyard-dev/switchyard/router/geo"
+	"github.com/switchyard-dev/switchyard/backends/geo"
 )
 
 // Fleet is the whole configuration file.
@@ -255,6 +255,18 @@ func (f *Fleet) applyDefaults() {
 				p.Adapter = "sim"
 			} else {
 				p.Adapter = "grpc"
+			}
+		}
+		if p.Adapter == "sim" {
+			// Simulated pools know where they are: routes name it and the
+			// simulator models the network distance to the caller.
+			if p.Options == nil {
+				p.Options = map[string]string{}
+			}
+			for k, v := range map[string]string{"cloud": p.Cloud, "region": p.Region} {
+				if _, set := p.Options[k]; !set && v != "" {
+					p.Options[k] = v
+				}
 			}
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"sync"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
-	"github.com/switchyard-dev/switchyard/router/geo"
+	"github.com/switchyard-dev/switchyard/backends/geo"
 )
 
 // Request is what a policy knows of a call.

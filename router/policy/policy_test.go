@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
-	"github.com/switchyard-dev/switchyard/router/geo"
+	"github.com/switchyard-dev/switchyard/backends/geo"
 )
 
 func env(t testing.TB) *Env {
@@ -267,6 +267,20 @@ func TestLoadReportSteersAwayFromAPoolThatLostChips(t *testing.T) {
 		}
 		if !strings.Contains(d.Ranked[1].Reason, "capacity 6") {
 			t.Fatalf("reason %q does not mention the load report", d.Ranked[1].Reason)
+		}
+	}
+}
+
+func TestRegionThatLostChipsSpills(t *testing.T) {
+	e := env(t)
+	pools := fleet()
+	// us-east-1 can run 6 of its 10 and has 6 running plus a queue.
+	pools[0].InFlight = 6
+	pools[0].Reported = &Reported{Running: 6, Queued: 3, Capacity: 6}
+	for i := 0; i < 50; i++ {
+		got := names(Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_INTERACTIVE}, pools, e).Ranked)
+		if got[0] == "aws-use1" || got[len(got)-1] != "aws-use1" {
+			t.Fatalf("ranking %v: the region that reports no room must spill behind every other tier", got)
 		}
 	}
 }

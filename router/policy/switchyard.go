@@ -81,10 +81,13 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 			continue
 		}
 		orderTier(group, env)
+		// The tier's free capacity honours load reports, so a region whose
+		// pools lost chips spills even while their in-flight counts look low.
 		limit, free := 0, 0
 		for _, c := range group {
-			limit += pools[c.Index].Limit
-			free += c.Headroom
+			p := &pools[c.Index]
+			limit += p.Limit
+			free += int(p.EffectiveFree()*float64(p.Limit) + 0.5)
 		}
 		if limit > 0 && float64(free)/float64(limit) <= reserve && Tier(t) != TierAnywhere {
 			for i := range group {
