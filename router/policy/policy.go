@@ -14,8 +14,8 @@ import (
 	"strings"
 	"sync"
 
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/backends/geo"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // Request is what a policy knows of a call.

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/backends/geo"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 func env(t testing.TB) *Env {
