@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 )
 
 // Region is a known cloud region.
@@ -155,13 +156,16 @@ func haversineKm(lat1, lon1, lat2, lon2 float64) float64 {
 	return 2 * r * math.Asin(math.Min(1, math.Sqrt(h)))
 }
 
-var defaultTable = func() *Table {
+// defaultTable is built on first use: package variables initialise before
+// init() fills Known, so it cannot be built eagerly.
+var defaultTable = sync.OnceValue(func() *Table {
 	t, err := NewTable(nil, nil)
 	if err != nil {
 		panic(err) // the built-in table has no overrides to get wrong
 	}
 	return t
-}()
+})
 
 // Default returns the table of built-in regions with estimated latencies.
-func Default() *Table { return defaultTable }
+// Safe for concurrent use.
+func Default() *Table { return defaultTable() }
