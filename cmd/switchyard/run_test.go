@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/config"
+)
+
+// startRouter calls run() on a free port and returns the address and a stop
+// function that cancels ctx and returns run's error.
+func startRouter(t *testing.T, args ...string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off"}, args...), pw, io.Discard)
+		pw.Close()
+		done <- err
+	}()
+	addrRe := regexp.MustCompile(`listening on (\S+)`)
+	sc := bufio.NewScanner(pr)
+	addr := ""
+	for sc.Scan() {
+		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	if addr == "" {
+		cancel()
+		t.Fatalf("router did not start: %v", <-done)
+	}
+	var stopped bool
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("run did not return")
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return addr, stop
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+func TestDemoFleetServesWithReflectionAndHealth(t *testing.T) {
+	addr, stop := startRouter(t, "--sim-time-scale", "50")
+	cc := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Reflection lists the Inference service (what grpcurl relies on).
+	rc, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rc.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	for _, s := range r.GetListServicesResponse().GetService() {
+		services = append(services, s.GetName())
+	}
+	for _, want := range []string{"switchyard.v1.Inference", "switchyard.v1.Admin", "grpc.health.v1.Health"} {
+		if !strings.Contains(strings.Join(services, ","), want) {
+			t.Fatalf("reflection lists %v, missing %s", services, want)
+		}
+	}
+	h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "switchyard.v1.Inference"})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health %v %v", h, err)
+	}
+
+	inf := pb.NewInferenceClient(cc)
+	models, err := inf.ListModels(ctx, &pb.ListModelsRequest{})
+	if err != nil || len(models.Models) == 0 {
+		t.Fatalf("ListModels %v %v", models, err)
+	}
+	m := models.Models[0]
+	clouds := map[string]bool{}
+	for _, p := range m.Placements {
+		clouds[p.Cloud] = true
+	}
+	if len(clouds) != 3 {
+		t.Fatalf("model %s served from clouds %v, want aws, gcp and azure", m.Name, clouds)
+	}
+	resp, err := inf.Generate(ctx, &pb.GenerateRequest{Model: m.Name, Prompt: "hello", MaxTokens: 5, Routing: &pb.RoutingHints{CallerRegion: "westeurope"}})
+	if err != nil || resp.Route.Region != "westeurope" {
+		t.Fatalf("Generate: %v %v", resp.GetRoute(), err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after cancel", err)
+	}
+}
+
+func TestShutdownLetsInFlightStreamsFinish(t *testing.T) {
+	addr, stop := startRouter(t, "--sim-time-scale", "2", "--shutdown-timeout", "20s")
+	inf := pb.NewInferenceClient(dial(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := inf.GenerateStream(ctx, &pb.GenerateRequest{Model: "llama-3.1-8b", Prompt: "a long answer please", MaxTokens: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := first.Tokens
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }() // SIGTERM equivalent while the stream runs
+	var last *pb.GenerateChunk
+	for {
+		ch, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("in-flight stream cut by shutdown after %d tokens: %v", tokens, err)
+		}
+		tokens += ch.Tokens
+		last = ch
+	}
+	if tokens != 200 || last.GetRoute().GetPool() == "" {
+		t.Fatalf("stream ended with %d tokens, route %v", tokens, last.GetRoute())
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadConfigAndFlagsAreClearErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "fleet.yaml")
+	src := strings.Replace(string(config.DemoYAML()), "max_concurrent: 64", "max_concurrent: -1", 1)
+	if err := os.WriteFile(bad, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", bad}, `pool "aws-use1-trn2": limits.max_concurrent`},
+		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--policy", "fastest"}, "unknown policy"},
+		{[]string{"--listen", "256.0.0.1:1"}, "listen"},
+		{[]string{"--tls-cert", "x.pem"}, "--tls-key"},
+		{[]string{"stray"}, "unexpected arguments"},
+	}
+	for _, c := range cases {
+		err := run(context.Background(), append([]string{"--metrics-listen", "off"}, c.args...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run %v: got %v, want an error containing %q", c.args, err, c.want)
+		}
+	}
+}
