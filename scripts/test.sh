@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (make test; .ci/run calls make test).
+# The project's test command: README's "./scripts/test.sh"; .ci/run and `make test` call it.
 # Installs redis-server when missing: the capacity tests start their own
 # redis-server processes on free ports (no system Redis on 6379 is used).
 set -euo pipefail
