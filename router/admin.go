@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -393,7 +394,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 		return nil, adminStatus(invalid("request.routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies))
 	}
 	pol := a.s.policy.Load().p
-	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: h.GetCallerRegion(), Residency: h.GetResidency(),
+	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), a.s.opts.Region), Residency: h.GetResidency(),
 		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
 	dec := policy.Decide(pol, preq, a.s.views(st), st.env)
 	resp := &pb.ExplainRouteResponse{Policy: dec.Policy}

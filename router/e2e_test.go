@@ -226,3 +226,19 @@ func TestNoHeadroomWaitsThenResourceExhaustedWithRetryInfo(t *testing.T) {
 	f.rt.Close()
 	wg.Wait()
 }
+
+func TestRouterRegionIsTheDefaultCallerRegion(t *testing.T) {
+	f := startFleet(t, fleetOpts{region: "westeurope"}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	for i := 0; i < 5; i++ {
+		resp, err := f.client.Generate(ctx, &pb.GenerateRequest{Model: "m", Prompt: "no hints", MaxTokens: 4})
+		if err != nil || resp.GetRoute().GetPool() != "azure-weu" {
+			t.Fatalf("call without caller_region on a westeurope router: %v %v, want azure-weu", resp.GetRoute(), err)
+		}
+	}
+	// An explicit caller region still wins.
+	resp, err := f.client.Generate(ctx, req("us-east-1", 4))
+	if err != nil || resp.GetRoute().GetPool() != "aws-use1" {
+		t.Fatalf("explicit caller region: %v %v", resp.GetRoute(), err)
+	}
+}

@@ -72,6 +72,7 @@ type fleetOpts struct {
 	routing string // extra YAML under routing:
 	policy  string
 	store   capacity.Store
+	region  string // the router's own region
 }
 
 func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
@@ -104,7 +105,7 @@ func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 	}
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Policy: o.policy, Store: o.store, UsageRefresh: 20 * time.Millisecond})
+	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Policy: o.policy, Store: o.store, Region: o.region, UsageRefresh: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -90,6 +91,13 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 	if req.RequestId == "" {
 		req.RequestId = randomID()
 	}
+	if req.GetRouting().GetCallerRegion() == "" && s.opts.Region != "" {
+		// Backends (and the simulator's network model) see where the call came from.
+		if req.Routing == nil {
+			req.Routing = &pb.RoutingHints{}
+		}
+		req.Routing.CallerRegion = s.opts.Region
+	}
 	return &call{
 		req:         req,
 		model:       m.Name,
@@ -97,7 +105,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		inputTokens: backends.EstimateTokens(req.Prompt),
 		state:       st,
 		preq: policy.Request{
-			Model: m.Name, Priority: req.GetPriority(), CallerRegion: h.GetCallerRegion(), Residency: h.GetResidency(),
+			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
 		},
 	}, nil

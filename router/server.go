@@ -54,6 +54,10 @@ type Options struct {
 	Clock clock.Clock
 	// Replica names this router replica in logs and the admin view.
 	Replica string
+	// Region is where this replica runs (e.g. "us-east-1"). Calls that carry
+	// no routing.caller_region are routed as if they came from it, since
+	// clients reach the router nearest to them.
+	Region string
 	// UsageRefresh is how often shared in-flight counts are read from the
 	// store (default 250ms).
 	UsageRefresh time.Duration

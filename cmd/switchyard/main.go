@@ -60,6 +60,7 @@ type flags struct {
 	logFormat       string
 	policy          string
 	replica         string
+	region          string
 	simTimeScale    float64
 	shutdownTimeout time.Duration
 	leaseTTL        time.Duration
@@ -81,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&f.policy, "policy", "", "routing policy, overriding the config: switchyard, round_robin, random, least_request")
 	fs.StringVar(&f.replica, "replica", "", "replica name (default: hostname-pid)")
+	fs.StringVar(&f.region, "region", os.Getenv("SWITCHYARD_REGION"), "region this replica runs in; calls without routing.caller_region are routed from it (default $SWITCHYARD_REGION)")
 	fs.Float64Var(&f.simTimeScale, "sim-time-scale", 0, "time scale of simulated pools, overriding sim.time_scale (10 = ten times faster)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM")
 	fs.DurationVar(&f.leaseTTL, "lease-ttl", 15*time.Second, "with --redis: how long a slot survives without renewal (a dead replica's slots come back within it)")
@@ -183,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		adminTokens = append(adminTokens, config.AdminToken{Name: "env:SWITCHYARD_ADMIN_TOKEN", Role: "operator", SHA256: router.HashToken(tok)})
 	}
 	rt, err := router.New(router.Options{
-		Fleet: fleet, Store: store, Control: ctl, Backends: reg, Policy: f.policy, Logger: log, Replica: f.replica, AdminTokens: adminTokens,
+		Fleet: fleet, Store: store, Control: ctl, Backends: reg, Policy: f.policy, Logger: log, Replica: f.replica, Region: f.region, AdminTokens: adminTokens,
 		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
 	})
 	if err != nil {
