@@ -365,6 +365,7 @@ func (s *Server) Reload(f *config.Fleet) error {
 	s.state.Store(st)
 	s.closeBackends(prev, st)
 	s.log.Info("fleet config reloaded", "source", f.Source(), "pools", len(st.pools))
+	s.events.publish("config_reload", "", fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools)), "")
 	return nil
 }
 
@@ -460,8 +461,10 @@ func (s *Server) checkHealth(timeout time.Duration) {
 			if p.health.setActive(err == nil, err) {
 				if err != nil {
 					s.log.Warn("pool failing health checks", "pool", p.cfg.Name, "err", err)
+					s.events.publish("unhealthy", p.cfg.Name, "failing active health checks: "+err.Error(), "")
 				} else {
 					s.log.Info("pool healthy again", "pool", p.cfg.Name)
+					s.events.publish("restored", p.cfg.Name, "passing active health checks again", "")
 				}
 			}
 		}(p)
