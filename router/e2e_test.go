@@ -242,3 +242,49 @@ func TestRouterRegionIsTheDefaultCallerRegion(t *testing.T) {
 		t.Fatalf("explicit caller region: %v %v", resp.GetRoute(), err)
 	}
 }
+
+func TestPoolThatLostChipsGetsNoMoreThanItCanRun(t *testing.T) {
+	shrunk := &simPool{name: "shrunk", cloud: "aws", region: "us-east-1", accel: "h100", limit: 16, timeScale: 2}
+	other := &simPool{name: "other", cloud: "gcp", region: "us-east4", accel: "h100", limit: 16, timeScale: 2}
+	f := startFleet(t, fleetOpts{queueWait: "10s"}, shrunk, other)
+	// The pool lost three quarters of its chips: it can run 4 at once.
+	if err := shrunk.pool.SetFault(&pb.Fault{CapacityLoss: 0.75}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	// Prime a load report.
+	if _, err := f.client.Generate(ctx, req("us-east-1", 2)); err != nil {
+		t.Fatal(err)
+	}
+	shrunk.pool.ResetHighWater()
+	otherBefore := other.pool.Stats().Served
+	var wg sync.WaitGroup
+	// More calls than the two pools can run: some wait in the router's queue.
+	const calls = 26
+	errs := make(chan error, calls)
+	for i := 0; i < calls; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.client.Generate(ctx, req("us-east-1", 60))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("call failed: %v", err)
+		}
+	}
+	// The shrunk pool never held more than its one-call queue allowance
+	// waiting: calls beyond what it can run waited in the router for the next
+	// free slot anywhere (without load reports it would have taken every call
+	// the healthy pool could not, and queued them itself).
+	if q := shrunk.pool.Stats().MaxQueuedSeen; q > 1 {
+		t.Fatalf("the shrunk pool queued %d calls, want at most 1", q)
+	}
+	if n := other.pool.Stats().Served - otherBefore; n < 15 {
+		t.Fatalf("the healthy pool served only %d of %d calls", n, calls)
+	}
+}

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -73,6 +74,8 @@ type fleetOpts struct {
 	policy  string
 	store   capacity.Store
 	region  string // the router's own region
+	// queueWait overrides routing.queue_max_wait (default 300ms).
+	queueWait string
 }
 
 func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
@@ -97,7 +100,7 @@ func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 		fmt.Fprintf(&b, "  - {name: %s, cloud: %s, region: %s, accelerator: %s, models: [%s], endpoints: [%q], limits: {max_concurrent: %d}, cost_per_million_tokens: 1}\n",
 			p.name, p.cloud, p.region, p.accel, strings.Join(models, ", "), p.addr, p.limit)
 	}
-	b.WriteString("routing:\n  queue_max_wait: 300ms\n  health_check_interval: 100ms\n")
+	fmt.Fprintf(&b, "routing:\n  queue_max_wait: %s\n  health_check_interval: 100ms\n", cmp.Or(o.queueWait, "300ms"))
 	b.WriteString(o.routing)
 	fleet, err := config.Parse([]byte(b.String()), "test fleet")
 	if err != nil {

@@ -159,7 +159,8 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 	rf := c.state.fleet.Routing
 	waitUntil := s.clock.Now().Add(rf.QueueMaxWait.Std())
 	for {
-		dec := policy.Decide(pol, &c.preq, s.views(c.state), c.state.env)
+		views := s.views(c.state)
+		dec := policy.Decide(pol, &c.preq, views, c.state.env)
 		if len(dec.Ranked) == 0 {
 			return route, noEligible(c, dec)
 		}
@@ -177,7 +178,7 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				return route, fmt.Errorf("%w: retry budget spent: %w", errPoolFailed, lastErr)
 			}
 			start := time.Now()
-			lease, err := s.acquire(ctx, c, p, cand)
+			lease, err := s.acquire(ctx, c, p, pol, &views[cand.Index])
 			s.recordAcquire(ctx, p, start, err)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -285,8 +286,11 @@ func fillRoute(r *pb.Route, p *pool) {
 }
 
 // acquire takes a slot in p for c.
-func (s *Server) acquire(ctx context.Context, c *call, p *pool, cand policy.Candidate) (capacity.Lease, error) {
-	limit, _ := s.controls().limit(&p.cfg, s.clock.Now())
+func (s *Server) acquire(ctx context.Context, c *call, p *pool, pol policy.Policy, view *policy.PoolView) (capacity.Lease, error) {
+	limit := view.Limit // the config's or an operator's override
+	if adv, ok := pol.(policy.LimitAdvisor); ok {
+		limit = min(limit, adv.AdvisedLimit(view))
+	}
 	var tl capacity.Limits
 	if c.tenant != "" {
 		for _, t := range c.state.fleet.Tenants {

@@ -81,6 +81,8 @@ type Stats struct {
 	// MaxRunningSeen is the high-water mark of Running since the pool was
 	// built or ResetHighWater was called.
 	MaxRunningSeen int
+	// MaxQueuedSeen is the high-water mark of Queued, reset with MaxRunningSeen.
+	MaxQueuedSeen int
 	// Served: calls that completed. Rejected: calls refused with
 	// RESOURCE_EXHAUSTED (queue full). Failed: calls that ended UNAVAILABLE
 	// (outage, error rate, stream broken by an outage). Calls the caller
@@ -154,6 +156,8 @@ type Pool struct {
 	closed   bool
 	rng      *rand.Rand
 	maxSeen  int
+	// maxQueued is the high-water mark of len(queue).
+	maxQueued int
 	served   int64
 	rejected int64
 	failed   int64
@@ -312,7 +316,7 @@ func (p *Pool) Stats() Stats {
 	return Stats{
 		Pool: p.name, Accelerator: p.prof.Name,
 		MaxBatch: p.opts.MaxBatch, EffectiveBatch: p.effBatch,
-		Running: p.running, Queued: len(p.queue), MaxRunningSeen: p.maxSeen,
+		Running: p.running, Queued: len(p.queue), MaxRunningSeen: p.maxSeen, MaxQueuedSeen: p.maxQueued,
 		Served: p.served, Rejected: p.rejected, Failed: p.failed,
 		Fault: p.faultProtoLocked(),
 	}
@@ -349,6 +353,7 @@ func (p *Pool) ResetHighWater() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.maxSeen = p.running
+	p.maxQueued = len(p.queue)
 }
 
 // ValidateFault checks a fault's ranges: capacity_loss and error_rate in
@@ -587,6 +592,7 @@ func (p *Pool) acquire(ctx context.Context) (*breaker, error) {
 	}
 	w := &waiter{ready: make(chan struct{})}
 	p.queue = append(p.queue, w)
+	p.maxQueued = max(p.maxQueued, len(p.queue))
 	p.mu.Unlock()
 
 	select {

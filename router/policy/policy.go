@@ -150,6 +150,15 @@ type Policy interface {
 	Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate
 }
 
+// LimitAdvisor is implemented by policies that cap a pool's concurrency
+// below its configured limit from what the pool reports about itself (it
+// lost chips). The router takes the smaller of the two when it reserves a
+// slot, so calls wait in the router's queue for the next free slot anywhere
+// instead of in a shrunken pool's own queue. Must not block.
+type LimitAdvisor interface {
+	AdvisedLimit(p *PoolView) int
+}
+
 // Residencies are the residency values a request may carry.
 var Residencies = []string{"", "eu", "us", "apac"}
 

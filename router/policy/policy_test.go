@@ -284,3 +284,27 @@ func TestRegionThatLostChipsSpills(t *testing.T) {
 		}
 	}
 }
+
+func TestAdvisedLimitFollowsReportedCapacity(t *testing.T) {
+	p := pv("aws-a", "us-east-1", "us", 64, 0)
+	sy := &Switchyard{}
+	if got := sy.AdvisedLimit(&p); got != 64 {
+		t.Fatalf("no report: %d, want the configured 64", got)
+	}
+	p.Reported = &Reported{Capacity: 8}
+	if got := sy.AdvisedLimit(&p); got != 10 {
+		t.Fatalf("reported capacity 8: advised %d, want 8 plus a quarter = 10", got)
+	}
+	p.Reported = &Reported{Capacity: 0}
+	if got := sy.AdvisedLimit(&p); got != 0 {
+		t.Fatalf("reported capacity 0: advised %d", got)
+	}
+	p.Reported = &Reported{Capacity: 128}
+	if got := sy.AdvisedLimit(&p); got != 64 {
+		t.Fatalf("reported capacity above the limit: advised %d, want 64", got)
+	}
+	var _ LimitAdvisor = sy
+	if _, ok := Policy(LeastRequest{}).(LimitAdvisor); ok {
+		t.Fatal("baselines must not advise limits: they model gateways that ignore load reports")
+	}
+}

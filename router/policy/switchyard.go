@@ -32,6 +32,19 @@ var _ Policy = (*Switchyard)(nil)
 
 func (*Switchyard) Name() string { return "switchyard" }
 
+var _ LimitAdvisor = (*Switchyard)(nil)
+
+// AdvisedLimit implements LimitAdvisor: a pool that reports it can run
+// fewer sequences than its limit gets that many plus a quarter more (a short
+// queue keeps its batch full), never more than the configured limit.
+func (*Switchyard) AdvisedLimit(p *PoolView) int {
+	r := p.Reported
+	if r == nil || r.Capacity >= p.Limit {
+		return p.Limit
+	}
+	return min(p.Limit, r.Capacity+(r.Capacity+3)/4)
+}
+
 // Rank implements Policy.
 func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate {
 	if len(eligible) == 0 {
