@@ -158,10 +158,10 @@ type Pool struct {
 	maxSeen  int
 	// maxQueued is the high-water mark of len(queue).
 	maxQueued int
-	served   int64
-	rejected int64
-	failed   int64
-	host     *Host
+	served    int64
+	rejected  int64
+	failed    int64
+	host      *Host
 }
 
 var _ backends.Backend = (*Pool)(nil)
