@@ -285,6 +285,7 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			},
 			CostWeight:          r.CostWeight,
 			LatencyBudgetMillis: r.LatencyBudgetMillis,
+			SpillBand:           max(0, r.SpillBand),
 			Rand:                rand.Float64,
 		},
 		tenants: map[string]string{},

@@ -106,6 +106,10 @@ type Routing struct {
 	// SpillReserve: fraction of a tier's capacity kept back; when a tier's
 	// headroom falls under it, traffic of that priority spills to the next tier.
 	SpillReserve SpillReserve `yaml:"spill_reserve,omitempty"`
+	// SpillBand: above the reserve, a tier sheds a growing share of calls to
+	// farther tiers over this much free share (default 0.3; negative: none,
+	// the whole tier spills at once at the reserve).
+	SpillBand float64 `yaml:"spill_band,omitempty"`
 	// CostWeight in [0,1]: 0 ignores cost, 1 ranks pools inside the latency budget by cost first.
 	CostWeight float64 `yaml:"cost_weight,omitempty"`
 	// LatencyBudgetMillis: pools farther than this RTT from the caller are not preferred for cost.
@@ -289,6 +293,9 @@ func (f *Fleet) applyDefaults() {
 	if r.SpillReserve == (SpillReserve{}) {
 		r.SpillReserve = SpillReserve{Interactive: 0.05, Standard: 0.10, Batch: 0.25}
 	}
+	if r.SpillBand == 0 {
+		r.SpillBand = 0.3
+	}
 	if r.LatencyBudgetMillis == 0 {
 		r.LatencyBudgetMillis = 60
 	}
@@ -465,6 +472,9 @@ func (f *Fleet) Validate() error {
 		if v < 0 || v >= 1 {
 			errs = append(errs, fmt.Errorf("%s: routing.spill_reserve: each value must be in [0,1), got %v", f.source, v))
 		}
+	}
+	if r.SpillBand > 1 {
+		errs = append(errs, fmt.Errorf("%s: routing.spill_band: must be at most 1, got %v", f.source, r.SpillBand))
 	}
 	if _, err := f.LatencyTable(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: routing.region_latency_ms: %w", f.source, err))

@@ -133,6 +133,9 @@ type Env struct {
 	// Reserve per priority: fraction of a tier's capacity kept back before
 	// that priority spills to the next tier.
 	Reserve map[pb.Priority]float64
+	// SpillBand is the width of free share over which a tier's traffic
+	// progressively spills above its reserve (0: spill all at once at the reserve).
+	SpillBand float64
 	// CostWeight in [0,1] and the latency budget inside which cost counts.
 	CostWeight          float64
 	LatencyBudgetMillis float64

@@ -308,3 +308,36 @@ func TestAdvisedLimitFollowsReportedCapacity(t *testing.T) {
 		t.Fatal("baselines must not advise limits: they model gateways that ignore load reports")
 	}
 }
+
+func TestProgressiveSpill(t *testing.T) {
+	e := env(t)
+	e.SpillBand = 0.3
+	pools := fleet()
+	// us-east-1 is 75% busy: free 25%, standard reserve 10%, band 30%:
+	// the region keeps (0.25-0.10)/0.30 = half of the calls.
+	pools[0].InFlight = 75
+	pools[0].Limit = 100
+	first := 0
+	const n = 4000
+	for i := 0; i < n; i++ {
+		if Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1"}, pools, e).Ranked[0].Pool == "aws-use1" {
+			first++
+		}
+	}
+	if share := float64(first) / n; share < 0.45 || share > 0.55 {
+		t.Fatalf("region first in %.2f of calls, want ~0.50", share)
+	}
+	// An idle region keeps every call; batch with its 25% reserve keeps none at 25% free.
+	pools[0].InFlight = 0
+	for i := 0; i < 200; i++ {
+		if Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1"}, pools, e).Ranked[0].Pool != "aws-use1" {
+			t.Fatal("an idle region spilled")
+		}
+	}
+	pools[0].InFlight = 75
+	for i := 0; i < 200; i++ {
+		if Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_BATCH}, pools, e).Ranked[0].Pool == "aws-use1" {
+			t.Fatal("batch kept a region at its reserve")
+		}
+	}
+}

@@ -12,10 +12,12 @@ import (
 //
 //  1. Affinity tiers: the caller's region, then its geography, then anywhere
 //     the request may go.
-//  2. A tier whose free capacity falls under the priority's reserve spills:
-//     it moves behind the farther tiers (batch spills earliest, interactive
-//     last), so a nearly full region keeps its last slots for interactive
-//     calls while batch goes elsewhere.
+//  2. A filling tier spills progressively: while its free share is above the
+//     priority's reserve plus the spill band it keeps every call; between the
+//     two a linearly shrinking share of calls ranks it behind the farther
+//     tiers; at or under the reserve it keeps none (batch has the largest
+//     reserve, so it spills earliest and interactive last). Spreading before a
+//     tier is full keeps batches small, and decode fast, everywhere.
 //  3. Inside a tier, pools are ordered by a weighted random draw on
 //     score = weight × free fraction × nearness × preference × cost factor,
 //     where the free fraction also honours the backend's own load report
@@ -102,15 +104,26 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 			limit += p.Limit
 			free += int(p.EffectiveFree()*float64(p.Limit) + 0.5)
 		}
-		if limit > 0 && float64(free)/float64(limit) <= reserve && Tier(t) != TierAnywhere {
-			for i := range group {
-				if !req.Explain {
-					break
-				}
-				group[i].Reason += fmt.Sprintf("; tier below %s reserve %.0f%% (free %d/%d): spilled behind farther tiers", priorityName(prio), reserve*100, free, limit)
+		if Tier(t) != TierAnywhere && limit > 0 {
+			// Progressive spill (Envoy's priority load with overprovisioning):
+			// a tier keeps all its traffic while its free share is above
+			// reserve + band, none at or under the reserve, and a linearly
+			// shrinking share in between; the rest goes to farther tiers
+			// first. Batch has the largest reserve, so it moves out first.
+			f := float64(free) / float64(limit)
+			keep := 1.0
+			if band := env.SpillBand; band > 0 {
+				keep = math.Min(1, math.Max(0, (f-reserve)/band))
+			} else if f <= reserve {
+				keep = 0
 			}
-			spilled = append(spilled, group...)
-			continue
+			if keep < 1 && env.Rand() >= keep {
+				for i := 0; req.Explain && i < len(group); i++ {
+					group[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free, limit, priorityName(prio), reserve*100, keep*100)
+				}
+				spilled = append(spilled, group...)
+				continue
+			}
 		}
 		out = append(out, group...)
 	}
