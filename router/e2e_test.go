@@ -10,9 +10,11 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
 )
 
 func usEU() []*simPool {
@@ -286,5 +288,53 @@ func TestPoolThatLostChipsGetsNoMoreThanItCanRun(t *testing.T) {
 	}
 	if n := other.pool.Stats().Served - otherBefore; n < 15 {
 		t.Fatalf("the healthy pool served only %d of %d calls", n, calls)
+	}
+}
+
+func TestTenantsNeedAKnownAPIKeyAndKeepToTheirBudget(t *testing.T) {
+	tenants := "tenants:\n  - {name: acme, api_key_sha256: [" + router.HashToken("acme-key") + "], requests_per_minute: 3}\n"
+	f := startFleet(t, fleetOpts{topLevel: tenants}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	if _, err := f.client.Generate(ctx, req("us-east-1", 4)); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no API key: %v, want UNAUTHENTICATED", err)
+	}
+	bad := metadata.AppendToOutgoingContext(ctx, "x-api-key", "wrong")
+	if _, err := f.client.Generate(bad, req("us-east-1", 4)); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "unknown API key") {
+		t.Fatalf("unknown API key: %v, want UNAUTHENTICATED", err)
+	}
+	good := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer acme-key")
+	for i := 0; i < 3; i++ {
+		if _, err := f.client.Generate(good, req("us-east-1", 4)); err != nil {
+			t.Fatalf("call %d within the tenant's budget: %v", i, err)
+		}
+	}
+	_, err := f.client.Generate(good, req("us-east-1", 4))
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "acme") || !strings.Contains(st.Message(), "requests_per_minute") {
+		t.Fatalf("4th call in a minute: %v, want RESOURCE_EXHAUSTED naming the tenant budget", err)
+	}
+	var retry bool
+	for _, d := range st.Details() {
+		_, retry = d.(*errdetails.RetryInfo)
+	}
+	if !retry {
+		t.Fatal("quota refusal without RetryInfo")
+	}
+}
+
+func TestTenantQuotaRefusesWithoutWaiting(t *testing.T) {
+	tenants := "tenants:\n  - {name: acme, api_key_sha256: [" + router.HashToken("acme-key") + "], requests_per_minute: 1}\n"
+	f := startFleet(t, fleetOpts{topLevel: tenants, queueWait: "5s"}, usEU()...)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 10*time.Second), "x-api-key", "acme-key")
+	if _, err := f.client.Generate(ctx, req("us-east-1", 4)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := f.client.Generate(ctx, req("us-east-1", 4))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over the tenant budget: %v", err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("refusal took %v: a spent tenant budget must not wait in the queue (max wait 5s)", waited)
 	}
 }

@@ -76,6 +76,8 @@ type fleetOpts struct {
 	region  string // the router's own region
 	// queueWait overrides routing.queue_max_wait (default 300ms).
 	queueWait string
+	// topLevel is YAML appended at the top level (tenants:, admin:).
+	topLevel string
 }
 
 func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
@@ -102,6 +104,7 @@ func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 	}
 	fmt.Fprintf(&b, "routing:\n  queue_max_wait: %s\n  health_check_interval: 100ms\n", cmp.Or(o.queueWait, "300ms"))
 	b.WriteString(o.routing)
+	b.WriteString(o.topLevel)
 	fleet, err := config.Parse([]byte(b.String()), "test fleet")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,146 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/clock"
+)
+
+func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
+	q := newWaitQueue(10)
+	order := make(chan string, 3)
+	start := func(name string, p pb.Priority) {
+		go func() {
+			res, err := q.wait(context.Background(), p, time.Hour)
+			if err == nil && res == waitRetry {
+				order <- name
+			}
+		}()
+	}
+	start("batch", pb.Priority_PRIORITY_BATCH)
+	waitLen(t, q, 1)
+	start("standard", pb.Priority_PRIORITY_STANDARD)
+	waitLen(t, q, 2)
+	start("interactive", pb.Priority_PRIORITY_INTERACTIVE)
+	waitLen(t, q, 3)
+	for _, want := range []string{"interactive", "standard", "batch"} {
+		q.wake()
+		if got := <-order; got != want {
+			t.Fatalf("woke %s, want %s", got, want)
+		}
+	}
+}
+
+func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
+	q := newWaitQueue(2)
+	results := make(chan waitResult, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour)
+			results <- res
+		}()
+	}
+	waitLen(t, q, 2)
+	// A standard call evicts the newest batch waiter.
+	go func() { _, _ = q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour) }()
+	if res := <-results; res != waitEvicted {
+		t.Fatalf("batch waiter got %v, want evicted", res)
+	}
+	waitLen(t, q, 2)
+	// Another batch call finds no lower class to evict: it is shed at once.
+	res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour)
+	if err != nil || res != waitFull {
+		t.Fatalf("batch into a full queue: %v %v, want waitFull", res, err)
+	}
+	// The caller's deadline ends a wait.
+	q2 := newWaitQueue(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := q2.wait(ctx, pb.Priority_PRIORITY_INTERACTIVE, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait past the deadline: %v", err)
+	}
+	if q2.length() != 0 {
+		t.Fatal("a waiter that gave up stays queued")
+	}
+}
+
+func waitLen(t *testing.T, q *waitQueue, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for q.length() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue length %d, want %d", q.length(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRetryBudget(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	b := newRetryBudget(clk, 0.2)
+	// The floor lets a quiet router retry a few times.
+	for i := 0; i < 3; i++ {
+		if !b.allowRetry() {
+			t.Fatalf("retry %d refused under the floor", i)
+		}
+	}
+	if b.allowRetry() {
+		t.Fatal("4th retry with no calls allowed")
+	}
+	for i := 0; i < 100; i++ {
+		b.call()
+	}
+	allowed := 0
+	for i := 0; i < 100; i++ {
+		if b.allowRetry() {
+			allowed++
+		}
+	}
+	// 20% of 100 calls = 20 retries in the window, 3 already taken.
+	if allowed != 17 {
+		t.Fatalf("allowed %d retries after 100 calls, want 17", allowed)
+	}
+	clk.Advance(25 * time.Second) // both windows pass
+	if !b.allowRetry() {
+		t.Fatal("budget did not refill after the window")
+	}
+}
+
+func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := ejectionPolicy{afterFailures: 3, base: 5 * time.Second, max: 40 * time.Second}
+	h := &health{}
+	boom := errors.New("unavailable")
+	for i := 0; i < 2; i++ {
+		if h.failure(now, p, boom) {
+			t.Fatal("ejected before 3 consecutive failures")
+		}
+	}
+	h.success() // a success resets the streak
+	h.failure(now, p, boom)
+	h.failure(now, p, boom)
+	if !h.failure(now, p, boom) || !h.ejected(now, p) {
+		t.Fatal("3 consecutive failures must eject")
+	}
+	if h.ejected(now.Add(5*time.Second), p) {
+		t.Fatal("first ejection must last the base time")
+	}
+	now = now.Add(6 * time.Second)
+	for i := 0; i < 3; i++ {
+		h.failure(now, p, boom)
+	}
+	if !h.ejected(now.Add(9*time.Second), p) || h.ejected(now.Add(10*time.Second), p) {
+		t.Fatal("second ejection must last twice the base time")
+	}
+	if h.isUnhealthy() {
+		t.Fatal("passive ejection must not mark the active health check failed")
+	}
+	h.setActive(false, boom)
+	if !h.isUnhealthy() {
+		t.Fatal("failed active check not recorded")
+	}
+}
