@@ -185,6 +185,11 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 					return route, ctx.Err()
 				}
 				recordNoSlot(ctx, p, err)
+				var q *capacity.QuotaError
+				if errors.As(err, &q) && q.Scope == "tenant" {
+					// The caller's own budget: no other pool and no wait helps.
+					return route, err
+				}
 				shortage = err
 				continue
 			}
