@@ -326,7 +326,7 @@ local maxc = tonumber(ARGV[4])
 if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
 local rem = tonumber(ARGV[8])
 local function estimate(cur, prev)
-  return tonumber(redis.call('GET', cur) or '0') + math.floor(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
+  return tonumber(redis.call('GET', cur) or '0') + math.ceil(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
 end
 local rpm = tonumber(ARGV[5])
 if rpm > 0 and estimate(KEYS[3], KEYS[4]) + 1 > rpm then return -1 end
@@ -351,7 +351,7 @@ var acquireTenant = redis.NewScript(`
 -- ARGV: 1 rpm limit, 2 tpm limit, 3 tokens, 4 ms left of the previous bucket's weight, 5 bucket ttl s
 local rem = tonumber(ARGV[4])
 local function estimate(cur, prev)
-  return tonumber(redis.call('GET', cur) or '0') + math.floor(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
+  return tonumber(redis.call('GET', cur) or '0') + math.ceil(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
 end
 local rpm = tonumber(ARGV[1])
 if rpm > 0 and estimate(KEYS[1], KEYS[2]) + 1 > rpm then return -1 end

@@ -1,6 +1,9 @@
 package capacity
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // windowCount is a sliding one-minute window approximated by two fixed
 // buckets (the current minute and the one before), weighting the previous
@@ -29,7 +32,9 @@ func (w *windowCount) roll(now time.Time) {
 func (w *windowCount) estimate(now time.Time) int64 {
 	w.roll(now)
 	elapsed := float64(now.Sub(time.Unix(w.bucket*60, 0))) / float64(Window)
-	return w.cur + int64(float64(w.prev)*(1-elapsed))
+	// Round the previous bucket's share up: a sliding window must never
+	// admit more than its limit because of truncation (1 × 0.99 is still 1).
+	return w.cur + int64(math.Ceil(float64(w.prev)*(1-elapsed)))
 }
 
 // admit adds n when the window stays within limit (0 = unlimited) and

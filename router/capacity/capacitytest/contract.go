@@ -191,6 +191,26 @@ func Run(t *testing.T, newStore NewStore) {
 		}
 	})
 
+	t.Run("RequestsPerMinuteAcrossAMinuteBoundary", func(t *testing.T) {
+		// Start just before a minute ends: the request still counts right after
+		// the boundary, so the sliding window admits no second one yet.
+		clk := clock.NewFake(Start.Truncate(time.Minute).Add(59 * time.Second))
+		s := newStore(t, clk)
+		pool := unique("pool")
+		lim := capacity.Limits{MaxConcurrent: 10, RequestsPerMinute: 1}
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Release(l, 0)
+		clk.Advance(2 * time.Second) // 1s into the next minute
+		var q *capacity.QuotaError
+		if _, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim}); !errors.As(err, &q) {
+			t.Fatalf("2nd request 2s after the 1st with a limit of 1/min: %v, want a QuotaError", err)
+		}
+		flush(t, s)
+	})
+
 	t.Run("TokensPerMinuteSettledOnRelease", func(t *testing.T) {
 		clk := clock.NewFake(Start)
 		s := newStore(t, clk)
