@@ -111,6 +111,15 @@ func (a *Admin) pool(name string) (*pool, error) {
 	return p, nil
 }
 
+// operatorOn authorizes a change to the named pool and finds it.
+func (a *Admin) operatorOn(ctx context.Context, name string) (actor string, p *pool, err error) {
+	if actor, err = a.authorize(ctx, roleOperator); err != nil {
+		return "", nil, err
+	}
+	p, err = a.pool(name)
+	return actor, p, err
+}
+
 // poolStatus reports one pool as operators see it.
 func (s *Server) poolStatus(p *pool, now time.Time) *pb.PoolStatus {
 	v := s.view(p, now)
@@ -188,11 +197,7 @@ func (a *Admin) change(ctx context.Context, actor, action, pool string, fn func(
 
 // SetWeight implements pb.AdminServer.
 func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.PoolChangeResponse, error) {
-	actor, err := a.authorize(ctx, roleOperator)
-	if err != nil {
-		return nil, adminStatus(err)
-	}
-	p, err := a.pool(req.GetPool())
+	actor, p, err := a.operatorOn(ctx, req.GetPool())
 	if err != nil {
 		return nil, adminStatus(err)
 	}
@@ -285,11 +290,7 @@ func (a *Admin) drainPlan(p *pool) *pb.DrainResponse {
 
 // Resume implements pb.AdminServer.
 func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChangeResponse, error) {
-	actor, err := a.authorize(ctx, roleOperator)
-	if err != nil {
-		return nil, adminStatus(err)
-	}
-	p, err := a.pool(req.GetPool())
+	actor, p, err := a.operatorOn(ctx, req.GetPool())
 	if err != nil {
 		return nil, adminStatus(err)
 	}
@@ -306,11 +307,7 @@ func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChan
 
 // SetCapacityOverride implements pb.AdminServer.
 func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOverrideRequest) (*pb.PoolChangeResponse, error) {
-	actor, err := a.authorize(ctx, roleOperator)
-	if err != nil {
-		return nil, adminStatus(err)
-	}
-	p, err := a.pool(req.GetPool())
+	actor, p, err := a.operatorOn(ctx, req.GetPool())
 	if err != nil {
 		return nil, adminStatus(err)
 	}
