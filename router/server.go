@@ -513,6 +513,11 @@ func randomID() string {
 const MaxRequestBytes = 64 << 20
 
 // ServerOptions are the gRPC server options the router needs.
+// A panic in a handler fails that call with INTERNAL instead of the process.
 func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
-	return append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes)}, extra...)
+	return append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(recoverUnary),
+		grpc.ChainStreamInterceptor(recoverStream),
+	}, extra...)
 }
