@@ -78,6 +78,29 @@ func parseFleet(t *testing.T, yaml string) *config.Fleet {
 type redisReplica struct {
 	*replica
 	store *capacity.Resilient
+	url   string
+}
+
+// leaseDump lists the pool's leases in Redis (member, ms left) for failure
+// messages.
+func leaseDump(url string) string {
+	c, err := capacity.NewRedisClient(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	zs, err := c.ZRangeWithScores(ctx, "sy:{pool:"+e2ePool+"}:leases", 0, -1).Result()
+	if err != nil {
+		return err.Error()
+	}
+	now := time.Now().UnixMilli()
+	var b strings.Builder
+	for _, z := range zs {
+		fmt.Fprintf(&b, "%v (%dms left) ", z.Member, int64(z.Score)-now)
+	}
+	return fmt.Sprintf("%d leases: %s", len(zs), b.String())
 }
 
 func startRedisReplica(t *testing.T, fleet *config.Fleet, url, name string, ro capacity.RedisOptions, rs capacity.ResilientOptions) *redisReplica {
@@ -110,7 +133,7 @@ func startRedisReplica(t *testing.T, fleet *config.Fleet, url, name string, ro c
 	t.Cleanup(func() { _ = client.Close() })
 	r := startReplica(t, fleet, store, control.NewRedis(control.RedisOptions{Client: client})) // closes the router, hence the store
 	rtp.Store(r.rt)
-	return &redisReplica{replica: r, store: store}
+	return &redisReplica{replica: r, store: store, url: url}
 }
 
 // listPools reads the Admin view of one replica.
@@ -158,15 +181,26 @@ func eventually(t *testing.T, within time.Duration, what string, ok func() bool)
 	return time.Since(start)
 }
 
-// storeInFlight flushes a store's queued releases and returns what it counts
-// in flight for the pool (shared view plus any local leases).
-func storeInFlight(t *testing.T, s *capacity.Resilient) int {
+// flushAll waits until every store's queued releases have landed in Redis.
+func flushAll(t *testing.T, stores ...*capacity.Resilient) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.Flush(ctx); err != nil {
-		t.Fatalf("flush: %v", err)
+	for _, s := range stores {
+		if err := s.Flush(ctx); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
 	}
+}
+
+// storeInFlight flushes s's queued releases and returns what it counts in
+// flight for the pool: the shared view (every replica's leases: flush the
+// others first if they may have releases queued) plus its own local leases.
+func storeInFlight(t *testing.T, s *capacity.Resilient) int {
+	t.Helper()
+	flushAll(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
 	u, err := s.Usage(ctx, []string{e2ePool})
 	if err != nil {
 		t.Fatalf("usage: %v", err)
@@ -174,14 +208,19 @@ func storeInFlight(t *testing.T, s *capacity.Resilient) int {
 	return u[e2ePool].InFlight
 }
 
-// assertNothingLeaked: every replica's store counts zero in flight once
-// queued releases landed, and every Admin view says so too (it refreshes
-// shared counts every 20ms).
+// assertNothingLeaked: once every replica's queued releases landed, every
+// replica's store counts zero in flight, and so does every Admin view (it
+// refreshes shared counts every 20ms).
 func assertNothingLeaked(t *testing.T, rs ...*redisReplica) {
 	t.Helper()
+	stores := make([]*capacity.Resilient, len(rs))
+	for i, r := range rs {
+		stores[i] = r.store
+	}
+	flushAll(t, stores...)
 	for i, r := range rs {
 		if n := storeInFlight(t, r.store); n != 0 {
-			t.Errorf("replica %d: store counts %d in flight after the test, want 0", i+1, n)
+			t.Errorf("replica %d: store counts %d in flight after the test, want 0; redis holds %s; status %+v", i+1, n, leaseDump(r.url), r.store.Status())
 		}
 		eventually(t, 2*time.Second, fmt.Sprintf("replica %d admin in_flight 0", i+1), func() bool { return adminInFlight(t, r.replica) == 0 })
 	}
