@@ -49,14 +49,17 @@ const (
 	waitEvicted                   // a higher-priority call took the place
 )
 
-// wait parks the caller until capacity may have freed up (a local release, or
-// poll elapsed since other replicas release too), the queue evicts it, or ctx ends.
-func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, poll time.Duration) (waitResult, error) {
+// wait parks the caller until capacity may have freed up (wake: a local
+// release, the server's poll tick for capacity freed by other replicas, or a
+// waiter ahead that got a slot passing the baton), the queue evicts it, maxWait
+// passes, or ctx ends. A caller that tried again after a wake and still found
+// nothing waits again with front set, keeping its place ahead of newer calls.
+func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, maxWait time.Duration, front bool) (waitResult, error) {
 	w := &waiter{ready: make(chan struct{}), shed: make(chan struct{}), class: classOf(prio)}
-	if !q.enqueue(w) {
+	if !q.enqueue(w, front) {
 		return waitFull, nil
 	}
-	t := time.NewTimer(poll)
+	t := time.NewTimer(maxWait)
 	defer t.Stop()
 	select {
 	case <-w.ready:
@@ -72,7 +75,7 @@ func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, poll time.Durati
 	}
 }
 
-func (q *waitQueue) enqueue(w *waiter) bool {
+func (q *waitQueue) enqueue(w *waiter, front bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.n >= q.maxLen {
@@ -90,7 +93,11 @@ func (q *waitQueue) enqueue(w *waiter) bool {
 			return false
 		}
 	}
-	q.classes[w.class] = append(q.classes[w.class], w)
+	if front {
+		q.classes[w.class] = append([]*waiter{w}, q.classes[w.class]...)
+	} else {
+		q.classes[w.class] = append(q.classes[w.class], w)
+	}
 	q.n++
 	return true
 }

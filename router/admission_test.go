@@ -15,7 +15,7 @@ func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
 	order := make(chan string, 3)
 	start := func(name string, p pb.Priority) {
 		go func() {
-			res, err := q.wait(context.Background(), p, time.Hour)
+			res, err := q.wait(context.Background(), p, time.Hour, false)
 			if err == nil && res == waitRetry {
 				order <- name
 			}
@@ -40,19 +40,19 @@ func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 	results := make(chan waitResult, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour)
+			res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour, false)
 			results <- res
 		}()
 	}
 	waitLen(t, q, 2)
 	// A standard call evicts the newest batch waiter.
-	go func() { _, _ = q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour) }()
+	go func() { _, _ = q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, false) }()
 	if res := <-results; res != waitEvicted {
 		t.Fatalf("batch waiter got %v, want evicted", res)
 	}
 	waitLen(t, q, 2)
 	// Another batch call finds no lower class to evict: it is shed at once.
-	res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour)
+	res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour, false)
 	if err != nil || res != waitFull {
 		t.Fatalf("batch into a full queue: %v %v, want waitFull", res, err)
 	}
@@ -60,7 +60,7 @@ func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 	q2 := newWaitQueue(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := q2.wait(ctx, pb.Priority_PRIORITY_INTERACTIVE, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := q2.wait(ctx, pb.Priority_PRIORITY_INTERACTIVE, time.Hour, false); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait past the deadline: %v", err)
 	}
 	if q2.length() != 0 {
@@ -142,5 +142,36 @@ func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
 	h.setActive(false, boom)
 	if !h.isUnhealthy() {
 		t.Fatal("failed active check not recorded")
+	}
+}
+
+func TestRetryingWaiterKeepsItsPlace(t *testing.T) {
+	q := newWaitQueue(10)
+	order := make(chan string, 2)
+	go func() {
+		if res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, false); res == waitRetry {
+			order <- "newer"
+		}
+	}()
+	waitLen(t, q, 1)
+	go func() {
+		if res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, true); res == waitRetry {
+			order <- "retrying"
+		}
+	}()
+	waitLen(t, q, 2)
+	q.wake()
+	if got := <-order; got != "retrying" {
+		t.Fatalf("woke %s first, want the waiter that was already queued before", got)
+	}
+	q.wake()
+	<-order
+	// maxWait bounds a wait with nobody waking it.
+	start := time.Now()
+	if res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, 20*time.Millisecond, false); res != waitRetry || err != nil || q.length() != 0 {
+		t.Fatalf("timed-out wait: %v %v, queue length %d", res, err, q.length())
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("maxWait not honoured")
 	}
 }

@@ -158,6 +158,7 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 	var lastErr error
 	rf := c.state.fleet.Routing
 	waitUntil := s.clock.Now().Add(rf.QueueMaxWait.Std())
+	waited := false // the call has been in the wait queue
 	for {
 		views := s.views(c.state)
 		dec := policy.Decide(pol, &c.preq, views, c.state.env)
@@ -192,6 +193,12 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				}
 				shortage = err
 				continue
+			}
+			if waited {
+				// A queued call got a slot: more may be free (released by other
+				// replicas), so the next waiter tries too.
+				s.queue.wake()
+				waited = false
 			}
 			route.Attempts++
 			route.PoolsTried = append(route.PoolsTried, p.cfg.Name)
@@ -244,7 +251,8 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 			return route, &exhaustedError{err: fmt.Errorf("%w: no pool serving %q has headroom (waited %s): %w", errNoCapacity, c.model, rf.QueueMaxWait.Std(), shortage), retryAfter: time.Second}
 		}
 		qstart := time.Now()
-		res, err := s.queue.wait(ctx, c.req.GetPriority(), s.opts.QueuePoll)
+		res, err := s.queue.wait(ctx, c.req.GetPriority(), waitUntil.Sub(s.clock.Now()), waited)
+		waited = true
 		s.recordQueueWait(ctx, c.req.GetPriority(), qstart, res, err)
 		if err != nil {
 			return route, err

@@ -61,8 +61,8 @@ type Options struct {
 	// UsageRefresh is how often shared in-flight counts are read from the
 	// store (default 250ms).
 	UsageRefresh time.Duration
-	// QueuePoll is how often a queued call re-checks for capacity freed by
-	// other replicas (default 20ms).
+	// QueuePoll is how often the first queued call re-checks for capacity
+	// freed by other replicas (default 20ms); local releases wake it at once.
 	QueuePoll time.Duration
 	// Control keeps operator changes; defaults to an in-memory store (this
 	// replica only). Use control.NewRedis so every replica shares them.
@@ -206,9 +206,10 @@ func New(o Options) (*Server, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.refreshUsageLoop()
 	go s.healthCheckLoop()
+	go s.pollQueue()
 	go s.watchControl()
 	return s, nil
 }
@@ -429,6 +430,24 @@ func (s *Server) refreshUsageLoop() {
 		}
 		for _, p := range st.pools {
 			p.shared.Store(int64(u[p.cfg.Name].InFlight))
+		}
+	}
+}
+
+// pollQueue lets the first queued call try again every QueuePoll, for
+// capacity that other replicas (or operators) freed: this replica only hears
+// of its own releases. One waiter per tick, whatever the queue length; a
+// waiter that gets a slot passes the turn on.
+func (s *Server) pollQueue() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.QueuePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.queue.wake()
 		}
 	}
 }

@@ -166,7 +166,13 @@ func (r *Resilient) Acquire(ctx context.Context, res Reservation) (Lease, error)
 		if cerr := ctx.Err(); cerr != nil {
 			return Lease{}, fmt.Errorf("acquire: %w", cerr) // the caller gave up; not Redis's fault
 		}
-		r.failed(err)
+		if r.failed(err) == ModeShared {
+			// The breaker is not open yet: the other replicas still count in
+			// Redis with the full limit, so a slot counted only here could push
+			// the pool past it. Refuse this one (the router tries another pool
+			// or waits); once the breaker opens every replica counts its share.
+			return Lease{}, fmt.Errorf("%w: shared counter did not answer (%v); not admitting on local counts until the breaker opens", ErrPoolFull, err)
+		}
 	}
 	r.mu.Lock()
 	n, sharedHeld, degraded := r.replicas, r.sharedHeld[res.Pool], r.mode == ModeDegraded
@@ -266,13 +272,18 @@ func (r *Resilient) succeeded() {
 	r.mu.Unlock()
 }
 
-func (r *Resilient) failed(err error) {
+// failed counts a shared-store failure, opens the breaker at the threshold,
+// and returns the mode it leaves the store in.
+func (r *Resilient) failed(err error) Mode {
 	r.mu.Lock()
 	r.failures++
-	r.lastErr = err.Error()
+	if err != nil {
+		r.lastErr = err.Error()
+	}
 	if r.mode != ModeShared || r.failures < r.threshold {
+		mode := r.mode
 		r.mu.Unlock()
-		return
+		return mode
 	}
 	r.replicas = max(1, r.shared.Status().Replicas)
 	from := r.setModeLocked(ModeDegraded)
@@ -281,6 +292,7 @@ func (r *Resilient) failed(err error) {
 	r.log.Warn("capacity store degraded: shared store unreachable, counting locally on a conservative share",
 		"replicas", n, "err", err)
 	r.notify(from, ModeDegraded)
+	return ModeDegraded
 }
 
 func (r *Resilient) setModeLocked(to Mode) Mode {
