@@ -186,7 +186,9 @@ func TestResilientRedisOutage(t *testing.T) {
 }
 
 // A shared store that never answers in time: the first calls wait at most
-// the timeout and are answered locally; then the breaker opens.
+// the timeout; until the breaker opens they are refused as pool full (other
+// replicas may still count in the shared store with the full limit), and
+// from the call that opens it on they are answered locally.
 func TestResilientSlowStoreOpensBreaker(t *testing.T) {
 	slow := &slowStore{delay: time.Second}
 	var ml modeLog
@@ -200,11 +202,18 @@ func TestResilientSlowStoreOpensBreaker(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		l, err := s.Acquire(ctx, capacity.Reservation{ID: fmt.Sprint(i), Pool: "p", Limits: lim})
-		if err != nil {
-			t.Fatalf("acquire %d: %v", i, err)
-		}
 		if d := time.Since(start); d > 500*time.Millisecond {
 			t.Fatalf("acquire %d waited %s for a slow store", i, d)
+		}
+		if i == 0 {
+			// The breaker is still closed after one failure (threshold 2).
+			if !errors.Is(err, capacity.ErrPoolFull) {
+				t.Fatalf("acquire 0 with the breaker closed: %v, want ErrPoolFull", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("acquire %d: %v", i, err)
 		}
 		s.Release(l, 0)
 	}
