@@ -80,7 +80,7 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 		free := p.EffectiveFree()
 		c.Score = p.Weight * free * near * pref * costF
 		if req.Explain {
-			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
+			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
 			if r := p.Reported; r != nil {
 				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
 			}
