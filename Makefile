@@ -3,11 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 
-# Pinned code generators; `make proto` installs exactly these into ./bin.
-PROTOC_GEN_GO_VERSION      := v1.36.12
-PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
-# protoc itself comes from Debian's protobuf-compiler package (3.21.12 on bookworm).
-PROTOC_VERSION             := 3.21.12
+# Pinned code generator versions live in scripts/proto.sh.
 
 .PHONY: help build run test bench proto proto-check lint clean
 
@@ -27,19 +23,11 @@ test: ## run every test (installs redis-server when missing)
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-proto: ## regenerate the protobuf Go code with the pinned generators
-	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
-	@protoc --version | grep -q "$(PROTOC_VERSION)" || echo "warning: protoc $$(protoc --version) is not the pinned $(PROTOC_VERSION)"
-	@mkdir -p $(BIN)
-	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	PATH=$(BIN):$$PATH protoc -I proto \
-		--go_out=proto --go_opt=paths=source_relative \
-		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-		proto/switchyard/v1/*.proto
+proto: ## regenerate the protobuf Go code with the pinned generators (scripts/proto.sh)
+	./scripts/proto.sh
 
-proto-check: proto ## fail when the committed generated code is stale
-	git diff --exit-code -- proto/
+proto-check: ## fail when the committed generated code is stale
+	./scripts/proto.sh --check
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...

@@ -19,5 +19,8 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 	# The package may start a system service; the tests never use it.
 fi
 
+# The committed protobuf code must be what the pinned generators produce.
+./scripts/proto.sh --check
+
 go vet ./...
 go test -race -count=1 -timeout 8m ./...
