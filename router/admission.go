@@ -182,11 +182,22 @@ func (b *retryBudget) call() {
 func (b *retryBudget) allowRetry() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.rollLocked(b.clock.Now())
-	calls, retries := b.calls+b.pCalls, b.retries+b.pRetries
-	if retries >= b.floor && float64(retries+1) > b.ratio*float64(calls) {
+	if !b.canRetryLocked() {
 		return false
 	}
 	b.retries++
 	return true
+}
+
+// canRetry reports whether the budget has a retry left, taking none.
+func (b *retryBudget) canRetry() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.canRetryLocked()
+}
+
+func (b *retryBudget) canRetryLocked() bool {
+	b.rollLocked(b.clock.Now())
+	calls, retries := b.calls+b.pCalls, b.retries+b.pRetries
+	return retries < b.floor || float64(retries+1) <= b.ratio*float64(calls)
 }

@@ -82,6 +82,11 @@ func waitLen(t *testing.T, q *waitQueue, n int) {
 func TestRetryBudget(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1000, 0))
 	b := newRetryBudget(clk, 0.2)
+	for i := 0; i < 10; i++ {
+		if !b.canRetry() {
+			t.Fatal("canRetry refused under the floor")
+		}
+	}
 	// The floor lets a quiet router retry a few times.
 	for i := 0; i < 3; i++ {
 		if !b.allowRetry() {

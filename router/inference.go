@@ -174,7 +174,7 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 			if int(route.Attempts) >= rf.MaxAttempts {
 				return route, fmt.Errorf("%w: gave up after %d attempts: %w", errPoolFailed, route.Attempts, lastErr)
 			}
-			if route.Attempts > 0 && !s.budget.allowRetry() {
+			if route.Attempts > 0 && !s.budget.canRetry() {
 				s.shed(ctx, shedRetryBudget, c.req.GetPriority())
 				return route, fmt.Errorf("%w: retry budget spent: %w", errPoolFailed, lastErr)
 			}
@@ -193,6 +193,11 @@ func (s *Server) route(ctx context.Context, c *call, prog *progress, do attemptF
 				}
 				shortage = err
 				continue
+			}
+			if route.Attempts > 0 {
+				// A retry is charged to the budget only once it has a slot:
+				// pools that were full cost nothing.
+				s.budget.allowRetry()
 			}
 			if waited {
 				// A queued call got a slot: more may be free (released by other
