@@ -207,9 +207,14 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
 	s.wg.Add(4)
-	go s.refreshUsageLoop()
-	go s.healthCheckLoop()
-	go s.pollQueue()
+	go s.every(s.opts.UsageRefresh, s.refreshUsage)
+	interval := o.Fleet.Routing.HealthCheckInterval.Std()
+	go s.every(interval, func() { s.checkHealth(interval) })
+	// The first queued call re-checks every QueuePoll for capacity other
+	// replicas (or operators) freed: this replica only hears of its own
+	// releases. One waiter per tick, whatever the queue length; a waiter that
+	// gets a slot passes the turn on.
+	go s.every(s.opts.QueuePoll, s.queue.wake)
 	go s.watchControl()
 	return s, nil
 }
@@ -404,67 +409,38 @@ func (s *Server) Close() error {
 	return s.store.Close()
 }
 
-// refreshUsageLoop reads shared in-flight counts so policies see what other
+// every runs fn every d until the server stops (the caller did s.wg.Add).
+func (s *Server) every(d time.Duration, fn func()) {
+	defer s.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// refreshUsage reads shared in-flight counts so policies see what other
 // replicas hold; this replica's own count is always live.
-func (s *Server) refreshUsageLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.UsageRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		st := s.state.Load()
-		names := make([]string, len(st.pools))
-		for i, p := range st.pools {
-			names[i] = p.cfg.Name
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.UsageRefresh)
-		u, err := s.store.Usage(ctx, names)
-		cancel()
-		if err != nil {
-			s.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
-			continue
-		}
-		for _, p := range st.pools {
-			p.shared.Store(int64(u[p.cfg.Name].InFlight))
-		}
+func (s *Server) refreshUsage() {
+	st := s.state.Load()
+	names := make([]string, len(st.pools))
+	for i, p := range st.pools {
+		names[i] = p.cfg.Name
 	}
-}
-
-// pollQueue lets the first queued call try again every QueuePoll, for
-// capacity that other replicas (or operators) freed: this replica only hears
-// of its own releases. One waiter per tick, whatever the queue length; a
-// waiter that gets a slot passes the turn on.
-func (s *Server) pollQueue() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.opts.QueuePoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.queue.wake()
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UsageRefresh)
+	u, err := s.store.Usage(ctx, names)
+	cancel()
+	if err != nil {
+		s.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
+		return
 	}
-}
-
-// healthCheckLoop runs active health checks on every pool's backend.
-func (s *Server) healthCheckLoop() {
-	defer s.wg.Done()
-	interval := s.state.Load().fleet.Routing.HealthCheckInterval.Std()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		s.checkHealth(interval)
+	for _, p := range st.pools {
+		p.shared.Store(int64(u[p.cfg.Name].InFlight))
 	}
 }
 
