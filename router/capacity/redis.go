@@ -301,11 +301,34 @@ func minuteSuffix(kind string, minute int64) string {
 	return kind + ":" + strconv.FormatInt(minute, 10)
 }
 
+// windowLua is the sliding-window arithmetic both acquire scripts share (the
+// two-bucket estimate of window.go, the previous minute's share rounded up):
+// window_check returns 0, -1 (requests/min spent) or -2 (tokens/min spent);
+// window_charge counts one request and its tokens.
+const windowLua = `
+local function window_estimate(cur, prev, rem)
+  return tonumber(redis.call('GET', cur) or '0') + math.ceil(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
+end
+local function window_check(rpm_cur, rpm_prev, tpm_cur, tpm_prev, rpm, tpm, tokens, rem)
+  if rpm > 0 and window_estimate(rpm_cur, rpm_prev, rem) + 1 > rpm then return -1 end
+  if tpm > 0 and window_estimate(tpm_cur, tpm_prev, rem) + tokens > tpm then return -2 end
+  return 0
+end
+local function window_charge(rpm_cur, tpm_cur, tokens, ttl)
+  redis.call('INCR', rpm_cur)
+  redis.call('EXPIRE', rpm_cur, ttl)
+  if tokens ~= 0 then
+    redis.call('INCRBY', tpm_cur, tokens)
+    redis.call('EXPIRE', tpm_cur, ttl)
+  end
+end
+`
+
 // acquirePool: purge expired leases, idempotent re-acquire, concurrency,
 // requests/min and tokens/min checks, then charge. Returns 1 (taken),
 // 2 (same id already held: refreshed, nothing charged), 0 (pool full),
 // -1 (requests/min spent), -2 (tokens/min spent).
-var acquirePool = redis.NewScript(`
+var acquirePool = redis.NewScript(windowLua + `
 -- KEYS: 1 leases zset, 2 extra-holders hash, 3 rpm cur, 4 rpm prev, 5 tpm cur, 6 tpm prev
 -- ARGV: 1 id, 2 now ms, 3 lease expiry ms, 4 max concurrent, 5 rpm limit,
 --       6 tpm limit, 7 tokens, 8 ms left of the previous bucket's weight, 9 key ttl ms, 10 bucket ttl s
@@ -324,21 +347,9 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 end
 local maxc = tonumber(ARGV[4])
 if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
-local rem = tonumber(ARGV[8])
-local function estimate(cur, prev)
-  return tonumber(redis.call('GET', cur) or '0') + math.ceil(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
-end
-local rpm = tonumber(ARGV[5])
-if rpm > 0 and estimate(KEYS[3], KEYS[4]) + 1 > rpm then return -1 end
-local tpm = tonumber(ARGV[6])
-local tokens = tonumber(ARGV[7])
-if tpm > 0 and estimate(KEYS[5], KEYS[6]) + tokens > tpm then return -2 end
-redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[10])
-if tokens ~= 0 then
-  redis.call('INCRBY', KEYS[5], tokens)
-  redis.call('EXPIRE', KEYS[5], ARGV[10])
-end
+local refused = window_check(KEYS[3], KEYS[4], KEYS[5], KEYS[6], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+if refused ~= 0 then return refused end
+window_charge(KEYS[3], KEYS[5], tonumber(ARGV[7]), ARGV[10])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
 return 1
@@ -346,24 +357,12 @@ return 1
 
 // acquireTenant: requests/min and tokens/min check-and-charge for a tenant.
 // Returns 1 (charged), -1 (requests/min spent), -2 (tokens/min spent).
-var acquireTenant = redis.NewScript(`
+var acquireTenant = redis.NewScript(windowLua + `
 -- KEYS: 1 rpm cur, 2 rpm prev, 3 tpm cur, 4 tpm prev
 -- ARGV: 1 rpm limit, 2 tpm limit, 3 tokens, 4 ms left of the previous bucket's weight, 5 bucket ttl s
-local rem = tonumber(ARGV[4])
-local function estimate(cur, prev)
-  return tonumber(redis.call('GET', cur) or '0') + math.ceil(tonumber(redis.call('GET', prev) or '0') * rem / 60000)
-end
-local rpm = tonumber(ARGV[1])
-if rpm > 0 and estimate(KEYS[1], KEYS[2]) + 1 > rpm then return -1 end
-local tpm = tonumber(ARGV[2])
-local tokens = tonumber(ARGV[3])
-if tpm > 0 and estimate(KEYS[3], KEYS[4]) + tokens > tpm then return -2 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-if tokens ~= 0 then
-  redis.call('INCRBY', KEYS[3], tokens)
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-end
+local refused = window_check(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if refused ~= 0 then return refused end
+window_charge(KEYS[1], KEYS[3], tonumber(ARGV[3]), ARGV[5])
 return 1
 `)
 
