@@ -104,14 +104,6 @@ func (r *Registry) New(adapter string, spec Spec) (Backend, error) {
 	return b, nil
 }
 
-// Has reports whether an adapter is registered.
-func (r *Registry) Has(name string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	_, ok := r.factories[name]
-	return ok
-}
-
 // Names lists registered adapters, sorted.
 func (r *Registry) Names() []string {
 	r.mu.RLock()

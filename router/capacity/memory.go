@@ -152,12 +152,3 @@ func (m *Memory) Status() Status { return Status{Mode: m.mode, Replicas: 1, Sinc
 
 // Close implements Store.
 func (m *Memory) Close() error { return nil }
-
-// Reset forgets every lease and window (Resilient uses it when it hands back
-// to the shared store).
-func (m *Memory) Reset() {
-	m.mu.Lock()
-	m.pools = map[string]*memCounters{}
-	m.tenants = map[string]*memCounters{}
-	m.mu.Unlock()
-}
