@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -74,6 +75,11 @@ func TestBadRequestsGetClearStatuses(t *testing.T) {
 		{"unknown residency", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Routing: &pb.RoutingHints{Residency: "mars"}}, codes.InvalidArgument, "routing.residency"},
 		{"bad priority", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Priority: 9}, codes.InvalidArgument, "priority"},
 		{"bad request id", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, RequestId: "a b"}, codes.InvalidArgument, "request_id"},
+		{"prompt and messages", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "user", Content: "hi"}}}, codes.InvalidArgument, "messages"},
+		{"bad role", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "root", Content: "hi"}}}, codes.InvalidArgument, "messages[0].role"},
+		{"oversized chat", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "user", Content: long}}}, codes.InvalidArgument, "messages"},
+		{"temperature out of range", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Sampling: &pb.SamplingParameters{Temperature: proto.Float32(3)}}, codes.InvalidArgument, "sampling.temperature"},
+		{"oversized continuation", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 2, Continuation: &pb.Continuation{GeneratedText: long, GeneratedTokens: 1}}, codes.InvalidArgument, "continuation.generated_text"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -86,6 +92,38 @@ func TestBadRequestsGetClearStatuses(t *testing.T) {
 				t.Fatalf("stream: got %v, want %v", err, c.code)
 			}
 		})
+	}
+}
+
+func TestUnknownModelErrorDoesNotEchoALongName(t *testing.T) {
+	f := startFleet(t, fleetOpts{}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	_, err := f.client.Generate(ctx, &pb.GenerateRequest{Model: strings.Repeat("z", 1<<20), Prompt: "p", MaxTokens: 1})
+	if status.Code(err) != codes.NotFound || len(status.Convert(err).Message()) > 200 {
+		t.Fatalf("1 MiB model name: %v (%d bytes of message), want a short NOT_FOUND", status.Code(err), len(status.Convert(err).Message()))
+	}
+}
+
+func TestChatMessagesAreServedAndCounted(t *testing.T) {
+	f := startFleet(t, fleetOpts{}, usEU()...)
+	ctx := ctxT(t, 10*time.Second)
+	r := &pb.GenerateRequest{Model: "m", MaxTokens: 4, Routing: &pb.RoutingHints{CallerRegion: "us-east-1"},
+		Messages: []*pb.ChatMessage{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hello there"}},
+		Sampling: &pb.SamplingParameters{Temperature: proto.Float32(0.2), Stop: []string{"\n"}}}
+	resp, err := f.client.Generate(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetText() == "" || resp.GetUsage().GetInputTokens() == 0 {
+		t.Fatalf("chat call: %v, want text and usage", resp)
+	}
+	_, _, last, err := stream(ctx, f.client, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "be brief" 2 tokens + "hello there" 3 tokens + 4 per message.
+	if got := last.GetUsage().GetInputTokens(); got != 2+3+2*4 {
+		t.Fatalf("stream input tokens %d, want 13 (content plus 4 per message)", got)
 	}
 }
 

@@ -3,8 +3,6 @@ package router
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +10,6 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
@@ -48,45 +45,26 @@ type call struct {
 	state       *fleetState
 }
 
-// maxRequestIDLen bounds client-chosen request ids (they become Redis keys).
-const maxRequestIDLen = 128
-
-// admit validates the request and resolves the caller's tenant.
+// admit authenticates the caller, validates the request and resolves its
+// model. Authentication comes first: an unknown caller learns nothing about
+// the fleet (not even whether a model exists).
 func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, error) {
 	st := s.state.Load()
+	tenant, err := s.authenticate(ctx, st)
+	if err != nil {
+		return nil, err
+	}
 	if req.GetModel() == "" {
 		return nil, invalid("model", "required")
 	}
 	m, ok := st.fleet.Model(req.GetModel())
 	if !ok {
-		return nil, fmt.Errorf("%w %q: see ListModels", errUnknownModel, req.GetModel())
+		return nil, fmt.Errorf("%w %s: see ListModels", errUnknownModel, echo(req.GetModel()))
 	}
-	if req.GetPrompt() == "" {
-		return nil, invalid("prompt", "must not be empty")
-	}
-	if n := len(req.GetPrompt()); n > m.MaxInputTokens*backends.BytesPerToken {
-		return nil, invalid("prompt", "%d bytes (~%d tokens) exceeds model %q max_input_tokens %d", n, backends.EstimateTokens(req.GetPrompt()), m.Name, m.MaxInputTokens)
-	}
-	if mt := req.GetMaxTokens(); mt <= 0 || int(mt) > m.MaxOutputTokens {
-		return nil, invalid("max_tokens", "must be in 1..%d for model %q, got %d", m.MaxOutputTokens, m.Name, mt)
-	}
-	if _, ok := pb.Priority_name[int32(req.GetPriority())]; !ok {
-		return nil, invalid("priority", "unknown value %d", req.GetPriority())
-	}
-	h := req.GetRouting()
-	if !policy.ValidResidency(h.GetResidency()) {
-		return nil, invalid("routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies)
-	}
-	if len(req.GetRequestId()) > maxRequestIDLen || strings.ContainsAny(req.GetRequestId(), "{}\n\r ") {
-		return nil, invalid("request_id", "at most %d characters, no spaces or braces", maxRequestIDLen)
-	}
-	if c := req.GetContinuation(); c != nil && (c.GetGeneratedTokens() < 0 || c.GetGeneratedTokens() >= req.GetMaxTokens()) {
-		return nil, invalid("continuation.generated_tokens", "must be in 0..max_tokens-1, got %d", c.GetGeneratedTokens())
-	}
-	tenant, err := s.authenticate(ctx, st)
-	if err != nil {
+	if err := validateRequest(req, m); err != nil {
 		return nil, err
 	}
+	h := req.GetRouting()
 	req = proto.Clone(req).(*pb.GenerateRequest)
 	if req.RequestId == "" {
 		req.RequestId = randomID()
@@ -102,37 +80,13 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		req:         req,
 		model:       m.Name,
 		tenant:      tenant,
-		inputTokens: backends.EstimateTokens(req.Prompt),
+		inputTokens: backends.EstimateInputTokens(req),
 		state:       st,
 		preq: policy.Request{
 			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
 		},
 	}, nil
-}
-
-// authenticate maps the caller's API key to a tenant. With no tenants
-// configured, calls are anonymous.
-func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, error) {
-	if len(st.tenants) == 0 {
-		return "", nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	key := ""
-	if v := md.Get("x-api-key"); len(v) > 0 {
-		key = v[0]
-	} else if v := md.Get("authorization"); len(v) > 0 {
-		key, _ = strings.CutPrefix(v[0], "Bearer ")
-	}
-	if key == "" {
-		return "", fmt.Errorf("%w: missing API key (metadata x-api-key or authorization: Bearer)", errUnauthenticated)
-	}
-	sum := sha256.Sum256([]byte(key))
-	tenant, ok := st.tenants[hex.EncodeToString(sum[:])]
-	if !ok {
-		return "", fmt.Errorf("%w: unknown API key", errUnauthenticated)
-	}
-	return tenant, nil
 }
 
 // attemptFunc runs one attempt on a pool. sent reports how many tokens were
@@ -347,11 +301,25 @@ func (s *Server) release(p *pool, l capacity.Lease, c *call, u *pb.Usage) {
 
 // Generate implements pb.InferenceServer.
 func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	return s.Complete(ctx, rpcGenerate, req)
+}
+
+// GenerateStream implements pb.InferenceServer.
+func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStreamingServer[pb.GenerateChunk]) error {
+	return s.CompleteStream(stream.Context(), rpcGenerateStream, req, stream.Send)
+}
+
+// Complete runs one unary call for an edge (gRPC Generate, the HTTP front
+// door): the same admission, routing, capacity and failover for every edge.
+// rpc names the edge in metrics and logs and must be a constant, never client
+// input. The caller's credentials travel in ctx as incoming gRPC metadata.
+// The error is a gRPC status.
+func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
 	start := time.Now()
 	c, err := s.admit(ctx, req)
 	if err != nil {
 		err = toStatus(err)
-		s.finishCall(ctx, callStats{rpc: rpcGenerate, model: s.knownModel(req), start: start}, err)
+		s.finishCall(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return nil, err
 	}
 	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
@@ -364,7 +332,7 @@ func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Gen
 		resp = r
 		return r.GetUsage(), nil
 	})
-	cs := callStats{rpc: rpcGenerate, model: c.model, route: route, start: start, input: int32(c.inputTokens)}
+	cs := callStats{rpc: rpc, model: c.model, route: route, start: start, input: int32(c.inputTokens)}
 	if err != nil {
 		s.log.InfoContext(ctx, "call failed", "model", c.model, "attempts", route.Attempts, "err", err)
 		err = toStatus(err)
@@ -380,14 +348,16 @@ func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Gen
 	return resp, nil
 }
 
-// GenerateStream implements pb.InferenceServer.
-func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStreamingServer[pb.GenerateChunk]) error {
+// CompleteStream runs one streaming call for an edge (gRPC GenerateStream,
+// the HTTP front door), calling send for every chunk in order; the last chunk
+// carries usage, finish reason and route. rpc is as for Complete. When send
+// fails the call stops (the client is gone). The error is a gRPC status.
+func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
 	start := time.Now()
-	ctx := stream.Context()
 	c, err := s.admit(ctx, req)
 	if err != nil {
 		err = toStatus(err)
-		s.finishCall(ctx, callStats{rpc: rpcGenerateStream, model: s.knownModel(req), start: start}, err)
+		s.finishCall(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return err
 	}
 	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
@@ -403,7 +373,7 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 				final = ch
 				return nil
 			}
-			if err := stream.Send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId}); err != nil {
+			if err := send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId}); err != nil {
 				return fmt.Errorf("send to client: %w", context.Canceled)
 			}
 			if firstTok.IsZero() && ch.Tokens > 0 {
@@ -421,7 +391,7 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 		}
 		return final.GetUsage(), nil
 	})
-	cs := callStats{rpc: rpcGenerateStream, model: c.model, route: route, start: start, firstTok: firstTok, input: int32(c.inputTokens), output: prog.tokens}
+	cs := callStats{rpc: rpc, model: c.model, route: route, start: start, firstTok: firstTok, input: int32(c.inputTokens), output: prog.tokens}
 	if err != nil {
 		s.log.InfoContext(ctx, "stream failed", "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
 		err = toStatus(err)
@@ -437,7 +407,7 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 		Route:        route,
 		RequestId:    c.req.RequestId,
 	}
-	err = stream.Send(last)
+	err = send(last)
 	if firstTok.IsZero() && last.Tokens > 0 {
 		firstTok = time.Now()
 	}

@@ -9,12 +9,12 @@ PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
 PROTOC_VERSION=3.21.12 # Debian bookworm's protobuf-compiler
 
-if ! command -v protoc >/dev/null 2>&1; then
-	echo "proto.sh: installing protobuf-compiler (protoc)"
+if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/timestamp.proto ]; then
+	echo "proto.sh: installing protobuf-compiler and libprotobuf-dev (protoc and the well-known types)"
 	SUDO=""
 	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 	export DEBIAN_FRONTEND=noninteractive
-	$SUDO apt-get install -y --no-install-recommends protobuf-compiler || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends protobuf-compiler; }
+	$SUDO apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev; }
 fi
 protoc --version | grep -q "$PROTOC_VERSION" || echo "proto.sh: warning: $(protoc --version) is not the pinned protoc $PROTOC_VERSION"
 

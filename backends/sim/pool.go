@@ -509,7 +509,8 @@ func (p *Pool) plan(req *pb.GenerateRequest) (*plan, error) {
 		return nil, status.Error(codes.InvalidArgument, "request is required")
 	}
 	model := req.GetModel()
-	inTokens := backends.EstimateTokens(req.GetPrompt())
+	prompt := backends.PromptText(req)
+	inTokens := backends.EstimateTokens(prompt)
 	if len(p.models) > 0 {
 		m, ok := p.models[model]
 		if !ok {
@@ -531,7 +532,7 @@ func (p *Pool) plan(req *pb.GenerateRequest) (*plan, error) {
 	if done < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "continuation.generated_tokens must be >= 0, got %d", done)
 	}
-	key := hash64(uint64(p.opts.Seed), model, req.GetPrompt())
+	key := hash64(uint64(p.opts.Seed), model, prompt)
 	total, finish := maxTokens, pb.FinishReason_FINISH_REASON_LENGTH
 	if at, ok := earlyStop(key, maxTokens, p.opts.EarlyStopRate); ok {
 		total, finish = at, pb.FinishReason_FINISH_REASON_STOP

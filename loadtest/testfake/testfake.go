@@ -49,7 +49,7 @@ type Options struct {
 type Call struct {
 	At           time.Time
 	RequestID    string
-	PromptTokens int // backends.EstimateTokens(prompt)
+	PromptTokens int // backends.EstimateInputTokens(req)
 	MaxTokens    int32
 	Priority     pb.Priority
 	Pool         string
@@ -168,7 +168,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (Pool, erro
 	p := s.opts.Pools[s.next%len(s.opts.Pools)]
 	s.next++
 	s.calls = append(s.calls, Call{
-		At: time.Now(), RequestID: req.GetRequestId(), PromptTokens: backends.EstimateTokens(req.GetPrompt()),
+		At: time.Now(), RequestID: req.GetRequestId(), PromptTokens: backends.EstimateInputTokens(req),
 		MaxTokens: req.GetMaxTokens(), Priority: req.GetPriority(), Pool: p.Name,
 	})
 	s.mu.Unlock()
@@ -218,7 +218,7 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 	for i := 0; i < n; i++ {
 		c := &pb.GenerateChunk{Text: "tok ", Tokens: 1, RequestId: req.GetRequestId()}
 		if i == n-1 {
-			c.Usage = &pb.Usage{InputTokens: int32(backends.EstimateTokens(req.GetPrompt())), OutputTokens: int32(n)}
+			c.Usage = &pb.Usage{InputTokens: int32(backends.EstimateInputTokens(req)), OutputTokens: int32(n)}
 			c.FinishReason = pb.FinishReason_FINISH_REASON_LENGTH
 			c.Route = route(p)
 		}

@@ -76,9 +76,11 @@ func (Priority) EnumDescriptor() ([]byte, []int) {
 type FinishReason int32
 
 const (
-	FinishReason_FINISH_REASON_UNSPECIFIED FinishReason = 0
-	FinishReason_FINISH_REASON_STOP        FinishReason = 1 // the model ended the completion
-	FinishReason_FINISH_REASON_LENGTH      FinishReason = 2 // max_tokens reached
+	FinishReason_FINISH_REASON_UNSPECIFIED    FinishReason = 0
+	FinishReason_FINISH_REASON_STOP           FinishReason = 1 // the model ended the completion
+	FinishReason_FINISH_REASON_LENGTH         FinishReason = 2 // max_tokens reached
+	FinishReason_FINISH_REASON_STOP_SEQUENCE  FinishReason = 3 // one of sampling.stop was generated
+	FinishReason_FINISH_REASON_CONTENT_FILTER FinishReason = 4 // the serving endpoint filtered the output
 )
 
 // Enum value maps for FinishReason.
@@ -87,11 +89,15 @@ var (
 		0: "FINISH_REASON_UNSPECIFIED",
 		1: "FINISH_REASON_STOP",
 		2: "FINISH_REASON_LENGTH",
+		3: "FINISH_REASON_STOP_SEQUENCE",
+		4: "FINISH_REASON_CONTENT_FILTER",
 	}
 	FinishReason_value = map[string]int32{
-		"FINISH_REASON_UNSPECIFIED": 0,
-		"FINISH_REASON_STOP":        1,
-		"FINISH_REASON_LENGTH":      2,
+		"FINISH_REASON_UNSPECIFIED":    0,
+		"FINISH_REASON_STOP":           1,
+		"FINISH_REASON_LENGTH":         2,
+		"FINISH_REASON_STOP_SEQUENCE":  3,
+		"FINISH_REASON_CONTENT_FILTER": 4,
 	}
 )
 
@@ -250,13 +256,165 @@ func (x *Continuation) GetGeneratedTokens() int32 {
 	return 0
 }
 
+// ChatMessage is one turn of a chat conversation.
+type ChatMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "system", "user" or "assistant".
+	Role          string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Content       string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessage) Reset() {
+	*x = ChatMessage{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessage) ProtoMessage() {}
+
+func (x *ChatMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
+func (*ChatMessage) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ChatMessage) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+// SamplingParameters tune decoding. Every field is optional: unset means the
+// serving endpoint's default. Pools that cannot honour a parameter ignore it
+// (the simulator ignores all but stop).
+type SamplingParameters struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Temperature      *float32               `protobuf:"fixed32,1,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"` // 0..2
+	TopP             *float32               `protobuf:"fixed32,2,opt,name=top_p,json=topP,proto3,oneof" json:"top_p,omitempty"`   // (0, 1]
+	TopK             *int32                 `protobuf:"varint,3,opt,name=top_k,json=topK,proto3,oneof" json:"top_k,omitempty"`    // >= 1; unset: disabled
+	Stop             []string               `protobuf:"bytes,4,rep,name=stop,proto3" json:"stop,omitempty"`                       // at most 4, each 1..256 bytes
+	Seed             *int64                 `protobuf:"varint,5,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
+	PresencePenalty  *float32               `protobuf:"fixed32,6,opt,name=presence_penalty,json=presencePenalty,proto3,oneof" json:"presence_penalty,omitempty"`    // -2..2
+	FrequencyPenalty *float32               `protobuf:"fixed32,7,opt,name=frequency_penalty,json=frequencyPenalty,proto3,oneof" json:"frequency_penalty,omitempty"` // -2..2
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SamplingParameters) Reset() {
+	*x = SamplingParameters{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SamplingParameters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SamplingParameters) ProtoMessage() {}
+
+func (x *SamplingParameters) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SamplingParameters.ProtoReflect.Descriptor instead.
+func (*SamplingParameters) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SamplingParameters) GetTemperature() float32 {
+	if x != nil && x.Temperature != nil {
+		return *x.Temperature
+	}
+	return 0
+}
+
+func (x *SamplingParameters) GetTopP() float32 {
+	if x != nil && x.TopP != nil {
+		return *x.TopP
+	}
+	return 0
+}
+
+func (x *SamplingParameters) GetTopK() int32 {
+	if x != nil && x.TopK != nil {
+		return *x.TopK
+	}
+	return 0
+}
+
+func (x *SamplingParameters) GetStop() []string {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *SamplingParameters) GetSeed() int64 {
+	if x != nil && x.Seed != nil {
+		return *x.Seed
+	}
+	return 0
+}
+
+func (x *SamplingParameters) GetPresencePenalty() float32 {
+	if x != nil && x.PresencePenalty != nil {
+		return *x.PresencePenalty
+	}
+	return 0
+}
+
+func (x *SamplingParameters) GetFrequencyPenalty() float32 {
+	if x != nil && x.FrequencyPenalty != nil {
+		return *x.FrequencyPenalty
+	}
+	return 0
+}
+
 type GenerateRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Model     string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	Prompt    string                 `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"`
-	MaxTokens int32                  `protobuf:"varint,3,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
-	Priority  Priority               `protobuf:"varint,4,opt,name=priority,proto3,enum=switchyard.v1.Priority" json:"priority,omitempty"`
-	Routing   *RoutingHints          `protobuf:"bytes,5,opt,name=routing,proto3" json:"routing,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Model string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// The input: exactly one of prompt (a plain completion) and messages (a chat).
+	Prompt    string              `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	Messages  []*ChatMessage      `protobuf:"bytes,8,rep,name=messages,proto3" json:"messages,omitempty"`
+	Sampling  *SamplingParameters `protobuf:"bytes,9,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	MaxTokens int32               `protobuf:"varint,3,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	Priority  Priority            `protobuf:"varint,4,opt,name=priority,proto3,enum=switchyard.v1.Priority" json:"priority,omitempty"`
+	Routing   *RoutingHints       `protobuf:"bytes,5,opt,name=routing,proto3" json:"routing,omitempty"`
 	// Idempotency key and trace correlation. The router generates one when empty.
 	RequestId     string        `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Continuation  *Continuation `protobuf:"bytes,7,opt,name=continuation,proto3" json:"continuation,omitempty"`
@@ -266,7 +424,7 @@ type GenerateRequest struct {
 
 func (x *GenerateRequest) Reset() {
 	*x = GenerateRequest{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[2]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +436,7 @@ func (x *GenerateRequest) String() string {
 func (*GenerateRequest) ProtoMessage() {}
 
 func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[2]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +449,7 @@ func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateRequest.ProtoReflect.Descriptor instead.
 func (*GenerateRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{2}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GenerateRequest) GetModel() string {
@@ -306,6 +464,20 @@ func (x *GenerateRequest) GetPrompt() string {
 		return x.Prompt
 	}
 	return ""
+}
+
+func (x *GenerateRequest) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetSampling() *SamplingParameters {
+	if x != nil {
+		return x.Sampling
+	}
+	return nil
 }
 
 func (x *GenerateRequest) GetMaxTokens() int32 {
@@ -353,7 +525,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +537,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +550,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Usage) GetInputTokens() int32 {
@@ -414,7 +586,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +598,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +611,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{4}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Route) GetPool() string {
@@ -504,7 +676,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +688,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +701,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{5}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GenerateResponse) GetText() string {
@@ -584,7 +756,7 @@ type GenerateChunk struct {
 
 func (x *GenerateChunk) Reset() {
 	*x = GenerateChunk{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +768,7 @@ func (x *GenerateChunk) String() string {
 func (*GenerateChunk) ProtoMessage() {}
 
 func (x *GenerateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +781,7 @@ func (x *GenerateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateChunk.ProtoReflect.Descriptor instead.
 func (*GenerateChunk) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{6}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GenerateChunk) GetText() string {
@@ -662,7 +834,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +846,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +859,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{9}
 }
 
 type ModelPlacement struct {
@@ -702,7 +874,7 @@ type ModelPlacement struct {
 
 func (x *ModelPlacement) Reset() {
 	*x = ModelPlacement{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +886,7 @@ func (x *ModelPlacement) String() string {
 func (*ModelPlacement) ProtoMessage() {}
 
 func (x *ModelPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +899,7 @@ func (x *ModelPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPlacement.ProtoReflect.Descriptor instead.
 func (*ModelPlacement) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelPlacement) GetPool() string {
@@ -770,7 +942,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +954,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +967,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Model) GetName() string {
@@ -835,7 +1007,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1019,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1032,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -882,10 +1054,29 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\x15preferred_accelerator\x18\x04 \x01(\tR\x14preferredAccelerator\"`\n" +
 	"\fContinuation\x12%\n" +
 	"\x0egenerated_text\x18\x01 \x01(\tR\rgeneratedText\x12)\n" +
-	"\x10generated_tokens\x18\x02 \x01(\x05R\x0fgeneratedTokens\"\xaa\x02\n" +
+	"\x10generated_tokens\x18\x02 \x01(\x05R\x0fgeneratedTokens\";\n" +
+	"\vChatMessage\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\xd6\x02\n" +
+	"\x12SamplingParameters\x12%\n" +
+	"\vtemperature\x18\x01 \x01(\x02H\x00R\vtemperature\x88\x01\x01\x12\x18\n" +
+	"\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x18\n" +
+	"\x05top_k\x18\x03 \x01(\x05H\x02R\x04topK\x88\x01\x01\x12\x12\n" +
+	"\x04stop\x18\x04 \x03(\tR\x04stop\x12\x17\n" +
+	"\x04seed\x18\x05 \x01(\x03H\x03R\x04seed\x88\x01\x01\x12.\n" +
+	"\x10presence_penalty\x18\x06 \x01(\x02H\x04R\x0fpresencePenalty\x88\x01\x01\x120\n" +
+	"\x11frequency_penalty\x18\a \x01(\x02H\x05R\x10frequencyPenalty\x88\x01\x01B\x0e\n" +
+	"\f_temperatureB\b\n" +
+	"\x06_top_pB\b\n" +
+	"\x06_top_kB\a\n" +
+	"\x05_seedB\x13\n" +
+	"\x11_presence_penaltyB\x14\n" +
+	"\x12_frequency_penalty\"\xa1\x03\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x1d\n" +
+	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x126\n" +
+	"\bmessages\x18\b \x03(\v2\x1a.switchyard.v1.ChatMessageR\bmessages\x12=\n" +
+	"\bsampling\x18\t \x01(\v2!.switchyard.v1.SamplingParametersR\bsampling\x12\x1d\n" +
 	"\n" +
 	"max_tokens\x18\x03 \x01(\x05R\tmaxTokens\x123\n" +
 	"\bpriority\x18\x04 \x01(\x0e2\x17.switchyard.v1.PriorityR\bpriority\x125\n" +
@@ -939,11 +1130,13 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PRIORITY_INTERACTIVE\x10\x01\x12\x15\n" +
 	"\x11PRIORITY_STANDARD\x10\x02\x12\x12\n" +
-	"\x0ePRIORITY_BATCH\x10\x03*_\n" +
+	"\x0ePRIORITY_BATCH\x10\x03*\xa2\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
-	"\x14FINISH_REASON_LENGTH\x10\x022\xfd\x01\n" +
+	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
+	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12 \n" +
+	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x042\xfd\x01\n" +
 	"\tInference\x12K\n" +
 	"\bGenerate\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1f.switchyard.v1.GenerateResponse\x12P\n" +
 	"\x0eGenerateStream\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1c.switchyard.v1.GenerateChunk0\x01\x12Q\n" +
@@ -963,45 +1156,49 @@ func file_switchyard_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchyard_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_switchyard_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_switchyard_v1_inference_proto_goTypes = []any{
 	(Priority)(0),              // 0: switchyard.v1.Priority
 	(FinishReason)(0),          // 1: switchyard.v1.FinishReason
 	(*RoutingHints)(nil),       // 2: switchyard.v1.RoutingHints
 	(*Continuation)(nil),       // 3: switchyard.v1.Continuation
-	(*GenerateRequest)(nil),    // 4: switchyard.v1.GenerateRequest
-	(*Usage)(nil),              // 5: switchyard.v1.Usage
-	(*Route)(nil),              // 6: switchyard.v1.Route
-	(*GenerateResponse)(nil),   // 7: switchyard.v1.GenerateResponse
-	(*GenerateChunk)(nil),      // 8: switchyard.v1.GenerateChunk
-	(*ListModelsRequest)(nil),  // 9: switchyard.v1.ListModelsRequest
-	(*ModelPlacement)(nil),     // 10: switchyard.v1.ModelPlacement
-	(*Model)(nil),              // 11: switchyard.v1.Model
-	(*ListModelsResponse)(nil), // 12: switchyard.v1.ListModelsResponse
+	(*ChatMessage)(nil),        // 4: switchyard.v1.ChatMessage
+	(*SamplingParameters)(nil), // 5: switchyard.v1.SamplingParameters
+	(*GenerateRequest)(nil),    // 6: switchyard.v1.GenerateRequest
+	(*Usage)(nil),              // 7: switchyard.v1.Usage
+	(*Route)(nil),              // 8: switchyard.v1.Route
+	(*GenerateResponse)(nil),   // 9: switchyard.v1.GenerateResponse
+	(*GenerateChunk)(nil),      // 10: switchyard.v1.GenerateChunk
+	(*ListModelsRequest)(nil),  // 11: switchyard.v1.ListModelsRequest
+	(*ModelPlacement)(nil),     // 12: switchyard.v1.ModelPlacement
+	(*Model)(nil),              // 13: switchyard.v1.Model
+	(*ListModelsResponse)(nil), // 14: switchyard.v1.ListModelsResponse
 }
 var file_switchyard_v1_inference_proto_depIdxs = []int32{
-	0,  // 0: switchyard.v1.GenerateRequest.priority:type_name -> switchyard.v1.Priority
-	2,  // 1: switchyard.v1.GenerateRequest.routing:type_name -> switchyard.v1.RoutingHints
-	3,  // 2: switchyard.v1.GenerateRequest.continuation:type_name -> switchyard.v1.Continuation
-	5,  // 3: switchyard.v1.GenerateResponse.usage:type_name -> switchyard.v1.Usage
-	1,  // 4: switchyard.v1.GenerateResponse.finish_reason:type_name -> switchyard.v1.FinishReason
-	6,  // 5: switchyard.v1.GenerateResponse.route:type_name -> switchyard.v1.Route
-	5,  // 6: switchyard.v1.GenerateChunk.usage:type_name -> switchyard.v1.Usage
-	1,  // 7: switchyard.v1.GenerateChunk.finish_reason:type_name -> switchyard.v1.FinishReason
-	6,  // 8: switchyard.v1.GenerateChunk.route:type_name -> switchyard.v1.Route
-	10, // 9: switchyard.v1.Model.placements:type_name -> switchyard.v1.ModelPlacement
-	11, // 10: switchyard.v1.ListModelsResponse.models:type_name -> switchyard.v1.Model
-	4,  // 11: switchyard.v1.Inference.Generate:input_type -> switchyard.v1.GenerateRequest
-	4,  // 12: switchyard.v1.Inference.GenerateStream:input_type -> switchyard.v1.GenerateRequest
-	9,  // 13: switchyard.v1.Inference.ListModels:input_type -> switchyard.v1.ListModelsRequest
-	7,  // 14: switchyard.v1.Inference.Generate:output_type -> switchyard.v1.GenerateResponse
-	8,  // 15: switchyard.v1.Inference.GenerateStream:output_type -> switchyard.v1.GenerateChunk
-	12, // 16: switchyard.v1.Inference.ListModels:output_type -> switchyard.v1.ListModelsResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 0: switchyard.v1.GenerateRequest.messages:type_name -> switchyard.v1.ChatMessage
+	5,  // 1: switchyard.v1.GenerateRequest.sampling:type_name -> switchyard.v1.SamplingParameters
+	0,  // 2: switchyard.v1.GenerateRequest.priority:type_name -> switchyard.v1.Priority
+	2,  // 3: switchyard.v1.GenerateRequest.routing:type_name -> switchyard.v1.RoutingHints
+	3,  // 4: switchyard.v1.GenerateRequest.continuation:type_name -> switchyard.v1.Continuation
+	7,  // 5: switchyard.v1.GenerateResponse.usage:type_name -> switchyard.v1.Usage
+	1,  // 6: switchyard.v1.GenerateResponse.finish_reason:type_name -> switchyard.v1.FinishReason
+	8,  // 7: switchyard.v1.GenerateResponse.route:type_name -> switchyard.v1.Route
+	7,  // 8: switchyard.v1.GenerateChunk.usage:type_name -> switchyard.v1.Usage
+	1,  // 9: switchyard.v1.GenerateChunk.finish_reason:type_name -> switchyard.v1.FinishReason
+	8,  // 10: switchyard.v1.GenerateChunk.route:type_name -> switchyard.v1.Route
+	12, // 11: switchyard.v1.Model.placements:type_name -> switchyard.v1.ModelPlacement
+	13, // 12: switchyard.v1.ListModelsResponse.models:type_name -> switchyard.v1.Model
+	6,  // 13: switchyard.v1.Inference.Generate:input_type -> switchyard.v1.GenerateRequest
+	6,  // 14: switchyard.v1.Inference.GenerateStream:input_type -> switchyard.v1.GenerateRequest
+	11, // 15: switchyard.v1.Inference.ListModels:input_type -> switchyard.v1.ListModelsRequest
+	9,  // 16: switchyard.v1.Inference.Generate:output_type -> switchyard.v1.GenerateResponse
+	10, // 17: switchyard.v1.Inference.GenerateStream:output_type -> switchyard.v1.GenerateChunk
+	14, // 18: switchyard.v1.Inference.ListModels:output_type -> switchyard.v1.ListModelsResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_inference_proto_init() }
@@ -1009,13 +1206,14 @@ func file_switchyard_v1_inference_proto_init() {
 	if File_switchyard_v1_inference_proto != nil {
 		return
 	}
+	file_switchyard_v1_inference_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_inference_proto_rawDesc), len(file_switchyard_v1_inference_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
