@@ -53,15 +53,82 @@ type Pool struct {
 	Models      []string `yaml:"models"`
 	// Adapter is the backend adapter name; empty means "sim" when Endpoints is
 	// ["sim"] and "grpc" otherwise.
-	Adapter   string            `yaml:"adapter,omitempty"`
-	Endpoints []string          `yaml:"endpoints"`
-	Options   map[string]string `yaml:"options,omitempty"`
+	Adapter   string   `yaml:"adapter,omitempty"`
+	Endpoints []string `yaml:"endpoints"`
+	// Options are the adapter's own settings, passed through untouched to
+	// backends.Spec.Options: the adapter validates them (config does not
+	// know any adapter's keys). Nested mappings are flattened to dotted keys.
+	Options Options `yaml:"options,omitempty"`
 	Limits    Limits            `yaml:"limits"`
 	// CostPerMillionTokens in USD.
 	CostPerMillionTokens float64 `yaml:"cost_per_million_tokens"`
 	// Weight shifts traffic among equally close pools; default 1; 0 sends
 	// traffic only when nothing else can take it.
 	Weight *float64 `yaml:"weight,omitempty"`
+}
+
+// Options is a pool's adapter section. In YAML it is a mapping of scalars
+// that may nest: `model_names: {llama-3.3-70b: meta-llama/Llama-3.3-70B}`
+// becomes the key "model_names.llama-3.3-70b". Sequences of scalars become
+// one comma-separated value. Values stay strings; the adapter parses them.
+type Options map[string]string
+
+// maxOptionDepth bounds how deep an options mapping may nest.
+const maxOptionDepth = 4
+
+// UnmarshalYAML flattens nested mappings into dotted keys.
+func (o *Options) UnmarshalYAML(n *yaml.Node) error {
+	out := Options{}
+	if err := flattenOptions(out, "", n, 0); err != nil {
+		return err
+	}
+	*o = out
+	return nil
+}
+
+func flattenOptions(out Options, prefix string, n *yaml.Node, depth int) error {
+	if n.Kind == yaml.AliasNode {
+		return fmt.Errorf("line %d: options: aliases are not allowed", n.Line)
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: options: want a mapping", n.Line)
+	}
+	if depth >= maxOptionDepth {
+		return fmt.Errorf("line %d: options: nested deeper than %d levels", n.Line, maxOptionDepth)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.Value == "" || strings.ContainsAny(k.Value, "\n") {
+			return fmt.Errorf("line %d: options: keys must be non-empty single-line strings", k.Line)
+		}
+		key := k.Value
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		if _, dup := out[key]; dup {
+			return fmt.Errorf("line %d: options: duplicate key %q", k.Line, key)
+		}
+		switch v.Kind {
+		case yaml.ScalarNode:
+			out[key] = v.Value
+		case yaml.MappingNode:
+			if err := flattenOptions(out, key, v, depth+1); err != nil {
+				return err
+			}
+		case yaml.SequenceNode:
+			vals := make([]string, 0, len(v.Content))
+			for _, item := range v.Content {
+				if item.Kind != yaml.ScalarNode || strings.Contains(item.Value, ",") {
+					return fmt.Errorf("line %d: options: %s: list items must be scalars without commas", item.Line, key)
+				}
+				vals = append(vals, item.Value)
+			}
+			out[key] = strings.Join(vals, ",")
+		default:
+			return fmt.Errorf("line %d: options: %s: aliases are not allowed", v.Line, key)
+		}
+	}
+	return nil
 }
 
 // Limits are a pool's capacity limits, as cloud quotas state them.
@@ -392,6 +459,13 @@ func (f *Fleet) Validate() error {
 				bad(where, "models", "model %q is not declared under models", m)
 			}
 			served[m] = true
+		}
+		for k := range p.Options {
+			// model_names.<fleet model> is the one option key every adapter
+			// shares: what the pool's server calls a fleet model.
+			if m, ok := strings.CutPrefix(k, "model_names."); ok && !contains(p.Models, m) {
+				bad(where, "options."+k, "model %q is not one of this pool's models %v", m, p.Models)
+			}
 		}
 		if len(p.Endpoints) == 0 {
 			bad(where, "endpoints", "at least one endpoint (host:port) or \"sim\" is required")

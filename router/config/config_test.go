@@ -95,3 +95,52 @@ func TestLoadFromFileAndEmpty(t *testing.T) {
 		t.Fatal("missing file accepted")
 	}
 }
+
+// An adapter's options section may nest; it reaches the adapter as flat
+// dotted keys, and model_names keys must be the pool's models.
+func TestOptionsFlattenForTheAdapter(t *testing.T) {
+	base := `models:
+  - name: llama-3.3-70b
+    max_input_tokens: 100
+    max_output_tokens: 10
+pools:
+  - name: p
+    cloud: aws
+    region: us-east-1
+    accelerator: h100
+    models: [llama-3.3-70b]
+    adapter: openai
+    endpoints: ["http://127.0.0.1:8000"]
+    limits: {max_concurrent: 4}
+    options:
+`
+	f, err := Parse([]byte(base+`      server: vllm
+      model_names: {llama-3.3-70b: meta-llama/Llama-3.3-70B-Instruct}
+      tls: {ca_file: /etc/ca.pem}
+      tags: [a, b]
+`), "fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.Pools[0].Options
+	want := map[string]string{"server": "vllm", "model_names.llama-3.3-70b": "meta-llama/Llama-3.3-70B-Instruct", "tls.ca_file": "/etc/ca.pem", "tags": "a,b"}
+	if len(got) != len(want) {
+		t.Fatalf("options %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("options[%q] = %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"      model_names: {llama-2: x}\n", `options.model_names.llama-2: model "llama-2" is not one of this pool's models`},
+		{"      a: {b: {c: {d: {e: 1}}}}\n", "nested deeper than 4 levels"},
+		{"      a: [[1]]\n", "list items must be scalars"},
+		{"      a.b: 1\n      a: {b: 2}\n", `duplicate key "a.b"`},
+	} {
+		_, err := Parse([]byte(base+tc.yaml), "fleet.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
