@@ -59,7 +59,7 @@ type Pool struct {
 	// backends.Spec.Options: the adapter validates them (config does not
 	// know any adapter's keys). Nested mappings are flattened to dotted keys.
 	Options Options `yaml:"options,omitempty"`
-	Limits    Limits            `yaml:"limits"`
+	Limits  Limits  `yaml:"limits"`
 	// CostPerMillionTokens in USD.
 	CostPerMillionTokens float64 `yaml:"cost_per_million_tokens"`
 	// Weight shifts traffic among equally close pools; default 1; 0 sends
