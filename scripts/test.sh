@@ -2,6 +2,8 @@
 # The project's test command: README's "./scripts/test.sh"; .ci/run and `make test` call it.
 # Installs redis-server when missing: the capacity tests start their own
 # redis-server processes on free ports (no system Redis on 6379 is used).
+# Installs llama-server when missing (scripts/install-llama-server.sh): the
+# OpenAI-adapter and real-fleet tests start llama-server processes on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,10 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 	fi
 	# The package may start a system service; the tests never use it.
 fi
+
+# llama.cpp's llama-server for the tests with real model servers (backends/openai, router): into the user cache,
+# quiet when it is already there.
+./scripts/install-llama-server.sh
 
 # The committed protobuf code must be what the pinned generators produce.
 ./scripts/proto.sh --check

@@ -31,6 +31,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -169,6 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{DialOptions: []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
+	openai.Register(reg, openai.Options{Logger: log})
 
 	var rtp atomic.Pointer[router.Server]
 	store, ctl, closeRedis, err := newStores(f, log, func(from, to capacity.Mode) {

@@ -1,0 +1,535 @@
+// Package openai is the backend adapter for OpenAI-compatible HTTP model
+// servers: vLLM (on GPUs, on Trainium/Inferentia through Neuron, on TPU),
+// SGLang, TGI, TensorRT-LLM's trtllm-serve, llama.cpp's llama-server,
+// Ollama and managed endpoints such as Azure OpenAI.
+//
+// Prompts go to /v1/completions, chats to /v1/chat/completions; streams are
+// SSE with stream_options.include_usage. A pool has one or more endpoints
+// (URLs, or dns:///name:port re-resolved periodically); each call goes to
+// the endpoint with the fewest calls outstanding. The adapter scrapes each
+// server's Prometheus /metrics off the request path into a backends.Load,
+// honours 429/503 Retry-After by refusing that endpoint until the delay
+// passes, and maps HTTP failures onto the gRPC codes the router classifies
+// (see httpError). docs/backends.md has the per-server details.
+package openai
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// AdapterName is the name the adapter registers under (a pool's `adapter:`).
+const AdapterName = "openai"
+
+// Options are the process-wide settings of the adapter.
+type Options struct {
+	// Logger for credential refusals and failing scrapes (default: slog.Default()).
+	Logger *slog.Logger
+	// Resolver for dns:/// endpoints (default: net.DefaultResolver).
+	Resolver Resolver
+	// Transport wraps the HTTP transport the adapter builds (tracing, tests); nil keeps it.
+	Transport func(http.RoundTripper) http.RoundTripper
+}
+
+// Register adds the adapter to r under AdapterName.
+func Register(r *backends.Registry, o Options) {
+	r.Register(AdapterName, func(s backends.Spec) (backends.Backend, error) { return New(s, o) })
+}
+
+// Backend is one pool of OpenAI-compatible servers. Safe for concurrent use.
+type Backend struct {
+	cfg    *poolConfig
+	eps    *endpointSet
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+
+	key atomic.Pointer[string] // API key; "" for none
+
+	authWarned atomic.Bool
+	closed     atomic.Bool
+	stop       context.CancelFunc
+	done       chan struct{}
+
+	logMu         sync.Mutex
+	lastScrapeLog time.Time
+}
+
+var (
+	_ backends.Backend      = (*Backend)(nil)
+	_ backends.LoadReporter = (*Backend)(nil)
+)
+
+// New validates the pool's options and endpoints and starts the background
+// loop (scrapes, DNS re-resolution, key file re-reads). It does not touch the
+// network before returning.
+func New(spec backends.Spec, o Options) (*Backend, error) {
+	cfg, err := parseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4 * cfg.maxConcurrent,
+		MaxIdleConnsPerHost:   cfg.maxConcurrent + 2, // the pool's calls plus scrapes and checks
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	if cfg.tls != nil {
+		tr.TLSClientConfig = cfg.tls.Clone()
+	} else {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	for _, t := range cfg.targets {
+		if t.dynamic() && tr.TLSClientConfig.ServerName == "" {
+			// Addresses come from DNS: certificates name the DNS name.
+			tr.TLSClientConfig.ServerName = t.host
+		}
+	}
+	var rt http.RoundTripper = tr
+	if o.Transport != nil {
+		rt = o.Transport(tr)
+	}
+	b := &Backend{
+		cfg: cfg, eps: newEndpointSet(cfg, o.Resolver), log: o.Logger, now: time.Now,
+		client: &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		done:   make(chan struct{}),
+	}
+	if err := b.loadKey(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	go b.loop(ctx)
+	return b, nil
+}
+
+func (b *Backend) loadKey() error {
+	key := ""
+	switch {
+	case b.cfg.keyEnv != "":
+		key = strings.TrimSpace(os.Getenv(b.cfg.keyEnv))
+	case b.cfg.keyFile != "":
+		k, err := readKeyFile(b.cfg.keyFile)
+		if err != nil {
+			return err
+		}
+		key = k
+	}
+	b.key.Store(&key)
+	return nil
+}
+
+// keyReread is how often an api_key_file is read again (rotated secrets).
+const keyReread = 30 * time.Second
+
+// loop runs the off-request-path work until Close.
+func (b *Backend) loop(ctx context.Context) {
+	defer close(b.done)
+	if err := b.eps.resolve(ctx); err != nil {
+		b.log.Warn("resolve endpoints", "pool", b.cfg.pool, "err", err)
+	}
+	scrapeEvery := b.cfg.metricsEvery
+	if !b.cfg.metrics {
+		scrapeEvery = time.Hour
+	}
+	scrape := time.NewTicker(scrapeEvery)
+	defer scrape.Stop()
+	resolve := time.NewTicker(b.cfg.resolveEvery)
+	defer resolve.Stop()
+	reread := time.NewTicker(keyReread)
+	defer reread.Stop()
+	if b.cfg.metrics {
+		b.scrape(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-scrape.C:
+			if b.cfg.metrics {
+				b.scrape(ctx)
+			}
+		case <-resolve.C:
+			if err := b.eps.resolve(ctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("re-resolve endpoints; keeping the previous addresses", "pool", b.cfg.pool, "err", err)
+			}
+		case <-reread.C:
+			if b.cfg.keyFile != "" {
+				if err := b.loadKey(); err != nil {
+					b.log.Warn("re-read api key file; keeping the previous key", "pool", b.cfg.pool, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// authorize sets the pool's credential header. The key is never logged.
+func (b *Backend) authorize(r *http.Request) {
+	key := *b.key.Load()
+	if key == "" {
+		return
+	}
+	if b.cfg.authHeader == "api-key" {
+		r.Header.Set("api-key", key)
+	} else {
+		r.Header.Set("Authorization", "Bearer "+key)
+	}
+}
+
+// authFailed logs a credential refusal loudly, once until a call succeeds again.
+func (b *Backend) authFailed(ep *endpoint, code int) {
+	if b.authWarned.CompareAndSwap(false, true) {
+		b.log.Error("model server refused the pool's credentials: the pool fails every call until this is fixed",
+			"pool", b.cfg.pool, "endpoint", ep.name, "http_status", code, "api_key_env", b.cfg.keyEnv, "api_key_file", b.cfg.keyFile)
+	}
+}
+
+// Load implements backends.LoadReporter.
+func (b *Backend) Load() (backends.Load, bool) {
+	return b.eps.load(b.now(), 4*b.cfg.metricsEvery)
+}
+
+// Capabilities implements backends.Backend: prompts can always be continued
+// (prompt + generated text); chats where the server kind has a way (see
+// chatContinue), so a pool of plain OpenAI/Azure endpoints claims none.
+func (b *Backend) Capabilities() backends.Capabilities {
+	return backends.Capabilities{Continuation: b.cfg.traits.chatContinue != continueNone}
+}
+
+// Close stops the background loop and closes idle connections.
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.stop()
+	<-b.done
+	b.client.CloseIdleConnections()
+	return nil
+}
+
+// call is one HTTP exchange with an endpoint.
+type call struct {
+	ep     *endpoint
+	in     *built
+	resp   *http.Response
+	cancel context.CancelFunc
+	// timedOut is set when the adapter's own bound (request or idle timeout) ended the call.
+	timedOut atomic.Bool
+	idle     *time.Timer
+}
+
+func (c *call) close() {
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	if c.resp != nil {
+		_ = c.resp.Body.Close()
+	}
+	c.cancel()
+	c.ep.outstanding.Add(-1)
+}
+
+// start picks an endpoint and sends the request; on return without error
+// the response is 200 and the caller must close the call.
+func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream bool) (*call, error) {
+	if b.closed.Load() {
+		return nil, status.Errorf(codes.Unavailable, "pool %s: backend closed", b.cfg.pool)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	in, err := b.cfg.build(req, stream)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.eps.list()) == 0 {
+		_ = b.eps.resolve(ctx)
+	}
+	ep, err := b.eps.pick(b.now())
+	if err != nil {
+		return nil, err
+	}
+	ep.outstanding.Add(1)
+	cctx, cancel := context.WithCancel(ctx)
+	c := &call{ep: ep, in: in, cancel: cancel}
+	bound := time.AfterFunc(b.cfg.requestMax, func() { c.timedOut.Store(true); cancel() })
+	c.idle = bound
+	hreq, err := http.NewRequestWithContext(cctx, http.MethodPost, ep.base+in.path, bytes.NewReader(in.body))
+	if err != nil {
+		c.close()
+		return nil, status.Errorf(codes.Internal, "pool %s: build request: %v", b.cfg.pool, err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if stream {
+		hreq.Header.Set("Accept", "text/event-stream")
+	}
+	b.authorize(hreq)
+	resp, err := b.client.Do(hreq)
+	if err != nil {
+		c.close()
+		return nil, b.transportError(ctx, c, err)
+	}
+	c.resp = resp
+	if resp.StatusCode != http.StatusOK {
+		herr, ref := b.httpError(resp, ep, in)
+		if ref != nil {
+			ep.refuse(b.now().Add(ref.after))
+		}
+		if resp.StatusCode >= 500 && ref == nil {
+			ep.failed(b.now())
+		}
+		c.close()
+		return nil, herr
+	}
+	b.authWarned.Store(false)
+	return c, nil
+}
+
+// transportError classifies a failure below HTTP: the caller's own end, the
+// adapter's timeout, or the server (refused, reset, cut) — a pool failure.
+func (b *Backend) transportError(ctx context.Context, c *call, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	c.ep.failed(b.now())
+	if c.timedOut.Load() {
+		return status.Errorf(codes.Unavailable, "pool %s endpoint %s: no answer within %s", b.cfg.pool, c.ep.name, b.cfg.requestMax)
+	}
+	return status.Errorf(codes.Unavailable, "pool %s endpoint %s: %v", b.cfg.pool, c.ep.name, scrub(err))
+}
+
+// scrub drops the URL from a transport error (it may carry a query an
+// operator considers private); the endpoint is named separately.
+func scrub(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+// maxResponseBody bounds a unary response.
+const maxResponseBody = 16 << 20
+
+// Generate implements backends.Backend.
+func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	c, err := b.start(ctx, req, false)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	body, err := io.ReadAll(io.LimitReader(c.resp.Body, maxResponseBody+1))
+	if err != nil {
+		return nil, b.transportError(ctx, c, err)
+	}
+	if len(body) > maxResponseBody {
+		return nil, status.Errorf(codes.Unavailable, "pool %s endpoint %s: response larger than %d bytes", b.cfg.pool, c.ep.name, maxResponseBody)
+	}
+	var w wireResponse
+	if err := json.Unmarshal(body, &w); err != nil || w.isError() || len(w.Choices) == 0 {
+		return nil, status.Errorf(codes.Unavailable, "pool %s endpoint %s: response is not a completion: %s", b.cfg.pool, c.ep.name, quote(string(body)))
+	}
+	c.ep.succeeded()
+	ch := &w.Choices[0]
+	text := strings.TrimPrefix(ch.text(), c.in.prefill) // llama.cpp echoes a continued assistant turn
+	resp := &pb.GenerateResponse{Text: text, FinishReason: finishReason(ch)}
+	if resp.FinishReason == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
+		resp.FinishReason = pb.FinishReason_FINISH_REASON_STOP
+	}
+	if u := w.Usage; u != nil {
+		resp.Usage = &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
+	} else {
+		resp.Usage = &pb.Usage{InputTokens: int32(backends.EstimateInputTokens(req)), OutputTokens: int32(backends.EstimateTokens(text))}
+	}
+	return resp, nil
+}
+
+// maxEventBytes bounds one SSE line.
+const maxEventBytes = 1 << 20
+
+// GenerateStream implements backends.Backend. Every content delta becomes a
+// chunk of one token (servers send one token per event; a server that sends
+// more is corrected on the final chunk, which carries the rest of the
+// server's completion_tokens, the usage and the finish reason). A stream
+// that ends without a finish reason or [DONE] is UNAVAILABLE.
+func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	c, err := b.start(ctx, req, true)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	// From here the idle bound: each line read pushes it back.
+	c.idle.Stop()
+	c.idle = time.AfterFunc(b.cfg.idleMax, func() { c.timedOut.Store(true); c.cancel() })
+	total := time.AfterFunc(b.cfg.requestMax, func() { c.timedOut.Store(true); c.cancel() })
+	defer total.Stop()
+
+	sc := bufio.NewScanner(c.resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxEventBytes)
+	var (
+		sent     int32
+		finish   pb.FinishReason
+		usage    *wireUsage
+		done     bool
+		anyEvent bool
+	)
+	for sc.Scan() {
+		c.idle.Reset(b.cfg.idleMax)
+		line := sc.Bytes()
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			continue // comments, event:, id:, blank separators
+		}
+		data = bytes.TrimSpace(data)
+		if string(data) == "[DONE]" {
+			done = true
+			break
+		}
+		anyEvent = true
+		var w wireResponse
+		if err := json.Unmarshal(data, &w); err != nil {
+			return status.Errorf(codes.Unavailable, "pool %s endpoint %s: bad stream event: %s", b.cfg.pool, c.ep.name, quote(string(data)))
+		}
+		if w.isError() {
+			f := parseFault(data)
+			return status.Errorf(codes.Unavailable, "pool %s endpoint %s: error in stream after %d tokens: %s", b.cfg.pool, c.ep.name, sent, quote(f.message))
+		}
+		if u := w.Usage; u != nil && (u.PromptTokens > 0 || u.CompletionTokens > 0) {
+			usage = u
+		}
+		for i := range w.Choices {
+			ch := &w.Choices[i]
+			if t := ch.text(); t != "" {
+				if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
+					return err
+				}
+				sent++
+			}
+			if fr := finishReason(ch); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
+				finish = fr
+			}
+		}
+	}
+	if err := sc.Err(); err != nil && !done {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		c.ep.failed(b.now())
+		if c.timedOut.Load() {
+			return status.Errorf(codes.Unavailable, "pool %s endpoint %s: stream silent for %s or longer than %s after %d tokens", b.cfg.pool, c.ep.name, b.cfg.idleMax, b.cfg.requestMax, sent)
+		}
+		return status.Errorf(codes.Unavailable, "pool %s endpoint %s: stream broke after %d tokens: %v", b.cfg.pool, c.ep.name, sent, scrub(err))
+	}
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	if !done && finish == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
+		c.ep.failed(b.now())
+		return status.Errorf(codes.Unavailable, "pool %s endpoint %s: %v after %d tokens", b.cfg.pool, c.ep.name, errStreamCut, sent)
+	}
+	if !anyEvent {
+		return status.Errorf(codes.Unavailable, "pool %s endpoint %s: stream had no events", b.cfg.pool, c.ep.name)
+	}
+	c.ep.succeeded()
+	if finish == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
+		finish = pb.FinishReason_FINISH_REASON_STOP
+	}
+	final := &pb.GenerateChunk{FinishReason: finish}
+	if usage != nil {
+		out := clampTokens(usage.CompletionTokens)
+		final.Tokens = max(0, out-sent)
+		final.Usage = &pb.Usage{InputTokens: clampTokens(usage.PromptTokens), OutputTokens: max(out, sent)}
+	} else {
+		final.Usage = &pb.Usage{InputTokens: int32(backends.EstimateInputTokens(req)), OutputTokens: sent}
+	}
+	return send(final)
+}
+
+// Check implements backends.Backend: healthy when at least one endpoint
+// answers its server's /health (where the kind has one) and its
+// /v1/models lists every mapped model name.
+func (b *Backend) Check(ctx context.Context) error {
+	eps := b.eps.list()
+	if len(eps) == 0 {
+		_ = b.eps.resolve(ctx)
+		eps = b.eps.list()
+	}
+	if len(eps) == 0 {
+		return status.Errorf(codes.Unavailable, "pool %s: no endpoint resolved", b.cfg.pool)
+	}
+	var last error
+	for _, e := range eps {
+		if last = b.checkOne(ctx, e); last == nil {
+			return nil
+		}
+	}
+	return status.Errorf(codes.Unavailable, "pool %s: no healthy endpoint: %v", b.cfg.pool, last)
+}
+
+// maxModelsBody bounds a /v1/models response.
+const maxModelsBody = 4 << 20
+
+func (b *Backend) checkOne(ctx context.Context, e *endpoint) error {
+	if b.cfg.traits.health {
+		if _, err := b.get(ctx, e.root+"/health", maxErrorBody); err != nil {
+			return fmt.Errorf("endpoint %s: %w", e.name, err)
+		}
+	}
+	body, err := b.get(ctx, e.base+"/models", maxModelsBody)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: %w", e.name, err)
+	}
+	if !b.cfg.traits.checkModels || len(b.cfg.modelNames) == 0 {
+		return nil
+	}
+	var v struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("endpoint %s: /models: %w", e.name, err)
+	}
+	have := map[string]bool{}
+	for _, m := range v.Data {
+		have[m.ID] = true
+	}
+	for fleet, served := range b.cfg.modelNames {
+		if !have[served] {
+			return fmt.Errorf("endpoint %s: /models does not list %q (model_names.%s)", e.name, quote(served), fleet)
+		}
+	}
+	return nil
+}
