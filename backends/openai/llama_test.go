@@ -95,8 +95,18 @@ func TestLlamaServerUnaryAndStream(t *testing.T) {
 			t.Fatalf("%s: stream of %d chunks: %d tokens, final %+v, text %q", name, len(chunks), tokens, final, text.String())
 		}
 	}
-	if l, ok := b.Load(); !ok || l.Capacity != 2 || l.Running != 0 {
-		t.Fatalf("load after the calls: %+v %v (want capacity 2 from /props, nothing running)", l, ok)
+	// A scrape taken after the calls shows the server's two slots, none busy.
+	after := time.Now()
+	deadline := after.Add(10 * time.Second)
+	for {
+		l, ok := b.Load()
+		if ok && l.At.After(after) && l.Capacity == 2 && l.Running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("load after the calls: %+v %v (want capacity 2 from /props, nothing running)", l, ok)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
