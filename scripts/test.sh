@@ -4,6 +4,7 @@
 # redis-server processes on free ports (no system Redis on 6379 is used).
 # Installs llama-server when missing (scripts/install-llama-server.sh): the
 # OpenAI-adapter and real-fleet tests start llama-server processes on free ports.
+# Installs chromium when missing: the operator console's browser tests drive it headless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,20 @@ fi
 # llama.cpp's llama-server for the tests with real model servers (backends/openai, router): into the user cache,
 # quiet when it is already there.
 ./scripts/install-llama-server.sh
+
+# The operator console's browser tests drive Debian's chromium headless.
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "test.sh: installing chromium (the console's browser tests need it)"
+	SUDO=""
+	if [ "$(id -u)" -ne 0 ]; then
+		SUDO="sudo"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	if ! $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; then
+		$SUDO apt-get update >/dev/null
+		$SUDO apt-get install -y --no-install-recommends chromium >/dev/null
+	fi
+fi
 
 # The committed protobuf code must be what the pinned generators produce.
 ./scripts/proto.sh --check

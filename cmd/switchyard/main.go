@@ -70,6 +70,7 @@ type flags struct {
 	tlsClientCA     string
 	watchConfig     time.Duration
 	metricsListen   string
+	consoleListen   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -92,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM)")
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
+	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -147,7 +149,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	metricsOn := f.metricsListen != "" && f.metricsListen != "off"
-	tel, err := telemetry.New(ctx, telemetry.Options{Replica: f.replica, Console: stdout, Metrics: metricsOn})
+	tel, err := telemetry.New(ctx, telemetry.Options{Replica: f.replica, Console: stdout, Metrics: metricsOn || consoleOn(f)})
 	if err != nil {
 		return err
 	}
@@ -236,6 +238,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("metrics serving", "url", "http://"+mlis.Addr().String()+"/metrics")
 		fmt.Fprintf(stdout, "switchyard metrics on http://%s/metrics\n", mlis.Addr())
 	}
+	stopConsole, err := startConsole(f, rt, tel, log, stdout, serveErr)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer stopConsole()
 	go func() { serveErr <- gs.Serve(lis) }()
 	log.Info("switchyard serving", "listen", lis.Addr().String(), "traces", tel.TracesExporter, "fleet", fleet.Source(), "pools", len(fleet.Pools),
 		"policy", rt.PolicyName(), "counting", store.Status().Mode.String(), "sim_time_scale", timeScale)
@@ -342,6 +350,16 @@ func newStores(f *flags, log *slog.Logger, onMode func(from, to capacity.Mode)) 
 
 // serverTLS returns the TLS server option when --tls-cert is set.
 func serverTLS(f *flags) ([]grpc.ServerOption, error) {
+	cfg, err := tlsConfig(f)
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+}
+
+// tlsConfig is the servers' TLS configuration from --tls-cert, --tls-key and
+// --tls-client-ca; nil without them.
+func tlsConfig(f *flags) (*tls.Config, error) {
 	if f.tlsCert == "" && f.tlsKey == "" && f.tlsClientCA == "" {
 		return nil, nil
 	}
@@ -364,5 +382,5 @@ func serverTLS(f *flags) ([]grpc.ServerOption, error) {
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, nil
+	return cfg, nil
 }

@@ -25,7 +25,7 @@ func startWithMetrics(t *testing.T) (addr, metricsURL string) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--sim-time-scale", "50", "--log-level", "warn"}, pw, io.Discard)
+		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--console-listen", "off", "--sim-time-scale", "50", "--log-level", "warn"}, pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -153,7 +153,7 @@ func TestMetricsEndpointAfterRealCalls(t *testing.T) {
 
 func TestMetricsListenOffAndBadExporter(t *testing.T) {
 	t.Setenv("OTEL_TRACES_EXPORTER", "zipkin")
-	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off"}, io.Discard, io.Discard)
+	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "off"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_EXPORTER") {
 		t.Fatalf("want an OTEL_TRACES_EXPORTER error, got %v", err)
 	}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/console"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
+)
+
+// consoleOn says whether --console-listen asks for the operator console.
+func consoleOn(f *flags) bool { return f.consoleListen != "" && f.consoleListen != "off" }
+
+// startConsole serves the operator web console on --console-listen (with
+// the gRPC listener's TLS settings) and returns the function that stops it.
+func startConsole(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer, serveErr chan<- error) (func(), error) {
+	if !consoleOn(f) {
+		return func() {}, nil
+	}
+	tlsCfg, err := tlsConfig(f)
+	if err != nil {
+		return nil, err
+	}
+	opts := console.Options{Server: rt, Logger: log}
+	if tel.Registry != nil {
+		opts.Gatherer = tel.Registry
+	}
+	c, err := console.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", f.consoleListen)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("--console-listen %s: %w", f.consoleListen, err)
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		lis, scheme = tls.NewListener(lis, tlsCfg), "https"
+	}
+	srv := console.NewHTTPServer(c.Handler(), log)
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("console: %w", err)
+		}
+	}()
+	url := scheme + "://" + lis.Addr().String() + "/"
+	log.Info("operator console serving", "url", url)
+	fmt.Fprintf(stdout, "switchyard console on %s\n", url)
+	return func() {
+		c.Close() // ends live streams
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+	}, nil
+}

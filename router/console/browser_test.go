@@ -1,0 +1,271 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds Debian's chromium (scripts/test.sh installs it).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium not found: the browser tests need Debian's chromium (scripts/test.sh installs it: apt-get install chromium)")
+	return ""
+}
+
+// browser is one headless chromium tab with a fresh profile.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+	dir string // screenshots go here
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	// Bounded: the whole browser session of one test.
+	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &browser{t: t, ctx: ctx, dir: shotDir(t)}
+}
+
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.shot("failed-" + what)
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript predicate until it is true (10 s at most).
+func (b *browser) waitFor(what, expr string) {
+	b.t.Helper()
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+		b.shot("failed-" + what)
+		b.t.Fatalf("waiting for %s (%s): %v", what, expr, err)
+	}
+}
+
+// shot saves a screenshot of the viewport under the test's temp dir.
+func (b *browser) shot(name string) {
+	png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(b.dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot %s", p)
+}
+
+func (b *browser) signIn(url, token string) {
+	b.t.Helper()
+	b.do("open the console", chromedp.Navigate(url+"/"), chromedp.WaitVisible("#token"))
+	if got := eval[string](b, `document.activeElement.id`); got != "token" {
+		b.t.Fatalf("focus on %q after load, want the token field", got)
+	}
+	// Keyboard only: type the token, press Enter.
+	b.do("sign in", chromedp.SendKeys("#token", token+"\r"))
+	b.waitFor("the fleet", `document.querySelectorAll('#fleet-body tr[data-pool]').length === 8`)
+}
+
+const (
+	rowOf   = `document.querySelector('#fleet-body tr[data-pool="%s"]')`
+	stateOf = rowOf + `.querySelector('.state').textContent`
+)
+
+func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	b := newBrowser(t)
+	b.signIn(f.url, operatorToken)
+	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
+	if role := eval[string](b, `document.querySelector('#role').textContent`); role != "operator" {
+		t.Fatalf("role %q", role)
+	}
+	// Grouped by region with a total per region; the counting mode is shown.
+	if n := eval[int](b, `document.querySelectorAll('#fleet-body tr.region-row').length`); n != 7 {
+		t.Fatalf("%d region rows, want 7 (the demo fleet's regions)", n)
+	}
+	if txt := eval[string](b, `document.querySelector('tr.region-row[data-region="us-east-1"]').textContent`); txt != "us-east-1 (us)  ·  2 pools  ·  in flight 0 / 112  ·  headroom 112" {
+		t.Fatalf("us-east-1 total: %q", txt)
+	}
+	if m := eval[string](b, `document.querySelector('#counting').textContent`); m != "local" {
+		t.Fatalf("counting mode %q", m)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#fleet-body button[data-action]').length`); n != 8*3 {
+		t.Fatalf("%d action buttons, want weight, drain and override on each of 8 pools", n)
+	}
+	b.shot("1-operator-fleet")
+
+	// Marks this page load: a reload would lose it.
+	eval[bool](b, `window.__sameLoad = true`)
+
+	// Drain: the dry run comes first, then the drain; the state changes live.
+	b.do("open drain", chromedp.Click(fmt.Sprintf(`#fleet-body tr[data-pool="%s"] button[data-action="drain"]`, "aws-use1-trn2")))
+	b.waitFor("dry run", `document.querySelector('#dry-run-headroom') !== null`)
+	if txt := eval[string](b, `document.querySelector('#dry-run-headroom').textContent`); txt != "Fleet has headroom: yes: 0 calls in flight would finish; new traffic moves to 7 other pools with headroom" {
+		t.Fatalf("dry run: %q", txt)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#dlg table.plan tbody tr').length`); n != 2 {
+		t.Fatalf("dry run lists %d models, want 2", n)
+	}
+	if st := eval[string](b, fmt.Sprintf(stateOf, "aws-use1-trn2")); st != "ok" {
+		t.Fatalf("the dry run changed the state: %q", st)
+	}
+	b.shot("2-drain-dry-run")
+	b.do("confirm drain", chromedp.Click("#dlg-ok"))
+	b.waitFor("drained state", fmt.Sprintf(stateOf, "aws-use1-trn2")+` === 'drained'`)
+	b.waitFor("resume button", fmt.Sprintf(rowOf, "aws-use1-trn2")+`.querySelector('button[data-action="resume"]') !== null`)
+	b.waitFor("drain event", `[...document.querySelectorAll('#events li[data-kind="drain"]')].some(li => li.textContent.includes('aws-use1-trn2'))`)
+
+	// Weight.
+	b.do("open weight", chromedp.Click(`#fleet-body tr[data-pool="aws-use1-h100"] button[data-action="weight"]`))
+	b.do("set weight", chromedp.WaitVisible("#dlg-weight"), chromedp.SetValue("#dlg-weight", "0.5"), chromedp.Click("#dlg-ok"))
+	b.waitFor("new weight", fmt.Sprintf(rowOf, "aws-use1-h100")+`.querySelector('.weight').textContent === '0.5'`)
+
+	// Capacity override for 30 minutes: its countdown runs.
+	b.do("open override", chromedp.Click(`#fleet-body tr[data-pool="gcp-usc1-tpu-v6e"] button[data-action="override"]`))
+	b.do("set override", chromedp.WaitVisible("#dlg-limit"), chromedp.SetValue("#dlg-limit", "12"), chromedp.SetValue("#dlg-minutes", "30"), chromedp.Click("#dlg-ok"))
+	b.waitFor("override badge", fmt.Sprintf(rowOf, "gcp-usc1-tpu-v6e")+`.querySelector('.st-override') !== null`)
+	first := eval[string](b, fmt.Sprintf(rowOf, "gcp-usc1-tpu-v6e")+`.querySelector('.st-override').textContent`)
+	if !matchCountdown(first) {
+		t.Fatalf("override badge %q, want override 12 (29:5x left)", first)
+	}
+	b.waitFor("countdown tick", fmt.Sprintf(rowOf, "gcp-usc1-tpu-v6e")+`.querySelector('.st-override').textContent !== `+strconv.Quote(first))
+	if lim := eval[string](b, fmt.Sprintf(rowOf, "gcp-usc1-tpu-v6e")+`.querySelector('.load .num').textContent`); lim != "0 / 12" {
+		t.Fatalf("load cell %q, want 0 / 12", lim)
+	}
+	if over := eval[bool](b, `document.querySelector('#fleet').offsetWidth > document.querySelector('.fleet-card .table-wrap').clientWidth`); over {
+		t.Error("the fleet table is wider than its card at 1280x800")
+	}
+	b.shot("3-override-countdown")
+
+	// Audit: who did what.
+	b.waitFor("audit", `document.querySelectorAll('#audit-body tr').length === 3`)
+	if who := eval[string](b, `[...document.querySelectorAll('#audit-body tr td:nth-child(2)')].map(td => td.textContent).join(',')`); who != "alice,alice,alice" {
+		t.Fatalf("audit actors %q", who)
+	}
+
+	// Explain: the drained pool is skipped, with the reason.
+	b.do("explain", chromedp.SetValue("#ex-model", "llama-3.3-70b"), chromedp.SetValue("#ex-region", "us-east-1"), chromedp.Click(`#explain-form button[type="submit"]`))
+	b.waitFor("explain table", `document.querySelector('#explain-table') !== null`)
+	if first := eval[string](b, `document.querySelector('#explain-table tbody tr th').textContent`); first != "aws-use1-h100" {
+		t.Fatalf("explain ranks %q first, want aws-use1-h100 (the caller's region)", first)
+	}
+	if skip := eval[string](b, `document.querySelector('#explain-table tbody tr.skipped').textContent`); skip != "skipaws-use1-trn2region641drained by an operator" {
+		t.Fatalf("skipped row %q", skip)
+	}
+
+	// Charts: one per pool and the per-region series.
+	if n := eval[int](b, `document.querySelectorAll('#chart-pools figure svg polyline').length`); n < 8 {
+		t.Fatalf("%d pool chart lines", n)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#chart-regions polyline').length`); n != 7 {
+		t.Fatalf("%d region chart lines, want 7", n)
+	}
+	if !eval[bool](b, `window.__sameLoad === true`) {
+		t.Fatal("the page reloaded")
+	}
+	b.shot("4-explain")
+
+	// A narrow window: one column, nothing wider than the window.
+	b.do("narrow", chromedp.EmulateViewport(420, 800))
+	b.waitFor("one column", `document.querySelector('.charts-card').getBoundingClientRect().left < 40`)
+	if over := eval[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`); over {
+		t.Fatalf("page is wider than a 420px window: %v", eval[int](b, `document.documentElement.scrollWidth`))
+	}
+	b.shot("5-narrow")
+}
+
+func matchCountdown(s string) bool {
+	for _, ok := range []string{"override 12 (30:00 left)", "override 12 (29:59 left)", "override 12 (29:58 left)", "override 12 (29:57 left)"} {
+		if s == ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestBrowserViewerSeesNoActions(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	if role := eval[string](b, `document.querySelector('#role').textContent`); role != "viewer" {
+		t.Fatalf("role %q", role)
+	}
+	if n := eval[int](b, `document.querySelectorAll('button[data-action]:not([hidden])').length`); n != 0 {
+		t.Fatalf("a viewer sees %d action buttons", n)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#fleet-head th').length`); n != 6 {
+		t.Fatalf("%d fleet columns for a viewer, want 6 (no Actions)", n)
+	}
+	b.shot("viewer")
+	// A direct POST from the page with the viewer's token is refused.
+	code := eval[int](b, `(async () => (await fetch('/api/v1/Drain', {method: 'POST',
+		headers: {'Content-Type': 'application/json', Authorization: 'Bearer `+viewerToken+`'},
+		body: JSON.stringify({pool: 'aws-use1-trn2'})})).status)()`)
+	if code != 403 {
+		t.Fatalf("viewer's direct POST: %d, want 403", code)
+	}
+	if st := eval[string](b, fmt.Sprintf(stateOf, "aws-use1-trn2")); st != "ok" {
+		t.Fatalf("state %q after a refused drain", st)
+	}
+	// Signing out forgets the token.
+	b.do("sign out", chromedp.Click("#signout"))
+	if tok := eval[string](b, `sessionStorage.getItem('switchyard.console.token') || ''`); tok != "" {
+		t.Fatal("token kept after sign-out")
+	}
+	if !eval[bool](b, `!document.querySelector('#signin').hidden && document.querySelector('#app').hidden`) {
+		t.Fatal("sign-out did not return to the sign-in form")
+	}
+}
+
+// shotDir is where a test's screenshots go: its temp dir, or
+// $CONSOLE_SCREENSHOTS when set (to look at them after the run).
+func shotDir(t *testing.T) string {
+	if d := os.Getenv("CONSOLE_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}

@@ -1,0 +1,213 @@
+// Package console is the operator web console: a page served by the router
+// on its own listener that shows the fleet live and steers it.
+//
+// There is no second authorization path. Every JSON endpoint calls the
+// router's own switchyard.v1.Admin methods in-process, with the browser's
+// "Authorization: Bearer <token>" header put into the call's context as
+// incoming gRPC metadata, so the viewer and operator roles are checked by
+// router/admin.go exactly as for switchyardctl. The live stream is fed by
+// Admin.WatchEvents (through an in-process grpc.ServerStreamingServer) and
+// periodic Admin.ListPools; charts come from a bounded in-memory history
+// sampled from the router's Prometheus registry.
+//
+// The browser keeps the token in the tab's sessionStorage and sends it as a
+// header: no cookies, so no cross-site request can carry it. Pages carry a
+// strict Content-Security-Policy (scripts and styles from the console itself
+// only, no inline code).
+//
+// Import direction: console imports router; router never imports console.
+package console
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard-dev/switchyard/router"
+)
+
+//go:embed static
+var staticFS embed.FS
+
+// Options configure a Console.
+type Options struct {
+	// Server is the router whose Admin API the console calls. Required.
+	Server *router.Server
+	// Gatherer is the router's Prometheus registry (telemetry.Telemetry's
+	// Registry). The charts are sampled from it; without one the console
+	// shows the fleet, events and audit but no charts.
+	Gatherer prometheus.Gatherer
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// SampleEvery is the chart resolution (default 2s).
+	SampleEvery time.Duration
+	// History is how far back the charts go (default 15m).
+	History time.Duration
+	// FleetEvery is how often a live stream sends the pools (default 1s).
+	FleetEvery time.Duration
+	// MaxStreams bounds concurrent live streams (default 32); past it a new
+	// stream is refused with 503.
+	MaxStreams int
+	// MaxBodyBytes bounds a JSON request body (default 64 KiB).
+	MaxBodyBytes int64
+	// CallTimeout bounds one Admin call made for a JSON request (default 10s).
+	CallTimeout time.Duration
+}
+
+// Console serves the operator web console. Safe for concurrent use.
+type Console struct {
+	opts    Options
+	log     *slog.Logger
+	admin   *router.Admin
+	hist    *history
+	streams atomic.Int64
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	mux     *http.ServeMux
+}
+
+// New builds a Console and starts its chart sampler (when Options.Gatherer
+// is set). Call Close when done.
+func New(o Options) (*Console, error) {
+	if o.Server == nil {
+		return nil, errors.New("console: router server is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SampleEvery <= 0 {
+		o.SampleEvery = 2 * time.Second
+	}
+	if o.History <= 0 {
+		o.History = 15 * time.Minute
+	}
+	if o.FleetEvery <= 0 {
+		o.FleetEvery = time.Second
+	}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = 32
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 10
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 10 * time.Second
+	}
+	c := &Console{
+		opts:  o,
+		log:   o.Logger,
+		admin: o.Server.Admin(),
+		hist:  newHistory(int(o.History/o.SampleEvery) + 1),
+		stop:  make(chan struct{}),
+	}
+	if o.Gatherer != nil {
+		c.wg.Add(1)
+		go c.sampleLoop()
+	}
+	static, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	files := http.FileServerFS(static)
+	mux.Handle("GET /static/", http.StripPrefix("/static/", files))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, static, "index.html")
+	})
+	mux.HandleFunc("POST /api/v1/{method}", c.call)
+	mux.HandleFunc("GET /api/v1/whoami", c.whoami)
+	mux.HandleFunc("GET /api/v1/fleet", c.fleet)
+	mux.HandleFunc("GET /api/v1/history", c.history)
+	mux.HandleFunc("GET /api/v1/stream", c.stream)
+	c.mux = mux
+	return c, nil
+}
+
+// Close stops the sampler and ends live streams. Idempotent.
+func (c *Console) Close() {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	close(c.stop)
+	c.wg.Wait()
+}
+
+// Handler returns the console's HTTP handler: the page, its assets and the
+// JSON API under /api/v1/.
+func (c *Console) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+		if !sameOrigin(r) {
+			writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "cross-origin request refused")
+			return
+		}
+		c.mux.ServeHTTP(w, r)
+	})
+}
+
+// csp allows the console's own scripts, styles and API only: no inline code,
+// no other origin, no framing.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// NewHTTPServer returns an http.Server for h with the console's bounds:
+// header and body read deadlines, small headers, idle connections closed.
+// Writes have no server-wide deadline because live streams are long; each
+// stream write sets its own.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// sampleLoop records one chart sample every SampleEvery until Close.
+func (c *Console) sampleLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.SampleEvery)
+	defer t.Stop()
+	c.sampleOnce(time.Now())
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.sampleOnce(now)
+		}
+	}
+}
+
+func (c *Console) sampleOnce(now time.Time) {
+	mfs, err := c.opts.Gatherer.Gather()
+	if err != nil && len(mfs) == 0 {
+		c.log.Warn("console: metrics gather failed; chart sample skipped", "err", err)
+		return
+	}
+	c.hist.add(now, mfs)
+}
+
+// ctxWithToken returns a context carrying the request's Authorization
+// header as incoming gRPC metadata, as the Admin service reads it.
+func ctxWithToken(ctx context.Context, r *http.Request) context.Context {
+	return withAuthorization(ctx, r.Header.Get("Authorization"))
+}

@@ -1,0 +1,299 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/router/console"
+)
+
+// Every JSON endpoint is the Admin API: the same roles, the same answers.
+func TestAPIRolesAreTheAdminAPIs(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	cases := []struct {
+		name, token, method, body string
+		want                      int
+		code                      string
+	}{
+		{"no token", "", "ListPools", `{}`, http.StatusUnauthorized, "UNAUTHENTICATED"},
+		{"unknown token", "nope", "ListPools", `{}`, http.StatusUnauthorized, "UNAUTHENTICATED"},
+		{"viewer reads", viewerToken, "ListPools", `{}`, http.StatusOK, ""},
+		{"viewer dry run", viewerToken, "Drain", `{"pool":"aws-use1-trn2","dryRun":true}`, http.StatusOK, ""},
+		{"viewer explains", viewerToken, "ExplainRoute", `{"request":{"model":"llama-3.3-70b","routing":{"callerRegion":"us-east-1"}}}`, http.StatusOK, ""},
+		{"viewer reads audit", viewerToken, "ListAudit", `{}`, http.StatusOK, ""},
+		{"viewer may not weigh", viewerToken, "SetWeight", `{"pool":"aws-use1-h100","weight":0.5}`, http.StatusForbidden, "PERMISSION_DENIED"},
+		{"viewer may not drain", viewerToken, "Drain", `{"pool":"aws-use1-h100"}`, http.StatusForbidden, "PERMISSION_DENIED"},
+		{"viewer may not switch policy", viewerToken, "SetPolicy", `{"policy":"random"}`, http.StatusForbidden, "PERMISSION_DENIED"},
+		{"operator weighs", operatorToken, "SetWeight", `{"pool":"aws-use1-h100","weight":0.5}`, http.StatusOK, ""},
+		{"bad weight", operatorToken, "SetWeight", `{"pool":"aws-use1-h100","weight":2000}`, http.StatusBadRequest, "INVALID_ARGUMENT"},
+		{"unknown pool", operatorToken, "Resume", `{"pool":"nope"}`, http.StatusNotFound, "NOT_FOUND"},
+		{"unknown model", operatorToken, "ExplainRoute", `{"request":{"model":"gpt-9"}}`, http.StatusNotFound, "NOT_FOUND"},
+		{"unknown method", operatorToken, "WatchEvents", `{}`, http.StatusNotFound, "NOT_FOUND"},
+		{"not JSON", operatorToken, "SetWeight", `weight=1`, http.StatusBadRequest, "INVALID_ARGUMENT"},
+		{"unknown field", operatorToken, "SetWeight", `{"pool":"aws-use1-h100","wait":1}`, http.StatusBadRequest, "INVALID_ARGUMENT"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, body := f.post(t, c.token, c.method, c.body)
+			if got != c.want {
+				t.Fatalf("status %d, want %d: %v", got, c.want, body)
+			}
+			if c.code != "" && body["code"] != c.code {
+				t.Fatalf("code %v, want %s: %v", body["code"], c.code, body)
+			}
+		})
+	}
+	// The operator's change went through the Admin API: audited under the token's name.
+	_, audit := f.post(t, viewerToken, "ListAudit", `{"limit":5}`)
+	entries, _ := audit["entries"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("audit: %v", audit)
+	}
+	if e := entries[0].(map[string]any); e["actor"] != "alice" || e["action"] != "set_weight" || e["after"] != "0.5" {
+		t.Fatalf("audit entry %v", e)
+	}
+
+	for _, c := range []struct{ token, role string }{{viewerToken, "viewer"}, {operatorToken, "operator"}} {
+		code, body := f.get(t, c.token, "/api/v1/whoami")
+		if code != http.StatusOK || body["role"] != c.role {
+			t.Fatalf("whoami with the %s token: %d %v", c.role, code, body)
+		}
+	}
+	if code, _ := f.get(t, "", "/api/v1/whoami"); code != http.StatusUnauthorized {
+		t.Fatalf("whoami without a token: %d", code)
+	}
+	// whoami changed nothing.
+	_, audit = f.post(t, viewerToken, "ListAudit", `{}`)
+	if n := len(audit["entries"].([]any)); n != 1 {
+		t.Fatalf("whoami left %d audit entries, want 1", n)
+	}
+}
+
+func TestAPIRefusesCrossOriginOversizedAndWrongTypes(t *testing.T) {
+	f := newFixture(t, fixtureOptions{Options: console.Options{MaxBodyBytes: 1024}})
+	post := func(mod func(*http.Request), body string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, f.url+"/api/v1/ListPools", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		mod(req)
+		return do(t, req)
+	}
+	cases := []struct {
+		name string
+		mod  func(*http.Request)
+		body string
+		want int
+	}{
+		{"same origin", func(r *http.Request) { r.Header.Set("Origin", f.url) }, `{}`, http.StatusOK},
+		{"other origin", func(r *http.Request) { r.Header.Set("Origin", "http://evil.example") }, `{}`, http.StatusForbidden},
+		{"cross-site fetch", func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }, `{}`, http.StatusForbidden},
+		{"same-site other port", func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "same-site") }, `{}`, http.StatusForbidden},
+		{"form post", func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }, `{}`, http.StatusUnsupportedMediaType},
+		{"text/plain", func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }, `{}`, http.StatusUnsupportedMediaType},
+		{"oversized body", func(*http.Request) {}, `{"x":"` + strings.Repeat("a", 2048) + `"}`, http.StatusRequestEntityTooLarge},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got, body := post(c.mod, c.body); got != c.want {
+				t.Fatalf("status %d, want %d: %v", got, c.want, body)
+			}
+		})
+	}
+	// Only POST reaches a method.
+	if code, _ := f.get(t, operatorToken, "/api/v1/ListPools"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET of a method: %d", code)
+	}
+}
+
+// The page is self-contained: a strict CSP, no inline script or style, no cookies.
+func TestPageHeadersAndNoInlineCode(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	resp, err := http.Get(f.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		page.WriteString(sc.Text() + "\n")
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-") {
+		t.Errorf("CSP allows unsafe code: %q", csp)
+	}
+	if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Set-Cookie") != "" {
+		t.Errorf("headers: %v", resp.Header)
+	}
+	html := page.String()
+	if m := regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`).FindString(html); m != "" || !strings.Contains(html, `<script src="/static/console.js"`) {
+		t.Errorf("page has inline script (%q) or lacks console.js", m)
+	}
+	if regexp.MustCompile(`\sstyle=|<style|\son[a-z]+=`).MatchString(html) {
+		t.Error("page has inline style or event handler attributes")
+	}
+	for _, asset := range []struct{ path, ctype string }{{"/static/console.js", "javascript"}, {"/static/console.css", "text/css"}} {
+		r, err := http.Get(f.url + asset.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || !strings.Contains(r.Header.Get("Content-Type"), asset.ctype) {
+			t.Errorf("%s: %d %s", asset.path, r.StatusCode, r.Header.Get("Content-Type"))
+		}
+	}
+	if r, err := http.Get(f.url + "/static/../console.go"); err == nil {
+		r.Body.Close()
+		if r.StatusCode == http.StatusOK {
+			t.Error("source file served")
+		}
+	}
+}
+
+// sseEvent is one server-sent event.
+type sseEvent struct {
+	kind string
+	data map[string]any
+}
+
+// openStream opens the live stream and returns its events on a channel
+// closed when the stream ends.
+func openStream(t *testing.T, ctx context.Context, url, token string) (int, <-chan sseEvent) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan sseEvent, 1024)
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		close(ch)
+		return resp.StatusCode, ch
+	}
+	go func() {
+		defer close(ch)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<22)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				ev.kind = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				_ = json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.data)
+			case line == "" && ev.kind != "":
+				select {
+				case ch <- ev:
+				case <-ctx.Done():
+					return
+				}
+				ev = sseEvent{}
+			}
+		}
+	}()
+	return resp.StatusCode, ch
+}
+
+// next waits (bounded) for the first event that matches.
+func next(t *testing.T, ch <-chan sseEvent, what string, match func(sseEvent) bool) sseEvent {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("stream ended waiting for %s", what)
+			}
+			if match(ev) {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %s within 10s", what)
+		}
+	}
+}
+
+func TestStreamCarriesEventsFleetAndSamples(t *testing.T) {
+	f := newFixture(t, fixtureOptions{Options: console.Options{MaxStreams: 2}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	if code, _ := openStream(t, ctx, f.url, "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("stream with an unknown token: %d", code)
+	}
+	code, ch := openStream(t, ctx, f.url, viewerToken)
+	if code != http.StatusOK {
+		t.Fatalf("viewer stream: %d", code)
+	}
+	next(t, ch, "hello", func(e sseEvent) bool { return e.kind == "event" && e.data["kind"] == "hello" })
+	fl := next(t, ch, "fleet", func(e sseEvent) bool { return e.kind == "fleet" })
+	pools := fl.data["list"].(map[string]any)["pools"].([]any)
+	if len(pools) != 8 || fl.data["home"] != "us-east-1" || fl.data["geographies"].(map[string]any)["westeurope"] != "eu" {
+		t.Fatalf("fleet: %d pools, %v", len(pools), fl.data)
+	}
+
+	// A second stream fits, a third is refused.
+	if code, _ := openStream(t, ctx, f.url, operatorToken); code != http.StatusOK {
+		t.Fatalf("second stream: %d", code)
+	}
+	if code, _ := openStream(t, ctx, f.url, operatorToken); code != http.StatusServiceUnavailable {
+		t.Fatalf("third stream past MaxStreams 2: %d", code)
+	}
+
+	// An operator's drain shows up live: the event, then the pool's state.
+	if code, body := f.post(t, operatorToken, "Drain", `{"pool":"aws-use1-trn2"}`); code != http.StatusOK {
+		t.Fatalf("drain: %d %v", code, body)
+	}
+	next(t, ch, "drain event", func(e sseEvent) bool {
+		return e.kind == "event" && e.data["kind"] == "drain" && e.data["pool"] == "aws-use1-trn2"
+	})
+	next(t, ch, "drained pool", func(e sseEvent) bool {
+		if e.kind != "fleet" {
+			return false
+		}
+		for _, p := range e.data["list"].(map[string]any)["pools"].([]any) {
+			if p := p.(map[string]any); p["name"] == "aws-use1-h100" {
+				return false
+			} else if p["name"] == "aws-use1-trn2" {
+				return p["drained"] == true
+			}
+		}
+		return false
+	})
+
+	// Traffic from us-east-1 shows in the samples as calls/s on its pools.
+	f.traffic(t, 30, "us-east-1")
+	next(t, ch, "a sample with calls", func(e sseEvent) bool {
+		if e.kind != "sample" {
+			return false
+		}
+		h100, _ := e.data["pools"].(map[string]any)["aws-use1-h100"].(map[string]any)
+		return h100 != nil && h100["ok"].(float64) > 0 && h100["limit"].(float64) == 48
+	})
+	code, hist := f.get(t, viewerToken, "/api/v1/history")
+	if code != http.StatusOK || hist["enabled"] != true || len(hist["samples"].([]any)) < 2 {
+		t.Fatalf("history: %d %v", code, hist["enabled"])
+	}
+	if code, _ := f.get(t, "", "/api/v1/history"); code != http.StatusUnauthorized {
+		t.Fatalf("history without a token: %d", code)
+	}
+
+	// Closing the console ends its streams with an "end" event.
+	f.console.Close()
+	next(t, ch, "end", func(e sseEvent) bool { return e.kind == "end" })
+}

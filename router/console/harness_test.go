@@ -1,0 +1,185 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/sim"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/console"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The OpenTelemetry SDK's and the HTTP client's idle goroutines.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// Tokens of the test fleet: an operator (alice) and a viewer (dashboards).
+const (
+	operatorToken = "s3cret-operator-token"
+	viewerToken   = "s3cret-viewer-token"
+)
+
+// fixture is a real router (the embedded demo fleet of simulated pools, with
+// its Prometheus registry) serving gRPC on loopback, and its console served
+// over HTTP on loopback.
+type fixture struct {
+	rt      *router.Server
+	console *console.Console
+	url     string // http://127.0.0.1:port
+	grpc    *grpc.ClientConn
+}
+
+type fixtureOptions struct {
+	console.Options
+}
+
+func newFixture(t *testing.T, fo fixtureOptions) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	tel, err := telemetry.New(ctx, telemetry.Options{Replica: "console-test", Metrics: true, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	fleet := config.Demo()
+	reg := backends.NewRegistry()
+	sim.Register(reg, sim.RegistryOptions{Host: sim.NewHost(), TimeScale: 50, QueueLength: fleet.Sim.QueueLength})
+	rt, err := router.New(router.Options{
+		Fleet: fleet, Backends: reg, Replica: "console-test", Region: "us-east-1", Logger: slog.New(slog.DiscardHandler),
+		AdminTokens: []config.AdminToken{
+			{Name: "alice", Role: "operator", SHA256: router.HashToken(operatorToken)},
+			{Name: "dashboards", Role: "viewer", SHA256: router.HashToken(viewerToken)},
+		},
+		MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+
+	gs := grpc.NewServer(router.ServerOptions()...)
+	rt.Register(gs)
+	rt.RegisterAdmin(gs)
+	glis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(glis) }()
+	t.Cleanup(gs.Stop)
+	cc, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+
+	o := fo.Options
+	o.Server = rt
+	o.Gatherer = tel.Registry
+	if o.SampleEvery == 0 {
+		o.SampleEvery = 200 * time.Millisecond
+	}
+	if o.FleetEvery == 0 {
+		o.FleetEvery = 200 * time.Millisecond
+	}
+	c, err := console.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := console.NewHTTPServer(c.Handler(), slog.New(slog.DiscardHandler))
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() {
+		c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return &fixture{rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc}
+}
+
+// post calls POST /api/v1/<method> with token and a JSON body; it returns
+// the status and the decoded answer.
+func (f *fixture) post(t *testing.T, token, method, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.url+"/api/v1/"+method, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, req)
+}
+
+func (f *fixture) get(t *testing.T, token, path string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, f.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		return resp.StatusCode, map[string]any{"text": string(b)}
+	}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("%s %s: answer is not JSON: %v: %.200s", req.Method, req.URL.Path, err, b)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+// traffic sends n unary calls from callers in region, bounded by a deadline.
+func (f *fixture) traffic(t *testing.T, n int, region string) {
+	t.Helper()
+	cl := pb.NewInferenceClient(f.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		if _, err := cl.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.1-8b", Prompt: "hello there", MaxTokens: 4,
+			Routing: &pb.RoutingHints{CallerRegion: region}}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}

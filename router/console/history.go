@@ -1,0 +1,159 @@
+package console
+
+import (
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Metric families the charts read from the router's Prometheus registry
+// (router/telemetry names them; the OpenTelemetry exporter renders them so).
+const (
+	metricInFlight = "switchyard_pool_in_flight"
+	metricLimit    = "switchyard_pool_limit"
+	metricRequests = "switchyard_requests_total"
+	metricSheds    = "switchyard_sheds_total"
+)
+
+// sample is one point of every chart.
+type sample struct {
+	// T is when it was taken, in Unix milliseconds.
+	T int64 `json:"t"`
+	// Pools by name.
+	Pools map[string]poolSample `json:"pools"`
+	// Sheds per second since the previous sample, by priority.
+	Sheds map[string]float64 `json:"sheds"`
+}
+
+type poolSample struct {
+	InFlight float64 `json:"inFlight"`
+	Limit    float64 `json:"limit"`
+	// OK and Failed are calls per second since the previous sample that the
+	// pool served, successfully or not.
+	OK     float64 `json:"ok"`
+	Failed float64 `json:"failed"`
+}
+
+// history is a fixed-size ring of samples plus the counter totals of the
+// last one (to turn counters into rates). Safe for concurrent use.
+type history struct {
+	mu      sync.Mutex
+	ring    []sample
+	next    int
+	full    bool
+	notify  chan struct{}
+	prevAt  time.Time
+	prevOK  map[string]float64
+	prevErr map[string]float64
+	prevShd map[string]float64
+}
+
+func newHistory(size int) *history {
+	return &history{ring: make([]sample, max(size, 2)), notify: make(chan struct{})}
+}
+
+// add turns one gather of the registry into a sample.
+func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
+	s := sample{T: now.UnixMilli(), Pools: map[string]poolSample{}, Sheds: map[string]float64{}}
+	ok, failed, sheds := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case metricInFlight, metricLimit:
+			for _, m := range mf.GetMetric() {
+				name := label(m, "pool")
+				ps := s.Pools[name]
+				if mf.GetName() == metricInFlight {
+					ps.InFlight = m.GetGauge().GetValue()
+				} else {
+					ps.Limit = m.GetGauge().GetValue()
+				}
+				s.Pools[name] = ps
+			}
+		case metricRequests:
+			for _, m := range mf.GetMetric() {
+				name := label(m, "pool")
+				if name == "" || name == "none" {
+					continue // refused before any pool: counted as sheds
+				}
+				if label(m, "status") == "OK" {
+					ok[name] += m.GetCounter().GetValue()
+				} else {
+					failed[name] += m.GetCounter().GetValue()
+				}
+			}
+		case metricSheds:
+			for _, m := range mf.GetMetric() {
+				sheds[label(m, "priority")] += m.GetCounter().GetValue()
+			}
+		}
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.prevAt.IsZero() {
+		if dt := now.Sub(h.prevAt).Seconds(); dt > 0 {
+			for name, ps := range s.Pools {
+				ps.OK = rate(ok[name], h.prevOK[name], dt)
+				ps.Failed = rate(failed[name], h.prevErr[name], dt)
+				s.Pools[name] = ps
+			}
+			for prio, v := range sheds {
+				s.Sheds[prio] = rate(v, h.prevShd[prio], dt)
+			}
+		}
+	}
+	h.prevAt, h.prevOK, h.prevErr, h.prevShd = now, ok, failed, sheds
+	h.ring[h.next] = s
+	h.next = (h.next + 1) % len(h.ring)
+	if h.next == 0 {
+		h.full = true
+	}
+	close(h.notify)
+	h.notify = make(chan struct{})
+}
+
+// rate is the per-second increase of a counter; a counter that went back
+// (the registry was rebuilt) counts from zero.
+func rate(cur, prev, dt float64) float64 {
+	if cur < prev {
+		prev = 0
+	}
+	return (cur - prev) / dt
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// snapshot returns the samples kept, oldest first.
+func (h *history) snapshot() []sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.full {
+		return append([]sample(nil), h.ring[:h.next]...)
+	}
+	return append(append([]sample(nil), h.ring[h.next:]...), h.ring[:h.next]...)
+}
+
+// latest returns the newest sample.
+func (h *history) latest() (sample, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.full && h.next == 0 {
+		return sample{}, false
+	}
+	return h.ring[(h.next-1+len(h.ring))%len(h.ring)], true
+}
+
+// changed returns a channel closed when the next sample is added.
+func (h *history) changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.notify
+}
