@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
@@ -284,18 +285,30 @@ func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream boo
 	c := &call{ep: ep, in: in, cancel: cancel}
 	bound := time.AfterFunc(b.cfg.requestMax, func() { c.timedOut.Store(true); cancel() })
 	c.idle = bound
-	hreq, err := http.NewRequestWithContext(cctx, http.MethodPost, ep.base+in.path, bytes.NewReader(in.body))
-	if err != nil {
-		c.close()
-		return nil, status.Errorf(codes.Internal, "pool %s: build request: %v", b.cfg.pool, err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	if stream {
-		hreq.Header.Set("Accept", "text/event-stream")
-	}
-	b.authorize(hreq)
-	resp, err := b.client.Do(hreq)
-	if err != nil {
+	var resp *http.Response
+	for try := 0; ; try++ {
+		// A kept-alive connection the server closed just as it was reused
+		// fails before any answer; that one exchange is tried once more on
+		// a new connection (the server never saw the request whole).
+		var reused bool
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(cctx, trace), http.MethodPost, ep.base+in.path, bytes.NewReader(in.body))
+		if err != nil {
+			c.close()
+			return nil, status.Errorf(codes.Internal, "pool %s: build request: %v", b.cfg.pool, err)
+		}
+		hreq.Header.Set("Content-Type", "application/json")
+		if stream {
+			hreq.Header.Set("Accept", "text/event-stream")
+		}
+		b.authorize(hreq)
+		resp, err = b.client.Do(hreq)
+		if err == nil {
+			break
+		}
+		if try == 0 && reused && ctx.Err() == nil && !c.timedOut.Load() {
+			continue
+		}
 		c.close()
 		return nil, b.transportError(ctx, c, err)
 	}
