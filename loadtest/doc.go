@@ -6,5 +6,5 @@
 // and time window), SLO checks, and the JSON, HTML and text reports.
 //
 // Trace readers live in loadtest/trace, scenario files in loadtest/scenario,
-// the injectable clock in loadtest/clock.
+// the injectable clock in internal/clock.
 package loadtest

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/switchyard-dev/switchyard/loadtest/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/loadtest/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest/testfake"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"

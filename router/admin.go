@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -30,13 +32,48 @@ import (
 // the operator role. With no token configured every call is refused.
 type Admin struct {
 	pb.UnimplementedAdminServer
-	s *Server
+	v adminView
 }
 
 var _ pb.AdminServer = (*Admin)(nil)
 
+// adminView is all of the router the Admin API sees: the fleet and its
+// pools' state, the operator changes, the policies, the events. Nothing of
+// the request path.
+type adminView struct {
+	state       func() *fleetState
+	apply       func(control.State) // applyControl: swap in a newer control state
+	policy      func() policy.Policy
+	policies    *policy.Registry
+	control     control.Store
+	counting    func() capacity.Status
+	events      *eventBus
+	clock       clock.Clock
+	log         *slog.Logger
+	replica     string
+	region      string
+	adminTokens []config.AdminToken
+	stop        <-chan struct{}
+}
+
 // Admin returns the control-plane service for this router.
-func (s *Server) Admin() *Admin { return &Admin{s: s} }
+func (s *Server) Admin() *Admin {
+	return &Admin{v: adminView{
+		state:       s.state.Load,
+		apply:       s.applyControl,
+		policy:      func() policy.Policy { return s.policy.Load().p },
+		policies:    s.policies,
+		control:     s.control,
+		counting:    s.store.Status,
+		events:      s.events,
+		clock:       s.clock,
+		log:         s.log,
+		replica:     s.opts.Replica,
+		region:      s.opts.Region,
+		adminTokens: s.opts.AdminTokens,
+		stop:        s.stop,
+	}}
+}
 
 // RegisterAdmin adds the Admin service to a gRPC server.
 func (s *Server) RegisterAdmin(gs *grpc.Server) { pb.RegisterAdminServer(gs, s.Admin()) }
@@ -60,7 +97,7 @@ func HashToken(token string) string {
 
 // authorize checks the bearer token and role; it returns the token's name.
 func (a *Admin) authorize(ctx context.Context, role string) (string, error) {
-	tokens := append(append([]config.AdminToken(nil), a.s.state.Load().fleet.Admin.Tokens...), a.s.opts.AdminTokens...)
+	tokens := append(append([]config.AdminToken(nil), a.v.state().fleet.Admin.Tokens...), a.v.adminTokens...)
 	if len(tokens) == 0 {
 		return "", fmt.Errorf("%w: the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)", errUnauthenticated)
 	}
@@ -104,7 +141,7 @@ func (a *Admin) pool(name string) (*pool, error) {
 	if name == "" {
 		return nil, invalid("pool", "required")
 	}
-	p, ok := a.s.state.Load().byName[name]
+	p, ok := a.v.state().byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (see ListPools)", errPoolNotFound, name)
 	}
@@ -120,10 +157,19 @@ func (a *Admin) operatorOn(ctx context.Context, name string) (actor string, p *p
 	return actor, p, err
 }
 
+// views snapshots every pool of st.
+func views(st *fleetState, now time.Time) []policy.PoolView {
+	out := make([]policy.PoolView, len(st.pools))
+	for i, p := range st.pools {
+		out[i] = p.view(now)
+	}
+	return out
+}
+
 // poolStatus reports one pool as operators see it.
-func (s *Server) poolStatus(p *pool, now time.Time) *pb.PoolStatus {
-	v := s.view(p, now)
-	_, o := s.controls().limit(&p.cfg, now)
+func poolStatus(p *pool, now time.Time) *pb.PoolStatus {
+	v := p.view(now)
+	_, o := p.limit(now)
 	ps := &pb.PoolStatus{
 		Name: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Geography: p.cfg.Geography, Accelerator: p.cfg.Accelerator,
 		Models: p.cfg.Models, Limit: int32(v.Limit), ConfiguredLimit: int32(p.cfg.Limits.MaxConcurrent),
@@ -159,10 +205,10 @@ func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.List
 	if _, err := a.authorize(ctx, roleViewer); err != nil {
 		return nil, adminStatus(err)
 	}
-	now := a.s.clock.Now()
-	resp := &pb.ListPoolsResponse{CountingMode: countingMode(a.s.store.Status().Mode), Replica: a.s.opts.Replica, Policy: a.s.PolicyName()}
-	for _, p := range a.s.state.Load().pools {
-		resp.Pools = append(resp.Pools, a.s.poolStatus(p, now))
+	now := a.v.clock.Now()
+	resp := &pb.ListPoolsResponse{CountingMode: countingMode(a.v.counting().Mode), Replica: a.v.replica, Policy: a.v.policy().Name()}
+	for _, p := range a.v.state().pools {
+		resp.Pools = append(resp.Pools, poolStatus(p, now))
 	}
 	return resp, nil
 }
@@ -171,20 +217,22 @@ func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.List
 // returns the pool's new status.
 func (a *Admin) change(ctx context.Context, actor, action, pool string, fn func(*control.State) (before, after string, err error)) (*pb.PoolStatus, error) {
 	var before, after string
-	next, err := a.s.control.Update(ctx, func(st *control.State) error {
+	next, err := a.v.control.Update(ctx, func(st *control.State) error {
 		var err error
-		before, after, err = fn(st)
+		if before, after, err = fn(st); err == nil {
+			st.Actor = actor // watch events on every replica say who changed it
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.s.applyControl(next)
-	entry := control.Entry{Time: a.s.clock.Now().UTC(), Actor: actor, Action: action, Pool: pool, Before: before, After: after}
-	if err := a.s.control.AppendAudit(ctx, entry); err != nil {
-		a.s.log.Error("audit entry not recorded", "action", action, "pool", pool, "actor", actor, "err", err)
+	a.v.apply(next)
+	entry := control.Entry{Time: a.v.clock.Now().UTC(), Actor: actor, Action: action, Pool: pool, Before: before, After: after}
+	if err := a.v.control.AppendAudit(ctx, entry); err != nil {
+		a.v.log.Error("audit entry not recorded", "action", action, "pool", pool, "actor", actor, "err", err)
 	}
-	a.s.log.Info("operator change", "actor", actor, "action", action, "pool", pool, "before", before, "after", after)
+	a.v.log.Info("operator change", "actor", actor, "action", action, "pool", pool, "before", before, "after", after)
 	if pool == "" {
 		return nil, nil
 	}
@@ -192,7 +240,7 @@ func (a *Admin) change(ctx context.Context, actor, action, pool string, fn func(
 	if err != nil {
 		return nil, err
 	}
-	return a.s.poolStatus(p, a.s.clock.Now()), nil
+	return poolStatus(p, a.v.clock.Now()), nil
 }
 
 // SetWeight implements pb.AdminServer.
@@ -205,7 +253,10 @@ func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.Po
 		return nil, adminStatus(invalid("weight", "must be in [0, 1000], got %v", w))
 	}
 	ps, err := a.change(ctx, actor, "set_weight", p.cfg.Name, func(st *control.State) (string, string, error) {
-		before := fmt.Sprintf("%g", controlsView{st: st}.weight(&p.cfg))
+		before := fmt.Sprintf("%g", p.cfg.WeightOf())
+		if w, ok := st.Weights[p.cfg.Name]; ok {
+			before = fmt.Sprintf("%g", w)
+		}
 		st.Weights[p.cfg.Name] = req.GetWeight()
 		return before, fmt.Sprintf("%g", req.GetWeight()), nil
 	})
@@ -233,7 +284,7 @@ func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainRespo
 	}
 	resp := a.drainPlan(p)
 	if req.GetDryRun() {
-		resp.Pool = a.s.poolStatus(p, a.s.clock.Now())
+		resp.Pool = poolStatus(p, a.v.clock.Now())
 		return resp, nil
 	}
 	if !resp.FleetHasHeadroom && !req.GetForce() {
@@ -254,8 +305,8 @@ func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainRespo
 // drainPlan works out, per model the pool serves, which other pools would
 // take its traffic and whether they have headroom for its in-flight load.
 func (a *Admin) drainPlan(p *pool) *pb.DrainResponse {
-	st := a.s.state.Load()
-	views := a.s.views(st)
+	st := a.v.state()
+	views := views(st, a.v.clock.Now())
 	load := 0
 	for _, v := range views {
 		if v.Name == p.cfg.Name {
@@ -311,7 +362,7 @@ func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOver
 	if err != nil {
 		return nil, adminStatus(err)
 	}
-	now := a.s.clock.Now()
+	now := a.v.clock.Now()
 	var o control.Override
 	if !req.GetClear() {
 		if req.GetLimit() < 0 || req.GetLimit() > 1_000_000 {
@@ -359,17 +410,17 @@ func (a *Admin) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.Se
 	if err != nil {
 		return nil, adminStatus(err)
 	}
-	if _, err := a.s.policies.Get(req.GetPolicy()); err != nil {
+	if _, err := a.v.policies.Get(req.GetPolicy()); err != nil {
 		return nil, adminStatus(invalid("policy", "%v", err))
 	}
-	prev := a.s.PolicyName()
+	prev := a.v.policy().Name()
 	if _, err := a.change(ctx, actor, "set_policy", "", func(st *control.State) (string, string, error) {
 		st.Policy = req.GetPolicy()
 		return prev, req.GetPolicy(), nil
 	}); err != nil {
 		return nil, adminStatus(err)
 	}
-	return &pb.SetPolicyResponse{Previous: prev, Policy: a.s.PolicyName()}, nil
+	return &pb.SetPolicyResponse{Previous: prev, Policy: a.v.policy().Name()}, nil
 }
 
 // ExplainRoute implements pb.AdminServer: the ranked candidates for a
@@ -382,7 +433,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 	if r == nil {
 		return nil, adminStatus(invalid("request", "required"))
 	}
-	st := a.s.state.Load()
+	st := a.v.state()
 	if _, ok := st.fleet.Model(r.GetModel()); !ok {
 		return nil, adminStatus(fmt.Errorf("%w %q", errUnknownModel, r.GetModel()))
 	}
@@ -390,10 +441,10 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 	if !policy.ValidResidency(h.GetResidency()) {
 		return nil, adminStatus(invalid("request.routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies))
 	}
-	pol := a.s.policy.Load().p
-	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), a.s.opts.Region), Residency: h.GetResidency(),
+	pol := a.v.policy()
+	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), a.v.region), Residency: h.GetResidency(),
 		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
-	dec := policy.Decide(pol, preq, a.s.views(st), st.env)
+	dec := policy.Decide(pol, preq, views(st, a.v.clock.Now()), st.env)
 	resp := &pb.ExplainRouteResponse{Policy: dec.Policy}
 	for i, c := range dec.Ranked {
 		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Rank: int32(i + 1), Eligible: true, Reason: c.Reason,
@@ -411,16 +462,16 @@ func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamin
 	if _, err := a.authorize(stream.Context(), roleViewer); err != nil {
 		return adminStatus(err)
 	}
-	sub := a.s.events.subscribe()
-	defer a.s.events.unsubscribe(sub)
-	if err := stream.Send(&pb.Event{Time: timestamppb.Now(), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.s.opts.Replica, a.s.PolicyName(), a.s.store.Status().Mode)}); err != nil {
+	sub := a.v.events.subscribe()
+	defer a.v.events.unsubscribe(sub)
+	if err := stream.Send(&pb.Event{Time: timestamppb.Now(), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.v.replica, a.v.policy().Name(), a.v.counting().Mode)}); err != nil {
 		return err
 	}
 	for {
 		select {
 		case <-stream.Context().Done():
 			return nil
-		case <-a.s.stop:
+		case <-a.v.stop:
 			return status.Error(codes.Unavailable, "router shutting down")
 		case ev := <-sub.ch:
 			if err := stream.Send(ev); err != nil {
@@ -439,7 +490,7 @@ func (a *Admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.Li
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	entries, err := a.s.control.Audit(ctx, limit)
+	entries, err := a.v.control.Audit(ctx, limit)
 	if err != nil {
 		return nil, adminStatus(fmt.Errorf("%w: %w", errPoolFailed, err))
 	}

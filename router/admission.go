@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 // waitQueue holds calls that found no headroom anywhere, for at most a short
@@ -15,6 +15,7 @@ import (
 // lower priority (batch is shed before standard before interactive) or is
 // shed itself. Safe for concurrent use.
 type waitQueue struct {
+	clock   clock.Clock
 	mu      sync.Mutex
 	maxLen  int
 	n       int
@@ -38,7 +39,7 @@ func classOf(p pb.Priority) int {
 	}
 }
 
-func newWaitQueue(maxLen int) *waitQueue { return &waitQueue{maxLen: maxLen} }
+func newWaitQueue(c clock.Clock, maxLen int) *waitQueue { return &waitQueue{clock: c, maxLen: maxLen} }
 
 // waitResult says how a wait ended.
 type waitResult int
@@ -59,14 +60,14 @@ func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, maxWait time.Dur
 	if !q.enqueue(w, front) {
 		return waitFull, nil
 	}
-	t := time.NewTimer(maxWait)
+	t := q.clock.NewTimer(maxWait)
 	defer t.Stop()
 	select {
 	case <-w.ready:
 		return waitRetry, nil
 	case <-w.shed:
 		return waitEvicted, nil
-	case <-t.C:
+	case <-t.C():
 		q.remove(w)
 		return waitRetry, nil
 	case <-ctx.Done():

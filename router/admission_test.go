@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
-	q := newWaitQueue(10)
+	q := newWaitQueue(clock.Real{}, 10)
 	order := make(chan string, 3)
 	start := func(name string, p pb.Priority) {
 		go func() {
@@ -36,7 +36,7 @@ func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
 }
 
 func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
-	q := newWaitQueue(2)
+	q := newWaitQueue(clock.Real{}, 2)
 	results := make(chan waitResult, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
@@ -57,7 +57,7 @@ func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 		t.Fatalf("batch into a full queue: %v %v, want waitFull", res, err)
 	}
 	// The caller's deadline ends a wait.
-	q2 := newWaitQueue(1)
+	q2 := newWaitQueue(clock.Real{}, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
 	if _, err := q2.wait(ctx, pb.Priority_PRIORITY_INTERACTIVE, time.Hour, false); !errors.Is(err, context.DeadlineExceeded) {
@@ -128,17 +128,17 @@ func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
 	h.success() // a success resets the streak
 	h.failure(now, p, boom)
 	h.failure(now, p, boom)
-	if !h.failure(now, p, boom) || !h.ejected(now, p) {
+	if !h.failure(now, p, boom) || !h.ejected(now) {
 		t.Fatal("3 consecutive failures must eject")
 	}
-	if h.ejected(now.Add(5*time.Second), p) {
+	if h.ejected(now.Add(5 * time.Second)) {
 		t.Fatal("first ejection must last the base time")
 	}
 	now = now.Add(6 * time.Second)
 	for i := 0; i < 3; i++ {
 		h.failure(now, p, boom)
 	}
-	if !h.ejected(now.Add(9*time.Second), p) || h.ejected(now.Add(10*time.Second), p) {
+	if !h.ejected(now.Add(9*time.Second)) || h.ejected(now.Add(10*time.Second)) {
 		t.Fatal("second ejection must last twice the base time")
 	}
 	if h.isUnhealthy() {
@@ -151,7 +151,7 @@ func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
 }
 
 func TestRetryingWaiterKeepsItsPlace(t *testing.T) {
-	q := newWaitQueue(10)
+	q := newWaitQueue(clock.Real{}, 10)
 	order := make(chan string, 2)
 	go func() {
 		if res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, false); res == waitRetry {

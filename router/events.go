@@ -64,14 +64,15 @@ func (b *eventBus) publish(kind, pool, detail, actor string) {
 	}
 }
 
-// diffControl publishes an event per operator change between two states.
+// diffControl publishes an event per operator change between two states,
+// naming the actor who made the latest one.
 func (s *Server) diffControl(prev, next *control.State) {
-	now := time.Now()
+	now := s.clock.Now()
 	for _, name := range unionKeys(prev.Weights, next.Weights) {
 		a, okA := prev.Weights[name]
 		b, okB := next.Weights[name]
 		if okA != okB || a != b {
-			s.events.publish("weight", name, fmt.Sprintf("weight %s -> %s", fmtWeight(a, okA), fmtWeight(b, okB)), "")
+			s.events.publish("weight", name, fmt.Sprintf("weight %s -> %s", fmtWeight(a, okA), fmtWeight(b, okB)), next.Actor)
 		}
 	}
 	for _, name := range unionKeys(prev.Drained, next.Drained) {
@@ -80,7 +81,7 @@ func (s *Server) diffControl(prev, next *control.State) {
 			if next.Drained[name] {
 				kind = "drain"
 			}
-			s.events.publish(kind, name, kind+" applied", "")
+			s.events.publish(kind, name, kind+" applied", next.Actor)
 		}
 	}
 	for _, name := range unionKeys(prev.Overrides, next.Overrides) {
@@ -94,7 +95,7 @@ func (s *Server) diffControl(prev, next *control.State) {
 					detail += fmt.Sprintf(" until %s (in %s)", b.Expires.UTC().Format(time.RFC3339), b.Expires.Sub(now).Round(time.Second))
 				}
 			}
-			s.events.publish("capacity_override", name, detail, "")
+			s.events.publish("capacity_override", name, detail, next.Actor)
 		}
 	}
 }

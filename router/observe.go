@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
-	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -56,9 +56,11 @@ const (
 
 var (
 	queueResultNames = [queueResults]string{"retry", "full", "evicted", "caller_gone"}
-	priorityNames    = [3]string{"interactive", "standard", "batch"}
-	storeErrAcquire  = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
-	storeErrUsage    = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
+	// priorityNames is the one list of priority class names (metric labels,
+	// logs, errors), indexed by classOf.
+	priorityNames   = [3]string{"interactive", "standard", "batch"}
+	storeErrAcquire = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
+	storeErrUsage   = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
 )
 
 type modeOpt struct {
@@ -66,23 +68,43 @@ type modeOpt struct {
 	opt  metric.MeasurementOption
 }
 
-// initTelemetry precomputes the attribute sets that do not depend on a pool.
-func (s *Server) initTelemetry() {
+// telemetryObs is the observer the router runs with: metrics, trace spans,
+// logs and watch events for every step of the request path. Safe for
+// concurrent use.
+type telemetryObs struct {
+	log    *slog.Logger
+	tracer trace.Tracer
+	inst   *telemetry.Instruments
+	events *eventBus
+	clock  clock.Clock
+	attrs  attrCache
+	// shedOpts[reason][priority class] and queueOpts[result][priority class].
+	shedOpts  [shedReasons][3]metric.MeasurementOption
+	queueOpts [queueResults][3]metric.MeasurementOption
+	modeOpts  []modeOpt
+}
+
+var _ observer = (*telemetryObs)(nil)
+
+// newTelemetryObs precomputes the attribute sets that do not depend on a pool.
+func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Instruments, events *eventBus, clk clock.Clock) *telemetryObs {
+	t := &telemetryObs{log: log, tracer: tracer, inst: inst, events: events, clock: clk}
 	for r := range shedReasons {
 		for c := range 3 {
-			s.shedOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
+			t.shedOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
 				attribute.String(telemetry.KeyReason, shedReasonNames[r]), attribute.String(telemetry.KeyPriority, priorityNames[c])))
 		}
 	}
 	for r := range queueResults {
 		for c := range 3 {
-			s.queueOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
+			t.queueOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
 				attribute.String(telemetry.KeyResult, queueResultNames[r]), attribute.String(telemetry.KeyPriority, priorityNames[c])))
 		}
 	}
 	for _, m := range []capacity.Mode{capacity.ModeLocal, capacity.ModeShared, capacity.ModeDegraded} {
-		s.modeOpts = append(s.modeOpts, modeOpt{mode: m, opt: metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyMode, m.String())))})
+		t.modeOpts = append(t.modeOpts, modeOpt{mode: m, opt: metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyMode, m.String())))})
 	}
+	return t
 }
 
 // attrCache keeps one attribute set per distinct label combination of the
@@ -142,9 +164,9 @@ var codeNames = []string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEAD
 func (s *Server) observe(_ context.Context, o metric.Observer) error {
 	st := s.state.Load()
 	now := s.clock.Now()
-	in := s.inst
+	in := s.tel.inst
 	for _, p := range st.pools {
-		v := s.view(p, now)
+		v := p.view(now)
 		o.ObserveInt64(in.PoolInFlight, int64(v.InFlight), p.obs.pool)
 		o.ObserveInt64(in.PoolLimit, int64(v.Limit), p.obs.pool)
 		o.ObserveInt64(in.PoolHeadroom, int64(max(v.Limit-v.InFlight, 0)), p.obs.pool)
@@ -154,7 +176,7 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 	}
 	o.ObserveInt64(in.QueueLength, int64(s.queue.length()))
 	mode := s.store.Status().Mode
-	for _, m := range s.modeOpts {
+	for _, m := range s.tel.modeOpts {
 		o.ObserveInt64(in.CountingMode, b2i(m.mode == mode), m.opt)
 	}
 	return nil
@@ -167,8 +189,14 @@ func b2i(b bool) int64 {
 	return 0
 }
 
-// recordAcquire records one capacity-store Acquire.
-func (s *Server) recordAcquire(ctx context.Context, p *pool, start time.Time, err error) {
+// explain: only traced (sampled) calls pay for decision reasons.
+func (t *telemetryObs) explain(ctx context.Context) bool {
+	return trace.SpanFromContext(ctx).IsRecording()
+}
+
+// acquired records one capacity-store Acquire (and, on traced calls, that a
+// pool had no slot).
+func (t *telemetryObs) acquired(ctx context.Context, p *pool, took time.Duration, err error) {
 	r := acquireOK
 	var quota *capacity.QuotaError
 	switch {
@@ -180,36 +208,47 @@ func (s *Server) recordAcquire(ctx context.Context, p *pool, start time.Time, er
 	default:
 		r = acquireError
 		if errors.Is(err, capacity.ErrUnavailable) {
-			s.inst.StoreErrors.Add(ctx, 1, storeErrAcquire)
+			t.inst.StoreErrors.Add(ctx, 1, storeErrAcquire)
 		}
 	}
-	s.inst.AcquireDuration.Record(ctx, time.Since(start).Seconds(), p.obs.acquire[r])
+	t.inst.AcquireDuration.Record(ctx, took.Seconds(), p.obs.acquire[r])
+	if err != nil {
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.AddEvent("switchyard.no_slot", trace.WithAttributes(attribute.String("switchyard.pool", p.cfg.Name), attribute.String("error", err.Error())))
+		}
+	}
 }
 
-// startAttempt starts the attempt span (back-dated to when the slot was
+// attemptStarted starts the attempt span (back-dated to when the slot was
 // asked for) and counts retries.
-func (s *Server) startAttempt(ctx context.Context, start time.Time, p *pool, n int32, pol string, cand *policy.Candidate, prog *progress) (context.Context, trace.Span) {
-	if n > 1 {
-		s.inst.Retries.Add(ctx, 1, p.obs.pool)
+func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.Context {
+	if a.n > 1 {
+		t.inst.Retries.Add(ctx, 1, a.pool.obs.pool)
 	}
-	actx, span := s.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindInternal))
+	actx, span := t.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(a.start), trace.WithSpanKind(trace.SpanKindInternal))
 	if span.IsRecording() {
-		span.SetAttributes(p.obs.span...)
+		span.SetAttributes(a.pool.obs.span...)
 		span.SetAttributes(
-			attribute.Int("switchyard.attempt", int(n)),
-			attribute.String("switchyard.policy", pol),
-			attribute.String("switchyard.decision.tier", cand.Tier.String()),
-			attribute.String("switchyard.decision.reason", cand.Reason),
-			attribute.Int("switchyard.decision.headroom", cand.Headroom),
-			attribute.Int("switchyard.streamed_tokens", int(streamed(prog))),
+			attribute.Int("switchyard.attempt", int(a.n)),
+			attribute.String("switchyard.policy", a.policy),
+			attribute.String("switchyard.decision.tier", a.cand.Tier.String()),
+			attribute.String("switchyard.decision.reason", a.cand.Reason),
+			attribute.Int("switchyard.decision.headroom", a.cand.Headroom),
+			attribute.Int("switchyard.streamed_tokens", int(a.streamed)),
 		)
 	}
-	return actx, span
+	a.span = span
+	return actx
 }
 
-// endAttempt records the attempt's outcome on its span and in metrics.
-func (s *Server) endAttempt(ctx context.Context, span trace.Span, p *pool, oc outcome, err error) {
-	s.inst.Attempts.Add(ctx, 1, p.obs.outcome[oc])
+// attemptDone records the attempt's outcome on its span and in metrics, and
+// logs a failure that moves the call to another pool.
+func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
+	t.inst.Attempts.Add(ctx, 1, a.pool.obs.outcome[oc])
+	span, _ := a.span.(trace.Span)
+	if span == nil {
+		return
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.outcome", oc.String()))
 		if err != nil {
@@ -219,19 +258,28 @@ func (s *Server) endAttempt(ctx context.Context, span trace.Span, p *pool, oc ou
 		}
 	}
 	span.End()
+	if oc == outcomeFailure {
+		t.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", a.pool.cfg.Name, "err", err, "streamed_tokens", a.streamed)
+	}
+}
+
+// ejected logs and announces a pool taken out of rotation.
+func (t *telemetryObs) ejected(ctx context.Context, p *pool, err error) {
+	t.log.WarnContext(ctx, "pool ejected", "pool", p.cfg.Name, "err", err)
+	t.events.publish("ejected", p.cfg.Name, "ejected after consecutive failures: "+err.Error(), "")
 }
 
 // shed counts a call refused for want of capacity or budget.
-func (s *Server) shed(ctx context.Context, r shedReason, prio pb.Priority) {
-	s.inst.Sheds.Add(ctx, 1, s.shedOpts[r][classOf(prio)])
+func (t *telemetryObs) shed(ctx context.Context, r shedReason, prio pb.Priority) {
+	t.inst.Sheds.Add(ctx, 1, t.shedOpts[r][classOf(prio)])
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.shed_reason", shedReasonNames[r]))
 	}
 }
 
-// recordQueueWait records one wait in the queue as a metric and a span event
+// queueWaited records one wait in the queue as a metric and a span event
 // on the call's server span.
-func (s *Server) recordQueueWait(ctx context.Context, prio pb.Priority, start time.Time, res waitResult, err error) {
+func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time.Duration, res waitResult, err error) {
 	r := queueRetry
 	switch {
 	case err != nil:
@@ -241,8 +289,7 @@ func (s *Server) recordQueueWait(ctx context.Context, prio pb.Priority, start ti
 	case res == waitEvicted:
 		r = queueEvicted
 	}
-	d := time.Since(start)
-	s.inst.QueueWait.Record(ctx, d.Seconds(), s.queueOpts[r][classOf(prio)])
+	t.inst.QueueWait.Record(ctx, d.Seconds(), t.queueOpts[r][classOf(prio)])
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("switchyard.queue.wait", trace.WithAttributes(
 			attribute.Float64("switchyard.queue.wait_seconds", d.Seconds()),
@@ -252,14 +299,7 @@ func (s *Server) recordQueueWait(ctx context.Context, prio pb.Priority, start ti
 	}
 }
 
-// recordNoSlot notes on the server span that a pool had no slot for the call.
-func recordNoSlot(ctx context.Context, p *pool, err error) {
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("switchyard.no_slot", trace.WithAttributes(attribute.String("switchyard.pool", p.cfg.Name), attribute.String("error", err.Error())))
-	}
-}
-
-// callStats is what finishCall needs to know about a finished call.
+// callStats is what done needs to know about a finished call.
 type callStats struct {
 	rpc      string
 	model    string
@@ -270,9 +310,9 @@ type callStats struct {
 	output   int32
 }
 
-// finishCall records the call's metrics, tags its server span and writes the
+// done records the call's metrics, tags its server span and writes the
 // per-call debug line (never the prompt or the generated text).
-func (s *Server) finishCall(ctx context.Context, cs callStats, err error) {
+func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	code := status.Code(err)
 	pool := cs.route.GetPool()
 	if pool == "" {
@@ -282,19 +322,19 @@ func (s *Server) finishCall(ctx context.Context, cs callStats, err error) {
 	if model == "" {
 		model = "unknown"
 	}
-	now := time.Now()
+	now := t.clock.Now()
 	d := now.Sub(cs.start)
-	opt := s.attrs.get(attrKey{kind: 0, rpc: cs.rpc, model: model, pool: pool, status: code})
-	s.inst.Requests.Add(ctx, 1, opt)
-	s.inst.RequestDuration.Record(ctx, d.Seconds(), opt)
+	opt := t.attrs.get(attrKey{kind: 0, rpc: cs.rpc, model: model, pool: pool, status: code})
+	t.inst.Requests.Add(ctx, 1, opt)
+	t.inst.RequestDuration.Record(ctx, d.Seconds(), opt)
 	if code == codes.OK {
-		s.inst.TokenUsage.Record(ctx, int64(cs.input), s.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}))
-		s.inst.TokenUsage.Record(ctx, int64(cs.output), s.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}))
+		t.inst.TokenUsage.Record(ctx, int64(cs.input), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}))
+		t.inst.TokenUsage.Record(ctx, int64(cs.output), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}))
 		if !cs.firstTok.IsZero() {
-			mp := s.attrs.get(attrKey{kind: 1, model: model, pool: pool})
-			s.inst.TTFT.Record(ctx, cs.firstTok.Sub(cs.start).Seconds(), mp)
+			mp := t.attrs.get(attrKey{kind: 1, model: model, pool: pool})
+			t.inst.TTFT.Record(ctx, cs.firstTok.Sub(cs.start).Seconds(), mp)
 			if cs.output > 1 {
-				s.inst.TPOT.Record(ctx, now.Sub(cs.firstTok).Seconds()/float64(cs.output-1), mp)
+				t.inst.TPOT.Record(ctx, now.Sub(cs.firstTok).Seconds()/float64(cs.output-1), mp)
 			}
 		}
 	}
@@ -306,8 +346,8 @@ func (s *Server) finishCall(ctx context.Context, cs callStats, err error) {
 			attribute.Int("switchyard.attempts", int(cs.route.GetAttempts())),
 		)
 	}
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", cs.route.GetPool(),
+	if t.log.Enabled(ctx, slog.LevelDebug) {
+		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", cs.route.GetPool(),
 			"attempts", cs.route.GetAttempts(), "pools_tried", cs.route.GetPoolsTried(), "code", statusName(code),
 			"duration_ms", d.Milliseconds(), "input_tokens", cs.input, "output_tokens", cs.output)
 	}

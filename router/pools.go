@@ -17,19 +17,36 @@ import (
 )
 
 // pool is one configured pool at run time: its config, its backend, this
-// replica's in-flight count and its health. Safe for concurrent use.
+// replica's in-flight count, its health and the operator changes in force on
+// it. Everything a routing decision reads is a field updated where it changes
+// (acquire and release, the usage refresher, health checks, operator
+// changes), so a decision reads atomics and rebuilds nothing. Safe for
+// concurrent use.
 type pool struct {
 	cfg     config.Pool
 	backend backends.Backend
+	// index is the pool's place in its fleetState's pools.
+	index int
+	// continues caches backend.Capabilities().Continuation.
+	continues bool
 
 	// local is the number of calls this replica has in flight on the pool.
 	local atomic.Int64
 	// shared is the last in-flight count read from the capacity store.
 	shared atomic.Int64
+	// ctl is the operator changes in force on this pool (never nil once built).
+	ctl atomic.Pointer[poolControl]
 
 	health *health
 
 	obs poolObs
+}
+
+// poolControl is one pool's share of the control state.
+type poolControl struct {
+	weight   float64
+	drained  bool
+	override *control.Override // nil: none
 }
 
 // poolObs holds the pool's precomputed telemetry attributes, so the hot path
@@ -57,7 +74,8 @@ const (
 var acquireResultNames = [acquireResults]string{"ok", "full", "quota", "error"}
 
 func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
-	p := &pool{cfg: cfg, backend: b, health: h}
+	p := &pool{cfg: cfg, backend: b, health: h, continues: b.Capabilities().Continuation}
+	p.ctl.Store(&poolControl{weight: cfg.WeightOf()})
 	base := []attribute.KeyValue{
 		attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyCloud, cfg.Cloud),
 		attribute.String(telemetry.KeyRegion, cfg.Region), attribute.String(telemetry.KeyAccelerator, cfg.Accelerator),
@@ -76,37 +94,38 @@ func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
 	return p
 }
 
-// controlsView answers the operator-change questions the hot path asks,
-// from the control state in force (swapped atomically on every change).
-type controlsView struct{ st *control.State }
-
-func (c controlsView) weight(p *config.Pool) float64 {
-	if w, ok := c.st.Weights[p.Name]; ok {
-		return w
+// setControl takes the pool's share of the control state st.
+func (p *pool) setControl(st *control.State) {
+	pc := &poolControl{weight: p.cfg.WeightOf(), drained: st.Drained[p.cfg.Name]}
+	if w, ok := st.Weights[p.cfg.Name]; ok {
+		pc.weight = w
 	}
-	return p.WeightOf()
+	if o, ok := st.Overrides[p.cfg.Name]; ok {
+		pc.override = &o
+	}
+	p.ctl.Store(pc)
 }
-
-func (c controlsView) isDrained(name string) bool { return c.st.Drained[name] }
 
 // limit returns the effective max concurrent requests at now and the
 // override in force, if any.
-func (c controlsView) limit(p *config.Pool, now time.Time) (int, *control.Override) {
-	if o, ok := c.st.Overrides[p.Name]; ok && o.Active(now) {
-		return o.Limit, &o
+func (p *pool) limit(now time.Time) (int, *control.Override) {
+	if o := p.ctl.Load().override; o != nil && o.Active(now) {
+		return o.Limit, o
 	}
-	return p.Limits.MaxConcurrent, nil
+	return p.cfg.Limits.MaxConcurrent, nil
 }
 
 // health tracks a pool's real failures for outlier ejection (passive) and
-// its active health-check result. Shortages never reach it.
+// its active health-check result. Shortages never reach it. Writers take mu;
+// readers (every routing decision) read the atomics only.
 type health struct {
-	mu           sync.Mutex
-	consecutive  int
-	ejections    int
-	ejectedUntil time.Time
-	unhealthy    bool // last active check failed
-	lastErr      string
+	mu          sync.Mutex
+	consecutive int
+	ejections   int
+	lastErr     string
+
+	ejectedUntil atomic.Int64 // unix nanoseconds; 0: never ejected
+	unhealthy    atomic.Bool  // the last active check failed
 }
 
 // ejection tuning, from the routing config.
@@ -122,8 +141,14 @@ func (h *health) failure(now time.Time, p ejectionPolicy, err error) bool {
 	if err != nil {
 		h.lastErr = err.Error()
 	}
+	until := time.Unix(0, h.ejectedUntil.Load())
+	if h.ejections > 0 && now.Sub(until) > p.max {
+		// Healthy for a full max period since the last ejection ended: the
+		// back-off starts over.
+		h.ejections = 0
+	}
 	h.consecutive++
-	if h.consecutive < p.afterFailures || now.Before(h.ejectedUntil) {
+	if h.consecutive < p.afterFailures || now.Before(until) {
 		return false
 	}
 	// Exponential back-off: base × 2^(ejections), capped.
@@ -132,7 +157,7 @@ func (h *health) failure(now time.Time, p ejectionPolicy, err error) bool {
 		d = p.max
 	}
 	h.ejections++
-	h.ejectedUntil = now.Add(d)
+	h.ejectedUntil.Store(now.Add(d).UnixNano())
 	h.consecutive = 0
 	return true
 }
@@ -143,43 +168,29 @@ func (h *health) success() {
 	h.mu.Unlock()
 }
 
-// ejected reports whether the pool is out of rotation at now. After an
-// ejection ends, the back-off count decays once the pool stays healthy
-// for a full max period.
-func (h *health) ejected(now time.Time, p ejectionPolicy) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if now.Before(h.ejectedUntil) {
-		return true
-	}
-	if h.ejections > 0 && now.Sub(h.ejectedUntil) > p.max {
-		h.ejections = 0
-	}
-	return false
+// ejected reports whether the pool is out of rotation at now.
+func (h *health) ejected(now time.Time) bool {
+	u := h.ejectedUntil.Load()
+	return u != 0 && now.UnixNano() < u
 }
 
 func (h *health) setActive(ok bool, err error) (changed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	changed = h.unhealthy == ok
-	h.unhealthy = !ok
+	changed = h.unhealthy.Load() == ok
+	h.unhealthy.Store(!ok)
 	if err != nil {
 		h.lastErr = err.Error()
 	}
 	return changed
 }
 
-func (h *health) isUnhealthy() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.unhealthy
-}
+func (h *health) isUnhealthy() bool { return h.unhealthy.Load() }
 
 // view snapshots the pool for one routing decision.
-func (s *Server) view(p *pool, now time.Time) policy.PoolView {
-	ctl := s.controls()
-	limit, _ := ctl.limit(&p.cfg, now)
-	inflight := max(p.local.Load(), p.shared.Load())
+func (p *pool) view(now time.Time) policy.PoolView {
+	pc := p.ctl.Load()
+	limit, _ := p.limit(now)
 	return policy.PoolView{
 		Name:           p.cfg.Name,
 		Cloud:          p.cfg.Cloud,
@@ -188,11 +199,11 @@ func (s *Server) view(p *pool, now time.Time) policy.PoolView {
 		Accelerator:    p.cfg.Accelerator,
 		Models:         p.cfg.Models,
 		Limit:          limit,
-		InFlight:       int(inflight),
-		Weight:         ctl.weight(&p.cfg),
+		InFlight:       int(max(p.local.Load(), p.shared.Load())),
+		Weight:         pc.weight,
 		CostPerMillion: p.cfg.CostPerMillionTokens,
-		Drained:        ctl.isDrained(p.cfg.Name),
-		Ejected:        p.health.ejected(now, s.ejection()),
+		Drained:        pc.drained,
+		Ejected:        p.health.ejected(now),
 		Unhealthy:      p.health.isUnhealthy(),
 		Reported:       reported(p.backend, now),
 	}

@@ -27,9 +27,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
-	"github.com/switchyard-dev/switchyard/router/clock"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
@@ -92,17 +92,10 @@ type Server struct {
 	policy   atomic.Pointer[policyHolder]
 	state    atomic.Pointer[fleetState]
 	queue    *waitQueue
-	budget   *retryBudget
-	rnd      func() float64
-
-	tracer   trace.Tracer
-	inst     *telemetry.Instruments
+	// disp runs every call's request path; tel is its observer.
+	disp     *dispatcher
+	tel      *telemetryObs
 	metricCB metric.Registration
-	attrs    attrCache
-	// shedOpts[reason][priority class] and queueOpts[result][priority class].
-	shedOpts  [shedReasons][3]metric.MeasurementOption
-	queueOpts [queueResults][3]metric.MeasurementOption
-	modeOpts  []modeOpt
 
 	reloadMu sync.Mutex
 	stop     chan struct{}
@@ -114,13 +107,20 @@ type policyHolder struct{ p policy.Policy }
 
 // fleetState is everything derived from one config; swapped whole on reload.
 type fleetState struct {
-	fleet   *config.Fleet
-	pools   []*pool
-	byName  map[string]*pool
-	env     *policy.Env
-	tenants map[string]string // sha256(api key) -> tenant
-	ejectP  ejectionPolicy
+	fleet  *config.Fleet
+	pools  []*pool
+	byName map[string]*pool
+	// byModel lists, per model, the pools serving it (in config order): a
+	// decision looks at these only.
+	byModel      map[string][]*pool
+	env          *policy.Env
+	tenants      map[string]string // sha256(api key) -> tenant
+	tenantLimits map[string]capacity.Limits
+	ejectP       ejectionPolicy
 }
+
+// forModel returns the pools serving model.
+func (st *fleetState) forModel(model string) []*pool { return st.byModel[model] }
 
 // New builds a Server and its backends. Call Close when done.
 func New(o Options) (*Server, error) {
@@ -167,17 +167,22 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		opts:     o,
 		log:      slog.New(telemetry.NewLogHandler(o.Logger.Handler())).With("replica", o.Replica),
-		tracer:   o.TracerProvider.Tracer(telemetry.ScopeName),
-		inst:     inst,
 		clock:    o.Clock,
 		store:    o.Store,
 		control:  o.Control,
 		events:   newEventBus(),
 		policies: o.Policies,
-		queue:    newWaitQueue(o.Fleet.Routing.QueueMaxLength),
-		budget:   newRetryBudget(o.Clock, o.Fleet.Routing.RetryBudget),
-		rnd:      rand.Float64,
+		queue:    newWaitQueue(o.Clock, o.Fleet.Routing.QueueMaxLength),
 		stop:     make(chan struct{}),
+	}
+	s.tel = newTelemetryObs(s.log, o.TracerProvider.Tracer(telemetry.ScopeName), inst, s.events, o.Clock)
+	s.disp = &dispatcher{
+		store:  o.Store,
+		policy: func() policy.Policy { return s.policy.Load().p },
+		clock:  o.Clock,
+		obs:    s.tel,
+		queue:  s.queue,
+		budget: newRetryBudget(o.Clock, o.Fleet.Routing.RetryBudget),
 	}
 	st, err := s.buildState(o.Fleet, nil)
 	if err != nil {
@@ -201,7 +206,6 @@ func New(o Options) (*Server, error) {
 		cst = control.State{}.Clone()
 	}
 	s.applyControl(cst)
-	s.initTelemetry()
 	if s.metricCB, err = inst.Meter.RegisterCallback(s.observe, inst.Observables()...); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("router metrics: %w", err)
@@ -218,9 +222,6 @@ func New(o Options) (*Server, error) {
 	go s.watchControl()
 	return s, nil
 }
-
-// controls returns the operator changes in force.
-func (s *Server) controls() controlsView { return controlsView{st: s.ctlState.Load()} }
 
 // watchControl follows operator changes made on any replica.
 func (s *Server) watchControl() {
@@ -252,11 +253,14 @@ func (s *Server) applyControl(next control.State) {
 		if !s.ctlState.CompareAndSwap(prev, &n) {
 			continue
 		}
+		for _, p := range s.state.Load().pools {
+			p.setControl(&n)
+		}
 		if next.Policy != "" && next.Policy != s.PolicyName() {
 			if err := s.setPolicy(next.Policy); err != nil {
 				s.log.Error("operator policy unknown to this replica; keeping the current one", "policy", next.Policy, "err", err)
 			} else {
-				s.events.publish("policy", "", "policy is now "+next.Policy, "")
+				s.events.publish("policy", "", "policy is now "+next.Policy, next.Actor)
 			}
 		}
 		if prev != nil {
@@ -294,15 +298,29 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			SpillBand:           max(0, r.SpillBand),
 			Rand:                rand.Float64,
 		},
-		tenants: map[string]string{},
-		ejectP:  ejectionPolicy{afterFailures: r.EjectAfterFailures, base: r.EjectBase.Std(), max: r.EjectMax.Std()},
+		byModel:      map[string][]*pool{},
+		tenants:      map[string]string{},
+		tenantLimits: map[string]capacity.Limits{},
+		ejectP:       ejectionPolicy{afterFailures: r.EjectAfterFailures, base: r.EjectBase.Std(), max: r.EjectMax.Std()},
 	}
 	for _, t := range f.Tenants {
 		for _, k := range t.APIKeySHA256 {
 			st.tenants[strings.ToLower(k)] = t.Name
 		}
+		st.tenantLimits[t.Name] = capacity.Limits{RequestsPerMinute: t.RequestsPerMinute, TokensPerMinute: t.TokensPerMinute}
 	}
+	// One string per region and geography, so a decision compares pointers.
+	interned := map[string]string{}
+	intern := func(v string) string {
+		if w, ok := interned[v]; ok {
+			return w
+		}
+		interned[v] = v
+		return v
+	}
+	ctl := s.ctlState.Load()
 	for _, pc := range f.Pools {
+		pc.Region, pc.Geography = intern(pc.Region), intern(pc.Geography)
 		var p *pool
 		if prev != nil {
 			if old, ok := prev.byName[pc.Name]; ok && sameBackend(old.cfg, pc) {
@@ -322,8 +340,15 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			}
 			p = newPool(pc, b, &health{})
 		}
+		p.index = len(st.pools)
+		if ctl != nil {
+			p.setControl(ctl)
+		}
 		st.pools = append(st.pools, p)
 		st.byName[pc.Name] = p
+		for _, m := range pc.Models {
+			st.byModel[m] = append(st.byModel[m], p)
+		}
 	}
 	return st, nil
 }
@@ -356,8 +381,11 @@ func (s *Server) closeBackends(st, keep *fleetState) {
 }
 
 // Reload swaps in a new fleet config. The running config stays when f is
-// invalid or its backends cannot be built. In-flight calls finish on the
-// pools they hold.
+// invalid or its backends cannot be built. Pools that keep their backend
+// settings keep their backend, counters and health; the backends of pools
+// removed or changed are closed at once, so calls in flight on them fail
+// over like any failed attempt (a stream that already sent tokens resumes
+// only on a pool that can continue it).
 func (s *Server) Reload(f *config.Fleet) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("reload rejected: %w", err)
@@ -370,6 +398,12 @@ func (s *Server) Reload(f *config.Fleet) error {
 		return fmt.Errorf("reload rejected: %w", err)
 	}
 	s.state.Store(st)
+	if ctl := s.ctlState.Load(); ctl != nil {
+		// An operator change applied while st was built reached prev's pools only.
+		for _, p := range st.pools {
+			p.setControl(ctl)
+		}
+	}
 	s.closeBackends(prev, st)
 	s.log.Info("fleet config reloaded", "source", f.Source(), "pools", len(st.pools))
 	s.events.publish("config_reload", "", fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools)), "")
@@ -393,8 +427,6 @@ func (s *Server) setPolicy(name string) error {
 // PolicyName returns the active policy's name.
 func (s *Server) PolicyName() string { return s.policy.Load().p.Name() }
 
-func (s *Server) ejection() ejectionPolicy { return s.state.Load().ejectP }
-
 // Close stops background loops, closes backends and the store.
 func (s *Server) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
@@ -412,13 +444,13 @@ func (s *Server) Close() error {
 // every runs fn every d until the server stops (the caller did s.wg.Add).
 func (s *Server) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(d)
+	t := s.clock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 			fn()
 		}
 	}
@@ -436,7 +468,7 @@ func (s *Server) refreshUsage() {
 	u, err := s.store.Usage(ctx, names)
 	cancel()
 	if err != nil {
-		s.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
+		s.tel.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
 		return
 	}
 	for _, p := range st.pools {
@@ -466,16 +498,6 @@ func (s *Server) checkHealth(timeout time.Duration) {
 		}(p)
 	}
 	wg.Wait()
-}
-
-// views snapshots every pool for one decision.
-func (s *Server) views(st *fleetState) []policy.PoolView {
-	now := s.clock.Now()
-	out := make([]policy.PoolView, len(st.pools))
-	for i, p := range st.pools {
-		out[i] = s.view(p, now)
-	}
-	return out
 }
 
 // ListModels implements pb.InferenceServer.

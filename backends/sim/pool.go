@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/backends/geo"
+	"github.com/switchyard-dev/switchyard/internal/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -324,7 +324,7 @@ func (p *Pool) Stats() Stats {
 
 // networkDelay is the simulated round trip between the caller's region
 // (routing.caller_region) and the pool's region, from the estimated latency
-// table (backends/geo), scaled like every simulated duration. Zero when
+// table (internal/geo), scaled like every simulated duration. Zero when
 // either region is unknown.
 func (p *Pool) networkDelay(req *pb.GenerateRequest) time.Duration {
 	caller := req.GetRouting().GetCallerRegion()

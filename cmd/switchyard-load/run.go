@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest"
-	"github.com/switchyard-dev/switchyard/loadtest/clock"
 	"github.com/switchyard-dev/switchyard/loadtest/scenario"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest"
-	"github.com/switchyard-dev/switchyard/loadtest/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/switchyard-dev/switchyard/loadtest/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest/testfake"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )

@@ -1,49 +1,25 @@
-// Package clock makes time injectable so tests of leases, windows, cooldowns
-// and ejections do not sleep.
+// Package clock names the router's time source for the packages that import
+// it by this path (router/capacity). It is internal/clock under another name:
+// one implementation, one Fake, shared with the load tester.
 package clock
 
 import (
-	"sync"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
-// Clock tells the time. Implementations are safe for concurrent use.
-type Clock interface {
-	Now() time.Time
-}
-
-// Real is the wall clock.
-type Real struct{}
-
-// Now returns time.Now().
-func (Real) Now() time.Time { return time.Now() }
-
-// Fake is a manually advanced clock for tests. Safe for concurrent use.
-type Fake struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type (
+	// Clock is internal/clock.Clock.
+	Clock = clock.Clock
+	// Real is the wall clock.
+	Real = clock.Real
+	// Fake is a manually advanced clock for tests.
+	Fake = clock.Fake
+	// Timer and Ticker are what Clock.NewTimer and Clock.NewTicker return.
+	Timer  = clock.Timer
+	Ticker = clock.Ticker
+)
 
 // NewFake returns a fake clock set to t.
-func NewFake(t time.Time) *Fake { return &Fake{now: t} }
-
-// Now returns the fake time.
-func (f *Fake) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-// Advance moves the fake time forward by d.
-func (f *Fake) Advance(d time.Duration) {
-	f.mu.Lock()
-	f.now = f.now.Add(d)
-	f.mu.Unlock()
-}
-
-// Set moves the fake time to t.
-func (f *Fake) Set(t time.Time) {
-	f.mu.Lock()
-	f.now = t
-	f.mu.Unlock()
-}
+func NewFake(t time.Time) *Fake { return clock.NewFake(t) }

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/switchyard-dev/switchyard/backends/geo"
+	"github.com/switchyard-dev/switchyard/internal/geo"
 )
 
 // Fleet is the whole configuration file.
@@ -189,6 +189,11 @@ type Routing struct {
 	EjectMax           Duration `yaml:"eject_max,omitempty"`
 	// HealthCheckInterval for active grpc.health.v1 checks (default 5s; 0 keeps the default).
 	HealthCheckInterval Duration `yaml:"health_check_interval,omitempty"`
+	// AttemptTimeout bounds one attempt on one pool (Envoy's per_try_timeout):
+	// the whole answer of a unary call, the first chunk of a stream. When it
+	// passes the call moves to the next pool, inside the client's deadline.
+	// 0 (the default): no bound but the client's deadline.
+	AttemptTimeout Duration `yaml:"attempt_timeout,omitempty"`
 }
 
 // SpillReserve per priority class.
@@ -549,6 +554,9 @@ func (f *Fleet) Validate() error {
 	}
 	if r.SpillBand > 1 {
 		errs = append(errs, fmt.Errorf("%s: routing.spill_band: must be at most 1, got %v", f.source, r.SpillBand))
+	}
+	if r.AttemptTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s: routing.attempt_timeout: must not be negative, got %s", f.source, r.AttemptTimeout.Std()))
 	}
 	if _, err := f.LatencyTable(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: routing.region_latency_ms: %w", f.source, err))

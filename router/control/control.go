@@ -31,6 +31,9 @@ type State struct {
 	Policy string `json:"policy,omitempty"`
 	// Version increases with every update.
 	Version int64 `json:"version"`
+	// Actor is who made the latest update (an admin token's name), so every
+	// replica's watch events can say who changed a pool.
+	Actor string `json:"actor,omitempty"`
 }
 
 // Clone returns a deep copy.

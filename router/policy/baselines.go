@@ -1,7 +1,7 @@
 package policy
 
 import (
-	"sort"
+	"slices"
 	"sync/atomic"
 )
 
@@ -16,19 +16,19 @@ var _ Policy = (*RoundRobin)(nil)
 
 func (*RoundRobin) Name() string { return "round_robin" }
 
-func (r *RoundRobin) Rank(req *Request, _ []PoolView, eligible []Candidate, _ *Env) []Candidate {
+func (r *RoundRobin) Rank(req *Request, _ []PoolView, eligible []Candidate, _ *Env) {
 	n := len(eligible)
 	if n == 0 {
-		return nil
+		return
 	}
 	start := int(r.next.Add(1) % uint64(n))
-	out := make([]Candidate, 0, n)
-	out = append(out, eligible[start:]...)
-	out = append(out, eligible[:start]...)
-	for i := 0; req.Explain && i < len(out); i++ {
-		out[i].Reason = "round_robin: rotation"
+	// Rotate left by start, in place.
+	slices.Reverse(eligible[:start])
+	slices.Reverse(eligible[start:])
+	slices.Reverse(eligible)
+	for i := 0; req.Explain && i < n; i++ {
+		eligible[i].Reason = "round_robin: rotation"
 	}
-	return out
 }
 
 // Random orders eligible pools uniformly at random.
@@ -38,16 +38,14 @@ var _ Policy = Random{}
 
 func (Random) Name() string { return "random" }
 
-func (Random) Rank(req *Request, _ []PoolView, eligible []Candidate, env *Env) []Candidate {
-	out := append([]Candidate(nil), eligible...)
-	for i := len(out) - 1; i > 0; i-- {
+func (Random) Rank(req *Request, _ []PoolView, eligible []Candidate, env *Env) {
+	for i := len(eligible) - 1; i > 0; i-- {
 		j := int(env.Rand() * float64(i+1))
-		out[i], out[j] = out[j], out[i]
+		eligible[i], eligible[j] = eligible[j], eligible[i]
 	}
-	for i := 0; req.Explain && i < len(out); i++ {
-		out[i].Reason = "random"
+	for i := 0; req.Explain && i < len(eligible); i++ {
+		eligible[i].Reason = "random"
 	}
-	return out
 }
 
 // LeastRequest is power of two choices: of two random eligible pools, the one
@@ -58,31 +56,28 @@ var _ Policy = LeastRequest{}
 
 func (LeastRequest) Name() string { return "least_request" }
 
-func (LeastRequest) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate {
-	out := append([]Candidate(nil), eligible...)
-	n := len(out)
+func (LeastRequest) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) {
+	n := len(eligible)
 	if n == 0 {
-		return out
+		return
 	}
-	inflight := func(c Candidate) int { return pools[c.Index].InFlight }
 	if n >= 2 {
 		a := int(env.Rand() * float64(n))
 		b := int(env.Rand() * float64(n-1))
 		if b >= a {
 			b++
 		}
-		if inflight(out[b]) < inflight(out[a]) {
+		if pools[eligible[b].Index].InFlight < pools[eligible[a].Index].InFlight {
 			a = b
 		}
-		out[0], out[a] = out[a], out[0]
+		eligible[0], eligible[a] = eligible[a], eligible[0]
 	}
-	rest := out[1:]
-	sort.SliceStable(rest, func(i, j int) bool { return inflight(rest[i]) < inflight(rest[j]) })
+	rest := eligible[1:]
+	slices.SortStableFunc(rest, func(x, y Candidate) int { return pools[x.Index].InFlight - pools[y.Index].InFlight })
 	if req.Explain {
-		out[0].Reason = "least_request: fewer in flight of two random choices"
+		eligible[0].Reason = "least_request: fewer in flight of two random choices"
 		for i := range rest {
 			rest[i].Reason = "least_request: fallback by in-flight count"
 		}
 	}
-	return out
 }

@@ -10,11 +10,14 @@ package policy
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
+	"time"
+	"unsafe"
 
-	"github.com/switchyard-dev/switchyard/backends/geo"
+	"github.com/switchyard-dev/switchyard/internal/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -86,7 +89,7 @@ func (p *PoolView) Serves(model string) bool {
 }
 
 // Tier is a pool's distance class from the caller.
-type Tier int
+type Tier uint8
 
 const (
 	TierRegion    Tier = iota // same region as the caller
@@ -105,26 +108,165 @@ func (t Tier) String() string {
 	}
 }
 
+// SkipReason says why a pool is not eligible (SkipNone: it is).
+type SkipReason uint8
+
+const (
+	SkipNone         SkipReason = iota
+	SkipModel                   // does not serve the model
+	SkipResidency               // outside the request's residency
+	SkipDrained                 // drained by an operator
+	SkipEjected                 // ejected after failures
+	SkipUnhealthy               // failing active health checks
+	SkipZeroCapacity            // an override set its capacity to zero
+)
+
 // Candidate is one pool's place in a decision.
 type Candidate struct {
 	// Index into the pools slice given to Rank.
 	Index    int
-	Pool     string
-	Eligible bool
-	// Reason explains the rank or why the pool was skipped.
-	Reason   string
-	Tier     Tier
 	Headroom int
 	Weight   float64
 	Score    float64
-	RTTMs    float64
+	// RTTMs is the caller's estimated round trip to the pool; set by
+	// policies that use it (the default policy), 0 otherwise.
+	RTTMs float64
+	Pool  string
+	// Reason explains the rank or why the pool was skipped; filled only when
+	// the request asks for reasons (Request.Explain).
+	Reason   string
+	Tier     Tier
+	Eligible bool
+	// Skip is why a skipped pool was skipped.
+	Skip SkipReason
 }
 
-// Decision is a ranking: Ranked in order of preference, Skipped with reasons.
+// Describe renders why a skipped candidate was skipped.
+func (c *Candidate) Describe(req *Request) string {
+	if c.Reason != "" {
+		return c.Reason
+	}
+	return c.Skip.describe(req, "", "")
+}
+
+func (s SkipReason) describe(req *Request, geography, region string) string {
+	switch s {
+	case SkipModel:
+		return fmt.Sprintf("does not serve model %q", req.Model)
+	case SkipResidency:
+		if geography == "" {
+			return fmt.Sprintf("residency %q: pool is outside it", req.Residency)
+		}
+		return fmt.Sprintf("residency %q: pool is in %s (%s)", req.Residency, geography, region)
+	case SkipDrained:
+		return "drained by an operator"
+	case SkipEjected:
+		return "ejected after failures (outlier detection)"
+	case SkipUnhealthy:
+		return "failing active health checks"
+	case SkipZeroCapacity:
+		return "capacity is zero (override)"
+	}
+	return ""
+}
+
+// Segment is a stretch [Start, End) of a ranking. In a Draw segment the
+// order is a weighted random draw on Candidate.Score (pools with a positive
+// score first, each next one drawn with probability proportional to its
+// score; then the rest by headroom); otherwise the segment is already in
+// order.
+type Segment struct {
+	Start, End int
+	Draw       bool
+}
+
+// Decision is a ranking: Ranked in order of preference, Skipped with
+// reasons. A decision made by DecideInto may still be lazy: walk it with
+// Next (the router usually takes the first candidate and stops), or call All
+// for the complete order.
 type Decision struct {
 	Policy  string
 	Ranked  []Candidate
 	Skipped []Candidate
+
+	// Lazy ordering state.
+	segs []Segment
+	seg  int // current segment
+	next int // Ranked[:next] are in final order
+	rand func() float64
+	seen []bool
+}
+
+// Next returns the next candidate in order of preference, or nil when none
+// is left. It orders as it goes: a candidate is drawn only when asked for.
+func (d *Decision) Next() *Candidate {
+	for d.seg < len(d.segs) {
+		sg := d.segs[d.seg]
+		if d.next < sg.Start {
+			d.next = sg.Start
+		}
+		if d.next >= sg.End {
+			d.seg++
+			continue
+		}
+		if sg.Draw {
+			drawNext(d.Ranked[d.next:sg.End], d.rand)
+		}
+		d.next++
+		return &d.Ranked[d.next-1]
+	}
+	return nil
+}
+
+// Reset rewinds Next to the first candidate; the order drawn so far stays.
+func (d *Decision) Reset() { d.seg, d.next = 0, 0 }
+
+// All completes the order and returns Ranked.
+func (d *Decision) All() []Candidate {
+	for d.Next() != nil {
+	}
+	d.Reset()
+	return d.Ranked
+}
+
+// drawNext moves the candidate to take next to rest[0]: among positive
+// scores, one drawn with probability proportional to its score (the whole
+// order is then the weighted random permutation Efraimidis–Spirakis keys
+// give, at a cost paid only for the positions the router reaches); with none
+// left, the one with the most headroom.
+func drawNext(rest []Candidate, rnd func() float64) {
+	if len(rest) < 2 {
+		return
+	}
+	total := 0.0
+	for i := range rest {
+		if s := rest[i].Score; s > 0 {
+			total += s
+		}
+	}
+	pick := 0
+	if total > 0 {
+		u := rnd() * total
+		for i := range rest {
+			if s := rest[i].Score; s > 0 {
+				pick = i
+				if u < s {
+					break
+				}
+				u -= s
+			}
+		}
+	} else {
+		best := -1
+		for i := range rest {
+			if rest[i].Headroom > best {
+				best, pick = rest[i].Headroom, i
+			}
+		}
+	}
+	if pick > 0 {
+		rest[0], rest[pick] = rest[pick], rest[0]
+	}
 }
 
 // Env is what policies may consult besides the pools. Read-only, shared.
@@ -145,12 +287,52 @@ type Env struct {
 
 // Policy orders eligible pools.
 //
-// Rank must not block, must be safe for concurrent use, must not keep
-// references to pools or eligible after returning, and must return a
-// permutation of eligible (every eligible candidate exactly once).
+// Rank reorders eligible in place into the policy's order of preference: it
+// must not add, drop or duplicate candidates (Decide checks, and falls back to
+// the eligible order when a policy breaks this). It must not block, must be
+// safe for concurrent use, and must not keep references to pools or eligible
+// after returning. It may set Score and Reason on candidates.
+// router/policy/policytest is the contract suite every policy runs.
 type Policy interface {
 	Name() string
-	Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate
+	Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env)
+}
+
+// Segmenter is implemented by policies that can order lazily: Segments
+// reorders eligible in place like Rank and returns segments covering it in
+// order, some of them to be ordered by a weighted draw only when the router
+// gets that far (it usually takes the first candidate). Appending to segs
+// (its capacity is reused across calls) keeps a decision free of
+// allocations. The rules of Rank apply.
+type Segmenter interface {
+	Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment
+}
+
+// Feedback is implemented by policies that learn from outcomes (the way
+// grpc-go's PickResult.Done and the inference extension's post-response
+// hooks do). The router calls AttemptDone once per attempt, after its slot
+// was released, on the call's goroutine. It must not block and must be safe
+// for concurrent use.
+type Feedback interface {
+	AttemptDone(r AttemptResult)
+}
+
+// Outcome is how an attempt ended, as far as a policy cares.
+type Outcome uint8
+
+const (
+	OutcomeOK       Outcome = iota
+	OutcomeShortage         // the pool was full or over quota
+	OutcomeFailure          // a real failure (unavailable, reset, attempt timeout)
+	OutcomeNeutral          // the client's fault, or the client left: says nothing about the pool
+)
+
+// AttemptResult is one attempt's outcome on one pool.
+type AttemptResult struct {
+	Pool    string
+	Outcome Outcome
+	// Duration is how long the backend call took.
+	Duration time.Duration
 }
 
 // LimitAdvisor is implemented by policies that cap a pool's concurrency
@@ -178,66 +360,165 @@ func ValidResidency(r string) bool {
 // Filter splits pools into eligible candidates and skipped ones with the
 // hard rules every policy obeys.
 func Filter(req *Request, pools []PoolView, env *Env) (eligible, skipped []Candidate) {
+	var d Decision
+	d.filter(req, pools, env)
+	return d.Ranked, d.Skipped
+}
+
+// filter fills d.Ranked with the eligible candidates and d.Skipped with the
+// rest, reusing their capacity.
+func (d *Decision) filter(req *Request, pools []PoolView, env *Env) {
+	d.Ranked, d.Skipped = d.Ranked[:0], d.Skipped[:0]
+	callerGeo := ""
+	if req.CallerRegion != "" {
+		if env != nil && env.Latency != nil {
+			callerGeo = env.Latency.Geography(req.CallerRegion)
+		} else {
+			callerGeo = geo.GeographyOf(req.CallerRegion)
+		}
+	}
 	for i := range pools {
 		p := &pools[i]
-		c := Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: tierOf(req, p, env)}
-		if env != nil && env.Latency != nil && req.CallerRegion != "" {
-			c.RTTMs = env.Latency.RTTMillis(req.CallerRegion, p.Region)
+		c := Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: TierAnywhere}
+		if req.CallerRegion != "" {
+			switch {
+			case p.Region == req.CallerRegion:
+				c.Tier = TierRegion
+			case callerGeo != "" && callerGeo == p.Geography:
+				c.Tier = TierGeography
+			}
 		}
 		switch {
 		case !p.Serves(req.Model):
-			c.Reason = fmt.Sprintf("does not serve model %q", req.Model)
+			c.Skip = SkipModel
 		case req.Residency != "" && p.Geography != req.Residency:
-			c.Reason = fmt.Sprintf("residency %q: pool is in %s (%s)", req.Residency, p.Geography, p.Region)
+			c.Skip = SkipResidency
 		case p.Drained:
-			c.Reason = "drained by an operator"
+			c.Skip = SkipDrained
 		case p.Ejected:
-			c.Reason = "ejected after failures (outlier detection)"
+			c.Skip = SkipEjected
 		case p.Unhealthy:
-			c.Reason = "failing active health checks"
+			c.Skip = SkipUnhealthy
 		case p.Limit <= 0:
-			c.Reason = "capacity is zero (override)"
+			c.Skip = SkipZeroCapacity
 		default:
 			c.Eligible = true
-			eligible = append(eligible, c)
+			d.Ranked = append(d.Ranked, c)
 			continue
 		}
-		skipped = append(skipped, c)
+		if req.Explain {
+			c.Reason = c.Skip.describe(req, p.Geography, p.Region)
+		}
+		d.Skipped = append(d.Skipped, c)
 	}
-	return eligible, skipped
 }
 
-func tierOf(req *Request, p *PoolView, env *Env) Tier {
-	if req.CallerRegion == "" {
-		return TierAnywhere
-	}
-	if p.Region == req.CallerRegion {
-		return TierRegion
-	}
-	var callerGeo string
-	if env != nil && env.Latency != nil {
-		callerGeo = env.Latency.Geography(req.CallerRegion)
-	} else {
-		callerGeo = geo.GeographyOf(req.CallerRegion)
-	}
-	if callerGeo != "" && callerGeo == p.Geography {
-		return TierGeography
-	}
-	return TierAnywhere
+// RTTMemo remembers the caller's round trip per pool region for one
+// decision: a fleet has few regions, and a latency-table lookup hashes two
+// strings. The zero value is ready; keep it on the stack.
+type RTTMemo struct {
+	n    int
+	regs [16]string
+	ms   [16]float64
 }
 
-// Decide filters and ranks.
+// RTT returns env's round trip from caller to region (0 without a table).
+func (m *RTTMemo) RTT(env *Env, caller, region string) float64 {
+	if env == nil || env.Latency == nil || caller == "" {
+		return 0
+	}
+	// Region strings of one fleet are usually the same string (the router
+	// interns them): compare the pointers first, the bytes only on a miss.
+	for i := 0; i < m.n; i++ {
+		if len(m.regs[i]) == len(region) && unsafe.StringData(m.regs[i]) == unsafe.StringData(region) {
+			return m.ms[i]
+		}
+	}
+	for i := 0; i < m.n; i++ {
+		if m.regs[i] == region {
+			return m.ms[i]
+		}
+	}
+	ms := env.Latency.RTTMillis(caller, region)
+	if m.n < len(m.regs) {
+		m.regs[m.n], m.ms[m.n] = region, ms
+		m.n++
+	}
+	return ms
+}
+
+// Decide filters and ranks, and returns the complete order.
 func Decide(pol Policy, req *Request, pools []PoolView, env *Env) Decision {
-	eligible, skipped := Filter(req, pools, env)
-	ranked := pol.Rank(req, pools, eligible, env)
+	var d Decision
+	DecideInto(&d, pol, req, pools, env)
+	d.All()
+	return d
+}
+
+// DecideInto filters and ranks into d, reusing its buffers: with a Decision
+// kept across calls and a Segmenter policy, a decision allocates nothing.
+// The order may still be lazy: walk it with d.Next, or call d.All.
+func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *Env) {
+	d.filter(req, pools, env)
+	d.Policy = pol.Name()
+	d.seg, d.next = 0, 0
+	d.rand = rand.Float64
+	if env != nil && env.Rand != nil {
+		d.rand = env.Rand
+	}
+	n := len(d.Ranked)
+	if sg, ok := pol.(Segmenter); ok {
+		d.segs = sg.Segments(req, pools, d.Ranked, env, d.segs[:0])
+	} else {
+		pol.Rank(req, pools, d.Ranked, env)
+		d.segs = append(d.segs[:0], Segment{Start: 0, End: len(d.Ranked)})
+	}
+	if !d.valid(n, len(pools)) {
+		// The policy broke its contract: rank nothing it made up, lose no pool.
+		d.filter(req, pools, env)
+		d.segs = append(d.segs[:0], Segment{Start: 0, End: len(d.Ranked)})
+	}
 	if req.Explain {
-		for i := range ranked {
-			if ranked[i].Reason == "" {
-				ranked[i].Reason = pol.Name()
+		for i := range d.Ranked {
+			if d.Ranked[i].Reason == "" {
+				d.Ranked[i].Reason = d.Policy
 			}
 		}
 	}
-	return Decision{Policy: pol.Name(), Ranked: ranked, Skipped: skipped}
+}
+
+// valid reports whether Ranked is still a permutation of the n eligible
+// candidates and the segments cover it in order.
+func (d *Decision) valid(n, pools int) bool {
+	if len(d.Ranked) != n {
+		return false
+	}
+	if cap(d.seen) < pools {
+		d.seen = make([]bool, pools)
+	}
+	seen := d.seen[:pools]
+	ok := true
+	for i := range d.Ranked {
+		c := &d.Ranked[i]
+		if c.Index < 0 || c.Index >= pools || seen[c.Index] || !c.Eligible {
+			ok = false
+			break
+		}
+		seen[c.Index] = true
+	}
+	for i := range d.Ranked {
+		if c := &d.Ranked[i]; c.Index >= 0 && c.Index < pools {
+			seen[c.Index] = false
+		}
+	}
+	at := 0
+	for _, sg := range d.segs {
+		if sg.Start != at || sg.End < sg.Start {
+			return false
+		}
+		at = sg.End
+	}
+	return ok && at == n
 }
 
 // Registry holds policies by name. Safe for concurrent use.

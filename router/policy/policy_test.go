@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/switchyard-dev/switchyard/backends/geo"
+	"github.com/switchyard-dev/switchyard/internal/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -52,14 +52,20 @@ func TestFilterHardRules(t *testing.T) {
 	pools[2].Ejected = true
 	pools[3].Models = []string{"other"}
 	pools[4].Unhealthy = true
-	el, sk := Filter(&Request{Model: "m"}, pools, env(t))
-	if got := names(el); len(got) != 1 || got[0] != "aws-use1" {
-		t.Fatalf("eligible %v, want [aws-use1]", got)
-	}
 	want := map[string]string{"gcp-use4": "drained", "gcp-usw1": "ejected", "azure-weu": "does not serve", "aws-euw1": "health"}
-	for _, c := range sk {
-		if !strings.Contains(c.Reason, want[c.Pool]) {
-			t.Errorf("%s skipped for %q, want reason with %q", c.Pool, c.Reason, want[c.Pool])
+	for _, explain := range []bool{false, true} {
+		req := &Request{Model: "m", Explain: explain}
+		el, sk := Filter(req, pools, env(t))
+		if got := names(el); len(got) != 1 || got[0] != "aws-use1" {
+			t.Fatalf("eligible %v, want [aws-use1]", got)
+		}
+		for _, c := range sk {
+			if explain != (c.Reason != "") {
+				t.Errorf("explain=%v: reason %q", explain, c.Reason)
+			}
+			if got := c.Describe(req); !strings.Contains(got, want[c.Pool]) {
+				t.Errorf("%s skipped for %q, want reason with %q", c.Pool, got, want[c.Pool])
+			}
 		}
 	}
 }
@@ -239,10 +245,13 @@ func BenchmarkDecide(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/pools=%d", pol.Name(), n), func(b *testing.B) {
 				e := env(b)
 				req := &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_INTERACTIVE}
+				// The router's hot path: one Decision reused across calls,
+				// the first candidate taken.
+				var d Decision
 				b.ReportAllocs()
 				for b.Loop() {
-					d := Decide(pol, req, pools, e)
-					if len(d.Ranked) == 0 {
+					DecideInto(&d, pol, req, pools, e)
+					if d.Next() == nil {
 						b.Fatal("no candidates")
 					}
 				}

@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"math"
-	"sort"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -30,7 +29,10 @@ import (
 //     can be a few milliseconds stale.
 type Switchyard struct{}
 
-var _ Policy = (*Switchyard)(nil)
+var (
+	_ Policy    = (*Switchyard)(nil)
+	_ Segmenter = (*Switchyard)(nil)
+)
 
 func (*Switchyard) Name() string { return "switchyard" }
 
@@ -47,10 +49,20 @@ func (*Switchyard) AdvisedLimit(p *PoolView) int {
 	return min(p.Limit, r.Capacity+(r.Capacity+3)/4)
 }
 
-// Rank implements Policy.
-func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) []Candidate {
+// Rank implements Policy: the complete order (Segments drawn to the end).
+func (sy *Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) {
+	d := Decision{Ranked: eligible, rand: env.Rand}
+	d.segs = sy.Segments(req, pools, eligible, env, nil)
+	d.All()
+}
+
+// Segments implements Segmenter: one pass scores every eligible pool and
+// sums each tier's free capacity, the spill draw orders the tiers, and a
+// partition lays them out; inside each tier the weighted draw happens only
+// as far as the router walks.
+func (*Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment {
 	if len(eligible) == 0 {
-		return nil
+		return segs
 	}
 	prio := req.Priority
 	if prio == pb.Priority_PRIORITY_UNSPECIFIED {
@@ -58,13 +70,17 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 	}
 	reserve := env.Reserve[prio]
 	minCost, maxCost := costRange(pools, eligible, env)
+	budget := math.Max(env.LatencyBudgetMillis, 1)
 
-	var tiers [3][]Candidate
-	for _, c := range eligible {
+	var limit, free, count [3]int
+	var rtt RTTMemo
+	for i := range eligible {
+		c := &eligible[i]
 		p := &pools[c.Index]
+		c.RTTMs = rtt.RTT(env, req.CallerRegion, p.Region)
 		near := 1.0
 		if c.Tier != TierRegion && req.CallerRegion != "" {
-			near = 1 / (1 + c.RTTMs/math.Max(env.LatencyBudgetMillis, 1))
+			near = 1 / (1 + c.RTTMs/budget)
 		}
 		pref := 1.0
 		if req.PreferredCloud != "" && p.Cloud == req.PreferredCloud {
@@ -77,84 +93,89 @@ func (*Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, en
 		if env.CostWeight > 0 && maxCost > minCost && (req.CallerRegion == "" || c.RTTMs <= env.LatencyBudgetMillis) {
 			costF = math.Max(0.05, 1-env.CostWeight*(p.CostPerMillion-minCost)/(maxCost-minCost))
 		}
-		free := p.EffectiveFree()
-		c.Score = p.Weight * free * near * pref * costF
+		// The free share honours load reports, so a region whose pools lost
+		// chips spills even while their in-flight counts look low.
+		var ef float64
+		var fr int
+		if p.Reported == nil {
+			fr = c.Headroom
+			ef = float64(fr) / float64(p.Limit) // eligible pools have a positive limit
+		} else {
+			ef = p.EffectiveFree()
+			fr = int(ef*float64(p.Limit) + 0.5)
+		}
+		c.Score = p.Weight * ef * near * pref * costF
+		limit[c.Tier] += p.Limit
+		free[c.Tier] += fr
+		count[c.Tier]++
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
 			if r := p.Reported; r != nil {
 				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
 			}
 		}
-		tiers[c.Tier] = append(tiers[c.Tier], c)
 	}
 
-	out := make([]Candidate, 0, len(eligible))
-	var spilled []Candidate
-	for t := range tiers {
-		group := tiers[t]
-		if len(group) == 0 {
+	// Progressive spill (Envoy's priority load with overprovisioning): a tier
+	// keeps all its traffic while its free share is above reserve + band,
+	// none at or under the reserve, and a linearly shrinking share in
+	// between; the rest goes to farther tiers first. Batch has the largest
+	// reserve, so it moves out first.
+	var spilled [3]bool
+	for t := range TierAnywhere {
+		if count[t] == 0 || limit[t] <= 0 {
 			continue
 		}
-		orderTier(group, env)
-		// The tier's free capacity honours load reports, so a region whose
-		// pools lost chips spills even while their in-flight counts look low.
-		limit, free := 0, 0
-		for _, c := range group {
-			p := &pools[c.Index]
-			limit += p.Limit
-			free += int(p.EffectiveFree()*float64(p.Limit) + 0.5)
+		f := float64(free[t]) / float64(limit[t])
+		keep := 1.0
+		if band := env.SpillBand; band > 0 {
+			keep = math.Min(1, math.Max(0, (f-reserve)/band))
+		} else if f <= reserve {
+			keep = 0
 		}
-		if Tier(t) != TierAnywhere && limit > 0 {
-			// Progressive spill (Envoy's priority load with overprovisioning):
-			// a tier keeps all its traffic while its free share is above
-			// reserve + band, none at or under the reserve, and a linearly
-			// shrinking share in between; the rest goes to farther tiers
-			// first. Batch has the largest reserve, so it moves out first.
-			f := float64(free) / float64(limit)
-			keep := 1.0
-			if band := env.SpillBand; band > 0 {
-				keep = math.Min(1, math.Max(0, (f-reserve)/band))
-			} else if f <= reserve {
-				keep = 0
-			}
-			if keep < 1 && env.Rand() >= keep {
-				for i := 0; req.Explain && i < len(group); i++ {
-					group[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free, limit, priorityName(prio), reserve*100, keep*100)
+		if keep < 1 && env.Rand() >= keep {
+			spilled[t] = true
+			for i := 0; req.Explain && i < len(eligible); i++ {
+				if eligible[i].Tier == t {
+					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free[t], limit[t], priorityName(prio), reserve*100, keep*100)
 				}
-				spilled = append(spilled, group...)
-				continue
 			}
 		}
-		out = append(out, group...)
 	}
-	return append(out, spilled...)
-}
-
-// orderTier sorts a tier in place: a weighted random draw (Efraimidis–Spirakis
-// keys u^(1/score)) among pools with a positive score, then the rest by headroom.
-func orderTier(group []Candidate, env *Env) {
-	keys := make([]float64, len(group))
-	for i, c := range group {
-		if c.Score > 0 {
-			u := env.Rand()
-			if u <= 0 {
-				u = 1e-12
+	// Visiting order: kept tiers nearest first, then spilled ones.
+	var group [3]int
+	var groups [3]int // group -> tier
+	n := 0
+	for _, sp := range []bool{false, true} {
+		for t := range 3 {
+			if count[t] > 0 && spilled[t] == sp {
+				group[t], groups[n] = n, t
+				n++
 			}
-			keys[i] = 1 + math.Pow(u, 1/c.Score) // > 1: always ahead of zero-score pools
-		} else {
-			keys[i] = float64(c.Headroom) / (1 + float64(c.Headroom)) // in [0,1)
 		}
 	}
-	idx := make([]int, len(group))
-	for i := range idx {
-		idx[i] = i
+	// Dutch-flag partition by group, in place.
+	lo, mid, hi := 0, 0, len(eligible)-1
+	for mid <= hi {
+		switch group[eligible[mid].Tier] {
+		case 0:
+			eligible[lo], eligible[mid] = eligible[mid], eligible[lo]
+			lo++
+			mid++
+		case 1:
+			mid++
+		default:
+			eligible[mid], eligible[hi] = eligible[hi], eligible[mid]
+			hi--
+		}
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
-	sorted := make([]Candidate, len(group))
-	for i, j := range idx {
-		sorted[i] = group[j]
+	at := 0
+	for g := range n {
+		end := at + count[groups[g]]
+		segs = append(segs, Segment{Start: at, End: end, Draw: true})
+		at = end
 	}
-	copy(group, sorted)
+	return segs
 }
 
 func costRange(pools []PoolView, eligible []Candidate, env *Env) (lo, hi float64) {

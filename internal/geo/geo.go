@@ -1,5 +1,5 @@
-// Package geo knows where cloud regions are (it sits under backends so the
-// simulator can model network distance; the router uses it too): their geography (us, eu, apac)
+// Package geo knows where cloud regions are (the router and the simulator
+// both use it; it imports nothing from the project): their geography (us, eu, apac)
 // for residency and affinity, and an estimated round-trip latency between any
 // two regions for ordering farther pools.
 //

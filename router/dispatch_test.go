@@ -1,0 +1,553 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/clock"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/policy"
+)
+
+// The attempt loop's table tests: fake backends, a fake clock, the in-memory
+// store, no network and no sleeping. The e2e tests (e2e_test.go) prove the
+// same path over gRPC against the simulator.
+
+// step is what a fake backend does on one call.
+type step struct {
+	tokens int32      // tokens streamed (one per chunk) before the end
+	fail   codes.Code // after the tokens: fail with this code (OK: finish)
+	hang   bool       // block until the attempt's context ends
+	panic  bool
+}
+
+// fakeBackend plays its steps in order, the last one again once they run out.
+type fakeBackend struct {
+	name      string
+	continues bool
+	steps     []step
+
+	mu    sync.Mutex
+	calls []*pb.GenerateRequest
+}
+
+var _ backends.Backend = (*fakeBackend)(nil)
+
+func (f *fakeBackend) next(req *pb.GenerateRequest) step {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	return f.steps[min(len(f.calls), len(f.steps))-1]
+}
+
+func (f *fakeBackend) ncalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (f *fakeBackend) text(i int32) string { return fmt.Sprintf("%s%d ", f.name, i) }
+
+func (f *fakeBackend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	s := f.next(req)
+	switch {
+	case s.panic:
+		panic("fake backend " + f.name + " panicked")
+	case s.hang:
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case s.fail != codes.OK:
+		return nil, status.Errorf(s.fail, "%s: injected %s", f.name, s.fail)
+	}
+	var b strings.Builder
+	for i := range s.tokens {
+		b.WriteString(f.text(i))
+	}
+	return &pb.GenerateResponse{Text: b.String(), FinishReason: pb.FinishReason_FINISH_REASON_LENGTH,
+		Usage: &pb.Usage{InputTokens: 2, OutputTokens: s.tokens}}, nil
+}
+
+func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	s := f.next(req)
+	if s.panic {
+		panic("fake backend " + f.name + " panicked")
+	}
+	for i := range s.tokens {
+		if err := send(&pb.GenerateChunk{Text: f.text(i), Tokens: 1}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case s.hang:
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	case s.fail != codes.OK:
+		return status.Errorf(s.fail, "%s: injected %s", f.name, s.fail)
+	}
+	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: 2, OutputTokens: s.tokens}})
+}
+
+func (f *fakeBackend) Check(context.Context) error { return nil }
+func (f *fakeBackend) Capabilities() backends.Capabilities {
+	return backends.Capabilities{Continuation: f.continues}
+}
+func (f *fakeBackend) Close() error { return nil }
+
+// recorder is an observer that remembers what the dispatcher told it, and
+// passes everything on to the router's telemetry.
+type recorder struct {
+	*telemetryObs
+	mu       sync.Mutex
+	acquires []string // pool names, "!" prefixed when Acquire failed
+	attempts []string // "pool:outcome"
+	sheds    []string
+	waits    int
+}
+
+func (r *recorder) acquired(ctx context.Context, p *pool, took time.Duration, err error) {
+	r.mu.Lock()
+	name := p.cfg.Name
+	if err != nil {
+		name = "!" + name
+	}
+	r.acquires = append(r.acquires, name)
+	r.mu.Unlock()
+	r.telemetryObs.acquired(ctx, p, took, err)
+}
+
+func (r *recorder) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
+	r.mu.Lock()
+	r.attempts = append(r.attempts, a.pool.cfg.Name+":"+oc.String())
+	r.mu.Unlock()
+	r.telemetryObs.attemptDone(ctx, a, oc, err)
+}
+
+func (r *recorder) shed(ctx context.Context, why shedReason, prio pb.Priority) {
+	r.mu.Lock()
+	r.sheds = append(r.sheds, shedReasonNames[why])
+	r.mu.Unlock()
+	r.telemetryObs.shed(ctx, why, prio)
+}
+
+func (r *recorder) queueWaited(ctx context.Context, prio pb.Priority, took time.Duration, res waitResult, err error) {
+	r.mu.Lock()
+	r.waits++
+	r.mu.Unlock()
+	r.telemetryObs.queueWaited(ctx, prio, took, res, err)
+}
+
+// dispatchFleet is a router over fake pools, on a fake clock.
+type dispatchFleet struct {
+	rt    *Server
+	clk   *clock.Fake
+	store *capacity.Memory
+	rec   *recorder
+	fakes map[string]*fakeBackend
+}
+
+// fakePool is a pool of the fleet: a backend, and full when held.
+type fakePool struct {
+	backend *fakeBackend
+	full    bool // another call holds its only slot
+}
+
+func newDispatchFleet(t *testing.T, routing string, pools ...fakePool) *dispatchFleet {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("models:\n  - {name: m, max_input_tokens: 1000, max_output_tokens: 500}\npools:\n")
+	df := &dispatchFleet{clk: clock.NewFake(time.Unix(1_800_000_000, 0)), fakes: map[string]*fakeBackend{}}
+	for _, p := range pools {
+		limit := 8
+		if p.full {
+			limit = 1
+		}
+		// Every pool in one region with equal weight: the test fixes the
+		// order with preferred_cloud weights below, not chance.
+		fmt.Fprintf(&b, "  - {name: %s, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [x], adapter: fake, limits: {max_concurrent: %d}, cost_per_million_tokens: 1}\n",
+			p.backend.name, limit)
+		df.fakes[p.backend.name] = p.backend
+	}
+	b.WriteString("routing:\n  queue_max_wait: 2s\n  policy: round_robin\n" + routing)
+	fleet, err := config.Parse([]byte(b.String()), "dispatch test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := backends.NewRegistry()
+	reg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
+	df.store = capacity.NewMemory(capacity.MemoryOptions{Clock: df.clk})
+	rt, err := New(Options{Fleet: fleet, Backends: reg, Store: df.store, Clock: df.clk, Policies: orderedPolicies(),
+		Policy: "in_order", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	if !df.clk.WaitForWaiters(3, 5*time.Second) {
+		// The usage refresh, health check and queue poll tickers: tests
+		// count the waiters they add on top of these.
+		t.Fatal("the router's tickers did not start")
+	}
+	df.rt = rt
+	df.rec = &recorder{telemetryObs: rt.tel}
+	rt.disp.obs = df.rec
+	for _, p := range pools {
+		if p.full {
+			if _, err := df.store.Acquire(context.Background(), capacity.Reservation{ID: "holder", Pool: p.backend.name, Limits: capacity.Limits{MaxConcurrent: 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return df
+}
+
+// inFlight is every pool's in-flight count in the store and in the router,
+// minus the holders' slots.
+func (df *dispatchFleet) leaked(t *testing.T, pools ...fakePool) []string {
+	t.Helper()
+	var names []string
+	for _, p := range pools {
+		names = append(names, p.backend.name)
+	}
+	u, err := df.store.Usage(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range pools {
+		want := 0
+		if p.full {
+			want = 1
+		}
+		if got := u[p.backend.name].InFlight; got != want {
+			out = append(out, fmt.Sprintf("%s: store has %d in flight, want %d", p.backend.name, got, want))
+		}
+		if got := df.rt.state.Load().byName[p.backend.name].local.Load(); got != 0 {
+			out = append(out, fmt.Sprintf("%s: router counts %d in flight", p.backend.name, got))
+		}
+	}
+	return out
+}
+
+func (df *dispatchFleet) retriesCharged() int64 {
+	b := df.rt.disp.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.retries
+}
+
+func fake(name string, continues bool, steps ...step) *fakeBackend {
+	return &fakeBackend{name: name, continues: continues, steps: steps}
+}
+
+func ok(tokens int32) step                 { return step{tokens: tokens} }
+func failAfter(n int32, c codes.Code) step { return step{tokens: n, fail: c} }
+
+func TestAttemptLoop(t *testing.T) {
+	type want struct {
+		code    codes.Code
+		text    string   // what the client saw, in order
+		tried   []string // route.pools_tried (or the pools attempted on error)
+		errHas  string
+		retries int64 // retry budget charged
+		// continuation the last attempt carried (tokens), -1: none
+		continued int32
+		untouched []string // pools whose backend must never be called
+	}
+	cases := []struct {
+		name   string
+		stream bool
+		pools  func() []fakePool
+		want   want
+	}{
+		{
+			name: "first pool serves",
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, ok(3))}, {backend: fake("b", true, ok(3))}}
+			},
+			want: want{text: "a0 a1 a2 ", tried: []string{"a"}, continued: -1, untouched: []string{"b"}},
+		},
+		{
+			name:   "pool A full, B fails after 3 tokens, C continues: one stream, leases released, one retry charged",
+			stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, ok(5)), full: true}, {backend: fake("b", true, failAfter(3, codes.Unavailable))}, {backend: fake("c", true, ok(2))}}
+			},
+			want: want{text: "b0 b1 b2 c0 c1 ", tried: []string{"b", "c"}, retries: 1, continued: 3, untouched: []string{"a"}},
+		},
+		{
+			name:   "mid-stream failure skips a pool that cannot continue",
+			stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(2, codes.Unavailable))}, {backend: fake("b", false, ok(4))}, {backend: fake("c", true, ok(1))}}
+			},
+			want: want{text: "a0 a1 c0 ", tried: []string{"a", "c"}, retries: 1, continued: 2, untouched: []string{"b"}},
+		},
+		{
+			name:   "mid-stream RESOURCE_EXHAUSTED continues only where the adapter supports it",
+			stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(2, codes.ResourceExhausted))}, {backend: fake("b", false, ok(4))}, {backend: fake("c", true, ok(1))}}
+			},
+			want: want{text: "a0 a1 c0 ", tried: []string{"a", "c"}, retries: 1, continued: 2, untouched: []string{"b"}},
+		},
+		{
+			name:   "mid-stream failure with no pool able to continue ends the stream",
+			stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(2, codes.Unavailable))}, {backend: fake("b", false, ok(4))}}
+			},
+			want: want{code: codes.Unavailable, text: "a0 a1 ", tried: []string{"a"}, errHas: "no other pool can continue", continued: -1, untouched: []string{"b"}},
+		},
+		{
+			name:   "failure before any token moves to any pool, continuation or not",
+			stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", false, ok(2))}}
+			},
+			want: want{text: "b0 b1 ", tried: []string{"a", "b"}, retries: 1, continued: -1},
+		},
+		{
+			name: "a client fault is returned as is, never retried",
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(0, codes.InvalidArgument))}, {backend: fake("b", true, ok(1))}}
+			},
+			want: want{code: codes.InvalidArgument, tried: []string{"a"}, errHas: "injected", continued: -1, untouched: []string{"b"}},
+		},
+		{
+			name: "unary: A unavailable, B serves",
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, ok(2))}}
+			},
+			want: want{text: "b0 b1 ", tried: []string{"a", "b"}, retries: 1, continued: -1},
+		},
+		{
+			name: "max attempts bound the retries",
+			pools: func() []fakePool {
+				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Internal))}, {backend: fake("b", true, failAfter(0, codes.Unavailable))},
+					{backend: fake("c", true, failAfter(0, codes.Unavailable))}, {backend: fake("d", true, ok(1))}}
+			},
+			want: want{code: codes.Unavailable, tried: []string{"a", "b", "c"}, errHas: "gave up after 3 attempts", retries: 2, continued: -1, untouched: []string{"d"}},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pools := tc.pools()
+			df := newDispatchFleet(t, "", pools...)
+			ctx := context.Background()
+			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
+			var text strings.Builder
+			var route *pb.Route
+			var err error
+			if tc.stream {
+				err = df.rt.CompleteStream(ctx, "test", r, func(ch *pb.GenerateChunk) error {
+					text.WriteString(ch.Text)
+					if ch.Route != nil {
+						route = ch.Route
+					}
+					return nil
+				})
+			} else {
+				var resp *pb.GenerateResponse
+				resp, err = df.rt.Complete(ctx, "test", r)
+				if resp != nil {
+					text.WriteString(resp.Text)
+					route = resp.Route
+				}
+			}
+			if got := status.Code(err); got != tc.want.code {
+				t.Fatalf("code %s (%v), want %s", got, err, tc.want.code)
+			}
+			if tc.want.errHas != "" && !strings.Contains(fmt.Sprint(err), tc.want.errHas) {
+				t.Errorf("error %v, want it to say %q", err, tc.want.errHas)
+			}
+			if text.String() != tc.want.text {
+				t.Errorf("client saw %q, want %q", text.String(), tc.want.text)
+			}
+			var tried []string
+			for _, a := range df.rec.attempts {
+				tried = append(tried, strings.SplitN(a, ":", 2)[0])
+			}
+			if !slices.Equal(tried, tc.want.tried) {
+				t.Errorf("attempts %v, want pools %v", df.rec.attempts, tc.want.tried)
+			}
+			if route != nil && !slices.Equal(route.PoolsTried, tc.want.tried) {
+				t.Errorf("route.pools_tried %v, want %v", route.PoolsTried, tc.want.tried)
+			}
+			if got := df.retriesCharged(); got != tc.want.retries {
+				t.Errorf("retry budget charged %d times, want %d", got, tc.want.retries)
+			}
+			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
+				t.Errorf("slots leaked: %v", leaks)
+			}
+			for _, name := range tc.want.untouched {
+				if n := df.fakes[name].ncalls(); n != 0 {
+					t.Errorf("pool %s called %d times, want never", name, n)
+				}
+			}
+			last := df.fakes[tc.want.tried[len(tc.want.tried)-1]]
+			if last.ncalls() == 0 {
+				t.Fatalf("pool %s never called", last.name)
+			}
+			cont := last.calls[len(last.calls)-1].GetContinuation()
+			switch {
+			case tc.want.continued < 0 && cont != nil:
+				t.Errorf("last attempt carried a continuation %v", cont)
+			case tc.want.continued >= 0 && cont.GetGeneratedTokens() != tc.want.continued:
+				t.Errorf("last attempt's continuation %v, want %d tokens", cont, tc.want.continued)
+			case tc.want.continued > 0 && !strings.HasPrefix(tc.want.text, cont.GetGeneratedText()):
+				t.Errorf("continuation text %q is not what the client saw", cont.GetGeneratedText())
+			}
+		})
+	}
+}
+
+// A panic in an adapter after the slot was taken must not leak the slot
+// (the gRPC edge turns the panic into INTERNAL; the slot is released first).
+func TestAdapterPanicReleasesTheSlot(t *testing.T) {
+	for _, streaming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", streaming), func(t *testing.T) {
+			pools := []fakePool{{backend: fake("a", true, step{panic: true})}}
+			df := newDispatchFleet(t, "", pools...)
+			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
+			recovered := func() (v any) {
+				defer func() { v = recover() }()
+				if streaming {
+					_ = df.rt.CompleteStream(context.Background(), "test", r, func(*pb.GenerateChunk) error { return nil })
+				} else {
+					_, _ = df.rt.Complete(context.Background(), "test", r)
+				}
+				return nil
+			}()
+			if recovered == nil {
+				t.Fatal("the adapter's panic did not reach the caller")
+			}
+			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
+				t.Fatalf("slots leaked after a panic: %v", leaks)
+			}
+		})
+	}
+}
+
+// routing.attempt_timeout moves a call off a pool that hangs, on the fake
+// clock: no sleeping.
+func TestAttemptTimeoutMovesToTheNextPool(t *testing.T) {
+	for _, streaming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", streaming), func(t *testing.T) {
+			pools := []fakePool{{backend: fake("a", true, step{hang: true})}, {backend: fake("b", true, ok(2))}}
+			df := newDispatchFleet(t, "  attempt_timeout: 3s\n", pools...)
+			base := df.clk.Waiters() // the router's tickers
+			type result struct {
+				text  string
+				route *pb.Route
+				err   error
+			}
+			done := make(chan result, 1)
+			go func() {
+				r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
+				if streaming {
+					var res result
+					res.err = df.rt.CompleteStream(context.Background(), "test", r, func(ch *pb.GenerateChunk) error {
+						res.text += ch.Text
+						if ch.Route != nil {
+							res.route = ch.Route
+						}
+						return nil
+					})
+					done <- res
+					return
+				}
+				resp, err := df.rt.Complete(context.Background(), "test", r)
+				done <- result{text: resp.GetText(), route: resp.GetRoute(), err: err}
+			}()
+			if !df.clk.WaitForWaiters(base+1, 5*time.Second) {
+				t.Fatal("the attempt timer was never set")
+			}
+			select {
+			case res := <-done:
+				t.Fatalf("call ended before the attempt timeout: %+v", res)
+			default:
+			}
+			df.clk.Advance(3 * time.Second)
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the call did not move on after the attempt timeout")
+			}
+			if res.err != nil || res.text != "b0 b1 " || !slices.Equal(res.route.GetPoolsTried(), []string{"a", "b"}) {
+				t.Fatalf("got %+v, want b's answer after a timed out on a", res)
+			}
+			if got := df.rec.attempts; !slices.Equal(got, []string{"a:failure", "b:ok"}) {
+				t.Fatalf("attempts %v: a timed-out attempt is a failure of the pool", got)
+			}
+			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
+				t.Fatalf("slots leaked: %v", leaks)
+			}
+		})
+	}
+}
+
+// With every pool full the call waits in the queue on the router's clock,
+// then is shed with RESOURCE_EXHAUSTED; a slot freed meanwhile lets it in.
+func TestQueueWaitOnTheClock(t *testing.T) {
+	pools := []fakePool{{backend: fake("a", true, ok(1)), full: true}, {backend: fake("b", true, ok(1)), full: true}}
+	df := newDispatchFleet(t, "", pools...)
+	base := df.clk.Waiters()
+	done := make(chan error, 1)
+	go func() {
+		_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
+		done <- err
+	}()
+	if !df.clk.WaitForWaiters(base+1, 5*time.Second) {
+		t.Fatal("the call never waited in the queue")
+	}
+	df.clk.Advance(2 * time.Second)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("queue_max_wait on the fake clock did not end the wait")
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("err %v, want RESOURCE_EXHAUSTED after the wait", err)
+	}
+	if !slices.Equal(df.rec.sheds, []string{"no_capacity"}) || df.rec.waits != 1 {
+		t.Fatalf("sheds %v, waits %d", df.rec.sheds, df.rec.waits)
+	}
+	if leaks := df.leaked(t, pools...); len(leaks) > 0 {
+		t.Fatalf("slots leaked: %v", leaks)
+	}
+	if slices.ContainsFunc(df.rec.acquires, func(s string) bool { return !strings.HasPrefix(s, "!") }) {
+		t.Fatalf("acquires %v: no pool had a slot", df.rec.acquires)
+	}
+}
+
+func TestAttemptTimeoutValidation(t *testing.T) {
+	_, err := config.Parse([]byte("models:\n  - {name: m, max_input_tokens: 10, max_output_tokens: 10}\npools:\n  - {name: a, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 1}}\nrouting:\n  attempt_timeout: -1s\n"), "t")
+	if err == nil || !strings.Contains(err.Error(), "attempt_timeout") {
+		t.Fatalf("negative attempt_timeout: %v", err)
+	}
+}
+
+// inOrder ranks pools in config order, so table rows choose the order.
+type inOrder struct{}
+
+func (inOrder) Name() string                                                             { return "in_order" }
+func (inOrder) Rank(*policy.Request, []policy.PoolView, []policy.Candidate, *policy.Env) {}
+
+func orderedPolicies() *policy.Registry {
+	r := policy.NewRegistry()
+	r.Register(inOrder{})
+	return r
+}
