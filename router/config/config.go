@@ -509,6 +509,12 @@ func (f *Fleet) Validate() error {
 		if t.Name == "" {
 			bad(where, "name", "required")
 		}
+		if t.RequestsPerMinute < 0 {
+			bad(where, "requests_per_minute", "must be >= 0, got %d", t.RequestsPerMinute)
+		}
+		if t.TokensPerMinute < 0 {
+			bad(where, "tokens_per_minute", "must be >= 0, got %d", t.TokensPerMinute)
+		}
 		if len(t.APIKeySHA256) == 0 {
 			bad(where, "api_key_sha256", "at least one key digest is required")
 		}
@@ -558,11 +564,42 @@ func (f *Fleet) Validate() error {
 	if r.AttemptTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%s: routing.attempt_timeout: must not be negative, got %s", f.source, r.AttemptTimeout.Std()))
 	}
+	if r.QueueMaxLength < 0 {
+		errs = append(errs, fmt.Errorf("%s: routing.queue_max_length: must be >= 0, got %d", f.source, r.QueueMaxLength))
+	}
+	if r.EjectAfterFailures < 0 {
+		errs = append(errs, fmt.Errorf("%s: routing.eject_after_failures: must be >= 0, got %d", f.source, r.EjectAfterFailures))
+	}
+	if r.LatencyBudgetMillis < 0 {
+		errs = append(errs, fmt.Errorf("%s: routing.latency_budget_ms: must be >= 0, got %v", f.source, r.LatencyBudgetMillis))
+	}
+	// Durations: zero in the file means the default (applied before
+	// validation); what is left here must be a positive duration, or a ticker
+	// or timer built from it would panic or spin.
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"routing.queue_max_wait", r.QueueMaxWait},
+		{"routing.eject_base", r.EjectBase},
+		{"routing.eject_max", r.EjectMax},
+		{"routing.health_check_interval", r.HealthCheckInterval},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %s: must be a positive duration, got %s", f.source, d.field, d.v.Std()))
+		}
+	}
+	if r.EjectBase > 0 && r.EjectMax > 0 && r.EjectMax < r.EjectBase {
+		errs = append(errs, fmt.Errorf("%s: routing.eject_max: %s is shorter than routing.eject_base %s", f.source, r.EjectMax.Std(), r.EjectBase.Std()))
+	}
 	if _, err := f.LatencyTable(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: routing.region_latency_ms: %w", f.source, err))
 	}
-	if f.Sim.TimeScale < 0 {
-		errs = append(errs, fmt.Errorf("%s: sim.time_scale: must be > 0", f.source))
+	if f.Sim.TimeScale <= 0 {
+		errs = append(errs, fmt.Errorf("%s: sim.time_scale: must be > 0, got %v", f.source, f.Sim.TimeScale))
+	}
+	if f.Sim.QueueLength < 0 {
+		errs = append(errs, fmt.Errorf("%s: sim.queue_length: must be >= 0, got %d", f.source, f.Sim.QueueLength))
 	}
 	return errors.Join(errs...)
 }

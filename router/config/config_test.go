@@ -144,3 +144,48 @@ pools:
 		}
 	}
 }
+
+// Durations and counts that would panic or misbehave at start are refused
+// with the field named (routing.health_check_interval: -1s used to pass and
+// panic in time.NewTicker).
+func TestNonPositiveDurationsRejected(t *testing.T) {
+	base := `models:
+  - name: m
+    max_input_tokens: 100
+    max_output_tokens: 10
+pools:
+  - name: p
+    cloud: aws
+    region: us-east-1
+    accelerator: h100
+    models: [m]
+    endpoints: [sim]
+    limits: {max_concurrent: 4}
+`
+	for _, tc := range []struct{ yaml, want string }{
+		{"routing:\n  health_check_interval: -1s\n", "routing.health_check_interval: must be a positive duration, got -1s"},
+		{"routing:\n  queue_max_wait: -5ms\n", "routing.queue_max_wait: must be a positive duration"},
+		{"routing:\n  eject_base: -1s\n", "routing.eject_base: must be a positive duration"},
+		{"routing:\n  eject_max: -2m\n", "routing.eject_max: must be a positive duration"},
+		{"routing:\n  eject_base: 10s\n  eject_max: 1s\n", "routing.eject_max: 1s is shorter than routing.eject_base 10s"},
+		{"routing:\n  queue_max_length: -1\n", "routing.queue_max_length: must be >= 0"},
+		{"routing:\n  eject_after_failures: -3\n", "routing.eject_after_failures: must be >= 0"},
+		{"routing:\n  latency_budget_ms: -1\n", "routing.latency_budget_ms: must be >= 0"},
+		{"sim:\n  time_scale: -2\n", "sim.time_scale: must be > 0"},
+		{"sim:\n  queue_length: -1\n", "sim.queue_length: must be >= 0"},
+		{"tenants:\n  - name: t\n    api_key_sha256: [\"" + strings.Repeat("a", 64) + "\"]\n    requests_per_minute: -1\n", `tenants[0]: requests_per_minute: must be >= 0`},
+	} {
+		_, err := Parse([]byte(base+tc.yaml), "fleet.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	// Zero keeps the default and is valid.
+	f, err := Parse([]byte(base+"routing:\n  health_check_interval: 0s\n"), "fleet.yaml")
+	if err != nil {
+		t.Fatalf("zero interval (default): %v", err)
+	}
+	if f.Routing.HealthCheckInterval.Std() <= 0 {
+		t.Fatalf("default health check interval %s", f.Routing.HealthCheckInterval.Std())
+	}
+}
