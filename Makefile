@@ -15,7 +15,7 @@ build: ## build every binary into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 
 run: ## run the router on the embedded demo fleet (in-memory counters, simulated three-cloud fleet)
-	$(GO) run ./cmd/switchyard
+	$(GO) run ./cmd/switchyard --sim-control-listen 127.0.0.1:50061
 
 test: ## run every test (installs redis-server when missing)
 	./scripts/test.sh

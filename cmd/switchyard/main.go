@@ -71,6 +71,7 @@ type flags struct {
 	watchConfig     time.Duration
 	metricsListen   string
 	consoleListen   string
+	simCtlListen    string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
+	fs.StringVar(&f.simCtlListen, "sim-control-listen", "", "serve switchyard.v1.SimControl (fault injection into simulated pools) on this address; default off; loopback only unless --tls-cert is set, then every call needs an operator admin token (docs/security.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -214,12 +216,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(pb.Inference_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	if len(simHost.Pools()) > 0 {
-		pb.RegisterSimControlServer(gs, simHost)
-	}
 	reflection.Register(gs)
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
+	simAddr, stopSim, err := serveSimControl(simControlOptions{Listen: f.simCtlListen, Creds: creds, Host: simHost, Router: rt, Log: log}, serveErr)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer stopSim()
+	if simAddr != "" {
+		fmt.Fprintf(stdout, "switchyard sim control on %s\n", simAddr)
+	}
 	if metricsOn {
 		mlis, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
