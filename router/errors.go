@@ -62,6 +62,8 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, errUnauthenticated):
 		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, capacity.ErrDuplicate):
+		return status.Error(codes.AlreadyExists, "request_id is already in flight for this tenant; use a new request_id per call")
 	case errors.As(err, &ex):
 		return withRetryInfo(codes.ResourceExhausted, err.Error(), ex.retryAfter)
 	case errors.As(err, &quota):
@@ -83,7 +85,7 @@ func isRouterError(err error) bool {
 	}
 	var ex *exhaustedError
 	var quota *capacity.QuotaError
-	return errors.As(err, &ex) || errors.As(err, &quota)
+	return errors.As(err, &ex) || errors.As(err, &quota) || errors.Is(err, capacity.ErrDuplicate)
 }
 
 func withRetryInfo(code codes.Code, msg string, after time.Duration) error {

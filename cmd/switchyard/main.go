@@ -72,6 +72,7 @@ type flags struct {
 	metricsListen   string
 	consoleListen   string
 	simCtlListen    string
+	redisTimeout    time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
+	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
 	fs.StringVar(&f.simCtlListen, "sim-control-listen", "", "serve switchyard.v1.SimControl (fault injection into simulated pools) on this address; default off; loopback only unless --tls-cert is set, then every call needs an operator admin token (docs/security.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -339,11 +341,14 @@ func newStores(f *flags, log *slog.Logger, onMode func(from, to capacity.Mode)) 
 	if f.redis == "" {
 		return capacity.NewMemory(capacity.MemoryOptions{}), control.NewMemory(0), func() {}, nil
 	}
-	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: f.redis, LeaseTTL: f.leaseTTL, Replica: f.replica, Logger: log})
+	if f.redisTimeout <= 0 {
+		return nil, nil, nil, fmt.Errorf("--redis-timeout must be positive, got %s", f.redisTimeout)
+	}
+	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: f.redis, Timeout: f.redisTimeout, LeaseTTL: f.leaseTTL, Replica: f.replica, Logger: log})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
 	}
-	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Logger: log, OnModeChange: onMode})
+	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Timeout: f.redisTimeout, Logger: log, OnModeChange: onMode})
 	if err != nil {
 		_ = shared.Close()
 		return nil, nil, nil, fmt.Errorf("--redis: %w", err)

@@ -2,6 +2,7 @@ package capacity
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,12 +18,13 @@ type Memory struct {
 	since time.Time
 
 	mu      sync.Mutex
+	nonce   uint64
 	pools   map[string]*memCounters
 	tenants map[string]*memCounters
 }
 
 type memCounters struct {
-	leases   map[string]int // reservation id -> holders (idempotent re-acquire)
+	leases   map[string]string // lease member (tenant + request id) -> nonce
 	requests windowCount
 	tokens   windowCount
 }
@@ -51,7 +53,7 @@ func NewMemory(o MemoryOptions) *Memory {
 func counters(m map[string]*memCounters, name string) *memCounters {
 	c, ok := m[name]
 	if !ok {
-		c = &memCounters{leases: map[string]int{}}
+		c = &memCounters{leases: map[string]string{}}
 		m[name] = c
 	}
 	return c
@@ -66,12 +68,9 @@ func (m *Memory) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := counters(m.pools, r.Pool)
-	lease := Lease{ID: r.ID, Pool: r.Pool, Tenant: r.Tenant, Tokens: r.Tokens, Acquired: now}
-	if p.leases[r.ID] > 0 {
-		// Same request again: no second slot, no second charge.
-		p.leases[r.ID]++
-		lease.Tokens = 0
-		return lease, nil
+	member := leaseMember(r.Tenant, r.ID)
+	if _, dup := p.leases[member]; dup {
+		return Lease{}, ErrDuplicate
 	}
 	if r.Limits.MaxConcurrent > 0 && len(p.leases) >= r.Limits.MaxConcurrent {
 		return Lease{}, ErrPoolFull
@@ -91,7 +90,9 @@ func (m *Memory) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 	}
 	p.requests.admit(now, 1, 0)
 	p.tokens.admit(now, r.Tokens, 0)
-	p.leases[r.ID] = 1
+	m.nonce++
+	lease := Lease{ID: r.ID, Pool: r.Pool, Tenant: r.Tenant, Tokens: r.Tokens, Acquired: now, Nonce: strconv.FormatUint(m.nonce, 10)}
+	p.leases[member] = lease.Nonce
 	return lease, nil
 }
 
@@ -113,16 +114,11 @@ func (m *Memory) Release(l Lease, usedTokens int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.pools[l.Pool]
-	if !ok || p.leases[l.ID] == 0 {
-		return
+	member := leaseMember(l.Tenant, l.ID)
+	if !ok || l.Nonce == "" || p.leases[member] != l.Nonce {
+		return // released twice, or never acquired here
 	}
-	p.leases[l.ID]--
-	if p.leases[l.ID] == 0 {
-		delete(p.leases, l.ID)
-	}
-	if l.Tokens == 0 {
-		return // an idempotent re-acquire charged nothing
-	}
+	delete(p.leases, member)
 	delta := usedTokens - l.Tokens
 	p.tokens.adjust(now, l.Acquired, delta)
 	if l.Tenant != "" {

@@ -40,6 +40,7 @@ import (
 type Redis struct {
 	client   redis.UniversalClient
 	clock    clock.Clock
+	timeout  time.Duration
 	ttl      time.Duration
 	renew    time.Duration
 	replica  string
@@ -51,8 +52,14 @@ type Redis struct {
 	errMu   sync.Mutex
 	lastErr string
 
+	nonces atomic.Uint64
+
 	heldMu sync.Mutex
-	held   map[string]map[string]int // pool -> reservation id -> holders on this replica
+	held   map[string]map[string]string // pool -> lease member -> nonce, held by this replica
+	// pending: releases queued but not landed yet (pool -> member -> nonce),
+	// so that this replica taking the same member again right away replaces
+	// its own lease instead of being refused as a duplicate.
+	pending map[string]map[string]string
 
 	qMu     sync.Mutex
 	queue   []settleOp
@@ -82,6 +89,11 @@ type RedisOptions struct {
 	URL string
 	// Clock defaults to the wall clock.
 	Clock clock.Clock
+	// Timeout bounds every call on the request path (Acquire, Usage, Ping)
+	// on top of the caller's context (default 150ms). A call that runs out
+	// of time returns an error wrapping ErrUnavailable; a slot Redis grants
+	// after that is released again by the release worker.
+	Timeout time.Duration
 	// LeaseTTL is how long a slot survives without renewal (default 15s):
 	// a replica that dies gives its slots back within LeaseTTL.
 	LeaseTTL time.Duration
@@ -98,6 +110,7 @@ type RedisOptions struct {
 }
 
 const (
+	defaultTimeout  = 150 * time.Millisecond
 	defaultLeaseTTL = 15 * time.Second
 	releaseBatch    = 512
 	bucketTTL       = 180 // seconds a minute bucket is kept (it is read for two minutes)
@@ -112,6 +125,12 @@ const (
 func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("redis capacity store: timeout %s is negative", o.Timeout)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = defaultTimeout
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = defaultLeaseTTL
@@ -147,13 +166,15 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	r := &Redis{
 		client:     client,
 		clock:      o.Clock,
+		timeout:    o.Timeout,
 		ttl:        o.LeaseTTL,
 		renew:      o.RenewEvery,
 		replica:    o.Replica,
 		prefix:     o.KeyPrefix,
 		log:        o.Logger.With("component", "capacity", "store", "redis", "replica", o.Replica),
 		since:      o.Clock.Now(),
-		held:       map[string]map[string]int{},
+		held:       map[string]map[string]string{},
+		pending:    map[string]map[string]string{},
 		wake:       make(chan struct{}, 1),
 		stopWorker: make(chan struct{}),
 		workerDone: make(chan struct{}),
@@ -209,6 +230,7 @@ func newUniversalClient(raw string) (redis.UniversalClient, error) {
 		}
 		opt.DisableIdentity = true
 		opt.MaintNotificationsConfig = noMaint()
+		opt.ContextTimeoutEnabled = true // a context deadline bounds every call (a stalled server cannot hold one longer)
 		if opt.DialerRetries == 0 {
 			opt.DialerRetries = 1 // a refused dial means down: let the breaker decide, fast
 		}
@@ -220,6 +242,7 @@ func newUniversalClient(raw string) (redis.UniversalClient, error) {
 	}
 	copt.DisableIdentity = true
 	copt.MaintNotificationsConfig = noMaint()
+	copt.ContextTimeoutEnabled = true
 	if copt.DialerRetries == 0 {
 		copt.DialerRetries = 1
 	}
@@ -324,26 +347,28 @@ local function window_charge(rpm_cur, tpm_cur, tokens, ttl)
 end
 `
 
-// acquirePool: purge expired leases, idempotent re-acquire, concurrency,
-// requests/min and tokens/min checks, then charge. Returns 1 (taken),
-// 2 (same id already held: refreshed, nothing charged), 0 (pool full),
-// -1 (requests/min spent), -2 (tokens/min spent).
+// acquirePool: purge expired leases, refuse a member (tenant + request id)
+// that already holds a slot, concurrency, requests/min and tokens/min checks,
+// then charge. Returns 1 (taken), 3 (member already holds a slot: refused,
+// nothing charged), 0 (pool full), -1 (requests/min spent), -2 (tokens/min
+// spent). The owners hash maps each member to the nonce of the acquisition
+// holding it, so a release (or the undo of an acquire whose caller left)
+// removes only its own lease.
 var acquirePool = redis.NewScript(windowLua + `
--- KEYS: 1 leases zset, 2 extra-holders hash, 3 rpm cur, 4 rpm prev, 5 tpm cur, 6 tpm prev
--- ARGV: 1 id, 2 now ms, 3 lease expiry ms, 4 max concurrent, 5 rpm limit,
---       6 tpm limit, 7 tokens, 8 ms left of the previous bucket's weight, 9 key ttl ms, 10 bucket ttl s
+-- KEYS: 1 leases zset, 2 owners hash, 3 rpm cur, 4 rpm prev, 5 tpm cur, 6 tpm prev
+-- ARGV: 1 member, 2 now ms, 3 lease expiry ms, 4 max concurrent, 5 rpm limit,
+--       6 tpm limit, 7 tokens, 8 ms left of the previous bucket's weight, 9 key ttl ms, 10 bucket ttl s,
+--       11 nonce, 12 nonce of this replica's own lease of member whose release is still queued ('' if none)
 local now = tonumber(ARGV[2])
-if redis.call('HLEN', KEYS[2]) > 0 then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  for i = 1, #gone do redis.call('HDEL', KEYS[2], gone[i]) end
-end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 1, #gone do redis.call('HDEL', KEYS[2], gone[i]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
-  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[9])
-  redis.call('PEXPIRE', KEYS[2], ARGV[9])
-  return 2
+  if ARGV[12] ~= '' and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[12] then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+  else
+    return 3
+  end
 end
 local maxc = tonumber(ARGV[4])
 if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
@@ -351,7 +376,9 @@ local refused = window_check(KEYS[3], KEYS[4], KEYS[5], KEYS[6], tonumber(ARGV[5
 if refused ~= 0 then return refused end
 window_charge(KEYS[3], KEYS[5], tonumber(ARGV[7]), ARGV[10])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
+redis.call('PEXPIRE', KEYS[2], ARGV[9])
 return 1
 `)
 
@@ -366,20 +393,20 @@ window_charge(KEYS[1], KEYS[3], tonumber(ARGV[3]), ARGV[5])
 return 1
 `)
 
-// settle: release a lease (when KEYS[3], KEYS[4] are given) and add deltas to
-// one minute's requests and tokens buckets, never below zero and never
-// re-creating an expired bucket.
+// settle: release a lease (when KEYS[3], KEYS[4] are given; only the
+// acquisition named by the nonce) and add deltas to one minute's requests and
+// tokens buckets, never below zero and never re-creating an expired bucket.
+// With ARGV[5] = '1' the deltas apply only if that lease was held (the undo of
+// an acquire whose answer never reached the caller).
 var settle = redis.NewScript(`
--- KEYS: 1 rpm bucket, 2 tpm bucket, [3 leases zset, 4 extra-holders hash]
--- ARGV: 1 rpm delta, 2 tpm delta, [3 id]
+-- KEYS: 1 rpm bucket, 2 tpm bucket, [3 leases zset, 4 owners hash]
+-- ARGV: 1 rpm delta, 2 tpm delta, [3 member, 4 nonce, 5 only-if-held]
 if #KEYS >= 4 then
-  local h = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '0')
-  if h > 1 then
-    redis.call('HINCRBY', KEYS[4], ARGV[3], -1)
-  elseif h == 1 then
-    redis.call('HDEL', KEYS[4], ARGV[3])
-  else
+  if redis.call('HGET', KEYS[4], ARGV[3]) == ARGV[4] then
     redis.call('ZREM', KEYS[3], ARGV[3])
+    redis.call('HDEL', KEYS[4], ARGV[3])
+  elseif ARGV[5] == '1' then
+    return 0
   end
 end
 local function adjust(k, d)
@@ -456,20 +483,20 @@ func windowArgs(now time.Time) (cur, prev int64, remMs int64) {
 	return cur, cur - 1, 60000 - elapsed
 }
 
-func (r *Redis) poolCall(res Reservation, now time.Time) scriptCall {
+func (r *Redis) poolCall(res Reservation, member, nonce, superseded string, now time.Time) scriptCall {
 	cur, prev, rem := windowArgs(now)
 	nowMs := now.UnixMilli()
 	return scriptCall{
 		script: acquirePool,
 		keys: []string{
-			r.poolKey(res.Pool, "leases"), r.poolKey(res.Pool, "holds"),
+			r.poolKey(res.Pool, "leases"), r.poolKey(res.Pool, "owners"),
 			r.poolKey(res.Pool, minuteSuffix("rpm", cur)), r.poolKey(res.Pool, minuteSuffix("rpm", prev)),
 			r.poolKey(res.Pool, minuteSuffix("tpm", cur)), r.poolKey(res.Pool, minuteSuffix("tpm", prev)),
 		},
 		args: []any{
-			res.ID, nowMs, nowMs + r.ttl.Milliseconds(), res.Limits.MaxConcurrent,
+			member, nowMs, nowMs + r.ttl.Milliseconds(), res.Limits.MaxConcurrent,
 			res.Limits.RequestsPerMinute, res.Limits.TokensPerMinute, res.Tokens, rem,
-			r.keyTTL().Milliseconds(), bucketTTL,
+			r.keyTTL().Milliseconds(), bucketTTL, nonce, superseded,
 		},
 	}
 }
@@ -490,7 +517,7 @@ func (r *Redis) tenantCall(res Reservation, now time.Time) scriptCall {
 // Redis time) so idle pools leave nothing behind.
 func (r *Redis) keyTTL() time.Duration { return 2*r.ttl + Window }
 
-// Acquire implements Store: one round trip.
+// Acquire implements Store: one round trip, bounded by Timeout.
 //
 // Without a tenant: one EVALSHA in the pool's slot. With a tenant: the
 // tenant's check-and-charge and the pool's script go in one pipeline (two
@@ -499,6 +526,12 @@ func (r *Redis) keyTTL() time.Duration { return 2*r.ttl + Window }
 // charge is undone off the critical path by the release worker: until it
 // lands (well under a millisecond plus one batch) the pool or tenant counts
 // one reservation too many, which can only refuse, never over-admit.
+//
+// When no answer arrives in time (or the caller leaves), the pool script may
+// still run after the caller stopped waiting: an undo is queued that releases
+// the slot and refunds the pool's charge if, and only if, that acquisition was
+// granted. (A tenant charge of such a call is not refunded: it can only make
+// the tenant's window refuse early, for at most a minute.)
 func (r *Redis) Acquire(ctx context.Context, res Reservation) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return Lease{}, fmt.Errorf("redis acquire: %w", err)
@@ -510,13 +543,18 @@ func (r *Redis) Acquire(ctx context.Context, res Reservation) (Lease, error) {
 		return Lease{}, errors.New("redis acquire: reservation needs an id and a pool")
 	}
 	now := r.clock.Now()
-	calls := []scriptCall{r.poolCall(res, now)}
+	member := leaseMember(res.Tenant, res.ID)
+	nonce := r.replica + "#" + strconv.FormatUint(r.nonces.Add(1), 10)
+	calls := []scriptCall{r.poolCall(res, member, nonce, r.pendingNonce(res.Pool, member), now)}
 	if res.Tenant != "" {
 		calls = append(calls, r.tenantCall(res, now))
 	}
-	cmds, err := r.evalAll(ctx, calls)
+	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	cmds, err := r.evalAll(cctx, calls)
 	if err != nil {
 		r.setErr(err)
+		r.undo(settleOp{pool: res.Pool, member: member, nonce: nonce, ifHeld: true, minute: minuteOf(now), rpmDelta: -1, tpmDelta: -res.Tokens})
 		if cerr := ctx.Err(); cerr != nil {
 			return Lease{}, fmt.Errorf("redis acquire: %w", cerr)
 		}
@@ -527,40 +565,35 @@ func (r *Redis) Acquire(ctx context.Context, res Reservation) (Lease, error) {
 		r.setErr(err)
 		return Lease{}, fmt.Errorf("redis acquire: %w: pool script: %w", ErrUnavailable, err)
 	}
+	undoPool := settleOp{pool: res.Pool, member: member, nonce: nonce, ifHeld: true, minute: minuteOf(now), rpmDelta: -1, tpmDelta: -res.Tokens}
 	tenantCode := int64(1)
 	tenantOK := res.Tenant == ""
 	if res.Tenant != "" {
 		if tenantCode, err = cmds[1].Int64(); err != nil {
 			r.setErr(err)
 			if poolCode == 1 {
-				r.enqueue(r.undoPool(res, now))
+				r.undo(undoPool)
 			}
 			return Lease{}, fmt.Errorf("redis acquire: %w: tenant script: %w", ErrUnavailable, err)
 		}
 		tenantOK = tenantCode == 1
 	}
-	lease := Lease{ID: res.ID, Pool: res.Pool, Tenant: res.Tenant, Tokens: res.Tokens, Acquired: now}
 	switch {
-	case poolCode == 2:
-		// Same request again: its slot is already held, nothing is charged.
-		if res.Tenant != "" && tenantOK {
-			r.enqueue(r.refundTenant(res, now))
-		}
-		lease.Tokens = 0
-		r.hold(res.Pool, res.ID)
-		return lease, nil
 	case poolCode == 1 && tenantOK:
-		r.hold(res.Pool, res.ID)
-		return lease, nil
+		r.hold(res.Pool, member, nonce)
+		return Lease{ID: res.ID, Pool: res.Pool, Tenant: res.Tenant, Tokens: res.Tokens, Acquired: now, Nonce: nonce}, nil
 	case poolCode == 1:
-		r.enqueue(r.undoPool(res, now))
+		r.undo(undoPool)
 		return Lease{}, quotaError("tenant", res.Tenant, tenantCode, now)
 	default:
 		if res.Tenant != "" && tenantOK {
 			r.enqueue(r.refundTenant(res, now))
 		}
-		if poolCode == 0 {
+		switch poolCode {
+		case 0:
 			return Lease{}, ErrPoolFull
+		case 3:
+			return Lease{}, ErrDuplicate
 		}
 		return Lease{}, quotaError("pool", res.Pool, poolCode, now)
 	}
@@ -575,46 +608,86 @@ func quotaError(scope, name string, code int64, now time.Time) error {
 	return &QuotaError{Scope: scope, Name: name, Kind: kind, RetryAfter: next.Sub(now)}
 }
 
-func (r *Redis) hold(pool, id string) {
+func (r *Redis) hold(pool, member, nonce string) {
 	r.heldMu.Lock()
 	m := r.held[pool]
 	if m == nil {
-		m = map[string]int{}
+		m = map[string]string{}
 		r.held[pool] = m
 	}
-	m[id]++
+	m[member] = nonce
 	r.heldMu.Unlock()
 }
 
-// unhold forgets one holder; it reports false when this replica held none.
-func (r *Redis) unhold(pool, id string) bool {
+// unhold forgets a held lease; it reports false when this replica does not
+// hold that acquisition (released twice, or never acquired here).
+func (r *Redis) unhold(pool, member, nonce string) bool {
 	r.heldMu.Lock()
 	defer r.heldMu.Unlock()
 	m := r.held[pool]
-	if m[id] == 0 {
+	if nonce == "" || m[member] != nonce {
 		return false
 	}
-	if m[id]--; m[id] == 0 {
-		delete(m, id)
-		if len(m) == 0 {
-			delete(r.held, pool)
-		}
+	delete(m, member)
+	if len(m) == 0 {
+		delete(r.held, pool)
 	}
 	return true
 }
 
-// settleOp is one queued write for the release worker.
-type settleOp struct {
-	pool, tenant, id string // id set: release the lease
-	minute           int64  // bucket the charge went to
-	rpmDelta         int64
-	tpmDelta         int64
-	queued           time.Time // wall clock
-	seq              uint64
+// undo queues the release of an acquisition the caller will not use; until
+// it lands, this replica may take the same member again (it supersedes it).
+func (r *Redis) undo(op settleOp) {
+	r.setPending(op.pool, op.member, op.nonce)
+	r.enqueue(op)
 }
 
-func (r *Redis) undoPool(res Reservation, now time.Time) settleOp {
-	return settleOp{pool: res.Pool, id: res.ID, minute: minuteOf(now), rpmDelta: -1, tpmDelta: -res.Tokens}
+// pendingNonce returns the nonce of this replica's lease of member in pool
+// whose release is queued but has not landed, or "".
+func (r *Redis) pendingNonce(pool, member string) string {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	return r.pending[pool][member]
+}
+
+func (r *Redis) setPending(pool, member, nonce string) {
+	r.heldMu.Lock()
+	m := r.pending[pool]
+	if m == nil {
+		m = map[string]string{}
+		r.pending[pool] = m
+	}
+	m[member] = nonce
+	r.heldMu.Unlock()
+}
+
+// landed forgets pending releases among ops (they reached Redis or were dropped).
+func (r *Redis) landed(ops []settleOp) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for _, op := range ops {
+		if op.member == "" {
+			continue
+		}
+		if m := r.pending[op.pool]; m[op.member] == op.nonce {
+			delete(m, op.member)
+			if len(m) == 0 {
+				delete(r.pending, op.pool)
+			}
+		}
+	}
+}
+
+// settleOp is one queued write for the release worker.
+type settleOp struct {
+	pool, tenant  string
+	member, nonce string // member set: release that acquisition's lease
+	ifHeld        bool   // apply the deltas only if the lease was held (undo of an acquire)
+	minute        int64  // bucket the charge went to
+	rpmDelta      int64
+	tpmDelta      int64
+	queued        time.Time // wall clock
+	seq           uint64
 }
 
 func (r *Redis) refundTenant(res Reservation, now time.Time) settleOp {
@@ -624,15 +697,14 @@ func (r *Redis) refundTenant(res Reservation, now time.Time) settleOp {
 // Release implements Store: it never blocks on the network. The slot is
 // freed and the tokens settled by the release worker's next pipeline.
 func (r *Redis) Release(l Lease, usedTokens int64) {
-	if !r.unhold(l.Pool, l.ID) {
+	member := leaseMember(l.Tenant, l.ID)
+	if !r.unhold(l.Pool, member, l.Nonce) {
 		return // not held here (released twice, or never acquired)
 	}
-	var delta int64
-	if l.Tokens != 0 {
-		delta = usedTokens - l.Tokens
-	}
+	delta := usedTokens - l.Tokens
 	m := minuteOf(l.Acquired)
-	r.enqueue(settleOp{pool: l.Pool, id: l.ID, minute: m, tpmDelta: delta})
+	r.setPending(l.Pool, member, l.Nonce)
+	r.enqueue(settleOp{pool: l.Pool, member: member, nonce: l.Nonce, minute: m, tpmDelta: delta})
 	if l.Tenant != "" && delta != 0 {
 		r.enqueue(settleOp{tenant: l.Tenant, minute: m, tpmDelta: delta})
 	}
@@ -741,6 +813,7 @@ func (r *Redis) drain() error {
 		if err := r.settleBatch(batch); err != nil {
 			return err
 		}
+		r.landed(batch)
 		r.qMu.Lock()
 		r.queue = r.queue[n:]
 		r.markDone(batch[n-1].seq)
@@ -779,6 +852,7 @@ func (r *Redis) dropStale() {
 		return
 	}
 	r.log.Warn("capacity releases dropped after redis stayed unreachable; their leases expired by themselves", "ops", i)
+	r.landed(r.queue[:i])
 	last := r.queue[i-1].seq
 	r.queue = r.queue[i:]
 	r.markDone(last)
@@ -793,10 +867,14 @@ func (r *Redis) settleBatch(batch []settleOp) error {
 			rd, td = 0, 0 // that minute no longer counts
 		}
 		bucket := strconv.FormatInt(op.minute, 10)
-		if op.id != "" {
+		if op.member != "" {
+			ifHeld := "0"
+			if op.ifHeld {
+				ifHeld = "1"
+			}
 			calls = append(calls, scriptCall{script: settle,
-				keys: []string{r.poolKey(op.pool, "rpm:"+bucket), r.poolKey(op.pool, "tpm:"+bucket), r.poolKey(op.pool, "leases"), r.poolKey(op.pool, "holds")},
-				args: []any{rd, td, op.id}})
+				keys: []string{r.poolKey(op.pool, "rpm:"+bucket), r.poolKey(op.pool, "tpm:"+bucket), r.poolKey(op.pool, "leases"), r.poolKey(op.pool, "owners")},
+				args: []any{rd, td, op.member, op.nonce, ifHeld}})
 			continue
 		}
 		if rd == 0 && td == 0 {
@@ -837,15 +915,17 @@ func (r *Redis) renewOnce(ctx context.Context) error {
 	pipe.ZRemRangeByScore(ctx, r.replicasKey(), "-inf", strconv.FormatInt(nowMs, 10))
 	count := pipe.ZCard(ctx, r.replicasKey())
 	r.heldMu.Lock()
-	for pool, ids := range r.held {
-		members := make([]redis.Z, 0, len(ids))
-		for id := range ids {
-			members = append(members, redis.Z{Score: expiry, Member: id})
+	for pool, held := range r.held {
+		members := make([]redis.Z, 0, len(held))
+		for member, nonce := range held {
+			members = append(members, redis.Z{Score: expiry, Member: member})
+			// A lease that expired (or a restarted server) gets its owner back,
+			// unless another acquisition of the same member took it meanwhile.
+			pipe.HSetNX(ctx, r.poolKey(pool, "owners"), member, nonce)
 		}
-		// GT: never shorten a lease another holder of the same id extended.
 		pipe.ZAddArgs(ctx, r.poolKey(pool, "leases"), redis.ZAddArgs{GT: true, Members: members})
 		pipe.PExpire(ctx, r.poolKey(pool, "leases"), r.keyTTL())
-		pipe.PExpire(ctx, r.poolKey(pool, "holds"), r.keyTTL())
+		pipe.PExpire(ctx, r.poolKey(pool, "owners"), r.keyTTL())
 	}
 	r.heldMu.Unlock()
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -871,6 +951,8 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 	if len(pools) == 0 {
 		return out, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	pipe := r.client.Pipeline()
 	cs := make([]cmds, len(pools))
 	from := "(" + strconv.FormatInt(now.UnixMilli(), 10)
@@ -901,6 +983,8 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 
 // Ping checks that Redis answers (Resilient's half-open probe).
 func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		r.setErr(err)
 		return fmt.Errorf("redis ping: %w: %w", ErrUnavailable, err)
@@ -936,13 +1020,11 @@ func (r *Redis) Close() error {
 		r.closed.Store(true)
 		r.heldMu.Lock()
 		held := r.held
-		r.held = map[string]map[string]int{}
+		r.held = map[string]map[string]string{}
 		r.heldMu.Unlock()
-		for pool, ids := range held {
-			for id, n := range ids {
-				for i := 0; i < n; i++ {
-					r.enqueue(settleOp{pool: pool, id: id, minute: minuteOf(r.clock.Now())})
-				}
+		for pool, members := range held {
+			for member, nonce := range members {
+				r.enqueue(settleOp{pool: pool, member: member, nonce: nonce, minute: minuteOf(r.clock.Now())})
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -88,7 +88,7 @@ type ResilientOptions struct {
 	OnModeChange func(from, to Mode)
 }
 
-type leaseKey struct{ pool, id string }
+type leaseKey struct{ pool, member string }
 
 type owner struct{ shared, local int }
 
@@ -219,7 +219,7 @@ func share(l Limits, n int) Limits {
 func (r *Resilient) track(l Lease, shared bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := leaseKey{l.Pool, l.ID}
+	k := leaseKey{l.Pool, leaseMember(l.Tenant, l.ID)}
 	o := r.owners[k]
 	if o == nil {
 		o = &owner{}
@@ -236,7 +236,7 @@ func (r *Resilient) track(l Lease, shared bool) {
 
 // Release implements Store: to the store that issued the lease.
 func (r *Resilient) Release(l Lease, usedTokens int64) {
-	k := leaseKey{l.Pool, l.ID}
+	k := leaseKey{l.Pool, leaseMember(l.Tenant, l.ID)}
 	r.mu.Lock()
 	o := r.owners[k]
 	if o == nil {

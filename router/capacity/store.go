@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -47,8 +48,10 @@ type Limits struct {
 
 // Reservation asks for one slot in a pool for one request.
 type Reservation struct {
-	// ID is the request id: reserving the same ID in the same pool twice
-	// returns the existing lease and takes no second slot.
+	// ID is the request id. A reservation is keyed by Tenant and ID: while
+	// one holds a slot in a pool, another with the same Tenant and ID in that
+	// pool gets ErrDuplicate (a reused request id never skips a limit). The
+	// same ID under another tenant is another reservation.
 	ID string
 	// Pool and its effective limits (capacity overrides already applied).
 	Pool   string
@@ -71,10 +74,24 @@ type Lease struct {
 	Tokens int64
 	// Acquired is when the slot was taken (by the store's clock).
 	Acquired time.Time
+	// Nonce tells this acquisition apart from an earlier or later one of the
+	// same Tenant and ID (set by the store; opaque).
+	Nonce string
+}
+
+// leaseMember is the key a reservation is held under in a pool: tenant and
+// request id, unambiguous whatever characters either holds.
+func leaseMember(tenant, id string) string {
+	return strconv.Itoa(len(tenant)) + ":" + tenant + ":" + id
 }
 
 // ErrPoolFull: the pool is at its max concurrent requests.
 var ErrPoolFull = errors.New("pool at its concurrency limit")
+
+// ErrDuplicate: a reservation with the same tenant and request id already
+// holds a slot in the pool (a client reused a request id that is still in
+// flight). Nothing was taken or charged.
+var ErrDuplicate = errors.New("request id already in flight")
 
 // ErrUnavailable: the store could not answer (shared store down and no
 // fallback). Callers treat it as "no capacity known", never as a client fault.

@@ -90,27 +90,131 @@ func Run(t *testing.T, newStore NewStore) {
 		}
 	})
 
-	t.Run("SameRequestIDTakesOneSlot", func(t *testing.T) {
+	t.Run("SameTenantAndRequestIDInFlightIsRefused", func(t *testing.T) {
+		// A reused request id never skips a limit: while it holds a slot, the
+		// same tenant + id in that pool gets ErrDuplicate and is charged nothing.
 		clk := clock.NewFake(Start)
 		s := newStore(t, clk)
-		pool := unique("pool")
-		lim := capacity.Limits{MaxConcurrent: 1}
+		pool, tenant := unique("pool"), unique("tenant")
+		lim := capacity.Limits{MaxConcurrent: 2}
 		id := unique("req")
-		a, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tokens: 5})
+		a, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: tenant, Tokens: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tokens: 5})
-		if err != nil {
-			t.Fatalf("re-acquire of the same id: %v", err)
+		var wg sync.WaitGroup
+		var ok, dup atomic.Int64
+		var other atomic.Value
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: tenant, Tokens: 5})
+				switch {
+				case err == nil:
+					ok.Add(1)
+					s.Release(l, 5)
+				case errors.Is(err, capacity.ErrDuplicate):
+					dup.Add(1)
+				default:
+					other.Store(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != 0 || dup.Load() != 10 {
+			t.Fatalf("10 acquires of an id in flight: %d admitted, %d duplicates (other error %v); want 0 and 10", ok.Load(), dup.Load(), other.Load())
 		}
 		if n := inFlight(t, s, pool); n != 1 {
-			t.Fatalf("in flight %d after two acquires of one id, want 1", n)
+			t.Fatalf("in flight %d, want 1", n)
 		}
-		s.Release(b, 5)
+		u, err := s.Usage(ctx, []string{pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u[pool].RequestsLastMinute != 1 || u[pool].TokensLastMinute != 5 {
+			t.Fatalf("duplicates were charged: %d requests, %d tokens in the window, want 1 and 5", u[pool].RequestsLastMinute, u[pool].TokensLastMinute)
+		}
+		// The same id under another tenant is another reservation, held to the limit.
+		b, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: unique("tenant")})
+		if err != nil {
+			t.Fatalf("same id, other tenant: %v", err)
+		}
+		if _, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: unique("tenant")}); !errors.Is(err, capacity.ErrPoolFull) {
+			t.Fatalf("same id, third tenant, pool at its limit: %v, want ErrPoolFull", err)
+		}
+		// The same id in another pool is held to that pool's limits.
+		c, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: unique("pool"), Limits: lim, Tenant: tenant})
+		if err != nil {
+			t.Fatalf("same id, other pool: %v", err)
+		}
+		s.Release(c, 0)
+		s.Release(b, 0)
 		s.Release(a, 5)
+		s.Release(a, 5) // a second release of one lease is a no-op
 		if n := inFlight(t, s, pool); n != 0 {
 			t.Fatalf("in flight %d after releases, want 0", n)
+		}
+	})
+
+	t.Run("ReusedIDNeverSkipsATenantBudget", func(t *testing.T) {
+		// A tenant whose budget is spent gets nothing by reusing another
+		// tenant's in-flight request id.
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool, rich, broke := unique("pool"), unique("tenant"), unique("tenant")
+		lim := capacity.Limits{MaxConcurrent: 100}
+		tl := capacity.Limits{RequestsPerMinute: 1}
+		id := unique("req")
+		held, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: rich})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: unique("req"), Pool: pool, Limits: lim, Tenant: broke, TenantLimits: tl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Release(l, 0)
+		flush(t, s)
+		for i := 0; i < 4; i++ {
+			_, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: broke, TenantLimits: tl})
+			var q *capacity.QuotaError
+			if !errors.As(err, &q) || q.Scope != "tenant" || q.Name != broke {
+				t.Fatalf("spent tenant reusing another tenant's in-flight id (try %d): %v, want its tenant QuotaError", i, err)
+			}
+		}
+		s.Release(held, 0)
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("in flight %d, want 0", n)
+		}
+	})
+
+	t.Run("SameIDAgainRightAfterRelease", func(t *testing.T) {
+		// The router's own retry of a call reuses its request id as soon as
+		// the previous attempt released (before an asynchronous release lands).
+		clk := clock.NewFake(Start)
+		s := newStore(t, clk)
+		pool, tenant := unique("pool"), unique("tenant")
+		lim := capacity.Limits{MaxConcurrent: 1}
+		id := unique("req")
+		for i := 0; i < 20; i++ {
+			l, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: tenant, Tokens: 3})
+			if err != nil {
+				t.Fatalf("attempt %d with the same id right after the previous release: %v", i, err)
+			}
+			s.Release(l, 3)
+		}
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("in flight %d after 20 acquire/release pairs, want 0", n)
+		}
+		// Nothing stale blocks the id either.
+		l, err := s.Acquire(ctx, capacity.Reservation{ID: id, Pool: pool, Limits: lim, Tenant: tenant})
+		if err != nil {
+			t.Fatalf("after flush: %v", err)
+		}
+		s.Release(l, 0)
+		if n := inFlight(t, s, pool); n != 0 {
+			t.Fatalf("in flight %d, want 0", n)
 		}
 	})
 

@@ -76,6 +76,37 @@ func StartServer(t testing.TB) *Server {
 	return start(t, FreePort(t), nil)
 }
 
+// StartServerWith starts a standalone redis-server with extra arguments
+// (e.g. "--enable-debug-command", "yes" for Stall).
+func StartServerWith(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	return start(t, FreePort(t), extra)
+}
+
+// Stall makes the server sleep for d (DEBUG SLEEP: it answers nobody
+// meanwhile; the server must run with --enable-debug-command yes). It returns
+// once the server is seen not answering, with a channel that yields the
+// DEBUG SLEEP reply's error when the sleep is over.
+func (s *Server) Stall(d time.Duration) (<-chan error, error) {
+	done := make(chan error, 1)
+	go func() {
+		_, err := DoWithin(s.Addr(), d+10*time.Second, "DEBUG", "SLEEP", strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := DoWithin(s.Addr(), 50*time.Millisecond, "PING"); err != nil {
+			return done, nil // no answer within 50ms: asleep
+		}
+		select {
+		case err := <-done:
+			return done, fmt.Errorf("DEBUG SLEEP returned before the server was seen stalled: %v", err)
+		default:
+		}
+	}
+	return done, errors.New("the server never stalled")
+}
+
 func start(t testing.TB, port int, extra []string) *Server {
 	t.Helper()
 	bin := binary(t, "redis-server")
@@ -133,12 +164,17 @@ func (s *Server) Restart() {
 // Do sends one command over a fresh connection and returns the raw reply
 // line(s) as text (RESP, minimal: enough for PING/INFO/CLUSTER INFO/DBSIZE).
 func Do(addr string, args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	return DoWithin(addr, 2*time.Second, args...)
+}
+
+// DoWithin is Do with the whole exchange bounded by within.
+func DoWithin(addr string, within time.Duration, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, min(within, time.Second))
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(within))
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {
