@@ -5,6 +5,7 @@
 # Installs llama-server when missing (scripts/install-llama-server.sh): the
 # OpenAI-adapter and real-fleet tests start llama-server processes on free ports.
 # Installs chromium when missing: the operator console's browser tests drive it headless.
+# Installs curl when missing: the HTTP front door tests run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,20 @@ if ! command -v chromium >/dev/null 2>&1; then
 	if ! $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; then
 		$SUDO apt-get update >/dev/null
 		$SUDO apt-get install -y --no-install-recommends chromium >/dev/null
+	fi
+fi
+
+# The HTTP front door tests drive curl (-N for streams, --http2-prior-knowledge for h2c).
+if ! command -v curl >/dev/null 2>&1; then
+	echo "test.sh: installing curl (the HTTP front door tests need it)"
+	SUDO=""
+	if [ "$(id -u)" -ne 0 ]; then
+		SUDO="sudo"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	if ! $SUDO apt-get install -y --no-install-recommends curl ca-certificates >/dev/null; then
+		$SUDO apt-get update >/dev/null
+		$SUDO apt-get install -y --no-install-recommends curl ca-certificates >/dev/null
 	fi
 fi
 

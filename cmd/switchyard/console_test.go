@@ -31,7 +31,7 @@ func startWithConsole(t *testing.T, args ...string) string {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--log-level", "warn"}, args...), pw, io.Discard)
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off", "--log-level", "warn"}, args...), pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()

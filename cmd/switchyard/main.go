@@ -72,6 +72,7 @@ type flags struct {
 	metricsListen   string
 	consoleListen   string
 	simCtlListen    string
+	httpListen      string
 	redisTimeout    time.Duration
 }
 
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
+	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:8080", "OpenAI-compatible HTTP API address (/v1/chat/completions, /v1/completions, /v1/models; \"off\" disables); the --tls-* flags apply to it too")
 	fs.StringVar(&f.simCtlListen, "sim-control-listen", "", "serve switchyard.v1.SimControl (fault injection into simulated pools) on this address; default off; loopback only unless --tls-cert is set, then every call needs an operator admin token (docs/security.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -220,7 +222,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hs.SetServingStatus(pb.Inference_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(gs)
 
-	serveErr := make(chan error, 3)
+	serveErr := make(chan error, 4)
 	simAddr, stopSim, err := serveSimControl(simControlOptions{Listen: f.simCtlListen, Creds: creds, Host: simHost, Router: rt, Log: log}, serveErr)
 	if err != nil {
 		_ = lis.Close()
@@ -254,6 +256,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopConsole()
+	stopHTTP, err := serveHTTP(f, rt, tel, log, stdout, serveErr)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer stopHTTP(0) // the serve error path; a no-op after a graceful stop
 	go func() { serveErr <- gs.Serve(lis) }()
 	log.Info("switchyard serving", "listen", lis.Addr().String(), "traces", tel.TracesExporter, "fleet", fleet.Source(), "pools", len(fleet.Pools),
 		"policy", rt.PolicyName(), "counting", store.Status().Mode.String(), "sim_time_scale", timeScale)
@@ -294,7 +302,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("shutting down: letting in-flight calls finish", "timeout", f.shutdownTimeout)
 	hs.Shutdown()
 	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
+	go func() {
+		httpDone := make(chan struct{})
+		go func() { stopHTTP(f.shutdownTimeout); close(httpDone) }()
+		gs.GracefulStop()
+		<-httpDone
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(f.shutdownTimeout):

@@ -25,7 +25,7 @@ func startWithMetrics(t *testing.T) (addr, metricsURL string) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--console-listen", "off", "--sim-time-scale", "50", "--log-level", "warn"}, pw, io.Discard)
+		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--console-listen", "off", "--sim-time-scale", "50", "--log-level", "warn"}, pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()

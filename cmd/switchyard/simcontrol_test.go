@@ -23,7 +23,7 @@ func startWithSimControl(t *testing.T) (addr, simAddr string) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--sim-control-listen", "127.0.0.1:0"}, pw, io.Discard)
+		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--sim-control-listen", "127.0.0.1:0", "--http-listen", "off"}, pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/openaihttp"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
+)
+
+// serveHTTP starts the OpenAI-compatible front door on --http-listen (unless
+// "off"). The returned stop lets in-flight calls finish for up to the given
+// time, then closes every connection.
+func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer, serveErr chan<- error) (stop func(time.Duration), err error) {
+	if f.httpListen == "" || f.httpListen == "off" {
+		return func(time.Duration) {}, nil
+	}
+	cfg, err := tlsConfig(f) // the gRPC listener's TLS settings
+	if err != nil {
+		return nil, err
+	}
+	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", f.httpListen)
+	if err != nil {
+		return nil, fmt.Errorf("--http-listen %s: %w", f.httpListen, err)
+	}
+	srv := openaihttp.NewServer(openaihttp.ServerOptions{Handler: h, TLS: cfg, Logger: log})
+	scheme := "http"
+	go func() {
+		var err error
+		if cfg != nil {
+			err = srv.ServeTLS(lis, "", "")
+		} else {
+			err = srv.Serve(lis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case serveErr <- fmt.Errorf("http: %w", err):
+			default: // run is already returning
+			}
+		}
+	}()
+	if cfg != nil {
+		scheme = "https"
+	}
+	log.Info("openai-compatible http serving", "url", scheme+"://"+lis.Addr().String()+"/v1")
+	fmt.Fprintf(stdout, "switchyard http (OpenAI-compatible) on %s://%s/v1\n", scheme, lis.Addr())
+	return func(timeout time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+	}, nil
+}

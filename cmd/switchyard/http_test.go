@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startWithHTTP runs the router and returns the front door's base URL ("" when
+// --http-listen is off) and a stop function.
+func startWithHTTP(t *testing.T, args ...string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off", "--sim-time-scale", "50"}, args...), pw, io.Discard)
+		pw.Close()
+		done <- err
+	}()
+	httpRe := regexp.MustCompile(`OpenAI-compatible\) on (\S+)/v1`)
+	sc := bufio.NewScanner(pr)
+	base, started := "", false
+	for sc.Scan() {
+		if m := httpRe.FindStringSubmatch(sc.Text()); m != nil {
+			base = m[1]
+		}
+		if strings.Contains(sc.Text(), "listening on") {
+			started = true
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	if !started {
+		cancel()
+		t.Fatalf("router did not start: %v", <-done)
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("run did not return")
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return base, stop
+}
+
+func TestHTTPListenServesTheOpenAIAPI(t *testing.T) {
+	base, stop := startWithHTTP(t)
+	if base == "" {
+		t.Fatal("no http address printed")
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := client.Post(base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"llama-3.1-8b","max_tokens":4,"messages":[{"role":"user","content":"hello"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc struct {
+		Object string `json:"object"`
+		Usage  struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&cc)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || cc.Object != "chat.completion" || cc.Usage.CompletionTokens != 4 || resp.Header.Get("X-Switchyard-Pool") == "" {
+		t.Fatalf("status %d %+v %v headers %v", resp.StatusCode, cc, err, resp.Header)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// After shutdown the port is closed.
+	if _, err := client.Get(base + "/v1/models"); err == nil {
+		t.Fatal("front door still answers after shutdown")
+	}
+}
+
+func TestHTTPListenOff(t *testing.T) {
+	base, _ := startWithHTTP(t, "--http-listen", "off")
+	if base != "" {
+		t.Fatalf("--http-listen off still served %s", base)
+	}
+}
+
+func TestHTTPListenUsesTheTLSFlags(t *testing.T) {
+	certFile, keyFile, roots := selfSigned(t) // console_test.go
+	base, _ := startWithHTTP(t, "--tls-cert", certFile, "--tls-key", keyFile)
+	if !strings.HasPrefix(base, "https://") {
+		t.Fatalf("base %q, want https", base)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(base + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("status %d proto %s", resp.StatusCode, resp.Proto)
+	}
+	// Plain HTTP to the TLS port is refused.
+	plain := &http.Transport{}
+	defer plain.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: plain, Timeout: 5 * time.Second}).Get("http://" + strings.TrimPrefix(base, "https://") + "/v1/models"); err == nil && resp.StatusCode == 200 {
+		t.Fatal("plaintext call served on the TLS port")
+	}
+}

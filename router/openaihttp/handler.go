@@ -1,0 +1,611 @@
+// Package openaihttp is switchyard's OpenAI-compatible HTTP front door:
+// POST /v1/chat/completions, POST /v1/completions and GET /v1/models, with
+// server-sent events for stream: true, framed as the OpenAI API frames them.
+//
+// It is an edge and nothing more: every call goes through the router's
+// Server.Complete / Server.CompleteStream, the same admission, tenant
+// authentication, validation, routing, capacity, retries, continuation, queue
+// and metrics as the gRPC API (rpc labels "http_chat" and "http_completions").
+// The caller's Authorization: Bearer key travels to the router as incoming
+// gRPC metadata. Routing hints come from X-Switchyard-* request headers; the
+// route taken goes back in X-Switchyard-* response headers (for streams, as
+// HTTP trailers and in the finishing chunk's "switchyard" field, since the
+// route is known only once the call is done).
+//
+// Import direction: openaihttp imports router; router never imports it.
+package openaihttp
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
+)
+
+// RPC labels of HTTP calls in the router's metrics, logs and traces.
+const (
+	RPCChat        = "http_chat"
+	RPCCompletions = "http_completions"
+)
+
+// Options configure a Handler.
+type Options struct {
+	// Router serves every call. Required.
+	Router *router.Server
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// TracerProvider makes the server span of each call (its children are the
+	// router's attempt spans). Default: no-op.
+	TracerProvider trace.TracerProvider
+	// Propagator reads a caller's traceparent. Default: none.
+	Propagator propagation.TextMapPropagator
+	// MaxBodyBytes bounds a request body. 0 derives it from the fleet:
+	// DefaultMaxBodyBytes of the largest model's max_input_tokens.
+	MaxBodyBytes int64
+	// BodyReadTimeout bounds reading one request body (default 30s).
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds each write to the client, so a client that stops
+	// reading a stream cannot hold its slot (default 30s).
+	WriteTimeout time.Duration
+	// Now is the clock for "created" timestamps (default time.Now).
+	Now func() time.Time
+}
+
+// Handler serves the OpenAI-compatible API. Safe for concurrent use.
+type Handler struct {
+	opts    Options
+	log     *slog.Logger
+	tracer  trace.Tracer
+	mux     *http.ServeMux
+	started int64
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds a Handler over a router.
+func New(o Options) (*Handler, error) {
+	if o.Router == nil {
+		return nil, errors.New("openaihttp: router is required")
+	}
+	if o.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("openaihttp: max body bytes must be >= 0, got %d", o.MaxBodyBytes)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if o.Propagator == nil {
+		o.Propagator = propagation.NewCompositeTextMapPropagator()
+	}
+	if o.BodyReadTimeout <= 0 {
+		o.BodyReadTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/router/openaihttp"), started: o.Now().Unix()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", h.chat)
+	mux.HandleFunc("POST /v1/completions", h.completions)
+	mux.HandleFunc("GET /v1/models", h.models)
+	mux.HandleFunc("GET /v1/models/{model...}", h.model)
+	mux.HandleFunc("/", h.notFound)
+	h.mux = mux
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler. A panic in a handler fails that call
+// with 500, logged with its stack, never the process.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &recorder{ResponseWriter: w}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			h.log.ErrorContext(r.Context(), "panic in http handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !rw.wrote {
+				writeError(rw, newHTTPError(http.StatusInternalServerError, typeServer, "internal_error", "", "internal error"))
+			}
+		}
+	}()
+	h.mux.ServeHTTP(rw, r)
+}
+
+// recorder notes whether the response has started.
+type recorder struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (r *recorder) WriteHeader(code int) { r.wrote = true; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// DefaultMaxBodyBytes is the body limit for a fleet whose largest model
+// takes maxInputTokens: four times the prompt bytes the router accepts (JSON
+// escapes of non-ASCII text take up to 3x) plus 256 KiB for the rest of the
+// request (roles, parameters, message framing).
+func DefaultMaxBodyBytes(maxInputTokens int) int64 {
+	return 4*int64(maxInputTokens)*backends.BytesPerToken + 256<<10
+}
+
+func (h *Handler) maxBody() int64 {
+	if h.opts.MaxBodyBytes > 0 {
+		return h.opts.MaxBodyBytes
+	}
+	largest := 0
+	for _, m := range h.opts.Router.Fleet().Models {
+		largest = max(largest, m.MaxInputTokens)
+	}
+	return DefaultMaxBodyBytes(largest)
+}
+
+func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/chat/completions", "/v1/completions", "/v1/models":
+		writeError(w, newHTTPError(http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", fmt.Sprintf("method %s is not allowed on %s", quote(r.Method), r.URL.Path)))
+		return
+	}
+	writeError(w, newHTTPError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "", fmt.Sprintf("invalid URL (%s %s)", quote(r.Method), quote(r.URL.Path))))
+}
+
+// apiKey is the caller's key: Authorization: Bearer KEY, or X-Api-Key.
+func apiKey(r *http.Request) string {
+	if k := r.Header.Get("X-Api-Key"); k != "" {
+		return k
+	}
+	k, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(k)
+}
+
+// precheckKey refuses, before the body is read, a caller whose key no tenant
+// holds when tenants are configured. The router authenticates every call
+// again from the same config; this only keeps unknown callers from making the
+// edge read and decode bodies.
+func (h *Handler) precheckKey(key string) *httpError {
+	tenants := h.opts.Router.Fleet().Tenants
+	if len(tenants) == 0 {
+		return nil
+	}
+	if key == "" {
+		return newHTTPError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "", "missing API key: send Authorization: Bearer KEY")
+	}
+	sum := sha256.Sum256([]byte(key))
+	digest := hex.EncodeToString(sum[:])
+	for _, t := range tenants {
+		for _, d := range t.APIKeySHA256 {
+			if strings.EqualFold(d, digest) {
+				return nil
+			}
+		}
+	}
+	return newHTTPError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "", "unknown API key")
+}
+
+// withKey puts the caller's key into ctx the way a gRPC client sends it, so
+// the router's own authentication applies.
+func withKey(ctx context.Context, key string) context.Context {
+	if key == "" {
+		return ctx
+	}
+	return metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+key))
+}
+
+// startSpan starts the call's server span, child of the caller's traceparent.
+func (h *Handler) startSpan(r *http.Request, route string) (context.Context, trace.Span) {
+	ctx := h.opts.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	return h.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		attribute.String("http.request.method", r.Method),
+		attribute.String("http.route", route),
+		attribute.String("network.protocol.version", strings.TrimPrefix(r.Proto, "HTTP/")),
+	))
+}
+
+func endSpan(span trace.Span, status int) {
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	span.End()
+}
+
+// readBody reads the bounded body within the read timeout.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	limit := h.maxBody()
+	if r.ContentLength > limit {
+		return nil, newHTTPError(http.StatusRequestEntityTooLarge, typeInvalidRequest, "request_too_large", "", fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit))
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		// The connection is not reused: the rest of the body is never read
+		// (the read deadline stays, so nothing waits for it).
+		w.Header().Set("Connection", "close")
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, newHTTPError(http.StatusRequestEntityTooLarge, typeInvalidRequest, "request_too_large", "", fmt.Sprintf("request body exceeds the limit of %d bytes", limit))
+		}
+		return nil, newHTTPError(http.StatusBadRequest, typeInvalidRequest, "body_read_failed", "", "could not read the request body within the time allowed")
+	}
+	// No deadline while the call runs: a client's disconnect is noticed by
+	// the server's background read.
+	_ = rc.SetReadDeadline(time.Time{})
+	return body, nil
+}
+
+func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
+	h.complete(w, r, RPCChat, "/v1/chat/completions", func(body []byte) (*parsed, error) {
+		return parseChat(body, r.Header, h.defaultMaxTokens)
+	})
+}
+
+func (h *Handler) completions(w http.ResponseWriter, r *http.Request) {
+	h.complete(w, r, RPCCompletions, "/v1/completions", func(body []byte) (*parsed, error) {
+		return parseCompletion(body, r.Header)
+	})
+}
+
+// defaultMaxTokens is a chat's max_tokens when the client sets none: the
+// model's max_output_tokens, as OpenAI's "up to the model's limit" (0 for an
+// unknown model, which the router refuses with 404 first).
+func (h *Handler) defaultMaxTokens(model string) int32 {
+	if m, ok := h.opts.Router.Fleet().Model(model); ok {
+		return int32(m.MaxOutputTokens)
+	}
+	return 0
+}
+
+// complete runs one chat or text completion, streamed or not.
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route string, parse func([]byte) (*parsed, error)) {
+	ctx, span := h.startSpan(r, route)
+	status := http.StatusOK
+	defer func() { endSpan(span, status) }()
+	fail := func(e *httpError) {
+		status = e.status
+		writeError(w, e)
+	}
+
+	key := apiKey(r)
+	if e := h.precheckKey(key); e != nil {
+		fail(e)
+		return
+	}
+	body, e := h.readBody(w, r)
+	if e != nil {
+		fail(e)
+		return
+	}
+	p, err := parse(body)
+	if err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			fail(fromFieldError(fe))
+		} else {
+			fail(newHTTPError(http.StatusBadRequest, typeInvalidRequest, "invalid_value", "", err.Error()))
+		}
+		return
+	}
+	if p.req.RequestId == "" {
+		p.req.RequestId = randomID()
+	}
+	if plainID(p.req.RequestId) {
+		w.Header().Set(HeaderRequestID, p.req.RequestId)
+	}
+	ctx = withKey(ctx, key)
+	if p.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
+	c := &call{h: h, w: w, p: p, rpc: rpc, model: p.req.GetModel(), created: h.opts.Now().Unix()}
+	if rpc == RPCChat {
+		c.id = "chatcmpl-" + p.req.RequestId
+	} else {
+		c.id = "cmpl-" + p.req.RequestId
+	}
+	if p.stream {
+		status = c.stream(ctx)
+		return
+	}
+	status = c.unary(ctx)
+}
+
+// call is one completion in progress.
+type call struct {
+	h       *Handler
+	w       http.ResponseWriter
+	p       *parsed
+	rpc     string
+	id      string
+	model   string
+	created int64
+
+	// Streams only: mu orders the router's send callbacks and the end of
+	// the call, so nothing is written after CompleteStream returned.
+	mu      sync.Mutex
+	started bool // headers and the first event are out
+	ended   bool // CompleteStream returned: no more writes
+	rc      *http.ResponseController
+}
+
+func (c *call) chat() bool { return c.rpc == RPCChat }
+
+func (c *call) unary(ctx context.Context) int {
+	resp, err := c.h.opts.Router.Complete(ctx, c.rpc, c.p.req)
+	if err != nil {
+		e := fromStatus(err, c.p)
+		writeError(c.w, e)
+		return e.status
+	}
+	hdr := c.w.Header()
+	hdr.Set(HeaderRequestID, resp.GetRequestId())
+	setRouteHeaders(hdr, resp.GetRoute())
+	fr := finishReason(resp.GetFinishReason())
+	ri := toRouteInfo(resp.GetRoute(), resp.GetRequestId())
+	var body any
+	if c.chat() {
+		body = &chatCompletion{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
+			Choices:    []chatChoice{{Index: 0, Message: assistantOutput{Role: "assistant", Content: resp.GetText()}, FinishReason: fr}},
+			Usage:      toUsage(resp.GetUsage()),
+			Switchyard: ri,
+		}
+	} else {
+		body = &textCompletion{ID: c.id, Object: "text_completion", Created: c.created, Model: c.model,
+			Choices:    []textChoice{{Text: resp.GetText(), Index: 0, FinishReason: &fr}},
+			Usage:      toUsage(resp.GetUsage()),
+			Switchyard: ri,
+		}
+	}
+	writeJSON(c.w, http.StatusOK, body)
+	return http.StatusOK
+}
+
+// stream runs a streamed completion. Headers go out with the first chunk, so
+// a call refused before any token (429, 503, 404, ...) still gets its HTTP
+// status and error body; after that, a failure ends the stream with an SSE
+// error event.
+func (c *call) stream(ctx context.Context) int {
+	c.rc = http.NewResponseController(c.w)
+	err := c.h.opts.Router.CompleteStream(ctx, c.rpc, c.p.req, c.send)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ended = true
+	if err == nil {
+		return http.StatusOK
+	}
+	e := fromStatus(err, c.p)
+	if !c.started {
+		writeError(c.w, e)
+		return e.status
+	}
+	if e.status == 499 {
+		return e.status // the client left: nobody to tell
+	}
+	// Tokens were sent and the call could not be finished: say so in the
+	// stream, never a silent truncation.
+	if werr := c.event(errorBody{Error: e.body}); werr != nil {
+		c.h.log.DebugContext(ctx, "stream error event not delivered", "err", werr)
+	}
+	return e.status
+}
+
+// send is the router's callback for each chunk, in order.
+func (c *call) send(ch *pb.GenerateChunk) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return errors.New("stream already ended")
+	}
+	if !c.started {
+		c.started = true
+		hdr := c.w.Header()
+		hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
+		hdr.Set("Cache-Control", "no-cache")
+		hdr.Set("X-Accel-Buffering", "no")
+		hdr.Set(HeaderRequestID, ch.GetRequestId())
+		hdr.Set("Trailer", strings.Join(routeHeaders, ", "))
+		c.w.WriteHeader(http.StatusOK)
+		if c.chat() {
+			// OpenAI's first chunk carries the role and empty content.
+			empty := ""
+			if err := c.event(c.chatChunk(delta{Role: "assistant", Content: &empty}, nil)); err != nil {
+				return err
+			}
+		}
+	}
+	last := ch.GetRoute() != nil || ch.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED
+	if ch.GetText() != "" {
+		text := ch.GetText()
+		var err error
+		if c.chat() {
+			err = c.event(c.chatChunk(delta{Content: &text}, nil))
+		} else {
+			err = c.event(c.textChunk(text, nil))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !last {
+		return nil
+	}
+	fr := finishReason(ch.GetFinishReason())
+	var fin any
+	if c.chat() {
+		cc := c.chatChunk(delta{}, &fr)
+		cc.Switchyard = toRouteInfo(ch.GetRoute(), ch.GetRequestId())
+		fin = cc
+	} else {
+		tc := c.textChunk("", &fr)
+		tc.Switchyard = toRouteInfo(ch.GetRoute(), ch.GetRequestId())
+		fin = tc
+	}
+	if err := c.event(fin); err != nil {
+		return err
+	}
+	if c.p.includeUsage {
+		var u any
+		if c.chat() {
+			u = &chatChunk{ID: c.id, Object: "chat.completion.chunk", Created: c.created, Model: c.model, Choices: []chatChunkChoice{}, Usage: toUsage(ch.GetUsage())}
+		} else {
+			u = &textCompletion{ID: c.id, Object: "text_completion", Created: c.created, Model: c.model, Choices: []textChoice{}, Usage: toUsage(ch.GetUsage())}
+		}
+		if err := c.event(u); err != nil {
+			return err
+		}
+	}
+	setRouteHeaders(c.w.Header(), ch.GetRoute()) // trailers: declared above, sent after the body
+	return c.write([]byte("data: [DONE]\n\n"))
+}
+
+func (c *call) nullUsage() any {
+	if c.p.includeUsage {
+		return (*usage)(nil)
+	}
+	return nil
+}
+
+func (c *call) chatChunk(d delta, finish *string) *chatChunk {
+	return &chatChunk{ID: c.id, Object: "chat.completion.chunk", Created: c.created, Model: c.model,
+		Choices: []chatChunkChoice{{Index: 0, Delta: d, FinishReason: finish}}, Usage: c.nullUsage()}
+}
+
+func (c *call) textChunk(text string, finish *string) *textCompletion {
+	return &textCompletion{ID: c.id, Object: "text_completion", Created: c.created, Model: c.model,
+		Choices: []textChoice{{Text: text, Index: 0, FinishReason: finish}}, Usage: c.nullUsage()}
+}
+
+// event writes one SSE event "data: JSON" and flushes it.
+func (c *call) event(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	buf := make([]byte, 0, len(b)+8)
+	buf = append(buf, "data: "...)
+	buf = append(buf, b...)
+	buf = append(buf, '\n', '\n')
+	return c.write(buf)
+}
+
+// write sends b within the write timeout and flushes it.
+func (c *call) write(b []byte) error {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout))
+	if _, err := c.w.Write(b); err != nil {
+		return fmt.Errorf("write to client: %w", err)
+	}
+	if err := c.rc.Flush(); err != nil {
+		return fmt.Errorf("flush to client: %w", err)
+	}
+	return nil
+}
+
+func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
+	ctx, span := h.startSpan(r, "/v1/models")
+	status := http.StatusOK
+	defer func() { endSpan(span, status) }()
+	if e := h.precheckKey(apiKey(r)); e != nil {
+		status = e.status
+		writeError(w, e)
+		return
+	}
+	resp, err := h.opts.Router.ListModels(ctx, &pb.ListModelsRequest{})
+	if err != nil {
+		e := fromStatus(err, nil)
+		status = e.status
+		writeError(w, e)
+		return
+	}
+	out := modelList{Object: "list", Data: []modelObject{}}
+	for _, m := range resp.GetModels() {
+		out.Data = append(out.Data, modelObject{ID: m.GetName(), Object: "model", Created: h.started, OwnedBy: "switchyard"})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
+	_, span := h.startSpan(r, "/v1/models/{model}")
+	status := http.StatusOK
+	defer func() { endSpan(span, status) }()
+	if e := h.precheckKey(apiKey(r)); e != nil {
+		status = e.status
+		writeError(w, e)
+		return
+	}
+	name := r.PathValue("model")
+	m, ok := h.opts.Router.Fleet().Model(name)
+	if !ok {
+		e := newHTTPError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model", fmt.Sprintf("the model %s does not exist: see GET /v1/models", quote(name)))
+		status = e.status
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, modelObject{ID: m.Name, Object: "model", Created: h.started, OwnedBy: "switchyard"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"message":"could not encode the response","type":"server_error","param":null,"code":"internal_error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, e *httpError) {
+	if e.status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", retryAfterSeconds(e.retryAfter))
+		w.Header().Set("Retry-After-Ms", fmt.Sprint(max(e.retryAfter.Milliseconds(), 1)))
+	}
+	writeJSON(w, e.status, errorBody{Error: e.body})
+}
+
+// plainID says whether a request id is safe to echo in a header (the router
+// refuses others with 400).
+func plainID(id string) bool {
+	return len(id) <= 128 && !strings.ContainsAny(id, "{}\n\r ")
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

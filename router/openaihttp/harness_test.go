@@ -1,0 +1,202 @@
+package openaihttp_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/sim"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/openaihttp"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const adminToken = "front-door-test-operator"
+
+// frontDoor is a real router serving the demo fleet (embedded simulated
+// pools) behind the HTTP front door on a loopback port, with its Admin API on
+// a loopback gRPC port.
+type frontDoor struct {
+	rt    *router.Server
+	host  *sim.Host
+	url   string // http://127.0.0.1:PORT
+	admin pb.AdminClient
+	// client has its own transport, closed at cleanup (no leaked conns).
+	client *http.Client
+}
+
+type doorOpts struct {
+	// timeScale of the simulated pools (default 50: fast).
+	timeScale float64
+	// extraYAML is appended to the demo fleet (tenants:).
+	extraYAML string
+	// server overrides the HTTP server's timeouts.
+	server  openaihttp.ServerOptions
+	handler openaihttp.Options
+	// meter and tracer go to the router (default no-op).
+	meter  metric.MeterProvider
+	tracer trace.TracerProvider
+}
+
+func startFrontDoor(t *testing.T, o doorOpts) *frontDoor {
+	t.Helper()
+	if o.timeScale == 0 {
+		o.timeScale = 50
+	}
+	fleet, err := config.Parse(append(config.DemoYAML(), o.extraYAML...), "demo fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := sim.NewHost()
+	reg := backends.NewRegistry()
+	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: o.timeScale, QueueLength: fleet.Sim.QueueLength})
+	rt, err := router.New(router.Options{
+		Fleet: fleet, Backends: reg, Replica: "front-test", UsageRefresh: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		MeterProvider: o.meter, TracerProvider: o.tracer,
+		AdminTokens: []config.AdminToken{{Name: "test", Role: "operator", SHA256: router.HashToken(adminToken)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	glis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(router.ServerOptions()...)
+	rt.Register(gs)
+	rt.RegisterAdmin(gs)
+	go func() { _ = gs.Serve(glis) }()
+	cc, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ho := o.handler
+	ho.Router = rt
+	ho.Logger = slog.New(slog.DiscardHandler)
+	h, err := openaihttp.New(ho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := o.server
+	so.Handler = h
+	srv := openaihttp.NewServer(so)
+	hlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(hlis) }()
+	tr := &http.Transport{}
+	fd := &frontDoor{rt: rt, host: host, url: "http://" + hlis.Addr().String(), admin: pb.NewAdminClient(cc), client: &http.Client{Transport: tr}}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		_ = srv.Close()
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("http serve: %v", err)
+		}
+		_ = cc.Close()
+		gs.Stop()
+		_ = rt.Close()
+	})
+	return fd
+}
+
+func (fd *frontDoor) adminCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminToken)
+}
+
+// inFlight reads every pool's in-flight count through the Admin API.
+func (fd *frontDoor) inFlight(t *testing.T) map[string]int32 {
+	t.Helper()
+	resp, err := fd.admin.ListPools(fd.adminCtx(t), &pb.ListPoolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int32{}
+	for _, p := range resp.GetPools() {
+		out[p.GetName()] = p.GetInFlight()
+	}
+	return out
+}
+
+func total(m map[string]int32) (n int32) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// waitInFlight polls ListPools until the fleet's in-flight total is want.
+func (fd *frontDoor) waitInFlight(t *testing.T, want int32, within time.Duration) map[string]int32 {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		m := fd.inFlight(t)
+		if total(m) == want {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight %v (total %d), want total %d within %s", m, total(m), want, within)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
+// euRegions are the demo fleet's EU pools' regions.
+var euRegions = map[string]bool{"eu-west-1": true, "europe-west4": true, "westeurope": true}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// curlPath is the curl binary; scripts/test.sh installs curl when missing.
+func curlPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("curl is required (scripts/test.sh installs it): %v", err)
+	}
+	return p
+}
+
+// curl runs curl with args and returns its stdout.
+func curl(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	cmd := exec.CommandContext(ctx, curlPath(t), append([]string{"-sS", "--max-time", "25"}, args...)...)
+	cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1", "no_proxy=127.0.0.1")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("curl %s: %v: %s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		t.Fatalf("curl: %v", err)
+	}
+	return string(out)
+}

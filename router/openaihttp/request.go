@@ -1,0 +1,423 @@
+package openaihttp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+// Request headers that steer routing. Header names are case-insensitive.
+const (
+	HeaderCallerRegion         = "X-Switchyard-Caller-Region"
+	HeaderResidency            = "X-Switchyard-Residency"
+	HeaderPriority             = "X-Switchyard-Priority"
+	HeaderPreferredCloud       = "X-Switchyard-Preferred-Cloud"
+	HeaderPreferredAccelerator = "X-Switchyard-Preferred-Accelerator"
+	HeaderTimeout              = "X-Switchyard-Timeout"
+	HeaderRequestID            = "X-Request-Id"
+)
+
+// Response headers (and, for streams, trailers) that say where a call was served.
+const (
+	HeaderPool        = "X-Switchyard-Pool"
+	HeaderCloud       = "X-Switchyard-Cloud"
+	HeaderRegion      = "X-Switchyard-Region"
+	HeaderAccelerator = "X-Switchyard-Accelerator"
+	HeaderAttempts    = "X-Switchyard-Attempts"
+	HeaderPoolsTried  = "X-Switchyard-Pools-Tried"
+)
+
+// routeHeaders are the route headers in the order they are declared as trailers.
+var routeHeaders = []string{HeaderPool, HeaderCloud, HeaderRegion, HeaderAccelerator, HeaderAttempts, HeaderPoolsTried}
+
+// Bounds on client-chosen values the router does not check itself.
+const (
+	maxHintBytes = 64  // a routing hint header
+	maxUserBytes = 256 // the "user" field
+	// maxTimeout bounds X-Switchyard-Timeout.
+	maxTimeout = 10 * time.Minute
+	// completionsDefaultMaxTokens is OpenAI's default max_tokens for /v1/completions.
+	completionsDefaultMaxTokens = 16
+)
+
+// fieldError is a client error that names the request field (an OpenAI "param").
+type fieldError struct {
+	param string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.param + ": " + e.msg }
+
+func badField(param, format string, args ...any) error {
+	return &fieldError{param: param, msg: fmt.Sprintf(format, args...)}
+}
+
+// stopField is OpenAI's "stop": a string, an array of strings, or null.
+type stopField []string
+
+func (s *stopField) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*s = nil
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = stopField{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("must be a string or an array of strings")
+	}
+	*s = many
+	return nil
+}
+
+// content is a chat message's content: a string, an array of content parts
+// (only "text" parts are served), or null.
+type content struct {
+	text  string
+	parts int // array form: number of parts; -1 for an unsupported part
+	kind  string
+}
+
+func (c *content) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case string(b) == "null":
+		*c = content{}
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		return json.Unmarshal(b, &c.text)
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return errors.New("must be a string or an array of content parts")
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			c.parts, c.kind = -1, p.Type
+			return nil
+		}
+		sb.WriteString(p.Text)
+	}
+	c.text, c.parts = sb.String(), len(parts)
+	return nil
+}
+
+// chatMessage is one entry of "messages". Fields other than role and content
+// (name, tool_calls, ...) are ignored.
+type chatMessage struct {
+	Role    string  `json:"role"`
+	Content content `json:"content"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// commonRequest holds the fields chat and text completions share. Unknown
+// fields are ignored, as OpenAI's clients expect.
+type commonRequest struct {
+	Model               string         `json:"model"`
+	Stream              bool           `json:"stream"`
+	StreamOptions       *streamOptions `json:"stream_options"`
+	N                   *int64         `json:"n"`
+	MaxTokens           *int64         `json:"max_tokens"`
+	MaxCompletionTokens *int64         `json:"max_completion_tokens"`
+	Temperature         *float64       `json:"temperature"`
+	TopP                *float64       `json:"top_p"`
+	TopK                *int64         `json:"top_k"`
+	Stop                stopField      `json:"stop"`
+	Seed                *int64         `json:"seed"`
+	PresencePenalty     *float64       `json:"presence_penalty"`
+	FrequencyPenalty    *float64       `json:"frequency_penalty"`
+	User                string         `json:"user"`
+	ServiceTier         string         `json:"service_tier"`
+}
+
+// chatRequest is the body of POST /v1/chat/completions.
+type chatRequest struct {
+	commonRequest
+	Messages []chatMessage `json:"messages"`
+}
+
+// completionRequest is the body of POST /v1/completions.
+type completionRequest struct {
+	commonRequest
+	Prompt json.RawMessage `json:"prompt"`
+	BestOf *int64          `json:"best_of"`
+	Echo   bool            `json:"echo"`
+	Suffix *string         `json:"suffix"`
+}
+
+// parsed is a request ready for the router.
+type parsed struct {
+	req          *pb.GenerateRequest
+	stream       bool
+	includeUsage bool
+	// maxTokensParam is the field max_tokens came from, for error messages.
+	maxTokensParam string
+	timeout        time.Duration
+}
+
+// decodeJSON unmarshals body into v; a type mismatch names the field.
+func decodeJSON(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badField("", "the request body is empty: expected a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			// Fields of the embedded commonRequest carry its Go name.
+			field := strings.TrimPrefix(te.Field, "commonRequest.")
+			return badField(field, "expected %s, got JSON %s", te.Type, te.Value)
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return badField("", "the request body is not valid JSON (at byte %d)", se.Offset)
+		}
+		// Errors from the custom decoders above (stop, content) carry no field.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "json: cannot unmarshal") {
+			msg = msg[i+2:]
+		}
+		return badField("", "%s", msg)
+	}
+	return nil
+}
+
+// parseChat turns a chat completions body and its headers into a request.
+func parseChat(body []byte, h http.Header, defaultMaxTokens func(model string) int32) (*parsed, error) {
+	var cr chatRequest
+	if err := decodeJSON(body, &cr); err != nil {
+		return nil, err
+	}
+	if len(cr.Messages) == 0 {
+		return nil, badField("messages", "required: at least one message")
+	}
+	msgs := make([]*pb.ChatMessage, 0, len(cr.Messages))
+	for i, m := range cr.Messages {
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer":
+			// OpenAI's newer name for system instructions.
+			role = "system"
+		case "tool", "function":
+			return nil, badField(fmt.Sprintf("messages[%d].role", i), "tool and function messages are not supported")
+		default:
+			return nil, badField(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, got %s", quote(m.Role))
+		}
+		if m.Content.parts < 0 {
+			return nil, badField(fmt.Sprintf("messages[%d].content", i), "content parts of type %s are not supported (only text)", quote(m.Content.kind))
+		}
+		msgs = append(msgs, &pb.ChatMessage{Role: role, Content: m.Content.text})
+	}
+	p, err := parseCommon(&cr.commonRequest, h, defaultMaxTokens(cr.Model))
+	if err != nil {
+		return nil, err
+	}
+	p.req.Messages = msgs
+	return p, nil
+}
+
+// parseCompletion turns a text completions body and its headers into a request.
+func parseCompletion(body []byte, h http.Header) (*parsed, error) {
+	var cr completionRequest
+	if err := decodeJSON(body, &cr); err != nil {
+		return nil, err
+	}
+	prompt, err := completionPrompt(cr.Prompt)
+	if err != nil {
+		return nil, err
+	}
+	if cr.BestOf != nil && *cr.BestOf != 1 {
+		return nil, badField("best_of", "only best_of 1 is supported, got %d", *cr.BestOf)
+	}
+	if cr.Echo {
+		return nil, badField("echo", "echo is not supported")
+	}
+	if cr.Suffix != nil && *cr.Suffix != "" {
+		return nil, badField("suffix", "suffix is not supported")
+	}
+	p, err := parseCommon(&cr.commonRequest, h, completionsDefaultMaxTokens)
+	if err != nil {
+		return nil, err
+	}
+	p.req.Prompt = prompt
+	return p, nil
+}
+
+// completionPrompt accepts a string or an array of exactly one string.
+func completionPrompt(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", badField("prompt", "required")
+	}
+	var s string
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", badField("prompt", "not a valid JSON string")
+		}
+		return s, nil
+	}
+	var arr []string
+	if err := json.Unmarshal(raw, &arr); err != nil {
+		return "", badField("prompt", "must be a string or an array of one string (token arrays are not supported)")
+	}
+	if len(arr) != 1 {
+		return "", badField("prompt", "an array prompt must hold exactly one string (one completion per request), got %d", len(arr))
+	}
+	return arr[0], nil
+}
+
+// parseCommon checks the shared fields and builds the request with its
+// sampling parameters and routing hints. Ranges the router checks itself
+// (temperature, top_p, penalties, stop, max_tokens against the model) are
+// left to it, so both edges answer alike.
+func parseCommon(c *commonRequest, h http.Header, defaultMaxTokens int32) (*parsed, error) {
+	if c.N != nil && *c.N != 1 {
+		return nil, badField("n", "only n 1 is supported (one choice per request), got %d", *c.N)
+	}
+	p := &parsed{stream: c.Stream, maxTokensParam: "max_tokens"}
+	if c.StreamOptions != nil {
+		if !c.Stream {
+			return nil, badField("stream_options", "only allowed when stream is true")
+		}
+		p.includeUsage = c.StreamOptions.IncludeUsage
+	}
+	maxTokens := int64(defaultMaxTokens)
+	switch {
+	case c.MaxCompletionTokens != nil:
+		maxTokens, p.maxTokensParam = *c.MaxCompletionTokens, "max_completion_tokens"
+	case c.MaxTokens != nil:
+		maxTokens = *c.MaxTokens
+	}
+	if maxTokens < math.MinInt32 || maxTokens > math.MaxInt32 {
+		return nil, badField(p.maxTokensParam, "out of range: %d", maxTokens)
+	}
+	if len(c.User) > maxUserBytes {
+		return nil, badField("user", "at most %d bytes, got %d", maxUserBytes, len(c.User))
+	}
+	req := &pb.GenerateRequest{Model: c.Model, MaxTokens: int32(maxTokens)}
+	sp := &pb.SamplingParameters{Stop: c.Stop, Seed: c.Seed}
+	var err error
+	if sp.Temperature, err = float32Field("temperature", c.Temperature); err != nil {
+		return nil, err
+	}
+	if sp.TopP, err = float32Field("top_p", c.TopP); err != nil {
+		return nil, err
+	}
+	if sp.PresencePenalty, err = float32Field("presence_penalty", c.PresencePenalty); err != nil {
+		return nil, err
+	}
+	if sp.FrequencyPenalty, err = float32Field("frequency_penalty", c.FrequencyPenalty); err != nil {
+		return nil, err
+	}
+	if c.TopK != nil {
+		if *c.TopK < 1 || *c.TopK > math.MaxInt32 {
+			return nil, badField("top_k", "must be at least 1 when set, got %d", *c.TopK)
+		}
+		k := int32(*c.TopK)
+		sp.TopK = &k
+	}
+	if sp.Temperature != nil || sp.TopP != nil || sp.TopK != nil || len(sp.Stop) > 0 || sp.Seed != nil || sp.PresencePenalty != nil || sp.FrequencyPenalty != nil {
+		req.Sampling = sp
+	}
+	prio, err := priority(h.Get(HeaderPriority), c.ServiceTier)
+	if err != nil {
+		return nil, err
+	}
+	req.Priority = prio
+	routing := &pb.RoutingHints{}
+	for _, hint := range []struct {
+		header string
+		dst    *string
+	}{
+		{HeaderCallerRegion, &routing.CallerRegion},
+		{HeaderResidency, &routing.Residency},
+		{HeaderPreferredCloud, &routing.PreferredCloud},
+		{HeaderPreferredAccelerator, &routing.PreferredAccelerator},
+	} {
+		v := strings.TrimSpace(h.Get(hint.header))
+		if len(v) > maxHintBytes {
+			return nil, badField(strings.ToLower(hint.header), "at most %d bytes, got %d", maxHintBytes, len(v))
+		}
+		*hint.dst = strings.ToLower(v)
+	}
+	if routing.CallerRegion != "" || routing.Residency != "" || routing.PreferredCloud != "" || routing.PreferredAccelerator != "" {
+		req.Routing = routing
+	}
+	req.RequestId = strings.TrimSpace(h.Get(HeaderRequestID))
+	if v := strings.TrimSpace(h.Get(HeaderTimeout)); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > maxTimeout {
+			return nil, badField(strings.ToLower(HeaderTimeout), "must be a duration in (0, %s] such as 30s or 1500ms, got %s", maxTimeout, quote(v))
+		}
+		p.timeout = d
+	}
+	p.req = req
+	return p, nil
+}
+
+// float32Field converts an optional JSON number; values beyond float32 are
+// refused here rather than silently becoming infinities.
+func float32Field(param string, v *float64) (*float32, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if math.Abs(*v) > math.MaxFloat32 {
+		return nil, badField(param, "out of range: %g", *v)
+	}
+	f := float32(*v)
+	return &f, nil
+}
+
+// priority reads X-Switchyard-Priority, falling back on OpenAI's service_tier
+// ("priority" is interactive, "flex" is batch, anything else standard).
+func priority(header, tier string) (pb.Priority, error) {
+	switch strings.ToLower(strings.TrimSpace(header)) {
+	case "interactive":
+		return pb.Priority_PRIORITY_INTERACTIVE, nil
+	case "standard":
+		return pb.Priority_PRIORITY_STANDARD, nil
+	case "batch":
+		return pb.Priority_PRIORITY_BATCH, nil
+	case "":
+	default:
+		return 0, badField(strings.ToLower(HeaderPriority), "must be interactive, standard or batch, got %s", quote(header))
+	}
+	switch tier {
+	case "priority":
+		return pb.Priority_PRIORITY_INTERACTIVE, nil
+	case "flex":
+		return pb.Priority_PRIORITY_BATCH, nil
+	}
+	return pb.Priority_PRIORITY_UNSPECIFIED, nil
+}
+
+// quote quotes client input for an error message, cut to a few bytes so an
+// error never grows with what the client sent.
+func quote(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:max], len(s))
+}

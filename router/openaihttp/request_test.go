@@ -1,0 +1,226 @@
+package openaihttp
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+func maxOut(string) int32 { return 2048 }
+
+func TestParseChat(t *testing.T) {
+	cases := []struct {
+		name   string
+		body   string
+		header map[string]string
+		check  func(t *testing.T, p *parsed)
+		param  string // wanted fieldError param; "-" for a field-less error
+	}{
+		{name: "minimal: defaults to the model's max output", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			if p.req.MaxTokens != 2048 || p.req.Sampling != nil || p.req.Routing != nil || p.stream || len(p.req.Messages) != 1 {
+				t.Fatalf("%+v", p.req)
+			}
+		}},
+		{name: "max_completion_tokens wins over max_tokens", body: `{"model":"m","max_tokens":5,"max_completion_tokens":7,"messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			if p.req.MaxTokens != 7 || p.maxTokensParam != "max_completion_tokens" {
+				t.Fatalf("%d %s", p.req.MaxTokens, p.maxTokensParam)
+			}
+		}},
+		{name: "sampling and stop as a string", body: `{"model":"m","temperature":0.5,"top_p":0.9,"seed":7,"stop":"END","presence_penalty":1,"frequency_penalty":-1,"top_k":40,"messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			sp := p.req.Sampling
+			if sp.GetTemperature() != 0.5 || sp.GetTopP() != 0.9 || sp.GetSeed() != 7 || len(sp.Stop) != 1 || sp.Stop[0] != "END" || sp.GetPresencePenalty() != 1 || sp.GetFrequencyPenalty() != -1 || sp.GetTopK() != 40 {
+				t.Fatalf("%+v", sp)
+			}
+		}},
+		{name: "stop as an array, null fields", body: `{"model":"m","stop":["a","b"],"temperature":null,"n":null,"messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			if len(p.req.Sampling.GetStop()) != 2 || p.req.Sampling.Temperature != nil {
+				t.Fatalf("%+v", p.req.Sampling)
+			}
+		}},
+		{name: "developer role is system; text parts are joined; assistant null content", body: `{"model":"m","messages":[{"role":"developer","content":"be brief"},{"role":"assistant","content":null},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}`, check: func(t *testing.T, p *parsed) {
+			m := p.req.Messages
+			if m[0].Role != "system" || m[1].Content != "" || m[2].Content != "ab" {
+				t.Fatalf("%+v", m)
+			}
+		}},
+		{name: "stream with usage", body: `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			if !p.stream || !p.includeUsage {
+				t.Fatal("stream options lost")
+			}
+		}},
+		{name: "unknown fields are ignored", body: `{"model":"m","tools":[{"type":"function"}],"response_format":{"type":"text"},"logit_bias":{"1":2},"metadata":{"a":"b"},"messages":[{"role":"user","content":"hi","name":"bob"}]}`, check: func(t *testing.T, p *parsed) {}},
+		{name: "headers become hints", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			header: map[string]string{HeaderCallerRegion: "US-East-1", HeaderResidency: "EU", HeaderPriority: "batch", HeaderPreferredCloud: "gcp", HeaderPreferredAccelerator: "tpu-v6e", HeaderRequestID: "abc", HeaderTimeout: "1500ms"},
+			check: func(t *testing.T, p *parsed) {
+				r := p.req.Routing
+				if r.CallerRegion != "us-east-1" || r.Residency != "eu" || r.PreferredCloud != "gcp" || r.PreferredAccelerator != "tpu-v6e" || p.req.Priority != pb.Priority_PRIORITY_BATCH || p.req.RequestId != "abc" || p.timeout != 1500*time.Millisecond {
+					t.Fatalf("%+v %v %v", r, p.req.Priority, p.timeout)
+				}
+			}},
+		{name: "service_tier priority is interactive", body: `{"model":"m","service_tier":"priority","messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
+			if p.req.Priority != pb.Priority_PRIORITY_INTERACTIVE {
+				t.Fatal(p.req.Priority)
+			}
+		}},
+		{name: "n 2", body: `{"model":"m","n":2,"messages":[{"role":"user","content":"hi"}]}`, param: "n"},
+		{name: "n 0", body: `{"model":"m","n":0,"messages":[{"role":"user","content":"hi"}]}`, param: "n"},
+		{name: "no messages", body: `{"model":"m"}`, param: "messages"},
+		{name: "tool role", body: `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, param: "messages[0].role"},
+		{name: "image part", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, param: "messages[0].content"},
+		{name: "stream_options without stream", body: `{"model":"m","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, param: "stream_options"},
+		{name: "max_tokens beyond int32", body: `{"model":"m","max_tokens":99999999999,"messages":[{"role":"user","content":"hi"}]}`, param: "max_tokens"},
+		{name: "temperature beyond float32", body: `{"model":"m","temperature":1e300,"messages":[{"role":"user","content":"hi"}]}`, param: "temperature"},
+		{name: "top_k 0", body: `{"model":"m","top_k":0,"messages":[{"role":"user","content":"hi"}]}`, param: "top_k"},
+		{name: "wrong type names the field", body: `{"model":"m","seed":"x","messages":[{"role":"user","content":"hi"}]}`, param: "seed"},
+		{name: "stop of numbers", body: `{"model":"m","stop":[1],"messages":[{"role":"user","content":"hi"}]}`, param: "-"},
+		{name: "long user", body: `{"model":"m","user":"` + strings.Repeat("u", 300) + `","messages":[{"role":"user","content":"hi"}]}`, param: "user"},
+		{name: "bad priority header", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderPriority: "now"}, param: "x-switchyard-priority"},
+		{name: "long hint", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderCallerRegion: strings.Repeat("r", 100)}, param: "x-switchyard-caller-region"},
+		{name: "bad timeout", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderTimeout: "-1s"}, param: "x-switchyard-timeout"},
+		{name: "empty body", body: ``, param: "-"},
+		{name: "not an object", body: `[1,2]`, param: "-"},
+		{name: "truncated", body: `{"model":"m",`, param: "-"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range c.header {
+				h.Set(k, v)
+			}
+			p, err := parseChat([]byte(c.body), h, maxOut)
+			if c.param == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.check(t, p)
+				return
+			}
+			var fe *fieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("want a field error, got %v", err)
+			}
+			want := c.param
+			if want == "-" {
+				want = ""
+			}
+			if fe.param != want {
+				t.Fatalf("param %q, want %q (%v)", fe.param, want, err)
+			}
+			if len(fe.Error()) > 300 {
+				t.Fatalf("error of %d bytes", len(fe.Error()))
+			}
+		})
+	}
+}
+
+func TestParseCompletion(t *testing.T) {
+	cases := []struct {
+		body, param, prompt string
+		maxTokens           int32
+	}{
+		{body: `{"model":"m","prompt":"hello"}`, prompt: "hello", maxTokens: 16},
+		{body: `{"model":"m","prompt":["hello"],"max_tokens":3,"best_of":1,"echo":false}`, prompt: "hello", maxTokens: 3},
+		{body: `{"model":"m","prompt":["a","b"]}`, param: "prompt"},
+		{body: `{"model":"m","prompt":[1,2,3]}`, param: "prompt"},
+		{body: `{"model":"m"}`, param: "prompt"},
+		{body: `{"model":"m","prompt":"x","best_of":2}`, param: "best_of"},
+		{body: `{"model":"m","prompt":"x","echo":true}`, param: "echo"},
+		{body: `{"model":"m","prompt":"x","suffix":"y"}`, param: "suffix"},
+		{body: `{"model":"m","prompt":"x","n":3}`, param: "n"},
+	}
+	for _, c := range cases {
+		p, err := parseCompletion([]byte(c.body), http.Header{})
+		if c.param != "" {
+			var fe *fieldError
+			if !errors.As(err, &fe) || fe.param != c.param {
+				t.Errorf("%s: got %v, want param %s", c.body, err, c.param)
+			}
+			continue
+		}
+		if err != nil || p.req.Prompt != c.prompt || p.req.MaxTokens != c.maxTokens {
+			t.Errorf("%s: %+v %v", c.body, p, err)
+		}
+	}
+}
+
+func TestParamOfRouterMessages(t *testing.T) {
+	chat := &parsed{req: &pb.GenerateRequest{Messages: []*pb.ChatMessage{{Role: "user", Content: "x"}}}, maxTokensParam: "max_completion_tokens"}
+	text := &parsed{req: &pb.GenerateRequest{Prompt: "x"}, maxTokensParam: "max_tokens"}
+	cases := []struct {
+		msg  string
+		p    *parsed
+		want string
+	}{
+		{"invalid argument: sampling.temperature: must be in [0, 2], got 3", chat, "temperature"},
+		{"invalid argument: sampling.stop[2]: must be 1..256 bytes, got 0", chat, "stop"},
+		{"invalid argument: max_tokens: must be in 1..2048", chat, "max_completion_tokens"},
+		{"invalid argument: max_tokens: must be in 1..2048", text, "max_tokens"},
+		{"invalid argument: messages[3].role: \"x\" is not one of", chat, "messages[3].role"},
+		{"invalid argument: prompt: 90000 bytes (~22500 tokens) exceeds", text, "prompt"},
+		{"invalid argument: prompt: one of prompt and messages is required", chat, "messages"},
+		{"invalid argument: prompt + continuation.generated_text: 9 bytes", text, "prompt"},
+		{"invalid argument: routing.residency: \"mars\" is not one of", chat, "x-switchyard-residency"},
+		{"invalid argument: request_id: at most 128 characters", chat, "x-request-id"},
+		{"invalid argument: model: required", chat, "model"},
+		{"invalid argument: something.new: x", chat, "something.new"},
+		{"unexpected shape", chat, ""},
+		{"invalid argument: no field here", chat, ""},
+	}
+	for _, c := range cases {
+		if got := paramOf(c.msg, c.p); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.msg, got, c.want)
+		}
+	}
+}
+
+func TestFromStatusMapsCodes(t *testing.T) {
+	withRetry := func(d time.Duration) error {
+		st, _ := status.New(codes.ResourceExhausted, "no capacity").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+		return st.Err()
+	}
+	cases := []struct {
+		err        error
+		status     int
+		typ, code  string
+		retryAfter string
+	}{
+		{status.Error(codes.InvalidArgument, "invalid argument: max_tokens: x"), 400, typeInvalidRequest, "invalid_value", ""},
+		{status.Error(codes.NotFound, "unknown model"), 404, typeInvalidRequest, "model_not_found", ""},
+		{status.Error(codes.Unauthenticated, "unknown API key"), 401, typeInvalidRequest, "invalid_api_key", ""},
+		{status.Error(codes.PermissionDenied, "no"), 403, typeInvalidRequest, "permission_denied", ""},
+		{status.Error(codes.AlreadyExists, "in flight"), 409, typeInvalidRequest, "conflict", ""},
+		{withRetry(2500 * time.Millisecond), 429, typeRateLimit, "rate_limit_exceeded", "3"},
+		{withRetry(200 * time.Millisecond), 429, typeRateLimit, "rate_limit_exceeded", "1"},
+		{status.Error(codes.ResourceExhausted, "budget"), 429, typeRateLimit, "rate_limit_exceeded", "1"},
+		{status.Error(codes.Unavailable, "no eligible pool"), 503, typeServer, "service_unavailable", ""},
+		{status.Error(codes.DeadlineExceeded, "late"), 504, typeTimeout, "deadline_exceeded", ""},
+		{status.Error(codes.Internal, "boom"), 500, typeServer, "internal_error", ""},
+		{status.Error(codes.Canceled, "gone"), 499, typeInvalidRequest, "canceled", ""},
+		{errors.New("not a status"), 500, typeServer, "internal_error", ""},
+	}
+	for _, c := range cases {
+		e := fromStatus(c.err, nil)
+		if e.status != c.status || e.body.Type != c.typ || e.body.Code == nil || *e.body.Code != c.code {
+			t.Errorf("%v: got %d %s %v", c.err, e.status, e.body.Type, e.body.Code)
+		}
+		if c.retryAfter != "" && retryAfterSeconds(e.retryAfter) != c.retryAfter {
+			t.Errorf("%v: Retry-After %s, want %s", c.err, retryAfterSeconds(e.retryAfter), c.retryAfter)
+		}
+	}
+}
+
+func TestDefaultMaxBodyBytes(t *testing.T) {
+	// 8192 tokens × 4 bytes × 4 (JSON escapes) + 256 KiB.
+	if got := DefaultMaxBodyBytes(8192); got != 8192*4*4+256<<10 {
+		t.Fatalf("got %d", got)
+	}
+}
