@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -18,21 +19,8 @@ type PriorityMix struct {
 	entries []string
 }
 
-var priorityNames = map[string]pb.Priority{
-	"interactive": pb.Priority_PRIORITY_INTERACTIVE,
-	"standard":    pb.Priority_PRIORITY_STANDARD,
-	"batch":       pb.Priority_PRIORITY_BATCH,
-}
-
 // PriorityName is the short name of p ("interactive", "standard", "batch").
-func PriorityName(p pb.Priority) string {
-	for n, v := range priorityNames {
-		if v == p {
-			return n
-		}
-	}
-	return "standard"
-}
+func PriorityName(p pb.Priority) string { return priority.Name(p) }
 
 // ParsePriorityMix parses "interactive=0.7,batch=0.3" (weights need not sum to 1).
 func ParsePriorityMix(s string) (PriorityMix, error) {
@@ -49,7 +37,7 @@ func ParsePriorityMix(s string) (PriorityMix, error) {
 			return PriorityMix{}, fmt.Errorf("priority mix: %q is not name=weight", kv)
 		}
 		k = strings.ToLower(strings.TrimSpace(k))
-		p, ok := priorityNames[k]
+		p, ok := priority.Parse(k)
 		if !ok {
 			return PriorityMix{}, fmt.Errorf("priority mix: unknown priority %q (known: interactive, standard, batch)", k)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -28,16 +29,7 @@ type waiter struct {
 	class int
 }
 
-func classOf(p pb.Priority) int {
-	switch p {
-	case pb.Priority_PRIORITY_INTERACTIVE:
-		return 0
-	case pb.Priority_PRIORITY_BATCH:
-		return 2
-	default:
-		return 1
-	}
-}
+func classOf(p pb.Priority) int { return priority.Class(p) }
 
 func newWaitQueue(c clock.Clock, maxLen int) *waitQueue { return &waitQueue{clock: c, maxLen: maxLen} }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/policy"
@@ -310,7 +311,7 @@ func policyOutcome(oc outcome) policy.Outcome {
 	}
 }
 
-func priorityLabel(p pb.Priority) string { return priorityNames[classOf(p)] }
+func priorityLabel(p pb.Priority) string { return priority.Name(p) }
 
 func noEligible(c *call, dec *policy.Decision) error {
 	reasons := make([]string, 0, len(dec.Skipped))

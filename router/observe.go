@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
@@ -56,11 +57,8 @@ const (
 
 var (
 	queueResultNames = [queueResults]string{"retry", "full", "evicted", "caller_gone"}
-	// priorityNames is the one list of priority class names (metric labels,
-	// logs, errors), indexed by classOf.
-	priorityNames   = [3]string{"interactive", "standard", "batch"}
-	storeErrAcquire = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
-	storeErrUsage   = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
+	storeErrAcquire  = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
+	storeErrUsage    = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
 )
 
 type modeOpt struct {
@@ -92,13 +90,13 @@ func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Inst
 	for r := range shedReasons {
 		for c := range 3 {
 			t.shedOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
-				attribute.String(telemetry.KeyReason, shedReasonNames[r]), attribute.String(telemetry.KeyPriority, priorityNames[c])))
+				attribute.String(telemetry.KeyReason, shedReasonNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
 		}
 	}
 	for r := range queueResults {
 		for c := range 3 {
 			t.queueOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
-				attribute.String(telemetry.KeyResult, queueResultNames[r]), attribute.String(telemetry.KeyPriority, priorityNames[c])))
+				attribute.String(telemetry.KeyResult, queueResultNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
 		}
 	}
 	for _, m := range []capacity.Mode{capacity.ModeLocal, capacity.ModeShared, capacity.ModeDegraded} {
@@ -294,7 +292,7 @@ func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time
 		span.AddEvent("switchyard.queue.wait", trace.WithAttributes(
 			attribute.Float64("switchyard.queue.wait_seconds", d.Seconds()),
 			attribute.String("switchyard.queue.result", queueResultNames[r]),
-			attribute.String("switchyard.priority", priorityNames[classOf(prio)]),
+			attribute.String("switchyard.priority", priority.Name(prio)),
 		))
 	}
 }

@@ -390,6 +390,9 @@ func (s *Server) Reload(f *config.Fleet) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("reload rejected: %w", err)
 	}
+	if _, err := s.policies.Get(f.Routing.Policy); err != nil {
+		return fmt.Errorf("reload rejected: routing.policy: %w", err)
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	prev := s.state.Load()

@@ -38,6 +38,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -85,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.redis, "redis", "", "shared capacity counters: redis://host:port/db, rediss://..., redis+cluster://h1:p1,h2:p2 (empty: in-memory)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
-	fs.StringVar(&f.policy, "policy", "", "routing policy, overriding the config: switchyard, round_robin, random, least_request")
+	fs.StringVar(&f.policy, "policy", "", "routing policy, overriding the config: "+strings.Join(policy.Builtins().Names(), ", "))
 	fs.StringVar(&f.replica, "replica", "", "replica name (default: hostname-pid)")
 	fs.StringVar(&f.region, "region", os.Getenv("SWITCHYARD_REGION"), "region this replica runs in; calls without routing.caller_region are routed from it (default $SWITCHYARD_REGION)")
 	fs.Float64Var(&f.simTimeScale, "sim-time-scale", 0, "time scale of simulated pools, overriding sim.time_scale (10 = ten times faster)")

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -368,12 +369,6 @@ func runPolicySet(ctx context.Context, c *cli, pos []string, _ *cmdFlags) error 
 	return err
 }
 
-var priorities = map[string]pb.Priority{
-	"interactive": pb.Priority_PRIORITY_INTERACTIVE,
-	"standard":    pb.Priority_PRIORITY_STANDARD,
-	"batch":       pb.Priority_PRIORITY_BATCH,
-}
-
 func runExplain(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 	const syn = "switchyardctl explain " + explainOpts
 	if f.model == "" {
@@ -381,7 +376,7 @@ func runExplain(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 	}
 	prio := pb.Priority_PRIORITY_UNSPECIFIED
 	if f.priority != "" {
-		p, ok := priorities[strings.ToLower(f.priority)]
+		p, ok := priority.Parse(f.priority)
 		if !ok {
 			return usagef(syn, "explain: --priority %q: want interactive, standard or batch", f.priority)
 		}

@@ -541,8 +541,11 @@ func (f *Fleet) Validate() error {
 		}
 	}
 	r := f.Routing
-	if !contains(PolicyNames, r.Policy) {
-		errs = append(errs, fmt.Errorf("%s: routing.policy: %q is not one of %v", f.source, r.Policy, PolicyNames))
+	// routing.policy names a policy of the router's registry (any policy
+	// registered with it, not only the built-ins): router.New and Reload
+	// check it against the registry they run with.
+	if len(r.Policy) > 64 {
+		errs = append(errs, fmt.Errorf("%s: routing.policy: a name of at most 64 bytes, got %d", f.source, len(r.Policy)))
 	}
 	if r.MaxAttempts < 1 || r.MaxAttempts > 10 {
 		errs = append(errs, fmt.Errorf("%s: routing.max_attempts: must be 1..10, got %d", f.source, r.MaxAttempts))
@@ -603,9 +606,6 @@ func (f *Fleet) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// PolicyNames are the routing policies a config may name.
-var PolicyNames = []string{"switchyard", "round_robin", "random", "least_request"}
 
 // LatencyTable builds the region latency table from the built-in regions,
 // the declared extra regions and the overrides.

@@ -178,6 +178,9 @@ func (s SkipReason) describe(req *Request, geography, region string) string {
 type Segment struct {
 	Start, End int
 	Draw       bool
+	// Lazy: the policy (a Scorer) scores the segment's candidates only when
+	// the router first reaches it.
+	Lazy bool
 }
 
 // Decision is a ranking: Ranked in order of preference, Skipped with
@@ -190,11 +193,17 @@ type Decision struct {
 	Skipped []Candidate
 
 	// Lazy ordering state.
-	segs []Segment
-	seg  int // current segment
-	next int // Ranked[:next] are in final order
-	rand func() float64
-	seen []bool
+	segs   []Segment
+	seg    int // current segment
+	next   int // Ranked[:next] are in final order
+	rand   func() float64
+	scorer Scorer
+	req    *Request
+	pools  []PoolView
+	env    *Env
+	// seen[i] == epoch: pool i is already in Ranked (permutation check).
+	seen  []uint32
+	epoch uint32
 }
 
 // Next returns the next candidate in order of preference, or nil when none
@@ -208,6 +217,12 @@ func (d *Decision) Next() *Candidate {
 		if d.next >= sg.End {
 			d.seg++
 			continue
+		}
+		if sg.Lazy {
+			d.segs[d.seg].Lazy = false
+			if d.scorer != nil {
+				d.scorer.Score(d.req, d.pools, d.Ranked, sg.Start, sg.End, d.env)
+			}
 		}
 		if sg.Draw {
 			drawNext(d.Ranked[d.next:sg.End], d.rand)
@@ -306,6 +321,15 @@ type Policy interface {
 // allocations. The rules of Rank apply.
 type Segmenter interface {
 	Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment
+}
+
+// Scorer is implemented by Segmenter policies that return Lazy segments:
+// Score sets Score (and Reason) on eligible[start:end], the candidates of
+// one segment, when the router first reaches it. eligible is the whole
+// ranking (a score may depend on the other candidates). The rules of Rank
+// apply.
+type Scorer interface {
+	Score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env)
 }
 
 // Feedback is implemented by policies that learn from outcomes (the way
@@ -467,6 +491,10 @@ func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *En
 		d.rand = env.Rand
 	}
 	n := len(d.Ranked)
+	d.scorer, d.req, d.pools, d.env = nil, req, pools, env
+	if sc, ok := pol.(Scorer); ok {
+		d.scorer = sc
+	}
 	if sg, ok := pol.(Segmenter); ok {
 		d.segs = sg.Segments(req, pools, d.Ranked, env, d.segs[:0])
 	} else {
@@ -494,22 +522,20 @@ func (d *Decision) valid(n, pools int) bool {
 		return false
 	}
 	if cap(d.seen) < pools {
-		d.seen = make([]bool, pools)
+		d.seen = make([]uint32, pools)
 	}
 	seen := d.seen[:pools]
-	ok := true
-	for i := range d.Ranked {
-		c := &d.Ranked[i]
-		if c.Index < 0 || c.Index >= pools || seen[c.Index] || !c.Eligible {
-			ok = false
-			break
-		}
-		seen[c.Index] = true
+	d.epoch++
+	if d.epoch == 0 { // wrapped: start the stamps over
+		clear(d.seen[:cap(d.seen)])
+		d.epoch = 1
 	}
 	for i := range d.Ranked {
-		if c := &d.Ranked[i]; c.Index >= 0 && c.Index < pools {
-			seen[c.Index] = false
+		c := &d.Ranked[i]
+		if c.Index < 0 || c.Index >= pools || seen[c.Index] == d.epoch || !c.Eligible {
+			return false
 		}
+		seen[c.Index] = d.epoch
 	}
 	at := 0
 	for _, sg := range d.segs {
@@ -518,7 +544,7 @@ func (d *Decision) valid(n, pools int) bool {
 		}
 		at = sg.End
 	}
-	return ok && at == n
+	return at == n
 }
 
 // Registry holds policies by name. Safe for concurrent use.
@@ -543,17 +569,24 @@ func (r *Registry) Register(p Policy) {
 // Get returns the named policy.
 func (r *Registry) Get(name string) (Policy, error) {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	p, ok := r.policies[name]
+	r.mu.RUnlock()
 	if !ok {
-		names := make([]string, 0, len(r.policies))
-		for n := range r.policies {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("unknown policy %q (known: %s)", name, strings.Join(names, ", "))
+		return nil, fmt.Errorf("unknown policy %q (known: %s)", name, strings.Join(r.Names(), ", "))
 	}
 	return p, nil
+}
+
+// Names lists the registered policies, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.policies))
+	for n := range r.policies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // Builtins returns a registry with every built-in policy: switchyard (the

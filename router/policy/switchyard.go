@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -56,11 +57,11 @@ func (sy *Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate,
 	d.All()
 }
 
-// Segments implements Segmenter: one pass scores every eligible pool and
-// sums each tier's free capacity, the spill draw orders the tiers, and a
-// partition lays them out; inside each tier the weighted draw happens only
-// as far as the router walks.
-func (*Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment {
+// Segments implements Segmenter: one pass sums each tier's free capacity,
+// the spill draw orders the tiers and a partition lays them out. Scores (and
+// the weighted draw on them) come only for the tiers the router reaches,
+// usually the first.
+func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment {
 	if len(eligible) == 0 {
 		return segs
 	}
@@ -69,51 +70,23 @@ func (*Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate
 		prio = pb.Priority_PRIORITY_STANDARD
 	}
 	reserve := env.Reserve[prio]
-	minCost, maxCost := costRange(pools, eligible, env)
-	budget := math.Max(env.LatencyBudgetMillis, 1)
-
+	if req.Explain {
+		// Reasons carry the scores: score every tier now.
+		sy.Score(req, pools, eligible, 0, len(eligible), env)
+	}
 	var limit, free, count [3]int
-	var rtt RTTMemo
 	for i := range eligible {
 		c := &eligible[i]
 		p := &pools[c.Index]
-		c.RTTMs = rtt.RTT(env, req.CallerRegion, p.Region)
-		near := 1.0
-		if c.Tier != TierRegion && req.CallerRegion != "" {
-			near = 1 / (1 + c.RTTMs/budget)
+		// The tier's free capacity honours load reports, so a region whose
+		// pools lost chips spills even while their in-flight counts look low.
+		fr := c.Headroom
+		if p.Reported != nil {
+			fr = int(p.EffectiveFree()*float64(p.Limit) + 0.5)
 		}
-		pref := 1.0
-		if req.PreferredCloud != "" && p.Cloud == req.PreferredCloud {
-			pref *= 2
-		}
-		if req.PreferredAccelerator != "" && p.Accelerator == req.PreferredAccelerator {
-			pref *= 2
-		}
-		costF := 1.0
-		if env.CostWeight > 0 && maxCost > minCost && (req.CallerRegion == "" || c.RTTMs <= env.LatencyBudgetMillis) {
-			costF = math.Max(0.05, 1-env.CostWeight*(p.CostPerMillion-minCost)/(maxCost-minCost))
-		}
-		// The free share honours load reports, so a region whose pools lost
-		// chips spills even while their in-flight counts look low.
-		var ef float64
-		var fr int
-		if p.Reported == nil {
-			fr = c.Headroom
-			ef = float64(fr) / float64(p.Limit) // eligible pools have a positive limit
-		} else {
-			ef = p.EffectiveFree()
-			fr = int(ef*float64(p.Limit) + 0.5)
-		}
-		c.Score = p.Weight * ef * near * pref * costF
 		limit[c.Tier] += p.Limit
 		free[c.Tier] += fr
 		count[c.Tier]++
-		if req.Explain {
-			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
-			if r := p.Reported; r != nil {
-				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
-			}
-		}
 	}
 
 	// Progressive spill (Envoy's priority load with overprovisioning): a tier
@@ -137,16 +110,15 @@ func (*Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate
 			spilled[t] = true
 			for i := 0; req.Explain && i < len(eligible); i++ {
 				if eligible[i].Tier == t {
-					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free[t], limit[t], priorityName(prio), reserve*100, keep*100)
+					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free[t], limit[t], priority.Name(prio), reserve*100, keep*100)
 				}
 			}
 		}
 	}
 	// Visiting order: kept tiers nearest first, then spilled ones.
-	var group [3]int
-	var groups [3]int // group -> tier
+	var group, groups [3]int // tier -> group, group -> tier
 	n := 0
-	for _, sp := range []bool{false, true} {
+	for _, sp := range [2]bool{false, true} {
 		for t := range 3 {
 			if count[t] > 0 && spilled[t] == sp {
 				group[t], groups[n] = n, t
@@ -172,10 +144,52 @@ func (*Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate
 	at := 0
 	for g := range n {
 		end := at + count[groups[g]]
-		segs = append(segs, Segment{Start: at, End: end, Draw: true})
+		segs = append(segs, Segment{Start: at, End: end, Draw: true, Lazy: !req.Explain})
 		at = end
 	}
 	return segs
+}
+
+var _ Scorer = (*Switchyard)(nil)
+
+// Score implements Scorer: score = weight × free fraction × nearness ×
+// preference × cost factor, for eligible[start:end].
+func (*Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
+	minCost, maxCost := costRange(pools, eligible, env)
+	budget := math.Max(env.LatencyBudgetMillis, 1)
+	var rtt RTTMemo
+	for i := start; i < end; i++ {
+		c := &eligible[i]
+		p := &pools[c.Index]
+		c.RTTMs = rtt.RTT(env, req.CallerRegion, p.Region)
+		near := 1.0
+		if c.Tier != TierRegion && req.CallerRegion != "" {
+			near = 1 / (1 + c.RTTMs/budget)
+		}
+		pref := 1.0
+		if req.PreferredCloud != "" && p.Cloud == req.PreferredCloud {
+			pref *= 2
+		}
+		if req.PreferredAccelerator != "" && p.Accelerator == req.PreferredAccelerator {
+			pref *= 2
+		}
+		costF := 1.0
+		if env.CostWeight > 0 && maxCost > minCost && (req.CallerRegion == "" || c.RTTMs <= env.LatencyBudgetMillis) {
+			costF = math.Max(0.05, 1-env.CostWeight*(p.CostPerMillion-minCost)/(maxCost-minCost))
+		}
+		// The free fraction honours the backend's load report.
+		ef := float64(c.Headroom) / float64(p.Limit) // eligible pools have a positive limit
+		if p.Reported != nil {
+			ef = p.EffectiveFree()
+		}
+		c.Score = p.Weight * ef * near * pref * costF
+		if req.Explain {
+			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
+			if r := p.Reported; r != nil {
+				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
+			}
+		}
+	}
 }
 
 func costRange(pools []PoolView, eligible []Candidate, env *Env) (lo, hi float64) {
@@ -188,15 +202,4 @@ func costRange(pools []PoolView, eligible []Candidate, env *Env) (lo, hi float64
 		lo, hi = math.Min(lo, v), math.Max(hi, v)
 	}
 	return lo, hi
-}
-
-func priorityName(p pb.Priority) string {
-	switch p {
-	case pb.Priority_PRIORITY_INTERACTIVE:
-		return "interactive"
-	case pb.Priority_PRIORITY_BATCH:
-		return "batch"
-	default:
-		return "standard"
-	}
 }
