@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -41,40 +44,86 @@ func (e *exhaustedError) Error() string { return e.err.Error() }
 func (e *exhaustedError) Unwrap() error { return e.err }
 
 // toStatus turns an error from any layer into the gRPC status the client sees.
+// Backends' own texts (which may name internal addresses: "dial tcp
+// 10.0.3.7:8000: connection refused") never reach the client: see publicText.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok && !isRouterError(err) {
-		// A backend's status (client faults such as INVALID_ARGUMENT pass through).
-		return err
+	if st, ok := status.FromError(err); ok && !isRouterError(err) {
+		// A backend's status: one about the request (INVALID_ARGUMENT...) or
+		// a shortage passes through as the backend worded it; anything else
+		// keeps its code only.
+		switch st.Code() {
+		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange, codes.AlreadyExists, codes.ResourceExhausted:
+			return err
+		}
+		return status.Error(st.Code(), "backend answered "+st.Code().String()+" (details are in the router's log)")
 	}
 	var ex *exhaustedError
 	var quota *capacity.QuotaError
+	msg := publicText(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		return status.Error(codes.DeadlineExceeded, msg)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+		return status.Error(codes.Canceled, msg)
 	case errors.Is(err, errInvalidArgument):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, errUnknownModel):
-		return status.Error(codes.NotFound, err.Error())
+		return status.Error(codes.NotFound, msg)
 	case errors.Is(err, errUnauthenticated):
-		return status.Error(codes.Unauthenticated, err.Error())
+		return status.Error(codes.Unauthenticated, msg)
 	case errors.Is(err, capacity.ErrDuplicate):
 		return status.Error(codes.AlreadyExists, "request_id is already in flight for this tenant; use a new request_id per call")
 	case errors.As(err, &ex):
-		return withRetryInfo(codes.ResourceExhausted, err.Error(), ex.retryAfter)
+		return withRetryInfo(codes.ResourceExhausted, msg, ex.retryAfter)
 	case errors.As(err, &quota):
-		return withRetryInfo(codes.ResourceExhausted, err.Error(), quota.RetryAfter)
+		return withRetryInfo(codes.ResourceExhausted, msg, quota.RetryAfter)
 	case errors.Is(err, errNoEligiblePool), errors.Is(err, errPoolFailed):
-		return status.Error(codes.Unavailable, err.Error())
+		return status.Error(codes.Unavailable, msg)
 	}
 	if s, ok := status.FromError(err); ok {
-		return s.Err()
+		return status.Error(s.Code(), msg)
 	}
-	return status.Error(codes.Internal, err.Error())
+	return status.Error(codes.Internal, msg)
+}
+
+// publicText is err's text with every backend's own wording replaced: a
+// backend status becomes "backend answered CODE", a network or URL error
+// "network error". The router's words around them (pool names, attempts,
+// what it waited for) stay. The full error goes to the router's log.
+func publicText(err error) string {
+	msg := err.Error()
+	var walk func(e error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if se, ok := e.(interface{ GRPCStatus() *status.Status }); ok {
+			if t := e.Error(); t != "" {
+				msg = strings.ReplaceAll(msg, t, "backend answered "+se.GRPCStatus().Code().String())
+			}
+			return
+		}
+		switch e.(type) {
+		case *net.OpError, *net.DNSError, *net.AddrError, *url.Error:
+			if t := e.Error(); t != "" {
+				msg = strings.ReplaceAll(msg, t, "network error")
+			}
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return msg
 }
 
 func isRouterError(err error) bool {

@@ -2,17 +2,175 @@ package router
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
+
+// MaxRequestBytes bounds one gRPC message on servers built with
+// ServerOptions alone. The router's client port (GRPCServerOptions) derives
+// a tighter bound from the fleet's models instead.
+const MaxRequestBytes = 4 << 20
+
+// Transport limits of the client port; docs/security.md explains each.
+const (
+	// DefaultRecvMargin is added to the largest prompt a model accepts
+	// (max_input_tokens × 4 bytes) for the rest of a request: chat roles,
+	// sampling, routing hints, the request id, protobuf framing.
+	DefaultRecvMargin = 64 << 10
+	// DefaultMaxStreams is how many calls one connection may run at once;
+	// more wait on the client side until one ends.
+	DefaultMaxStreams = 256
+	// DefaultMaxConnections is how many client connections are served at
+	// once; connections past it are closed as soon as they are accepted.
+	DefaultMaxConnections = 1024
+	// maxHeaderBytes bounds a call's metadata (grpc-go's default is 16 MiB).
+	maxHeaderBytes = 64 << 10
+)
+
+// Keepalive and connection-lifetime settings of every router gRPC server.
+var (
+	// keepaliveEnforcement: clients may ping at most every 10 s (grpc-go
+	// answers faster pings with GOAWAY "too_many_pings"), also between calls.
+	keepaliveEnforcement = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+	// keepaliveServer: a connection with no call for 5 minutes is closed; the
+	// server pings an idle transport every minute and drops a peer that does
+	// not answer within 20 s.
+	keepaliveServer = keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}
+	// handshakeTimeout: a connection must finish TLS and the HTTP/2 preface
+	// within this (grpc-go's default is 120 s).
+	handshakeTimeout = 10 * time.Second
+)
+
+// ServerOptions are the gRPC server options any router gRPC server needs: a
+// panic in a handler fails that call with INTERNAL instead of the process;
+// keepalive enforcement, streams per connection, header size and handshake
+// time are bounded; messages are bounded by MaxRequestBytes. The client port
+// uses (*Server).GRPCServerOptions, which adds authentication before decoding
+// and a receive bound derived from the fleet.
+func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
+	return append(baseOptions(MaxRequestBytes, DefaultMaxStreams), extra...)
+}
+
+func baseOptions(recv int, streams uint32) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(recv),
+		grpc.MaxConcurrentStreams(streams),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
+		grpc.KeepaliveEnforcementPolicy(keepaliveEnforcement),
+		grpc.KeepaliveParams(keepaliveServer),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.ChainUnaryInterceptor(recoverUnary),
+		grpc.ChainStreamInterceptor(recoverStream),
+	}
+}
+
+// GRPCOptions tune the client port (zero values take the defaults above).
+type GRPCOptions struct {
+	// RecvMargin is added to the largest model's max_input_tokens × 4 bytes
+	// to bound one request message (default DefaultRecvMargin).
+	RecvMargin int
+	// MaxStreams per connection (default DefaultMaxStreams).
+	MaxStreams uint32
+	// HandshakeTimeout bounds TLS and the HTTP/2 preface of a new
+	// connection (default 10s).
+	HandshakeTimeout time.Duration
+}
+
+// GRPCServerOptions are ServerOptions for the client port of this router:
+//
+//   - with tenants configured, every switchyard.v1.Inference method
+//     (ListModels included) and server reflection need a known API key, and
+//     every switchyard.v1.Admin method a known admin token, checked from the
+//     call's headers before any message is read (grpc.InTapHandle): a caller
+//     without one gets UNAUTHENTICATED and its body is never received or
+//     decoded; health checks stay open for probes;
+//   - one message may hold at most RecvLimit bytes: the largest model's
+//     max_input_tokens × 4 bytes plus RecvMargin.
+//
+// The receive bound is fixed when the server is built: a reload that raises
+// max_input_tokens past it takes effect for the larger prompts after a restart.
+func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []grpc.ServerOption {
+	if o.MaxStreams == 0 {
+		o.MaxStreams = DefaultMaxStreams
+	}
+	opts := baseOptions(s.RecvLimit(o.RecvMargin), o.MaxStreams)
+	if o.HandshakeTimeout > 0 {
+		opts = append(opts, grpc.ConnectionTimeout(o.HandshakeTimeout))
+	}
+	opts = append(opts, grpc.InTapHandle(s.tapAuth))
+	return append(opts, extra...)
+}
+
+// RecvLimit is the largest request message the client port accepts: the
+// largest model's max_input_tokens × 4 bytes plus margin (DefaultRecvMargin
+// when margin <= 0).
+func (s *Server) RecvLimit(margin int) int {
+	if margin <= 0 {
+		margin = DefaultRecvMargin
+	}
+	largest := 0
+	for _, m := range s.state.Load().fleet.Models {
+		largest = max(largest, m.MaxInputTokens)
+	}
+	return largest*backends.BytesPerToken + margin
+}
+
+var (
+	inferencePrefix  = "/" + pb.Inference_ServiceDesc.ServiceName + "/"
+	adminPrefix      = "/" + pb.Admin_ServiceDesc.ServiceName + "/"
+	reflectionPrefix = "/grpc.reflection."
+)
+
+// tapAuth runs when a call's headers arrive, before its first message is
+// read. Only a status error leaves it; the call is then answered with that
+// status and its body discarded by the transport.
+func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, error) {
+	method := info.FullMethodName
+	mctx := metadata.NewIncomingContext(ctx, info.Header)
+	st := s.state.Load()
+	switch {
+	case strings.HasPrefix(method, inferencePrefix):
+		if _, err := s.authenticate(mctx, st); err != nil {
+			return ctx, status.Error(codes.Unauthenticated, err.Error())
+		}
+	case strings.HasPrefix(method, adminPrefix):
+		if _, err := s.Admin().authorize(mctx, roleViewer); err != nil && !errors.Is(err, errPermissionDenied) {
+			return ctx, status.Error(codes.Unauthenticated, err.Error())
+		}
+	case strings.HasPrefix(method, reflectionPrefix):
+		if len(st.tenants) == 0 {
+			return ctx, nil
+		}
+		if _, err := s.authenticate(mctx, st); err == nil {
+			return ctx, nil
+		}
+		if _, err := s.Admin().authorize(mctx, roleViewer); err == nil {
+			return ctx, nil
+		}
+		return ctx, status.Error(codes.Unauthenticated, "unauthenticated: server reflection needs an API key or an admin token")
+	}
+	return ctx, nil
+}
 
 // OperatorInterceptors return interceptors that let a call through only with
 // an admin token of the operator role (the Admin API's tokens): for services
 // served off the client port that change the fleet, such as SimControl.
 func (s *Server) OperatorInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	a := s.Admin()
 	unary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		actor, err := a.authorize(ctx, roleOperator)
+		actor, err := s.Admin().authorize(ctx, roleOperator)
 		if err != nil {
 			return nil, adminStatus(err)
 		}
@@ -20,10 +178,53 @@ func (s *Server) OperatorInterceptors() (grpc.UnaryServerInterceptor, grpc.Strea
 		return handler(ctx, req)
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if _, err := a.authorize(ss.Context(), roleOperator); err != nil {
+		if _, err := s.Admin().authorize(ss.Context(), roleOperator); err != nil {
 			return adminStatus(err)
 		}
 		return handler(srv, ss)
 	}
 	return unary, stream
+}
+
+// LimitListener serves at most n connections at once (DefaultMaxConnections
+// when n <= 0): a connection accepted past the limit is closed at once, so a
+// flood of idle connections costs a file descriptor for a moment, not a
+// transport's goroutines and buffers.
+func LimitListener(l net.Listener, n int) net.Listener {
+	if n <= 0 {
+		n = DefaultMaxConnections
+	}
+	return &limitListener{Listener: l, sem: make(chan struct{}, n)}
+}
+
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			_ = c.Close()
+		}
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

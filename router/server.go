@@ -527,17 +527,3 @@ func randomID() string {
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
-
-// MaxRequestBytes bounds one gRPC message; prompts are bounded far below it
-// by each model's max_input_tokens (INVALID_ARGUMENT past that).
-const MaxRequestBytes = 64 << 20
-
-// ServerOptions are the gRPC server options the router needs.
-// A panic in a handler fails that call with INTERNAL instead of the process.
-func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
-	return append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
-		grpc.ChainUnaryInterceptor(recoverUnary),
-		grpc.ChainStreamInterceptor(recoverStream),
-	}, extra...)
-}

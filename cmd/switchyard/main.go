@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +76,8 @@ type flags struct {
 	simCtlListen    string
 	httpListen      string
 	redisTimeout    time.Duration
+	limits          router.GRPCOptions
+	maxConns        int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -98,6 +101,16 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
+	fs.IntVar(&f.limits.RecvMargin, "recv-margin", router.DefaultRecvMargin, "bytes a request may hold beyond the largest model's max_input_tokens × 4 (the receive limit of --listen)")
+	fs.Func("max-streams-per-connection", fmt.Sprintf("calls one client connection may run at once (default %d)", router.DefaultMaxStreams), func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("want a positive number, got %q", v)
+		}
+		f.limits.MaxStreams = uint32(n)
+		return nil
+	})
+	fs.IntVar(&f.maxConns, "max-connections", router.DefaultMaxConnections, "client connections served at once on --listen; more are closed when accepted")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
 	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:8080", "OpenAI-compatible HTTP API address (/v1/chat/completions, /v1/completions, /v1/models; \"off\" disables); the --tls-* flags apply to it too")
 	fs.StringVar(&f.simCtlListen, "sim-control-listen", "", "serve switchyard.v1.SimControl (fault injection into simulated pools) on this address; default off; loopback only unless --tls-cert is set, then every call needs an operator admin token (docs/security.md)")
@@ -214,7 +227,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
-	gs := grpc.NewServer(router.ServerOptions(append(creds, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
+	lis = router.LimitListener(lis, f.maxConns)
+	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(creds, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
