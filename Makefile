@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 
 # Pinned code generator versions live in scripts/proto.sh.
 
-.PHONY: help build run test bench proto proto-check lint clean
+.PHONY: help build run realfleet test bench proto proto-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ build: ## build every binary into ./bin
 
 run: ## run the router on the embedded demo fleet (in-memory counters, simulated three-cloud fleet)
 	$(GO) run ./cmd/switchyard --sim-control-listen 127.0.0.1:50061
+
+realfleet: ## three real llama-server pools (aws, gcp, azure) behind the router on 127.0.0.1:50051
+	./scripts/realfleet.sh
 
 test: ## run every test (installs redis-server when missing)
 	./scripts/test.sh
