@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 
 # Pinned code generator versions live in scripts/proto.sh.
 
-.PHONY: help build run realfleet test bench proto proto-check lint clean
+.PHONY: help build run realfleet test bench bench-proxy proto proto-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: ## run every test (installs redis-server when missing)
 
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+bench-proxy: ## switchyard's added latency and saturation next to nginx grpc_pass, one run (scripts/bench-proxy.sh; ROUNDS=3 for medians)
+	./scripts/bench-proxy.sh
 
 proto: ## regenerate the protobuf Go code with the pinned generators (scripts/proto.sh)
 	./scripts/proto.sh

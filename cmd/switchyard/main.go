@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -73,6 +74,7 @@ type flags struct {
 	watchConfig     time.Duration
 	metricsListen   string
 	consoleListen   string
+	debugListen     string
 	simCtlListen    string
 	httpListen      string
 	redisTimeout    time.Duration
@@ -100,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM)")
 	fs.DurationVar(&f.watchConfig, "watch-config", 2*time.Second, "re-read --config when the file changes, checked this often (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
+	fs.StringVar(&f.debugListen, "debug-listen", "", "serve Go's net/http/pprof profiles at http://ADDR/debug/pprof/ (default off; loopback only)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
 	fs.IntVar(&f.limits.RecvMargin, "recv-margin", router.DefaultRecvMargin, "bytes a request may hold beyond the largest model's max_input_tokens × 4 (the receive limit of --listen)")
 	fs.Func("max-streams-per-connection", fmt.Sprintf("calls one client connection may run at once (default %d)", router.DefaultMaxStreams), func(v string) error {
@@ -265,6 +268,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("metrics serving", "url", "http://"+mlis.Addr().String()+"/metrics")
 		fmt.Fprintf(stdout, "switchyard metrics on http://%s/metrics\n", mlis.Addr())
 	}
+	if f.debugListen != "" && f.debugListen != "off" {
+		stopDebug, err := serveDebug(f.debugListen, log)
+		if err != nil {
+			_ = lis.Close()
+			return err
+		}
+		defer stopDebug()
+	}
 	stopConsole, err := startConsole(f, rt, tel, log, stdout, serveErr)
 	if err != nil {
 		_ = lis.Close()
@@ -331,6 +342,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		gs.Stop()
 	}
 	return nil
+}
+
+// serveDebug serves net/http/pprof on a loopback address (profiles show
+// the router's internals: never on a public port).
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-listen %s: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("--debug-listen %s: profiles are served on loopback only", addr)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	log.Info("profiles serving", "url", "http://"+lis.Addr().String()+"/debug/pprof/")
+	return func() { _ = srv.Close() }, nil
 }
 
 // traced says which RPCs get spans: not health checks nor reflection.
