@@ -119,7 +119,7 @@ func New(o Options) (*Console, error) {
 	}
 	mux := http.NewServeMux()
 	files := http.FileServerFS(static)
-	mux.Handle("GET /static/", http.StripPrefix("/static/", files))
+	mux.Handle("GET /static/{file}", http.StripPrefix("/static/", files))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, static, "index.html")
 	})

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/console"
 )
 
@@ -151,6 +153,12 @@ func TestPageHeadersAndNoInlineCode(t *testing.T) {
 		r.Body.Close()
 		if r.StatusCode != http.StatusOK || !strings.Contains(r.Header.Get("Content-Type"), asset.ctype) {
 			t.Errorf("%s: %d %s", asset.path, r.StatusCode, r.Header.Get("Content-Type"))
+		}
+	}
+	if r, err := http.Get(f.url + "/static/"); err == nil {
+		r.Body.Close()
+		if r.StatusCode == http.StatusOK {
+			t.Error("asset directory listed")
 		}
 	}
 	if r, err := http.Get(f.url + "/static/../console.go"); err == nil {
@@ -296,4 +304,28 @@ func TestStreamCarriesEventsFleetAndSamples(t *testing.T) {
 	// Closing the console ends its streams with an "end" event.
 	f.console.Close()
 	next(t, ch, "end", func(e sseEvent) bool { return e.kind == "end" })
+}
+
+// A token taken out of the config ends the streams opened with it.
+func TestStreamEndsWhenItsTokenIsRemoved(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	withToken := config.Demo()
+	withToken.Admin.Tokens = []config.AdminToken{{Name: "temp", Role: "viewer", SHA256: router.HashToken("temp-token")}}
+	if err := f.rt.Reload(withToken); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code, ch := openStream(t, ctx, f.url, "temp-token")
+	if code != http.StatusOK {
+		t.Fatalf("stream: %d", code)
+	}
+	next(t, ch, "fleet", func(e sseEvent) bool { return e.kind == "fleet" })
+	if err := f.rt.Reload(config.Demo()); err != nil {
+		t.Fatal(err)
+	}
+	end := next(t, ch, "end", func(e sseEvent) bool { return e.kind == "end" })
+	if msg, _ := end.data["message"].(string); !strings.Contains(msg, "unknown token") {
+		t.Fatalf("end: %v", end.data)
+	}
 }

@@ -136,7 +136,7 @@
     }
     const l = S.loads[p.name];
     if (l && l.capacity < p.configuredLimit) {
-      out.push(el('span', { class: 'badge st-lost', title: 'the backend reports it can run ' + l.capacity + ' calls at once (' + l.running + ' running, ' + l.queued + ' queued)', text: 'lost capacity: runs ' + l.capacity + ' of ' + p.configuredLimit }));
+      out.push(el('span', { class: 'badge st-lost', title: 'the backend reports it can run ' + l.capacity + ' calls at once (' + l.running + ' running, ' + l.queued + ' queued)', text: 'lost capacity: ' + l.capacity + '/' + p.configuredLimit }));
     }
     if (!out.length) out.push(el('span', { class: 'badge st-ok', text: 'ok' }));
     return out;
@@ -555,7 +555,11 @@
     for (const s of series) {
       const pts = s.points.filter(([t]) => t >= t0).map(([t, v]) => x(t).toFixed(1) + ',' + y(Math.min(v, ymax)).toFixed(1)).join(' ');
       if (!pts) continue;
-      if (s.area) {
+      if (s.base) {
+        // Stacked band between s.base and s.points (same timestamps).
+        const lower = s.base.filter(([t]) => t >= t0).map(([t, v]) => x(t).toFixed(1) + ',' + y(Math.min(v, ymax)).toFixed(1)).reverse().join(' ');
+        kids.push(svgEl('polygon', { points: pts + ' ' + lower, fill: s.color, 'fill-opacity': 0.45, stroke: 'none' }));
+      } else if (s.area) {
         const first = s.points.find(([t]) => t >= t0);
         const last = s.points[s.points.length - 1];
         kids.push(svgEl('polygon', { points: x(first[0]).toFixed(1) + ',' + y(0) + ' ' + pts + ' ' + x(last[0]).toFixed(1) + ',' + y(0), fill: s.color, 'fill-opacity': 0.25, stroke: 'none' }));
@@ -565,7 +569,7 @@
     svg.replaceChildren(...kids);
     if (legend) {
       legend.replaceChildren(...series.map((s) => {
-        const last = s.points.length ? s.points[s.points.length - 1][1] : 0;
+        const last = s.value !== undefined ? s.value : s.points.length ? s.points[s.points.length - 1][1] : 0;
         const sw = el('span', { class: 'swatch' });
         sw.style.background = s.color;
         return el('span', { class: 'item' }, sw, s.name + ' ' + (opts.percent ? Math.round(last * 100) + '%' : fmtNum(last)));
@@ -618,15 +622,28 @@
     const homeGeo = S.geos[home];
     const tierOf = (p) => (p.region === home ? 'region' : p.geography === homeGeo ? 'geography' : 'anywhere');
     const tierByPool = Object.fromEntries(pools.map((p) => [p.name, tierOf(p)]));
-    const share = (s, tier) => {
-      let all = 0, mine = 0;
-      for (const [n, v] of Object.entries(s.pools)) { all += v.ok || 0; if (tierByPool[n] === tier) mine += v.ok || 0; }
-      return all > 0 ? mine / all : 0;
-    };
+    // Shares over a rolling 30 s of calls, stacked: same region at the
+    // bottom, then the rest of the geography, then anywhere else.
+    const win = Math.max(1, Math.round(30000 / S.everyMs));
+    const acc = { region: 0, geography: 0, anywhere: 0 };
+    const perSample = S.samples.map((s) => {
+      const c = { region: 0, geography: 0, anywhere: 0 };
+      for (const [n, v] of Object.entries(s.pools)) c[tierByPool[n] || 'anywhere'] += v.ok || 0;
+      return c;
+    });
+    const cum = perSample.map((c, i) => {
+      for (const k in acc) acc[k] += c[k];
+      if (i >= win) for (const k in acc) acc[k] -= perSample[i - win][k];
+      const tot = acc.region + acc.geography + acc.anywhere;
+      const t = S.samples[i].t;
+      return tot > 0 ? [t, acc.region / tot, (acc.region + acc.geography) / tot, 1] : [t, 0, 0, 0];
+    });
+    const col = (k) => cum.map((r) => [r[0], r[k]]);
+    const lastCum = cum.length ? cum[cum.length - 1] : [0, 0, 0, 0];
     lineChart($('chart-tiers'), $('legend-tiers'), [
-      { name: 'same region', color: '#15803d', points: seriesOf((s) => share(s, 'region')), area: true },
-      { name: 'same geography', color: '#a16207', points: seriesOf((s) => share(s, 'geography')), area: true },
-      { name: 'anywhere', color: '#b91c1c', points: seriesOf((s) => share(s, 'anywhere')), area: true },
+      { name: 'same region', color: '#15803d', points: col(1), base: col(0).map(([t]) => [t, 0]), value: lastCum[1] },
+      { name: 'same geography', color: '#ca8a04', points: col(2), base: col(1), value: lastCum[2] - lastCum[1] },
+      { name: 'anywhere', color: '#b91c1c', points: col(3), base: col(2), value: lastCum[3] - lastCum[2] },
     ], { percent: true, yMax: 1 });
   }
 
