@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -327,5 +329,33 @@ func TestStreamEndsWhenItsTokenIsRemoved(t *testing.T) {
 	end := next(t, ch, "end", func(e sseEvent) bool { return e.kind == "end" })
 	if msg, _ := end.data["message"].(string); !strings.Contains(msg, "unknown token") {
 		t.Fatalf("end: %v", end.data)
+	}
+}
+
+// A stream outlives the server's ReadTimeout (which bounds reading requests,
+// not a response that streams).
+func TestStreamOutlivesReadTimeout(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := console.NewHTTPServer(f.console.Handler(), slog.New(slog.DiscardHandler))
+	srv.ReadTimeout = 300 * time.Millisecond
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code, ch := openStream(t, ctx, "http://"+lis.Addr().String(), viewerToken)
+	if code != http.StatusOK {
+		t.Fatalf("stream: %d", code)
+	}
+	start := time.Now()
+	for n := 0; time.Since(start) < time.Second; {
+		ev := next(t, ch, "fleet", func(e sseEvent) bool { return e.kind == "fleet" || e.kind == "end" })
+		if ev.kind == "end" {
+			t.Fatalf("stream ended after %v: %v", time.Since(start), ev.data)
+		}
+		n++
 	}
 }

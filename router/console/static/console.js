@@ -529,7 +529,7 @@
 
   // lineChart draws series [{name, color, points: [[t, v]]}] into svg.
   function lineChart(svg, legend, series, opts) {
-    const W = Math.max(svg.clientWidth || 0, 240), H = opts.height || 150;
+    const W = Math.max(svg.clientWidth || 0, 240), H = opts.height || 124;
     const padL = 40, padR = 8, padT = 8, padB = 18;
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     svg.setAttribute('height', H);
@@ -604,7 +604,7 @@
       lineChart(fig.lastChild, null, [
         { name: 'limit', color: '#64748b', points: limit, dashed: true },
         { name: 'in flight', color: '#1f6fb2', points: inflight, area: true },
-      ], { height: 70, yMax: ymax });
+      ], { height: 58, yMax: ymax });
     }
     // Calls/s per region (served by a pool in the region).
     const regionOf = Object.fromEntries(pools.map((p) => [p.name, p.region]));
