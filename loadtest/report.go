@@ -53,7 +53,9 @@ type RunReport struct {
 
 // RunConfig echoes the settings of a run.
 type RunConfig struct {
-	Target         string  `json:"target"`
+	Target string `json:"target"`
+	// Protocol is how calls reached the router: "grpc" or "openai" (the HTTP front door); empty means grpc.
+	Protocol       string  `json:"protocol,omitempty"`
 	Trace          string  `json:"trace"`
 	Format         string  `json:"format"`
 	Model          string  `json:"model"`

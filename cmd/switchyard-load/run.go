@@ -45,6 +45,8 @@ type config struct {
 	maxBadLines             int
 	seed                    uint64
 	noProgress              bool
+	protocol, httpTarget    string
+	http2                   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -78,6 +80,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxBadLines, "max-bad-lines", 0, "bad trace lines tolerated (each is reported and skipped)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed for priority assignment")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "no progress bar")
+	fs.StringVar(&c.protocol, "protocol", protoGRPC, "how calls reach the router: grpc (--target), openai (the HTTP front door at --http-target), or grpc,openai to replay through each and compare")
+	fs.StringVar(&c.httpTarget, "http-target", "http://127.0.0.1:8080", "the router's OpenAI-compatible HTTP front door, for --protocol openai")
+	fs.BoolVar(&c.http2, "http2", false, "with --protocol openai: HTTP/2 without TLS (h2c) instead of HTTP/1.1")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -122,6 +127,9 @@ func (c *config) validate() error {
 	}
 	if c.simControl == "" {
 		c.simControl = c.target
+	}
+	if _, err := c.protocols(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -320,6 +328,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(labels) == 0 {
 		labels = []string{""}
 	}
+	protocols, _ := c.protocols() // validated
+	clients := map[string]pb.InferenceClient{}
+	for _, p := range protocols {
+		cl, closeClient, err := c.inferenceClient(p, client)
+		if err != nil {
+			return err
+		}
+		defer closeClient()
+		clients[p] = cl
+	}
 	rep := loadtest.Report{Tool: "switchyard-load", GeneratedAt: time.Now().UTC()}
 	var problems []error
 	originalPolicy := ""
@@ -327,9 +345,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if ctx.Err() != nil {
 			break
 		}
-		label := "run"
 		if policy != "" {
-			label = policy
 			if i > 0 || sc != nil {
 				if err := control.ClearFaults(ctx); err != nil {
 					return err
@@ -343,33 +359,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				originalPolicy = prev
 			}
 		}
-		snap, err := control.Take(ctx, sc)
-		if err != nil && len(policies) > 0 {
-			return err
-		}
-		r, err := c.runOnce(ctx, runParams{
-			label: label, policy: policy, cfg: base, model: model, mix: mix, routing: routing,
-			window: window, total: sv.requests, span: sv.span, sc: sc, control: control, client: client,
-		}, stderr)
-		if err != nil {
-			return err
-		}
-		if err := (loadtest.SLO{TTFTP99: c.sloTTFT, Success: c.sloSuccess}).Check(&r); err != nil {
-			problems = append(problems, err)
-		}
-		for _, s := range r.Scenario {
-			if s.Error != "" {
-				problems = append(problems, fmt.Errorf("run %q: scenario %s:%d (%s): %s", label, sc.File, s.Line, s.Action, s.Error))
+		for j, proto := range protocols {
+			if ctx.Err() != nil {
+				break
 			}
-		}
-		rep.Runs = append(rep.Runs, r)
-		if len(policies) > 0 {
-			if err := control.Restore(ctx, snap); err != nil {
+			label := runLabel(policy, proto, len(protocols))
+			if j > 0 && sc != nil {
+				if err := control.ClearFaults(ctx); err != nil {
+					return err
+				}
+			}
+			snap, err := control.Take(ctx, sc)
+			if err != nil && (len(policies) > 0 || len(protocols) > 1) {
+				return err
+			}
+			cfg := base
+			cfg.Protocol = proto
+			if proto == protoOpenAI {
+				cfg.Target = c.httpTarget
+			}
+			r, err := c.runOnce(ctx, runParams{
+				label: label, policy: policy, cfg: cfg, model: model, mix: mix, routing: routing,
+				window: window, total: sv.requests, span: sv.span, sc: sc, control: control, client: clients[proto],
+			}, stderr)
+			if err != nil {
+				return err
+			}
+			if err := (loadtest.SLO{TTFTP99: c.sloTTFT, Success: c.sloSuccess}).Check(&r); err != nil {
 				problems = append(problems, err)
 			}
-			if sc != nil {
-				if err := control.ClearFaults(ctx); err != nil {
+			for _, s := range r.Scenario {
+				if s.Error != "" {
+					problems = append(problems, fmt.Errorf("run %q: scenario %s:%d (%s): %s", label, sc.File, s.Line, s.Action, s.Error))
+				}
+			}
+			rep.Runs = append(rep.Runs, r)
+			if len(policies) > 0 || len(protocols) > 1 {
+				if err := control.Restore(ctx, snap); err != nil {
 					problems = append(problems, err)
+				}
+				if sc != nil {
+					if err := control.ClearFaults(ctx); err != nil {
+						problems = append(problems, err)
+					}
 				}
 			}
 		}

@@ -38,7 +38,6 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 )
@@ -60,8 +59,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// Propagator reads a caller's traceparent. Default: none.
 	Propagator propagation.TextMapPropagator
-	// MaxBodyBytes bounds a request body. 0 derives it from the fleet:
-	// DefaultMaxBodyBytes of the largest model's max_input_tokens.
+	// MaxBodyBytes bounds a request body. 0 derives it from the fleet like
+	// the gRPC edge's receive limit: DefaultMaxBodyBytes(Router.RecvLimit(0)).
 	MaxBodyBytes int64
 	// BodyReadTimeout bounds reading one request body (default 30s).
 	BodyReadTimeout time.Duration
@@ -153,23 +152,22 @@ func (r *recorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection (flush, deadlines).
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// DefaultMaxBodyBytes is the body limit for a fleet whose largest model
-// takes maxInputTokens: four times the prompt bytes the router accepts (JSON
-// escapes of non-ASCII text take up to 3x) plus 256 KiB for the rest of the
-// request (roles, parameters, message framing).
-func DefaultMaxBodyBytes(maxInputTokens int) int64 {
-	return 4*int64(maxInputTokens)*backends.BytesPerToken + 256<<10
-}
+// JSONExpansion is how many times larger than the gRPC edge's receive limit
+// (router.Server.RecvLimit: the largest model's max_input_tokens × 4 bytes
+// plus a margin) a JSON body may be: JSON escapes of non-ASCII text take up
+// to 3× the bytes, and chat framing adds per message.
+const JSONExpansion = 4
 
+// DefaultMaxBodyBytes is the body limit when the gRPC edge accepts messages
+// of up to recvLimit bytes.
+func DefaultMaxBodyBytes(recvLimit int) int64 { return JSONExpansion * int64(recvLimit) }
+
+// maxBody is the body limit now (it follows fleet reloads).
 func (h *Handler) maxBody() int64 {
 	if h.opts.MaxBodyBytes > 0 {
 		return h.opts.MaxBodyBytes
 	}
-	largest := 0
-	for _, m := range h.opts.Router.Fleet().Models {
-		largest = max(largest, m.MaxInputTokens)
-	}
-	return DefaultMaxBodyBytes(largest)
+	return DefaultMaxBodyBytes(h.opts.Router.RecvLimit(0))
 }
 
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
@@ -362,6 +360,7 @@ type call struct {
 	started bool // headers and the first event are out
 	ended   bool // CompleteStream returned: no more writes
 	rc      *http.ResponseController
+	out     []byte // events not yet written
 }
 
 func (c *call) chat() bool { return c.rpc == RPCChat }
@@ -419,13 +418,15 @@ func (c *call) stream(ctx context.Context) int {
 	}
 	// Tokens were sent and the call could not be finished: say so in the
 	// stream, never a silent truncation.
-	if werr := c.event(errorBody{Error: e.body}); werr != nil {
+	if werr := c.flushWith(errorBody{Error: e.body}); werr != nil {
 		c.h.log.DebugContext(ctx, "stream error event not delivered", "err", werr)
 	}
 	return e.status
 }
 
-// send is the router's callback for each chunk, in order.
+// send is the router's callback for each chunk, in order. The events one
+// chunk makes (the role chunk and the first text; the last text, the
+// finishing chunk, the usage chunk and [DONE]) go out in one write.
 func (c *call) send(ch *pb.GenerateChunk) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -444,7 +445,7 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		if c.chat() {
 			// OpenAI's first chunk carries the role and empty content.
 			empty := ""
-			if err := c.event(c.chatChunk(delta{Role: "assistant", Content: &empty}, nil)); err != nil {
+			if err := c.add(c.chatChunk(delta{Role: "assistant", Content: &empty}, nil)); err != nil {
 				return err
 			}
 		}
@@ -454,16 +455,16 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		text := ch.GetText()
 		var err error
 		if c.chat() {
-			err = c.event(c.chatChunk(delta{Content: &text}, nil))
+			err = c.add(c.chatChunk(delta{Content: &text}, nil))
 		} else {
-			err = c.event(c.textChunk(text, nil))
+			err = c.add(c.textChunk(text, nil))
 		}
 		if err != nil {
 			return err
 		}
 	}
 	if !last {
-		return nil
+		return c.flush()
 	}
 	fr := finishReason(ch.GetFinishReason())
 	var fin any
@@ -476,7 +477,7 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		tc.Switchyard = toRouteInfo(ch.GetRoute(), ch.GetRequestId())
 		fin = tc
 	}
-	if err := c.event(fin); err != nil {
+	if err := c.add(fin); err != nil {
 		return err
 	}
 	if c.p.includeUsage {
@@ -486,12 +487,13 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		} else {
 			u = &textCompletion{ID: c.id, Object: "text_completion", Created: c.created, Model: c.model, Choices: []textChoice{}, Usage: toUsage(ch.GetUsage())}
 		}
-		if err := c.event(u); err != nil {
+		if err := c.add(u); err != nil {
 			return err
 		}
 	}
 	setRouteHeaders(c.w.Header(), ch.GetRoute()) // trailers: declared above, sent after the body
-	return c.write([]byte("data: [DONE]\n\n"))
+	c.out = append(c.out, "data: [DONE]\n\n"...)
+	return c.flush()
 }
 
 func (c *call) nullUsage() any {
@@ -511,23 +513,35 @@ func (c *call) textChunk(text string, finish *string) *textCompletion {
 		Choices: []textChoice{{Text: text, Index: 0, FinishReason: finish}}, Usage: c.nullUsage()}
 }
 
-// event writes one SSE event "data: JSON" and flushes it.
-func (c *call) event(v any) error {
+// add appends one SSE event "data: JSON" to the pending output.
+func (c *call) add(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	buf := make([]byte, 0, len(b)+8)
-	buf = append(buf, "data: "...)
-	buf = append(buf, b...)
-	buf = append(buf, '\n', '\n')
-	return c.write(buf)
+	c.out = append(c.out, "data: "...)
+	c.out = append(c.out, b...)
+	c.out = append(c.out, '\n', '\n')
+	return nil
 }
 
-// write sends b within the write timeout and flushes it.
-func (c *call) write(b []byte) error {
+// flushWith adds v and flushes.
+func (c *call) flushWith(v any) error {
+	if err := c.add(v); err != nil {
+		return err
+	}
+	return c.flush()
+}
+
+// flush sends the pending events within the write timeout, in one write.
+func (c *call) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
 	_ = c.rc.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout))
-	if _, err := c.w.Write(b); err != nil {
+	_, err := c.w.Write(c.out)
+	c.out = c.out[:0]
+	if err != nil {
 		return fmt.Errorf("write to client: %w", err)
 	}
 	if err := c.rc.Flush(); err != nil {

@@ -219,8 +219,7 @@ func TestFromStatusMapsCodes(t *testing.T) {
 }
 
 func TestDefaultMaxBodyBytes(t *testing.T) {
-	// 8192 tokens × 4 bytes × 4 (JSON escapes) + 256 KiB.
-	if got := DefaultMaxBodyBytes(8192); got != 8192*4*4+256<<10 {
+	if got := DefaultMaxBodyBytes(100 << 10); got != 400<<10 {
 		t.Fatalf("got %d", got)
 	}
 }
