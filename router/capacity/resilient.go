@@ -16,9 +16,14 @@ import (
 // because Redis blinked.
 //
 // Closed breaker (ModeShared): every Acquire goes to the shared store under a
-// short timeout (Timeout, 150 ms by default). A call that fails or times out
-// is answered by the local fallback right away (the client waits at most
-// Timeout); FailureThreshold consecutive failures open the breaker.
+// short timeout (Timeout, 150 ms by default). A call that runs out of time
+// opens the breaker at once and is answered by the local fallback (the client
+// waits at most Timeout: a stalled shared store never holds calls longer, and
+// the shared store releases whatever it grants after the caller left). A call
+// that fails fast (connection refused, an error reply) is refused as pool full
+// while the breaker stays closed, since the other replicas may still count in
+// the shared store with the full limit; FailureThreshold consecutive failures
+// open the breaker.
 //
 // Open breaker (ModeDegraded): Acquire never touches the network. It is
 // answered by a Memory store in which every limit (max concurrent, requests
@@ -166,7 +171,7 @@ func (r *Resilient) Acquire(ctx context.Context, res Reservation) (Lease, error)
 		if cerr := ctx.Err(); cerr != nil {
 			return Lease{}, fmt.Errorf("acquire: %w", cerr) // the caller gave up; not Redis's fault
 		}
-		if r.failed(err) == ModeShared {
+		if r.failed(err, timedOut) == ModeShared {
 			// The breaker is not open yet: the other replicas still count in
 			// Redis with the full limit, so a slot counted only here could push
 			// the pool past it. Refuse this one (the router tries another pool
@@ -272,15 +277,16 @@ func (r *Resilient) succeeded() {
 	r.mu.Unlock()
 }
 
-// failed counts a shared-store failure, opens the breaker at the threshold,
-// and returns the mode it leaves the store in.
-func (r *Resilient) failed(err error) Mode {
+// failed counts a shared-store failure, opens the breaker at the threshold
+// (at once when open is true: the call ran out of time), and returns the mode
+// it leaves the store in.
+func (r *Resilient) failed(err error, open bool) Mode {
 	r.mu.Lock()
 	r.failures++
 	if err != nil {
 		r.lastErr = err.Error()
 	}
-	if r.mode != ModeShared || r.failures < r.threshold {
+	if r.mode != ModeShared || r.failures < r.threshold && !open {
 		mode := r.mode
 		r.mu.Unlock()
 		return mode
@@ -375,7 +381,7 @@ func (r *Resilient) Usage(ctx context.Context, pools []string) (map[string]PoolU
 	shared, err := r.shared.Usage(cctx, pools)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.failed(err)
+			r.failed(err, false)
 		}
 		return local, nil
 	}
