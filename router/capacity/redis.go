@@ -90,7 +90,8 @@ type RedisOptions struct {
 	// Clock defaults to the wall clock.
 	Clock clock.Clock
 	// Timeout bounds every call on the request path (Acquire, Usage, Ping)
-	// on top of the caller's context (default 150ms). A call that runs out
+	// whose context has no deadline of its own (default 150ms; Resilient
+	// passes its own Timeout). A call that runs out
 	// of time returns an error wrapping ErrUnavailable; a slot Redis grants
 	// after that is released again by the release worker.
 	Timeout time.Duration
@@ -549,7 +550,7 @@ func (r *Redis) Acquire(ctx context.Context, res Reservation) (Lease, error) {
 	if res.Tenant != "" {
 		calls = append(calls, r.tenantCall(res, now))
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	cctx, cancel := r.bounded(ctx)
 	defer cancel()
 	cmds, err := r.evalAll(cctx, calls)
 	if err != nil {
@@ -951,7 +952,7 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 	if len(pools) == 0 {
 		return out, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	pipe := r.client.Pipeline()
 	cs := make([]cmds, len(pools))
@@ -981,9 +982,18 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 	return out, nil
 }
 
+// bounded gives ctx the store's Timeout unless it already has a deadline
+// (Resilient passes its own).
+func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.timeout)
+}
+
 // Ping checks that Redis answers (Resilient's half-open probe).
 func (r *Redis) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		r.setErr(err)

@@ -17,7 +17,9 @@ import (
 //
 // Closed breaker (ModeShared): every Acquire goes to the shared store under a
 // short timeout (Timeout, 150 ms by default). A call that runs out of time
-// opens the breaker at once and is answered by the local fallback (the client
+// while no other shared call was answered either (the store is stalled, not
+// one call slow) opens the breaker at once and is answered by the local
+// fallback (the client
 // waits at most Timeout: a stalled shared store never holds calls longer, and
 // the shared store releases whatever it grants after the caller left). A call
 // that fails fast (connection refused, an error reply) is refused as pool full
@@ -60,6 +62,7 @@ type Resilient struct {
 	mode       Mode
 	since      time.Time
 	failures   int
+	answered   time.Time // wall clock of the last shared answer (monotonic)
 	lastErr    string
 	replicas   int                 // frozen share divisor while degraded
 	owners     map[leaseKey]*owner // who issued each held lease
@@ -157,6 +160,7 @@ func (r *Resilient) Acquire(ctx context.Context, res Reservation) (Lease, error)
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, r.timeout)
+		asked := time.Now()
 		l, err := r.shared.Acquire(cctx, sres)
 		timedOut := cctx.Err() != nil
 		cancel()
@@ -171,7 +175,7 @@ func (r *Resilient) Acquire(ctx context.Context, res Reservation) (Lease, error)
 		if cerr := ctx.Err(); cerr != nil {
 			return Lease{}, fmt.Errorf("acquire: %w", cerr) // the caller gave up; not Redis's fault
 		}
-		if r.failed(err, timedOut) == ModeShared {
+		if r.failed(err, timedOut && !r.answeredSince(asked)) == ModeShared {
 			// The breaker is not open yet: the other replicas still count in
 			// Redis with the full limit, so a slot counted only here could push
 			// the pool past it. Refuse this one (the router tries another pool
@@ -274,7 +278,16 @@ func (r *Resilient) Release(l Lease, usedTokens int64) {
 func (r *Resilient) succeeded() {
 	r.mu.Lock()
 	r.failures = 0
+	r.answered = time.Now()
 	r.mu.Unlock()
+}
+
+// answeredSince reports whether any shared call got an answer after t: a
+// timeout while others were answered is one slow call, not a stalled store.
+func (r *Resilient) answeredSince(t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answered.After(t)
 }
 
 // failed counts a shared-store failure, opens the breaker at the threshold
