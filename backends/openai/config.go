@@ -51,6 +51,9 @@ type traits struct {
 	// checkModels: /v1/models lists the served model names (Azure lists base
 	// models, not deployments).
 	checkModels bool
+	// echoesPrefill: a unary chat answer starts with the continued assistant
+	// text (llama.cpp does); it is cut off.
+	echoesPrefill bool
 }
 
 type chatContinue int
@@ -67,7 +70,7 @@ var serverTraits = map[Server]traits{
 	ServerVLLM:     {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true},
 	ServerSGLang:   {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true},
 	ServerTGI:      {metrics: true, health: true, chatContinue: continuePrefill, checkModels: true},
-	ServerLlamaCpp: {metrics: true, health: true, chatContinue: continuePrefill, topK: true, checkModels: true},
+	ServerLlamaCpp: {metrics: true, health: true, chatContinue: continuePrefill, topK: true, checkModels: true, echoesPrefill: true},
 	ServerTRTLLM:   {health: true, chatContinue: continueCompletion, topK: true, checkModels: true},
 	ServerOllama:   {chatContinue: continuePrefill, checkModels: true},
 }

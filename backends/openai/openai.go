@@ -48,8 +48,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Resolver for dns:/// endpoints (default: net.DefaultResolver).
 	Resolver Resolver
-	// Transport wraps the HTTP transport the adapter builds (tracing, tests); nil keeps it.
-	Transport func(http.RoundTripper) http.RoundTripper
 }
 
 // Register adds the adapter to r under AdapterName.
@@ -116,13 +114,9 @@ func New(spec backends.Spec, o Options) (*Backend, error) {
 			tr.TLSClientConfig.ServerName = t.host
 		}
 	}
-	var rt http.RoundTripper = tr
-	if o.Transport != nil {
-		rt = o.Transport(tr)
-	}
 	b := &Backend{
 		cfg: cfg, eps: newEndpointSet(cfg, o.Resolver), log: o.Logger, now: time.Now,
-		client: &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		done:   make(chan struct{}),
 	}
 	if err := b.loadKey(); err != nil {
@@ -376,7 +370,10 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	}
 	c.ep.succeeded()
 	ch := &w.Choices[0]
-	text := strings.TrimPrefix(ch.text(), c.in.prefill) // llama.cpp echoes a continued assistant turn
+	text := ch.text()
+	if b.cfg.traits.echoesPrefill && c.in.prefill != "" {
+		text = strings.TrimPrefix(text, c.in.prefill)
+	}
 	resp := &pb.GenerateResponse{Text: text, FinishReason: finishReason(ch)}
 	if resp.FinishReason == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 		resp.FinishReason = pb.FinishReason_FINISH_REASON_STOP
