@@ -15,7 +15,9 @@ type Load struct {
 	// Running sequences, Queued calls waiting for a batch slot, and the
 	// Capacity (effective batch) the backend can run at once right now.
 	Running, Queued, Capacity int
-	// At is when the report was taken (router clock).
+	// At is when the report was taken or received, by the wall clock
+	// (time.Now) of the process running the adapter; the router ages it
+	// against its own clock.
 	At time.Time
 }
 

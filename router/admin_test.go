@@ -299,8 +299,8 @@ func TestCapacityOverrideExplainAndWatch(t *testing.T) {
 		t.Fatalf("override: %v %v", resp, err)
 	}
 	ev, err := w.Recv()
-	if err != nil || ev.Kind != "capacity_override" || ev.Pool != "aws-use1" {
-		t.Fatalf("event %v %v", ev, err)
+	if err != nil || ev.Kind != "capacity_override" || ev.Pool != "aws-use1" || ev.Actor != "ops" {
+		t.Fatalf("event %v %v (the actor is the operator token's name)", ev, err)
 	}
 	ex, err := r.admin.ExplainRoute(ctx, &pb.ExplainRouteRequest{Request: req("us-east-1", 8)})
 	if err != nil {

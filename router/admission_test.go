@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,16 +38,23 @@ func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
 
 func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 	q := newWaitQueue(clock.Real{}, 2)
+	// The waiters left at the end give up when the test ends.
+	wctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
 	results := make(chan waitResult, 2)
 	for i := 0; i < 2; i++ {
+		wg.Add(1)
 		go func() {
-			res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour, false)
+			defer wg.Done()
+			res, _ := q.wait(wctx, pb.Priority_PRIORITY_BATCH, time.Hour, false)
 			results <- res
 		}()
 	}
 	waitLen(t, q, 2)
 	// A standard call evicts the newest batch waiter.
-	go func() { _, _ = q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, false) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = q.wait(wctx, pb.Priority_PRIORITY_STANDARD, time.Hour, false) }()
 	if res := <-results; res != waitEvicted {
 		t.Fatalf("batch waiter got %v, want evicted", res)
 	}

@@ -17,6 +17,9 @@ import (
 // subscriber that falls more than its buffer behind loses events (and is
 // told so by a "dropped" event when it catches up). Safe for concurrent use.
 type eventBus struct {
+	// self is the actor of the events this replica decides on its own
+	// (ejections, health, reloads, counting mode): "router <replica>".
+	self string
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
 }
@@ -26,7 +29,9 @@ type subscriber struct {
 	dropped int
 }
 
-func newEventBus() *eventBus { return &eventBus{subs: map[*subscriber]struct{}{}} }
+func newEventBus(replica string) *eventBus {
+	return &eventBus{self: "router " + replica, subs: map[*subscriber]struct{}{}}
+}
 
 func (b *eventBus) subscribe() *subscriber {
 	sub := &subscriber{ch: make(chan *pb.Event, 256)}
@@ -42,7 +47,12 @@ func (b *eventBus) unsubscribe(sub *subscriber) {
 	b.mu.Unlock()
 }
 
+// publish sends an event to every watcher; an empty actor means this
+// replica decided it.
 func (b *eventBus) publish(kind, pool, detail, actor string) {
+	if actor == "" {
+		actor = b.self
+	}
 	ev := &pb.Event{Time: timestamppb.Now(), Kind: kind, Pool: pool, Detail: detail, Actor: actor}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -68,11 +78,15 @@ func (b *eventBus) publish(kind, pool, detail, actor string) {
 // naming the actor who made the latest one.
 func (s *Server) diffControl(prev, next *control.State) {
 	now := s.clock.Now()
+	actor := next.Actor
+	if actor == "" {
+		actor = "an operator" // written by a replica that did not record who
+	}
 	for _, name := range unionKeys(prev.Weights, next.Weights) {
 		a, okA := prev.Weights[name]
 		b, okB := next.Weights[name]
 		if okA != okB || a != b {
-			s.events.publish("weight", name, fmt.Sprintf("weight %s -> %s", fmtWeight(a, okA), fmtWeight(b, okB)), next.Actor)
+			s.events.publish("weight", name, fmt.Sprintf("weight %s -> %s", fmtWeight(a, okA), fmtWeight(b, okB)), actor)
 		}
 	}
 	for _, name := range unionKeys(prev.Drained, next.Drained) {
@@ -81,7 +95,7 @@ func (s *Server) diffControl(prev, next *control.State) {
 			if next.Drained[name] {
 				kind = "drain"
 			}
-			s.events.publish(kind, name, kind+" applied", next.Actor)
+			s.events.publish(kind, name, kind+" applied", actor)
 		}
 	}
 	for _, name := range unionKeys(prev.Overrides, next.Overrides) {
@@ -95,7 +109,7 @@ func (s *Server) diffControl(prev, next *control.State) {
 					detail += fmt.Sprintf(" until %s (in %s)", b.Expires.UTC().Format(time.RFC3339), b.Expires.Sub(now).Round(time.Second))
 				}
 			}
-			s.events.publish("capacity_override", name, detail, next.Actor)
+			s.events.publish("capacity_override", name, detail, actor)
 		}
 	}
 }

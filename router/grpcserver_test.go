@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv(bigClientEnv); addr != "" {
 		os.Exit(bigClient(addr, os.Getenv(bigClientEnv+"_KEY")))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 func bigClient(addr, key string) int {

@@ -7,6 +7,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -170,7 +171,7 @@ func New(o Options) (*Server, error) {
 		clock:    o.Clock,
 		store:    o.Store,
 		control:  o.Control,
-		events:   newEventBus(),
+		events:   newEventBus(o.Replica),
 		policies: o.Policies,
 		queue:    newWaitQueue(o.Clock, o.Fleet.Routing.QueueMaxLength),
 		stop:     make(chan struct{}),
@@ -260,7 +261,7 @@ func (s *Server) applyControl(next control.State) {
 			if err := s.setPolicy(next.Policy); err != nil {
 				s.log.Error("operator policy unknown to this replica; keeping the current one", "policy", next.Policy, "err", err)
 			} else {
-				s.events.publish("policy", "", "policy is now "+next.Policy, next.Actor)
+				s.events.publish("policy", "", "policy is now "+next.Policy, cmp.Or(next.Actor, "an operator"))
 			}
 		}
 		if prev != nil {
