@@ -43,6 +43,7 @@ const (
 // its Prometheus registry) serving gRPC on loopback, and its console served
 // over HTTP on loopback.
 type fixture struct {
+	tel     *telemetry.Telemetry
 	rt      *router.Server
 	console *console.Console
 	url     string // http://127.0.0.1:port
@@ -53,7 +54,7 @@ type fixtureOptions struct {
 	console.Options
 }
 
-func newFixture(t *testing.T, fo fixtureOptions) *fixture {
+func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	tel, err := telemetry.New(ctx, telemetry.Options{Replica: "console-test", Metrics: true, Getenv: func(string) string { return "" }})
@@ -117,7 +118,7 @@ func newFixture(t *testing.T, fo fixtureOptions) *fixture {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &fixture{rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc}
+	return &fixture{tel: tel, rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc}
 }
 
 // post calls POST /api/v1/<method> with token and a JSON body; it returns
