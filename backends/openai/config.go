@@ -91,6 +91,7 @@ const (
 	OptBasePath          = "base_path"           // API path prefix for dns:/// endpoints and URLs without a path; default /v1
 	OptMetrics           = "metrics"             // on or off; default on where the server kind has a load signal
 	OptMetricsPath       = "metrics_path"        // default /metrics
+	OptMetricsPort       = "metrics_port"        // scrape this port instead of the API's (TGI 3's --prometheus-port)
 	OptMetricsInterval   = "metrics_interval"    // scrape period; default 500ms
 	OptMetricsTimeout    = "metrics_timeout"     // one scrape's bound; default 400ms
 	OptResolveInterval   = "resolve_interval"    // dns:/// re-resolution period; default 5s
@@ -102,7 +103,7 @@ const (
 
 var knownOptions = []string{
 	OptAPIKeyEnv, OptAPIKeyFile, OptAuthHeader, OptBasePath, OptMaxRetryAfter, OptMetrics, OptMetricsInterval,
-	OptMetricsPath, OptMetricsTimeout, OptModelNames + ".<model>", OptRequestTimeout, OptResolveInterval, OptScheme,
+	OptMetricsPath, OptMetricsPort, OptMetricsTimeout, OptModelNames + ".<model>", OptRequestTimeout, OptResolveInterval, OptScheme,
 	OptServer, OptSlotsPerEndpoint, OptStreamIdleTimeout, OptTLSCAFile, OptTLSCertFile, OptTLSKeyFile, OptTLSServerName,
 }
 
@@ -120,6 +121,7 @@ type poolConfig struct {
 	basePath      string
 	metrics       bool
 	metricsPath   string
+	metricsPort   string
 	metricsEvery  time.Duration
 	metricsWithin time.Duration
 	resolveEvery  time.Duration
@@ -226,6 +228,11 @@ func parseSpec(spec backends.Spec) (*poolConfig, error) {
 				bad(k, "%q must start with /", v)
 			}
 			c.metricsPath = v
+		case OptMetricsPort:
+			if n, err := strconv.ParseUint(v, 10, 16); err != nil || n == 0 {
+				bad(k, "%q is not a port number", v)
+			}
+			c.metricsPort = v
 		case OptMetricsInterval:
 			dur(k, v, &c.metricsEvery)
 		case OptMetricsTimeout:

@@ -727,3 +727,27 @@ func writeKey(t *testing.T, path string, key any) {
 	}
 	writePEM(t, path, "PRIVATE KEY", der)
 }
+
+// metrics_port: the load signal read from another port of the same host
+// (TGI 3 serves /metrics on --prometheus-port).
+func TestMetricsOnTheirOwnPort(t *testing.T) {
+	api := newFake(t, nil)
+	prom := newFake(t, nil)
+	prom.metrics.Store(ptr(fixture(t, "tgi.prom")))
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(prom.URL, "http://"))
+	b := newBackend(t, map[string]string{OptServer: "tgi", OptMetricsInterval: "20ms", OptMetricsPort: port, OptSlotsPerEndpoint: "16"}, Options{}, api.URL)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, ok := b.Load()
+		if ok && l.Running == 7 && l.Queued == 3 && l.Capacity == 7 {
+			break // queued calls: full at what runs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("load %+v %v", l, ok)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := New(backends.Spec{Pool: "p", Endpoints: []string{api.URL}, Options: map[string]string{OptMetricsPort: "99999"}}, Options{}); err == nil {
+		t.Fatal("bad metrics_port accepted")
+	}
+}

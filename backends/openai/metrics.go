@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,7 +128,7 @@ func (b *Backend) scrape(ctx context.Context) {
 func (b *Backend) scrapeOne(ctx context.Context, e *endpoint) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.metricsWithin)
 	defer cancel()
-	body, err := b.get(ctx, e.root+b.cfg.metricsPath, maxMetricsBody)
+	body, err := b.get(ctx, b.metricsURL(e), maxMetricsBody)
 	if err != nil {
 		b.noteScrapeError(e, err)
 		return
@@ -149,6 +151,20 @@ func (b *Backend) scrapeOne(ctx context.Context, e *endpoint) {
 	e.mu.Lock()
 	e.running, e.queued, e.saturated, e.scrapedAt = l.running, l.queued, l.saturated, b.now()
 	e.mu.Unlock()
+}
+
+// metricsURL is where an endpoint's metrics are: its root, or the same
+// host on metrics_port.
+func (b *Backend) metricsURL(e *endpoint) string {
+	if b.cfg.metricsPort == "" {
+		return e.root + b.cfg.metricsPath
+	}
+	scheme, _, _ := strings.Cut(e.root, "://")
+	host, _, err := net.SplitHostPort(e.name)
+	if err != nil {
+		host = e.name
+	}
+	return scheme + "://" + net.JoinHostPort(host, b.cfg.metricsPort) + b.cfg.metricsPath
 }
 
 // noteScrapeError logs a failing scrape at most once a minute per backend.
