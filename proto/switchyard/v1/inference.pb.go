@@ -312,7 +312,7 @@ func (x *ChatMessage) GetContent() string {
 
 // SamplingParameters tune decoding. Every field is optional: unset means the
 // serving endpoint's default. Pools that cannot honour a parameter ignore it
-// (the simulator ignores all but stop).
+// (the simulator ignores them all).
 type SamplingParameters struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Temperature      *float32               `protobuf:"fixed32,1,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"` // 0..2
