@@ -100,6 +100,7 @@ func (b *browser) shot(name string) {
 func (b *browser) signIn(url, token string) {
 	b.t.Helper()
 	b.do("open the console", chromedp.Navigate(url+"/"), chromedp.WaitVisible("#token"))
+	b.checkContrast()
 	if got := eval[string](b, `document.activeElement.id`); got != "token" {
 		b.t.Fatalf("focus on %q after load, want the token field", got)
 	}
@@ -139,6 +140,15 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 	// Marks this page load: a reload would lose it.
 	eval[bool](b, `window.__sameLoad = true`)
 
+	// Keyboard: an action button opens its dialog with Enter, focus moves
+	// into the dialog, Escape closes it and nothing changed.
+	b.do("keyboard weight", chromedp.Focus(`#fleet-body tr[data-pool="aws-euw1-trn3"] button[data-action="weight"]`), chromedp.KeyEvent("\r"))
+	b.waitFor("dialog open with focus inside", `document.querySelector('#dlg').open && document.activeElement.id === 'dlg-weight'`)
+	b.do("escape", chromedp.KeyEvent("\x1b"))
+	b.waitFor("dialog closed", `!document.querySelector('#dlg').open`)
+
+	b.checkContrast()
+
 	// Drain: the dry run comes first, then the drain; the state changes live.
 	b.do("open drain", chromedp.Click(fmt.Sprintf(`#fleet-body tr[data-pool="%s"] button[data-action="drain"]`, "aws-use1-trn2")))
 	b.waitFor("dry run", `document.querySelector('#dry-run-headroom') !== null`)
@@ -151,6 +161,7 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 	if st := eval[string](b, fmt.Sprintf(stateOf, "aws-use1-trn2")); st != "ok" {
 		t.Fatalf("the dry run changed the state: %q", st)
 	}
+	b.checkContrast()
 	b.shot("2-drain-dry-run")
 	b.do("confirm drain", chromedp.Click("#dlg-ok"))
 	b.waitFor("drained state", fmt.Sprintf(stateOf, "aws-use1-trn2")+` === 'drained'`)
@@ -177,6 +188,7 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 	if over := eval[bool](b, `document.querySelector('#fleet').offsetWidth > document.querySelector('.fleet-card .table-wrap').clientWidth`); over {
 		t.Error("the fleet table is wider than its card at 1280x800")
 	}
+	b.checkContrast() // drained, override badges, event kinds
 	b.shot("3-override-countdown")
 
 	// Audit: who did what.
@@ -210,6 +222,7 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 	if !eval[bool](b, `window.__sameLoad === true`) {
 		t.Fatal("the page reloaded")
 	}
+	b.checkContrast()
 	b.shot("4-explain")
 
 	// A narrow window: one column, nothing wider than the window.
@@ -239,6 +252,7 @@ func TestBrowserViewerSeesNoActions(t *testing.T) {
 	if n := eval[int](b, `document.querySelectorAll('#fleet-head th').length`); n != 6 {
 		t.Fatalf("%d fleet columns for a viewer, want 6 (no Actions)", n)
 	}
+	b.checkContrast()
 	b.shot("viewer")
 	// A direct POST from the page with the viewer's token is refused.
 	code := eval[int](b, `(async () => (await fetch('/api/v1/Drain', {method: 'POST',
@@ -271,3 +285,28 @@ func shotDir(t *testing.T) string {
 	}
 	return t.TempDir()
 }
+
+// checkContrast fails the test when visible text is below 4.5:1 contrast.
+func (b *browser) checkContrast() {
+	b.t.Helper()
+	if low := eval[[]string](b, contrastCheck); len(low) > 0 {
+		b.shot("failed-contrast")
+		b.t.Fatalf("text below 4.5:1 contrast: %v", low)
+	}
+}
+
+// contrastCheck lists the visible text elements of the page whose colour
+// has less than 4.5:1 contrast (WCAG AA) with the background behind them.
+const contrastCheck = `(() => {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor); if (c.length === 3 || c[3] > 0) return c; } return [255, 255, 255]; };
+  const low = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (!el.offsetParent || el.closest('svg') || ![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const a = lum(rgb(getComputedStyle(el).color)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(el.tagName + '.' + el.className + ' "' + el.textContent.trim().slice(0, 20) + '" ' + ratio.toFixed(2));
+  }
+  return low;
+})()`

@@ -449,7 +449,7 @@
   // ---- live stream: server-sent events read with fetch, so the token
   // travels in a header (EventSource cannot send one) ----
 
-  function setLive(text, cls) { const l = $('live'); l.textContent = text; l.className = 'live ' + cls; }
+  function setLive(text, cls) { const l = $('live'); l.textContent = text; l.className = 'live is-' + cls; }
 
   async function openStream() {
     if (S.stream) S.stream.abort();
