@@ -3,6 +3,8 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchyard-dev/switchyard/router/capacity"
 )
 
 // chromiumPath finds Debian's chromium (scripts/test.sh installs it).
@@ -237,6 +241,33 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 // matchCountdown says whether s is a fresh 30-minute override's badge.
 func matchCountdown(s string) bool {
 	return regexp.MustCompile(`^override 12 \((30:00|29:[0-5]\d) left\)$`).MatchString(s)
+}
+
+// With Redis unreachable the header says DEGRADED, in red.
+func TestBrowserShowsDegradedCounting(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close() // nothing listens there: Redis is down
+	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: "redis://" + dead + "/0", Replica: "console-test", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, fixtureOptions{Store: store})
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("degraded badge", `document.querySelector('#counting').textContent === 'DEGRADED'`)
+	if bg := eval[string](b, `getComputedStyle(document.querySelector('#counting')).backgroundColor`); bg != "rgb(220, 38, 38)" {
+		t.Fatalf("degraded badge background %s, want red", bg)
+	}
+	b.checkContrast()
+	b.shot("degraded")
 }
 
 func TestBrowserViewerSeesNoActions(t *testing.T) {
