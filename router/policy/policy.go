@@ -204,6 +204,8 @@ type Decision struct {
 	// seen[i] == epoch: pool i is already in Ranked (permutation check).
 	seen  []uint32
 	epoch uint32
+	// class[i] is pool i's skip reason << 2 | tier, for one decision.
+	class []uint8
 }
 
 // Next returns the next candidate in order of preference, or nil when none
@@ -385,13 +387,15 @@ func ValidResidency(r string) bool {
 // hard rules every policy obeys.
 func Filter(req *Request, pools []PoolView, env *Env) (eligible, skipped []Candidate) {
 	var d Decision
-	d.filter(req, pools, env)
+	d.filter(req, pools, env, false)
 	return d.Ranked, d.Skipped
 }
 
 // filter fills d.Ranked with the eligible candidates and d.Skipped with the
-// rest, reusing their capacity.
-func (d *Decision) filter(req *Request, pools []PoolView, env *Env) {
+// rest, reusing their capacity. With byTier the eligible candidates come
+// grouped by tier (caller's region, geography, anywhere; pool order inside a
+// tier), so a tiered policy lays them out without moving any.
+func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool) {
 	d.Ranked, d.Skipped = d.Ranked[:0], d.Skipped[:0]
 	callerGeo := ""
 	if req.CallerRegion != "" {
@@ -401,39 +405,72 @@ func (d *Decision) filter(req *Request, pools []PoolView, env *Env) {
 			callerGeo = geo.GeographyOf(req.CallerRegion)
 		}
 	}
+	if cap(d.class) < len(pools) {
+		d.class = make([]uint8, len(pools))
+	}
+	class := d.class[:len(pools)]
+	var count [3]int
 	for i := range pools {
 		p := &pools[i]
-		c := Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: TierAnywhere}
+		skip := SkipNone
+		switch {
+		case !p.Serves(req.Model):
+			skip = SkipModel
+		case req.Residency != "" && p.Geography != req.Residency:
+			skip = SkipResidency
+		case p.Drained:
+			skip = SkipDrained
+		case p.Ejected:
+			skip = SkipEjected
+		case p.Unhealthy:
+			skip = SkipUnhealthy
+		case p.Limit <= 0:
+			skip = SkipZeroCapacity
+		}
+		tier := TierAnywhere
 		if req.CallerRegion != "" {
 			switch {
 			case p.Region == req.CallerRegion:
-				c.Tier = TierRegion
+				tier = TierRegion
 			case callerGeo != "" && callerGeo == p.Geography:
-				c.Tier = TierGeography
+				tier = TierGeography
 			}
 		}
-		switch {
-		case !p.Serves(req.Model):
-			c.Skip = SkipModel
-		case req.Residency != "" && p.Geography != req.Residency:
-			c.Skip = SkipResidency
-		case p.Drained:
-			c.Skip = SkipDrained
-		case p.Ejected:
-			c.Skip = SkipEjected
-		case p.Unhealthy:
-			c.Skip = SkipUnhealthy
-		case p.Limit <= 0:
-			c.Skip = SkipZeroCapacity
-		default:
-			c.Eligible = true
-			d.Ranked = append(d.Ranked, c)
+		class[i] = uint8(skip)<<2 | uint8(tier)
+		if skip == SkipNone {
+			count[tier]++
+		} else {
+			d.Skipped = append(d.Skipped, Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: tier, Skip: skip})
+			if req.Explain {
+				d.Skipped[len(d.Skipped)-1].Reason = skip.describe(req, p.Geography, p.Region)
+			}
+		}
+	}
+	n := count[0] + count[1] + count[2]
+	if cap(d.Ranked) < n {
+		d.Ranked = make([]Candidate, 0, n+n/4)
+	}
+	d.Ranked = d.Ranked[:n]
+	// Each candidate is written once, in its place.
+	at := [3]int{0, n, n}
+	if byTier {
+		at = [3]int{0, count[0], count[0] + count[1]}
+	}
+	next := 0
+	for i, cl := range class {
+		if cl>>2 != uint8(SkipNone) {
 			continue
 		}
-		if req.Explain {
-			c.Reason = c.Skip.describe(req, p.Geography, p.Region)
+		tier := Tier(cl & 3)
+		j := next
+		if byTier {
+			j = at[tier]
+			at[tier]++
+		} else {
+			next++
 		}
-		d.Skipped = append(d.Skipped, c)
+		p := &pools[i]
+		d.Ranked[j] = Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: tier, Eligible: true}
 	}
 }
 
@@ -483,7 +520,8 @@ func Decide(pol Policy, req *Request, pools []PoolView, env *Env) Decision {
 // kept across calls and a Segmenter policy, a decision allocates nothing.
 // The order may still be lazy: walk it with d.Next, or call d.All.
 func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *Env) {
-	d.filter(req, pools, env)
+	sg, lazy := pol.(Segmenter)
+	d.filter(req, pools, env, lazy)
 	d.Policy = pol.Name()
 	d.seg, d.next = 0, 0
 	d.rand = rand.Float64
@@ -495,7 +533,7 @@ func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *En
 	if sc, ok := pol.(Scorer); ok {
 		d.scorer = sc
 	}
-	if sg, ok := pol.(Segmenter); ok {
+	if lazy {
 		d.segs = sg.Segments(req, pools, d.Ranked, env, d.segs[:0])
 	} else {
 		pol.Rank(req, pools, d.Ranked, env)
@@ -503,7 +541,7 @@ func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *En
 	}
 	if !d.valid(n, len(pools)) {
 		// The policy broke its contract: rank nothing it made up, lose no pool.
-		d.filter(req, pools, env)
+		d.filter(req, pools, env, false)
 		d.segs = append(d.segs[:0], Segment{Start: 0, End: len(d.Ranked)})
 	}
 	if req.Explain {

@@ -126,19 +126,27 @@ func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candid
 			}
 		}
 	}
-	// Dutch-flag partition by group, in place.
-	lo, mid, hi := 0, 0, len(eligible)-1
-	for mid <= hi {
-		switch group[eligible[mid].Tier] {
-		case 0:
-			eligible[lo], eligible[mid] = eligible[mid], eligible[lo]
-			lo++
-			mid++
-		case 1:
-			mid++
-		default:
-			eligible[mid], eligible[hi] = eligible[hi], eligible[mid]
-			hi--
+	// Lay the groups out in place. DecideInto hands the candidates over
+	// grouped by tier already: then only a spilled tier moves.
+	inOrder := true
+	for i := 1; i < len(eligible) && inOrder; i++ {
+		inOrder = group[eligible[i-1].Tier] <= group[eligible[i].Tier]
+	}
+	if !inOrder {
+		// Dutch-flag partition by group.
+		lo, mid, hi := 0, 0, len(eligible)-1
+		for mid <= hi {
+			switch group[eligible[mid].Tier] {
+			case 0:
+				eligible[lo], eligible[mid] = eligible[mid], eligible[lo]
+				lo++
+				mid++
+			case 1:
+				mid++
+			default:
+				eligible[mid], eligible[hi] = eligible[hi], eligible[mid]
+				hi--
+			}
 		}
 	}
 	at := 0
