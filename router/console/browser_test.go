@@ -273,6 +273,12 @@ func TestBrowserShowsDegradedCounting(t *testing.T) {
 func TestBrowserViewerSeesNoActions(t *testing.T) {
 	f := newFixture(t, fixtureOptions{})
 	b := newBrowser(t)
+	// A wrong token is refused with the Admin API's reason.
+	b.do("wrong token", chromedp.Navigate(f.url+"/"), chromedp.WaitVisible("#token"), chromedp.SendKeys("#token", "not-a-token\r"))
+	b.waitFor("refusal", `document.querySelector('#signin-error').textContent === 'Sign-in failed: unauthenticated: unknown token'`)
+	if !eval[bool](b, `document.querySelector('#app').hidden && sessionStorage.length === 0`) {
+		t.Fatal("a refused token was kept or showed the console")
+	}
 	b.signIn(f.url, viewerToken)
 	if role := eval[string](b, `document.querySelector('#role').textContent`); role != "viewer" {
 		t.Fatalf("role %q", role)

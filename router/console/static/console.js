@@ -278,7 +278,13 @@
     }
   }
 
-  function describe(e) { return e instanceof APIError ? e.code.toLowerCase().replace(/_/g, ' ') + ': ' + e.message : String(e.message || e); }
+  // describe words an error as the Admin API did, led by its status unless
+  // the message already says it.
+  function describe(e) {
+    if (!(e instanceof APIError)) return String(e.message || e);
+    const words = e.code.toLowerCase().replace(/_/g, ' ');
+    return e.message.toLowerCase().startsWith(words) ? e.message : words + ': ' + e.message;
+  }
 
   function field(label, input, hint) {
     return el('p', { class: 'field' }, el('label', { for: input.id, text: label }), input, hint ? el('span', { class: 'hint', text: hint }) : null);
