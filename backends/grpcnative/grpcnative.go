@@ -7,14 +7,21 @@ package grpcnative
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -32,9 +39,94 @@ const AdapterName = "grpc"
 // several pools (switchyard-sim does) and logs on both sides agree.
 const PoolHeader = "x-switchyard-pool"
 
+// Spec options a pool may set (its `options:` in the fleet file; nested YAML
+// arrives as dotted keys, so `tls: {ca_file: ...}` is tls.ca_file). Without
+// any tls.* option the link is plaintext; any of them turns TLS on.
+const (
+	OptTLS           = "tls.enabled"     // "true": TLS, verified against the system roots unless tls.ca_file is set
+	OptTLSCAFile     = "tls.ca_file"     // PEM CA bundle the backend's certificate must chain to
+	OptTLSCertFile   = "tls.cert_file"   // client certificate (PEM) for mutual TLS, with tls.key_file
+	OptTLSKeyFile    = "tls.key_file"    // client key (PEM)
+	OptTLSServerName = "tls.server_name" // name to verify instead of the endpoint's host
+)
+
+var knownOptions = []string{OptTLS, OptTLSCAFile, OptTLSCertFile, OptTLSKeyFile, OptTLSServerName}
+
+// Validate checks a pool's spec for this adapter: endpoints, known options,
+// readable TLS files. New calls it; errors name the option.
+func Validate(spec backends.Spec) error {
+	_, err := transportCreds(spec)
+	return err
+}
+
+// transportCreds builds the link's credentials from the spec's options.
+func transportCreds(spec backends.Spec) (credentials.TransportCredentials, error) {
+	var errs []error
+	if len(spec.Endpoints) == 0 {
+		errs = append(errs, errors.New("no endpoints"))
+	}
+	for _, ep := range spec.Endpoints {
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(ep, "dns:///")); err != nil {
+			errs = append(errs, fmt.Errorf("endpoint %q: want host:port", ep))
+		}
+	}
+	on := false
+	for k, v := range spec.Options {
+		switch k {
+		case OptTLS:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("option %s: %q is not true or false", k, v))
+			}
+			on = on || b
+		case OptTLSCAFile, OptTLSCertFile, OptTLSKeyFile, OptTLSServerName:
+			on = on || v != ""
+		default:
+			errs = append(errs, fmt.Errorf("unknown option %q (known: %s)", k, strings.Join(knownOptions, ", ")))
+		}
+	}
+	if v, set := spec.Options[OptTLS]; set && v != "" {
+		if b, err := strconv.ParseBool(v); err == nil && !b && on {
+			errs = append(errs, fmt.Errorf("option %s is false but other tls.* options are set", OptTLS))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if !on {
+		return insecure.NewCredentials(), nil
+	}
+	o := spec.Options
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o[OptTLSServerName]}
+	if f := o[OptTLSCAFile]; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("option %s: %w", OptTLSCAFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("option %s: %s holds no PEM certificate", OptTLSCAFile, f)
+		}
+		cfg.RootCAs = pool
+	}
+	cert, key := o[OptTLSCertFile], o[OptTLSKeyFile]
+	if (cert == "") != (key == "") {
+		return nil, fmt.Errorf("options %s and %s go together", OptTLSCertFile, OptTLSKeyFile)
+	}
+	if cert != "" {
+		kp, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("options %s/%s: %w", OptTLSCertFile, OptTLSKeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{kp}
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
 // Options tune the adapter.
 type Options struct {
-	// DialOptions are appended to the defaults (insecure transport, keepalive).
+	// DialOptions are appended to the defaults (transport credentials from
+	// the pool's tls.* options, keepalive).
 	DialOptions []grpc.DialOption
 	// HealthService is the service name asked in health checks ("" = server).
 	HealthService string
@@ -84,11 +176,12 @@ func Register(r *backends.Registry, o Options) {
 
 // New connects lazily to every endpoint of spec.
 func New(spec backends.Spec, o Options) (*Backend, error) {
-	if len(spec.Endpoints) == 0 {
-		return nil, errors.New("no endpoints")
+	creds, err := transportCreds(spec)
+	if err != nil {
+		return nil, err
 	}
 	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 	}, o.DialOptions...)
