@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ type globals struct {
 	tlsCert            string
 	tlsKey             string
 	insecureSkipVerify bool
+	insecure           bool
 }
 
 func (g *globals) defaults() {
@@ -57,6 +59,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.tlsCert, "tls-cert", g.tlsCert, "client certificate (PEM), for routers that require one")
 	fs.StringVar(&g.tlsKey, "tls-key", g.tlsKey, "private key for --tls-cert (PEM)")
 	fs.BoolVar(&g.insecureSkipVerify, "insecure-skip-verify", g.insecureSkipVerify, "TLS without verifying the router's certificate (testing only)")
+	fs.BoolVar(&g.insecure, "insecure", g.insecure, "allow sending the admin token in plaintext to a non-loopback --addr (without it, such an address needs --tls)")
 }
 
 func (g *globals) validate() error {
@@ -74,6 +77,33 @@ func (g *globals) validate() error {
 
 func (g *globals) useTLS() bool {
 	return g.tls || g.tlsCA != "" || g.tlsCert != "" || g.insecureSkipVerify
+}
+
+// plaintextCheck refuses to send the token without TLS to an address off
+// this host, unless --insecure.
+func (g *globals) plaintextCheck() error {
+	if g.useTLS() || g.insecure || loopbackTarget(g.addr) {
+		return nil
+	}
+	return fmt.Errorf("refusing to send the admin token in plaintext to %s, which is not a loopback address: use --tls (with --tls-ca for a private CA), or --insecure to send it anyway", g.addr)
+}
+
+// loopbackTarget reports whether a gRPC target names this host only:
+// localhost or a loopback IP, with or without a dns:/// or passthrough:///
+// scheme. Names are not resolved.
+func loopbackTarget(target string) bool {
+	for _, scheme := range []string{"dns:///", "passthrough:///", "dns:"} {
+		target = strings.TrimPrefix(target, scheme)
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // cli is one invocation: flags, output and, once dialled, the connection.
@@ -100,6 +130,9 @@ func (c *cli) close() {
 func (c *cli) connect() error {
 	if c.admin != nil {
 		return nil
+	}
+	if err := c.g.plaintextCheck(); err != nil {
+		return err
 	}
 	tok, err := c.readToken()
 	if err != nil {

@@ -668,3 +668,39 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
+
+// The admin token never goes in plaintext to an address off this host unless
+// --insecure says so; loopback addresses and TLS are fine.
+func TestPlaintextTokenOnlyToLoopback(t *testing.T) {
+	for _, addr := range []string{"10.0.0.7:50051", "switchyard.switchyard:50051", "dns:///switchyard-headless.switchyard:50051", "[2001:db8::1]:50051", "0.0.0.0:50051"} {
+		_, _, err := ctl(t, addr, "op-secret", "pools")
+		if err == nil || !strings.Contains(err.Error(), "refusing to send the admin token in plaintext") {
+			t.Errorf("pools --addr %s without TLS: %v, want a refusal", addr, err)
+		}
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:50051", true}, {"localhost:50051", true}, {"[::1]:50051", true}, {"dns:///localhost:50051", true}, {"127.3.2.1:1", true},
+		{"10.0.0.7:50051", false}, {"example.com:443", false}, {"dns:///switchyard:50051", false}, {"[::]:50051", false},
+	} {
+		if got := loopbackTarget(tc.addr); got != tc.want {
+			t.Errorf("loopbackTarget(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+	// A loopback address works in plaintext, as every other test here shows.
+	addr := startRouter(t, routerOpts{})
+	if _, _, err := ctl(t, addr, "op-secret", "pools"); err != nil {
+		t.Fatalf("loopback plaintext: %v", err)
+	}
+	// --insecure (or TLS) lets a non-loopback address through the check.
+	for _, g := range []globals{{addr: "10.0.0.7:50051", insecure: true}, {addr: "10.0.0.7:50051", tls: true}, {addr: "10.0.0.7:50051", tlsCA: "ca.pem"}} {
+		if err := g.plaintextCheck(); err != nil {
+			t.Errorf("%+v: %v", g, err)
+		}
+	}
+	if err := (&globals{addr: "10.0.0.7:50051"}).plaintextCheck(); err == nil {
+		t.Error("plaintext to 10.0.0.7 passed the check")
+	}
+}
