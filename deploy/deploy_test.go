@@ -25,6 +25,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -34,6 +35,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/router/config"
 )
 
@@ -56,6 +58,14 @@ type manifests struct {
 	serviceAccts map[string]*corev1.ServiceAccount
 	pdbs         []*policyv1.PodDisruptionBudget
 	hpas         []*autoscalingv2.HorizontalPodAutoscaler
+	netpols      []*networkingv1.NetworkPolicy
+}
+
+// operatorSecrets are created by the operator, never shipped: a Secret in the
+// manifests would be a placeholder that works if applied.
+var operatorSecrets = map[string][]string{
+	"switchyard-tokens":      {"admin-token"},
+	"switchyard-backend-tls": {"ca.crt", "tls.crt", "tls.key"},
 }
 
 // decodeStrict decodes one YAML document as the API type its apiVersion and
@@ -75,6 +85,8 @@ func decodeStrict(doc []byte) (any, error) {
 		obj = &corev1.ConfigMap{}
 	case "v1/Secret":
 		obj = &corev1.Secret{}
+	case "networking.k8s.io/v1/NetworkPolicy":
+		obj = &networkingv1.NetworkPolicy{}
 	case "v1/ServiceAccount":
 		obj = &corev1.ServiceAccount{}
 	case "policy/v1/PodDisruptionBudget":
@@ -130,6 +142,8 @@ func (m *manifests) add(obj any) error {
 		m.pdbs = append(m.pdbs, o)
 	case *autoscalingv2.HorizontalPodAutoscaler:
 		m.hpas = append(m.hpas, o)
+	case *networkingv1.NetworkPolicy:
+		m.netpols = append(m.netpols, o)
 	}
 	return nil
 }
@@ -512,6 +526,15 @@ func checkRefs(t *testing.T, m *manifests) {
 		}
 		if r := e.ValueFrom.SecretKeyRef; r != nil {
 			s, ok := m.secrets[r.Name]
+			if keys, op := operatorSecrets[r.Name]; op {
+				if ok {
+					t.Errorf("env %s: Secret %q is shipped in the manifests; the operator must create it (a shipped value is a placeholder that works)", e.Name, r.Name)
+				}
+				if !slices.Contains(keys, r.Key) || (r.Optional != nil && *r.Optional) {
+					t.Errorf("env %s: Secret %q key %q must be one of %v and not optional", e.Name, r.Name, r.Key, keys)
+				}
+				continue
+			}
 			if !ok {
 				t.Errorf("env %s: no Secret %q", e.Name, r.Name)
 			} else if _, ok := s.StringData[r.Key]; !ok {
@@ -545,8 +568,17 @@ func checkRefs(t *testing.T, m *manifests) {
 				}
 			}
 		}
-		if v.Secret != nil && m.secrets[v.Secret.SecretName] == nil {
-			t.Errorf("volume %s: no Secret %q", v.Name, v.Secret.SecretName)
+		if v.Secret != nil {
+			_, shipped := m.secrets[v.Secret.SecretName]
+			_, op := operatorSecrets[v.Secret.SecretName]
+			switch {
+			case op && shipped:
+				t.Errorf("volume %s: Secret %q is shipped in the manifests; the operator must create it", v.Name, v.Secret.SecretName)
+			case op && v.Secret.Optional != nil && *v.Secret.Optional:
+				t.Errorf("volume %s: Secret %q must not be optional", v.Name, v.Secret.SecretName)
+			case !op && !shipped:
+				t.Errorf("volume %s: no Secret %q", v.Name, v.Secret.SecretName)
+			}
 		}
 	}
 	for _, vm := range c.VolumeMounts {
@@ -564,7 +596,9 @@ func checkRefs(t *testing.T, m *manifests) {
 	}
 
 	// --config resolves to the fleet ConfigMap and the fleet is valid.
-	fleetOf(t, m)
+	fleet := fleetOf(t, m)
+	checkBackendTLS(t, fleet, pod, c)
+	checkNetworkPolicy(t, m, fleet, c)
 
 	// --redis comes from the Redis ConfigMap; its URL has a scheme the router knows.
 	if flags["redis"] != "$(SWITCHYARD_REDIS_URL)" {
@@ -679,12 +713,171 @@ func checkRefs(t *testing.T, m *manifests) {
 	}
 }
 
+// checkBackendTLS: every native (grpc adapter) pool whose endpoints are not
+// loopback links with mutual TLS, from files of the operator's
+// switchyard-backend-tls Secret mounted into the router container.
+func checkBackendTLS(t *testing.T, fleet *config.Fleet, pod corev1.PodTemplateSpec, c *corev1.Container) {
+	t.Helper()
+	tlsDir := ""
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != "switchyard-backend-tls" {
+			continue
+		}
+		for _, vm := range c.VolumeMounts {
+			if vm.Name == v.Name {
+				tlsDir = vm.MountPath
+			}
+		}
+	}
+	for _, p := range fleet.Pools {
+		if p.Adapter != grpcnative.AdapterName {
+			continue
+		}
+		remote := false
+		for _, e := range p.Endpoints {
+			host, _, _ := net.SplitHostPort(strings.TrimPrefix(e, "dns:///"))
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				remote = true
+			}
+		}
+		if !remote {
+			continue
+		}
+		for _, opt := range []string{grpcnative.OptTLSCAFile, grpcnative.OptTLSCertFile, grpcnative.OptTLSKeyFile} {
+			f := p.Options[opt]
+			switch {
+			case f == "":
+				t.Errorf("pool %q: native endpoints %v off the host without %s (backend links must be mutual TLS)", p.Name, p.Endpoints, opt)
+			case tlsDir == "":
+				t.Errorf("pool %q: %s %s, but no volume of Secret switchyard-backend-tls is mounted", p.Name, opt, f)
+			case path.Dir(f) != path.Clean(tlsDir):
+				t.Errorf("pool %q: %s %s is not in the switchyard-backend-tls mount %s", p.Name, opt, f, tlsDir)
+			}
+		}
+		for k := range p.Options {
+			if !slices.Contains([]string{grpcnative.OptTLS, grpcnative.OptTLSCAFile, grpcnative.OptTLSCertFile, grpcnative.OptTLSKeyFile, grpcnative.OptTLSServerName}, k) {
+				t.Errorf("pool %q: option %q is unknown to the grpc adapter", p.Name, k)
+			}
+		}
+	}
+}
+
+// checkNetworkPolicy: one policy selects the router pods for ingress and
+// egress; ingress opens only the container's gRPC port to everyone and its
+// metrics port to labelled namespaces; egress allows DNS, the Redis port and
+// every native backend port of the fleet, and nothing on the other ports.
+func checkNetworkPolicy(t *testing.T, m *manifests, fleet *config.Fleet, c *corev1.Container) {
+	t.Helper()
+	if len(m.netpols) != 1 {
+		t.Errorf("%d NetworkPolicies, want 1", len(m.netpols))
+		return
+	}
+	np := m.netpols[0]
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(m.deployments[0].Spec.Template.Labels)) {
+		t.Errorf("NetworkPolicy %s does not select the router pods (%v)", np.Name, err)
+	}
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+		t.Errorf("NetworkPolicy policyTypes %v, want Ingress and Egress", np.Spec.PolicyTypes)
+	}
+	named := map[string]int32{}
+	for _, p := range c.Ports {
+		named[p.Name] = p.ContainerPort
+	}
+	portNum := func(p *intstr.IntOrString) int32 {
+		if p == nil {
+			return 0
+		}
+		if p.Type == intstr.String {
+			return named[p.StrVal]
+		}
+		return p.IntVal
+	}
+	for _, r := range np.Spec.Ingress {
+		if len(r.Ports) == 0 {
+			t.Errorf("an ingress rule allows every port")
+		}
+		for _, p := range r.Ports {
+			switch n := portNum(p.Port); {
+			case n == 0:
+				t.Errorf("ingress port %v is not a container port", p.Port)
+			case n == named["metrics"] && len(r.From) == 0:
+				t.Errorf("ingress: the metrics port is open to every pod; limit it to the scraper's namespace")
+			case n != named["grpc"] && n != named["metrics"]:
+				t.Errorf("ingress opens port %d, which is neither gRPC nor metrics", n)
+			}
+		}
+	}
+	egress := map[int32]bool{}
+	for _, r := range np.Spec.Egress {
+		if len(r.Ports) == 0 {
+			t.Errorf("an egress rule allows every port")
+		}
+		for _, p := range r.Ports {
+			egress[portNum(p.Port)] = true
+		}
+	}
+	want := map[string]int32{"DNS": 53}
+	if cm, ok := m.configMaps["switchyard-redis"]; ok {
+		if u, err := url.Parse(cm.Data["SWITCHYARD_REDIS_URL"]); err == nil {
+			if p, err := strconv.Atoi(u.Port()); err == nil {
+				want["Redis"] = int32(p)
+			}
+		}
+	}
+	for _, p := range fleet.Pools {
+		for _, e := range p.Endpoints {
+			if _, port, err := net.SplitHostPort(strings.TrimPrefix(e, "dns:///")); err == nil {
+				n, _ := strconv.Atoi(port)
+				want["pool "+p.Name] = int32(n)
+			}
+		}
+	}
+	for what, port := range want {
+		if !egress[port] {
+			t.Errorf("egress does not allow port %d (%s)", port, what)
+		}
+	}
+}
+
+// TestNothingShipsAWorkingPlaceholder: no Secret in the base or any overlay
+// (the operator creates them), the image tag is pinned, and the tokens that
+// earlier manifests carried are refused by the router itself.
+func TestNothingShipsAWorkingPlaceholder(t *testing.T) {
+	dirs := []string{"k8s/base"}
+	for name := range overlays {
+		dirs = append(dirs, filepath.Join("k8s/overlays", name))
+	}
+	for _, dir := range dirs {
+		m := build(t, dir)
+		for name := range m.secrets {
+			t.Errorf("%s ships Secret %q: secrets are the operator's (a shipped value is a placeholder that works)", dir, name)
+		}
+		img := routerContainer(t, m.deployments[0]).Image
+		repo, tag, _ := strings.Cut(img, ":")
+		if i := strings.LastIndex(img, "@sha256:"); i >= 0 {
+			continue // pinned by digest
+		}
+		if tag == "" || tag == "latest" || strings.Contains(repo, "/") == false {
+			t.Errorf("%s: router image %q: want a registry image with a pinned tag or digest, not latest", dir, img)
+		}
+	}
+	b, err := os.ReadFile("k8s/base/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^\s*newTag:\s*"?latest"?\s*$`).Match(b) {
+		t.Errorf("base kustomization pins the image to latest")
+	}
+}
+
 // ---------------------------------------------------------------- Compose
 
 type composeFile struct {
 	Name     string                    `yaml:"name"`
 	XImage   map[string]any            `yaml:"x-image"`
 	XSimHlth map[string]any            `yaml:"x-sim-health"`
+	XTools   map[string]any            `yaml:"x-tools"`
 	XRouter  map[string]any            `yaml:"x-router"`
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]any            `yaml:"volumes"`
@@ -718,8 +911,10 @@ type composeService struct {
 }
 
 type composeBuild struct {
-	Context    string `yaml:"context"`
-	Dockerfile string `yaml:"dockerfile"`
+	Context    string            `yaml:"context"`
+	Dockerfile string            `yaml:"dockerfile"`
+	Target     string            `yaml:"target"`
+	Args       map[string]string `yaml:"args"`
 }
 
 type composeDepends struct {
@@ -810,6 +1005,18 @@ func TestComposeFile(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(ctx, s.Build.Dockerfile)); err != nil {
 				t.Errorf("service %s: %v", name, err)
+			}
+			wantTarget := "router"
+			if len(s.Entrypoint) == 1 && path.Base(s.Entrypoint[0]) == "switchyard-sim" {
+				wantTarget = "tools"
+			}
+			if s.Build.Target != wantTarget {
+				t.Errorf("service %s: builds target %q, want %q (the router image has no simulator)", name, s.Build.Target, wantTarget)
+			}
+			for _, a := range []string{"GO_IMAGE_DIGEST", "RUNTIME_IMAGE_DIGEST"} {
+				if _, ok := s.Build.Args[a]; !ok {
+					t.Errorf("service %s: build passes no %s (base images are pinned by digest)", name, a)
+				}
 			}
 			if !s.ReadOnly || s.User == "" || strings.HasPrefix(s.User, "0") || !slices.Contains(s.CapDrop, "ALL") {
 				t.Errorf("service %s: want read_only, a non-root user and cap_drop ALL", name)
@@ -975,12 +1182,11 @@ func TestDockerfile(t *testing.T) {
 	}
 	for _, want := range []string{
 		"ARG GO_VERSION=" + string(m[1]) + "\n", // builder matches go.mod's Go
-		"golang:${GO_VERSION} AS build",
+		"golang:${GO_VERSION}@${GO_IMAGE_DIGEST} AS build",
 		"--mount=type=cache,target=/go/pkg/mod",
 		"--mount=type=cache,target=/root/.cache/go-build",
 		"sh deploy/docker/go-build.sh /out",
-		"FROM gcr.io/distroless/static-debian12:nonroot\n",
-		"COPY --from=build /out/ /usr/local/bin/",
+		"FROM gcr.io/distroless/static-debian12:nonroot@${RUNTIME_IMAGE_DIGEST} AS runtime\n",
 		"USER 65532:65532\n",
 		"EXPOSE 50051 9464\n",
 		`ENTRYPOINT ["/usr/local/bin/switchyard"]`,
@@ -989,8 +1195,34 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
-	if n := strings.Count(df, "\nFROM "); n != 2 {
-		t.Errorf("Dockerfile has %d stages, want 2 (builder and final)", n)
+	// Every external base image is pinned by a digest ARG without a default
+	// (build.sh checks the values); stages built FROM a local stage are fine.
+	stages := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^FROM (?:--platform=\S+ )?(\S+)(?: AS (\S+))?`).FindAllStringSubmatch(df, -1) {
+		img, name := m[1], m[2]
+		if !stages[img] && !regexp.MustCompile(`@\$\{[A-Z_]+_DIGEST\}$`).MatchString(img) {
+			t.Errorf("FROM %s: base image not pinned by a digest ARG", img)
+		}
+		stages[name] = true
+	}
+	for _, arg := range regexp.MustCompile(`@\$\{([A-Z_]+_DIGEST)\}`).FindAllStringSubmatch(df, -1) {
+		if regexp.MustCompile(`(?m)^ARG ` + arg[1] + `=`).MatchString(df) {
+			t.Errorf("ARG %s has a default: a build must name the digest", arg[1])
+		}
+	}
+	// The router image (the last stage, the default target) carries no
+	// simulator and no load tester; the tools stage does.
+	last := df[strings.LastIndex(df, "\nFROM "):]
+	if !strings.HasPrefix(last, "\nFROM runtime AS router") {
+		t.Errorf("the last stage is %q, want the router", strings.SplitN(last, "\n", 3)[1])
+	}
+	routerCopy := regexp.MustCompile(`COPY --from=build (.*) /usr/local/bin/`).FindStringSubmatch(last)
+	if routerCopy == nil || !strings.Contains(routerCopy[1], "/out/switchyard ") || strings.Contains(routerCopy[1], "switchyard-sim") ||
+		strings.Contains(routerCopy[1], "switchyard-load") || strings.Contains(routerCopy[1], "/out/ ") {
+		t.Errorf("router image copies %v: want switchyard and switchyardctl, no simulator or load tester", routerCopy)
+	}
+	if !strings.Contains(df, "FROM runtime AS tools") || !strings.Contains(df, "/out/switchyard-sim /out/switchyard-load") {
+		t.Errorf("no tools stage with the simulator and the load tester")
 	}
 	if strings.Contains(stripComments(df), "go build") {
 		t.Errorf("Dockerfile runs go build itself; keep the command line in go-build.sh so build-check.sh runs the same")
@@ -1009,6 +1241,37 @@ func TestDockerfile(t *testing.T) {
 			if l != "" && !strings.HasPrefix(l, "#") && strings.HasPrefix(must, strings.TrimSuffix(l, "/")) {
 				t.Errorf(".dockerignore line %q excludes %s, which the build needs", l, must)
 			}
+		}
+	}
+}
+
+// TestBuildRefusesUnpinnedBaseImages: build.sh refuses to build while a base
+// image digest is unset or malformed, before it calls docker (the shipped
+// digests.env is empty until someone looks the digests up).
+func TestBuildRefusesUnpinnedBaseImages(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("a", 64)
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, "GO_IMAGE_DIGEST is unset"},
+		{[]string{"GO_IMAGE_DIGEST=" + digest}, "RUNTIME_IMAGE_DIGEST is unset"},
+		{[]string{"GO_IMAGE_DIGEST=latest", "RUNTIME_IMAGE_DIGEST=" + digest}, "GO_IMAGE_DIGEST is latest"},
+	} {
+		cmd := exec.Command("sh", "docker/build.sh", "-t", "x")
+		cmd.Env = append(append(os.Environ(), "DIGESTS_FILE=docker/digests.env", "GO_IMAGE_DIGEST=", "RUNTIME_IMAGE_DIGEST="), tc.env...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("build.sh with %v: %v %s, want a refusal naming %q", tc.env, err, out, tc.want)
+		}
+	}
+	b, err := os.ReadFile("docker/digests.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"GO_IMAGE_DIGEST", "RUNTIME_IMAGE_DIGEST"} {
+		if !strings.Contains(string(b), "\n"+name+"=") {
+			t.Errorf("digests.env has no %s line", name)
 		}
 	}
 }

@@ -209,6 +209,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer closeRedis()
 	var adminTokens []config.AdminToken
 	if tok := os.Getenv("SWITCHYARD_ADMIN_TOKEN"); tok != "" {
+		if err := checkAdminToken(tok); err != nil {
+			_ = store.Close()
+			return err
+		}
 		adminTokens = append(adminTokens, config.AdminToken{Name: "env:SWITCHYARD_ADMIN_TOKEN", Role: "operator", SHA256: router.HashToken(tok)})
 	}
 	rt, err := router.New(router.Options{

@@ -101,3 +101,18 @@ func TestSimControlOffHostNeedsTLS(t *testing.T) {
 		t.Error("isLoopback without a port: no error")
 	}
 }
+
+// A placeholder admin token (as manifests used to ship) stops the router at
+// start instead of granting the operator role to whoever read it.
+func TestPlaceholderAdminTokenRefused(t *testing.T) {
+	for _, tok := range []string{"REPLACE-ME-with-a-random-token", "changeme", "Placeholder"} {
+		t.Setenv("SWITCHYARD_ADMIN_TOKEN", tok)
+		err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-level", "error"}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "placeholder") {
+			t.Errorf("SWITCHYARD_ADMIN_TOKEN=%q: run returned %v, want a refusal", tok, err)
+		}
+	}
+	if err := checkAdminToken("8f3e0c1b9a7d4e2f6a5b3c1d0e9f8a7b"); err != nil {
+		t.Errorf("a random token: %v", err)
+	}
+}
