@@ -15,7 +15,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/config"
 )
 
 // chromiumPath finds Debian's chromium (scripts/test.sh installs it).
@@ -268,6 +270,29 @@ func TestBrowserShowsDegradedCounting(t *testing.T) {
 	}
 	b.checkContrast()
 	b.shot("degraded")
+}
+
+// A token taken out of the config signs its open pages out.
+func TestBrowserRevokedTokenSignsOut(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	withToken := config.Demo()
+	withToken.Admin.Tokens = []config.AdminToken{{Name: "temp", Role: "operator", SHA256: router.HashToken("temp-token")}}
+	if err := f.rt.Reload(withToken); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t)
+	b.signIn(f.url, "temp-token")
+	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
+	if err := f.rt.Reload(config.Demo()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("signed out", `!document.querySelector('#signin').hidden && document.querySelector('#app').hidden`)
+	if msg := eval[string](b, `document.querySelector('#signin-error').textContent`); msg != "Signed out: unauthenticated: unknown token" {
+		t.Fatalf("sign-out message %q", msg)
+	}
+	if tok := eval[string](b, `sessionStorage.getItem('switchyard.console.token') || ''`); tok != "" {
+		t.Fatal("revoked token kept in the tab")
+	}
 }
 
 func TestBrowserViewerSeesNoActions(t *testing.T) {
