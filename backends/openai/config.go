@@ -260,6 +260,9 @@ func parseSpec(spec backends.Spec) (*poolConfig, error) {
 	if metricsSet != "" {
 		c.metrics = metricsSet == "on"
 	}
+	if _, known := metricNames[c.server]; c.metrics && !known {
+		bad(OptMetrics, "server %s has no load metrics the adapter reads", c.server)
+	}
 	if c.keyEnv != "" && c.keyFile != "" {
 		bad(OptAPIKeyEnv, "give %s or %s, not both", OptAPIKeyEnv, OptAPIKeyFile)
 	}

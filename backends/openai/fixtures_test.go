@@ -252,9 +252,12 @@ func TestHTTPErrorClasses(t *testing.T) {
 				if st.Code() != tc.want || !strings.Contains(st.Message(), tc.msg) {
 					t.Fatalf("stream=%v: %v, want %v containing %q", stream, err, tc.want, tc.msg)
 				}
-				if len(st.Message()) > 400 || strings.ContainsAny(st.Message(), "\n\x1b") {
+				if len(st.Message()) > 400 || strings.ContainsAny(st.Message(), "\n\x1b") || strings.Contains(st.Message(), "sk-test") {
 					t.Fatalf("error message not bounded to one printable line: %q", st.Message())
 				}
+			}
+			if strings.Contains(logs.String(), "sk-test") {
+				t.Fatalf("a server's echo of a key reached the log:\n%s", logs.String())
 			}
 			if tc.code == 401 || tc.code == 403 {
 				if n := strings.Count(logs.String(), "refused the pool's credentials"); n != 1 {
@@ -649,6 +652,7 @@ func TestOptionsValidation(t *testing.T) {
 		{[]string{"http://h:1"}, map[string]string{OptServer: "triton"}, `option server: "triton" is not one of`},
 		{[]string{"http://h:1"}, map[string]string{OptMetricsInterval: "-1s"}, "option metrics_interval"},
 		{[]string{"http://h:1"}, map[string]string{OptSlotsPerEndpoint: "0"}, "option slots_per_endpoint"},
+		{[]string{"http://h:1"}, map[string]string{OptServer: "ollama", OptMetrics: "on"}, "server ollama has no load metrics"},
 		{[]string{"http://h:1"}, map[string]string{OptAPIKeyEnv: "A", OptAPIKeyFile: "/x"}, "not both"},
 		{[]string{"http://h:1"}, map[string]string{OptAPIKeyFile: "/nonexistent/key"}, "api key file"},
 		{[]string{"http://h:1"}, map[string]string{OptAuthHeader: "x-token"}, "option auth_header"},

@@ -61,6 +61,10 @@ func TestLlamaServerUnaryAndStream(t *testing.T) {
 	if err := b.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
 	}
+	wrong := newLlama(t, map[string]string{OptModelNames + ".tiny": "llama-3-405b"}, srv)
+	if err := wrong.Check(ctx); err == nil || !strings.Contains(err.Error(), `does not list "llama-3-405b"`) {
+		t.Fatalf("check with a model the server does not serve: %v", err)
+	}
 	for _, req := range []*pb.GenerateRequest{
 		{Model: "tiny", Prompt: "Once upon a time", MaxTokens: 12},
 		{Model: "tiny", Messages: chat("Tell me a story."), MaxTokens: 12, Sampling: &pb.SamplingParameters{Temperature: ptr[float32](0.5), Seed: ptr[int64](7), TopK: ptr[int32](20), Stop: []string{"\n\n\n\n"}}},
