@@ -237,6 +237,10 @@ func TestBrowserOperatorSteersTheFleetLive(t *testing.T) {
 	if over := eval[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`); over {
 		t.Fatalf("page is wider than a 420px window: %v", eval[int](b, `document.documentElement.scrollWidth`))
 	}
+	if over := eval[bool](b, `(w => w.scrollWidth > w.clientWidth + 1)(document.querySelector('.fleet-card .table-wrap'))`); over {
+		t.Fatal("the fleet scrolls sideways in a 420px window")
+	}
+	b.checkContrast()
 	b.shot("5-narrow")
 }
 

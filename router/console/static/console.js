@@ -196,7 +196,8 @@
           const r = el('tr', { 'data-pool': p.name });
           r.append(el('th', { scope: 'row', class: 'name', text: p.name }),
             el('td', { class: 'where' }, el('span', { class: 'cloud cloud-' + p.cloud, text: p.cloud }), ' ' + p.accelerator),
-            el('td', { class: 'load' }), el('td', { class: 'num headroom' }), el('td', { class: 'num weight' }), el('td', { class: 'state' }));
+            el('td', { class: 'load', 'data-label': 'in flight' }), el('td', { class: 'num headroom', 'data-label': 'headroom' }),
+            el('td', { class: 'num weight', 'data-label': 'weight' }), el('td', { class: 'state' }));
           if (isOperator()) r.append(el('td', { class: 'actions' }));
           rows.push(r);
           S.rows.set(p.name, r);
