@@ -225,12 +225,22 @@ func TestQueueIsFIFO(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := p.Generate(context.Background(), req("q", 1)); err != nil {
+			// Record the order at the first chunk: with a batch of one, call
+			// i+1 cannot start before call i has finished, whereas recording
+			// after the call returns races with the next call's return.
+			first := true
+			err := p.GenerateStream(context.Background(), req("q", 1), func(*pb.GenerateChunk) error {
+				if first {
+					first = false
+					mu.Lock()
+					order = append(order, i)
+					mu.Unlock()
+				}
+				return nil
+			})
+			if err != nil {
 				t.Error(err)
 			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
 		}()
 		waitFor(t, "queued", func() bool { return p.Stats().Queued == i+1 })
 	}
@@ -238,7 +248,7 @@ func TestQueueIsFIFO(t *testing.T) {
 	wg.Wait()
 	for i, v := range order {
 		if v != i {
-			t.Fatalf("completion order %v, want FIFO", order)
+			t.Fatalf("start order %v, want FIFO", order)
 		}
 	}
 }
