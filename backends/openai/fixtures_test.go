@@ -714,7 +714,7 @@ func TestChatContinuationRequests(t *testing.T) {
 		}
 	}
 	c, _ := parseSpec(backends.Spec{Pool: "p", Endpoints: []string{"http://h:1"}})
-	if _, err := c.build(cont, true); status.Code(err) != codes.FailedPrecondition {
+	if _, err := c.build(cont, true); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("openai chat continuation: %v", err)
 	}
 	b := &Backend{cfg: c}

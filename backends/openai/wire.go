@@ -102,7 +102,9 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 		trailing := last.Role == "assistant"
 		if genText != "" {
 			if c.traits.chatContinue == continueNone {
-				return nil, status.Errorf(codes.FailedPrecondition, "pool %s: its server (%s) cannot continue a chat", c.pool, c.server)
+				// Not this pool's fault and not the client's: like a full pool,
+				// the router moves on to one that can (and never ejects this one).
+				return nil, status.Errorf(codes.ResourceExhausted, "pool %s: its server (%s) cannot continue a chat; another pool must", c.pool, c.server)
 			}
 			if trailing {
 				last.Content += genText
