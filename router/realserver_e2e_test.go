@@ -36,6 +36,8 @@ type realPool struct {
 	name, cloud, region string
 	limit               int
 	url                 string
+	// options are extra adapter options in YAML flow form ("resolve_interval: 50ms").
+	options string
 }
 
 type realFleet struct {
@@ -46,14 +48,23 @@ type realFleet struct {
 
 func startRealFleet(t *testing.T, pools ...realPool) *realFleet {
 	t.Helper()
+	return startRealFleetWith(t, openai.Options{}, pools...)
+}
+
+func startRealFleetWith(t *testing.T, o openai.Options, pools ...realPool) *realFleet {
+	t.Helper()
 	var b strings.Builder
 	// The fleet's input limit is above the servers' context windows, so an
 	// overflow is found by the server, as with a real fleet whose servers
 	// differ in context length.
 	b.WriteString("models:\n  - {name: m, max_input_tokens: 100000, max_output_tokens: 4000}\npools:\n")
 	for _, p := range pools {
+		extra := ""
+		if p.options != "" {
+			extra = ", " + p.options
+		}
 		fmt.Fprintf(&b, "  - {name: %s, cloud: %s, region: %s, accelerator: cpu, models: [m], adapter: openai, endpoints: [%q], limits: {max_concurrent: %d},"+
-			" options: {server: llamacpp, model_names: {m: %s}, metrics_interval: 50ms}}\n", p.name, p.cloud, p.region, p.url, p.limit, llamatest.Alias)
+			" options: {server: llamacpp, model_names: {m: %s}, metrics_interval: 50ms%s}}\n", p.name, p.cloud, p.region, p.url, p.limit, llamatest.Alias, extra)
 	}
 	b.WriteString("routing:\n  queue_max_wait: 2s\n  health_check_interval: 200ms\n  eject_after_failures: 3\n")
 	fleet, err := config.Parse([]byte(b.String()), "real fleet")
@@ -61,7 +72,7 @@ func startRealFleet(t *testing.T, pools ...realPool) *realFleet {
 		t.Fatal(err)
 	}
 	reg := backends.NewRegistry()
-	openai.Register(reg, openai.Options{})
+	openai.Register(reg, o)
 	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, UsageRefresh: 20 * time.Millisecond,
 		AdminTokens: []config.AdminToken{{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")}}})
 	if err != nil {
@@ -393,6 +404,78 @@ func TestRealServer429And503ShiftTrafficWithoutEjection(t *testing.T) {
 			resp, err := f.client.Generate(ctx, req("us-east-1", 4))
 			return err == nil && resp.Route.GetPool() == "llama-near"
 		})
+	}
+	f.idle(t)
+}
+
+// dnsName answers lookups of one name from a list the test changes, the way
+// a Kubernetes headless Service's records follow its ready pods.
+type dnsName struct {
+	mu    sync.Mutex
+	name  string
+	addrs []string
+}
+
+func (d *dnsName) LookupHost(ctx context.Context, host string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if host != d.name {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return append([]string(nil), d.addrs...), nil
+}
+
+func (d *dnsName) set(addrs ...string) {
+	d.mu.Lock()
+	d.addrs = addrs
+	d.mu.Unlock()
+}
+
+// A pool given as dns:///name:port: llama-servers ("pods") on two loopback
+// addresses and one port come and go behind the name, and the pool follows
+// without a config change or a failed call.
+func TestRealServersBehindADNSNameComeAndGo(t *testing.T) {
+	first := llamatest.Start(t, llamatest.Options{Slots: 2, Host: "127.0.0.1"})
+	second := llamatest.Start(t, llamatest.Options{Slots: 2, Host: "127.0.0.2", Port: first.Port})
+	dns := &dnsName{name: "llama.inference.svc.cluster.local"}
+	dns.set("127.0.0.1")
+	f := startRealFleetWith(t, openai.Options{Resolver: dns}, realPool{name: "llama-svc", cloud: "aws", region: "us-east-1", limit: 4,
+		url: fmt.Sprintf("dns:///%s:%d", dns.name, first.Port), options: "resolve_interval: 50ms"})
+	ctx := ctxT(t, 60*time.Second)
+	served := func(s *llamatest.Server) float64 { return scrapeGauge(t, s.URL, "llamacpp:tokens_predicted_total") }
+	call := func() {
+		t.Helper()
+		resp, err := f.client.Generate(ctx, req("us-east-1", 4))
+		if err != nil || resp.Usage.GetOutputTokens() != 4 {
+			t.Fatalf("call through the DNS name: %v %v", resp, err)
+		}
+	}
+	for range 4 {
+		call()
+	}
+	if served(first) != 16 || served(second) != 0 {
+		t.Fatalf("one pod behind the name: tokens %v / %v, want 16 / 0", served(first), served(second))
+	}
+	dns.set("127.0.0.1", "127.0.0.2") // a pod is added
+	eventually(t, 10*time.Second, "calls reaching the added pod", func() bool {
+		call()
+		return served(second) > 0
+	})
+	dns.set("127.0.0.2") // the first pod leaves the Service, then goes away
+	before := served(first)
+	eventually(t, 10*time.Second, "the removed pod no longer called", func() bool {
+		n := served(first)
+		for range 6 { // ties rotate: with both pods listed, 6 calls in a row never all miss one
+			call()
+		}
+		return served(first) == n
+	})
+	if served(first) > before+6*4 {
+		t.Fatalf("the removed pod kept getting calls: %v tokens after removal", served(first)-before)
+	}
+	first.Kill()
+	for range 6 {
+		call()
 	}
 	f.idle(t)
 }

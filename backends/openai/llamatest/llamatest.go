@@ -100,6 +100,9 @@ type Options struct {
 	CtxSize int
 	// Alias is the model name it serves (default Alias).
 	Alias string
+	// Host to listen on (default 127.0.0.1; any 127.0.0.0/8 address works,
+	// so several servers can share a port as pods behind one DNS name do).
+	Host string
 	// Port to listen on (0: a free one). A restarted server reuses its port.
 	Port int
 	// Args are extra flags.
@@ -108,7 +111,7 @@ type Options struct {
 
 // Server is a running llama-server.
 type Server struct {
-	// URL is http://127.0.0.1:PORT (the API is under /v1).
+	// URL is http://HOST:PORT (the API is under /v1).
 	URL  string
 	Port int
 	opts Options
@@ -130,6 +133,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.Alias == "" {
 		o.Alias = Alias
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
 	}
 	var lastErr error
 	for try := 0; try < 3; try++ {
@@ -153,7 +159,7 @@ func Start(t testing.TB, o Options) *Server {
 
 func start(bin string, o Options, port int) (*Server, error) {
 	args := append([]string{
-		"-m", ModelPath(), "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"-m", ModelPath(), "--host", o.Host, "--port", strconv.Itoa(port),
 		"-c", strconv.Itoa(o.CtxSize), "-np", strconv.Itoa(o.Slots), "-t", "1", "-a", o.Alias, "--metrics",
 		"--no-webui",
 	}, o.Args...)
@@ -163,7 +169,7 @@ func start(bin string, o Options, port int) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Port: port, opts: o, cmd: cmd, done: make(chan struct{}), out: out}
+	s := &Server{URL: "http://" + net.JoinHostPort(o.Host, strconv.Itoa(port)), Port: port, opts: o, cmd: cmd, done: make(chan struct{}), out: out}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	client := &http.Client{Timeout: time.Second}
