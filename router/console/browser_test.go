@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,6 +275,31 @@ func TestBrowserShowsDegradedCounting(t *testing.T) {
 	}
 	b.checkContrast()
 	b.shot("degraded")
+}
+
+// When the rest of the fleet lacks headroom the dry run says so and the
+// drain needs force, as switchyardctl drain --force.
+func TestBrowserDrainWithoutHeadroomNeedsForce(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	for _, p := range []string{"aws-use1-h100", "gcp-usc1-tpu-v6e", "gcp-use4-h200", "azure-eastus-b200", "aws-euw1-trn3", "gcp-euw4-tpu-v5e", "azure-weu-h100"} {
+		if code, body := f.post(t, operatorToken, "SetCapacityOverride", `{"pool":"`+p+`","limit":0}`); code != 200 {
+			t.Fatalf("override %s: %d %v", p, code, body)
+		}
+	}
+	b := newBrowser(t)
+	b.signIn(f.url, operatorToken)
+	b.do("open drain", chromedp.Click(`#fleet-body tr[data-pool="aws-use1-trn2"] button[data-action="drain"]`))
+	b.waitFor("dry run", `document.querySelector('#dry-run-headroom') !== null`)
+	if txt := eval[string](b, `document.querySelector('#dry-run-headroom').textContent`); !strings.HasPrefix(txt, "Fleet has headroom: NO: the rest of the fleet lacks headroom: model llama-3.3-70b: other pools have headroom 0") {
+		t.Fatalf("dry run: %q", txt)
+	}
+	if ok := eval[string](b, `document.querySelector('#dlg-ok').textContent`); ok != "Drain anyway (force)" {
+		t.Fatalf("confirm button %q", ok)
+	}
+	b.checkContrast()
+	b.shot("drain-needs-force")
+	b.do("force drain", chromedp.Click("#dlg-ok"))
+	b.waitFor("drained state", fmt.Sprintf(stateOf, "aws-use1-trn2")+` === 'drained'`)
 }
 
 // A token taken out of the config signs its open pages out.
