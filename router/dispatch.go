@@ -103,16 +103,22 @@ var errAttemptTimeout = errors.New("attempt timeout")
 // decision is one call's scratch for ranking: recycled across calls.
 type decision struct {
 	views []policy.PoolView
+	reps  []policy.Reported // the views' load reports
 	dec   policy.Decision
+	att   attempt // the attempt under way
 }
 
 // decide snapshots the pools serving the call's model and ranks them.
 func (d *dispatcher) decide(c *call, pol policy.Policy, sc *decision) {
 	now := d.clock.Now()
 	pools := c.state.forModel(c.model)
-	sc.views = sc.views[:0]
-	for _, p := range pools {
-		sc.views = append(sc.views, p.view(now))
+	if cap(sc.views) < len(pools) {
+		sc.views = make([]policy.PoolView, len(pools))
+		sc.reps = make([]policy.Reported, len(pools))
+	}
+	sc.views, sc.reps = sc.views[:len(pools)], sc.reps[:len(pools)]
+	for i, p := range pools {
+		p.viewInto(&sc.views[i], &sc.reps[i], now)
 	}
 	policy.DecideInto(&sc.dec, pol, &c.preq, sc.views, c.state.env)
 }
@@ -195,10 +201,11 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 				req = proto.Clone(c.req).(*pb.GenerateRequest)
 				req.Continuation = &pb.Continuation{GeneratedText: prog.text.String(), GeneratedTokens: prog.tokens}
 			}
-			a := attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog)}
-			_, err = d.attempt(ctx, c, &a, lease, req, do)
+			a := &sc.att
+			*a = attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog)}
+			_, err = d.attempt(ctx, c, a, lease, req, do)
 			oc := classify(ctx, err)
-			d.obs.attemptDone(ctx, &a, oc, err)
+			d.obs.attemptDone(ctx, a, oc, err)
 			if fb, ok := pol.(policy.Feedback); ok {
 				fb.AttemptDone(policy.AttemptResult{Pool: p.cfg.Name, Outcome: policyOutcome(oc), Duration: a.took})
 			}

@@ -163,7 +163,7 @@ type fakePool struct {
 	full    bool // another call holds its only slot
 }
 
-func newDispatchFleet(t *testing.T, routing string, pools ...fakePool) *dispatchFleet {
+func newDispatchFleet(t testing.TB, routing string, pools ...fakePool) *dispatchFleet {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("models:\n  - {name: m, max_input_tokens: 1000, max_output_tokens: 500}\npools:\n")
@@ -213,7 +213,7 @@ func newDispatchFleet(t *testing.T, routing string, pools ...fakePool) *dispatch
 
 // inFlight is every pool's in-flight count in the store and in the router,
 // minus the holders' slots.
-func (df *dispatchFleet) leaked(t *testing.T, pools ...fakePool) []string {
+func (df *dispatchFleet) leaked(t testing.TB, pools ...fakePool) []string {
 	t.Helper()
 	var names []string
 	for _, p := range pools {
@@ -550,4 +550,26 @@ func orderedPolicies() *policy.Registry {
 	r := policy.NewRegistry()
 	r.Register(inOrder{})
 	return r
+}
+
+// BenchmarkComplete is the router's own cost per unary call: admission,
+// decision, reservation in the in-memory store, attempt, release and
+// telemetry (no-op providers), against a fake backend that answers at once.
+// Eight pools like the demo fleet.
+func BenchmarkComplete(b *testing.B) {
+	var pools []fakePool
+	for i := range 8 {
+		pools = append(pools, fakePool{backend: fake(fmt.Sprintf("p%d", i), true, ok(4))})
+	}
+	df := newDispatchFleet(b, "", pools...)
+	df.rt.disp.obs = df.rt.tel
+	df.rt.policy.Store(&policyHolder{p: &policy.Switchyard{}})
+	r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4, Routing: &pb.RoutingHints{CallerRegion: "us-east-1"}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := df.rt.Complete(ctx, "bench", r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

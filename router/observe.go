@@ -57,13 +57,27 @@ const (
 
 var (
 	queueResultNames = [queueResults]string{"retry", "full", "evicted", "caller_gone"}
-	storeErrAcquire  = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
-	storeErrUsage    = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
+	storeErrAcquire  = newMopts(attribute.NewSet(attribute.String(telemetry.KeyOp, "acquire")))
+	storeErrUsage    = newMopts(attribute.NewSet(attribute.String(telemetry.KeyOp, "usage")))
 )
+
+// mopts is one attribute set as the option slices the metric API takes,
+// built once: recording passes a slice instead of building a variadic one,
+// so the hot path allocates nothing for its metrics.
+type mopts struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+	obs []metric.ObserveOption
+}
+
+func newMopts(set attribute.Set) mopts {
+	o := metric.WithAttributeSet(set)
+	return mopts{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}, obs: []metric.ObserveOption{o}}
+}
 
 type modeOpt struct {
 	mode capacity.Mode
-	opt  metric.MeasurementOption
+	opt  mopts
 }
 
 // telemetryObs is the observer the router runs with: metrics, trace spans,
@@ -77,8 +91,8 @@ type telemetryObs struct {
 	clock  clock.Clock
 	attrs  attrCache
 	// shedOpts[reason][priority class] and queueOpts[result][priority class].
-	shedOpts  [shedReasons][3]metric.MeasurementOption
-	queueOpts [queueResults][3]metric.MeasurementOption
+	shedOpts  [shedReasons][3]mopts
+	queueOpts [queueResults][3]mopts
 	modeOpts  []modeOpt
 }
 
@@ -89,18 +103,18 @@ func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Inst
 	t := &telemetryObs{log: log, tracer: tracer, inst: inst, events: events, clock: clk}
 	for r := range shedReasons {
 		for c := range 3 {
-			t.shedOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
+			t.shedOpts[r][c] = newMopts(attribute.NewSet(
 				attribute.String(telemetry.KeyReason, shedReasonNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
 		}
 	}
 	for r := range queueResults {
 		for c := range 3 {
-			t.queueOpts[r][c] = metric.WithAttributeSet(attribute.NewSet(
+			t.queueOpts[r][c] = newMopts(attribute.NewSet(
 				attribute.String(telemetry.KeyResult, queueResultNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
 		}
 	}
 	for _, m := range []capacity.Mode{capacity.ModeLocal, capacity.ModeShared, capacity.ModeDegraded} {
-		t.modeOpts = append(t.modeOpts, modeOpt{mode: m, opt: metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyMode, m.String())))})
+		t.modeOpts = append(t.modeOpts, modeOpt{mode: m, opt: newMopts(attribute.NewSet(attribute.String(telemetry.KeyMode, m.String())))})
 	}
 	return t
 }
@@ -110,7 +124,7 @@ func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Inst
 // configured model names get here), so a call allocates none.
 type attrCache struct {
 	mu sync.RWMutex
-	m  map[attrKey]metric.MeasurementOption
+	m  map[attrKey]mopts
 }
 
 type attrKey struct {
@@ -122,7 +136,7 @@ type attrKey struct {
 	extra  string
 }
 
-func (c *attrCache) get(k attrKey) metric.MeasurementOption {
+func (c *attrCache) get(k attrKey) mopts {
 	c.mu.RLock()
 	o, ok := c.m[k]
 	c.mu.RUnlock()
@@ -136,10 +150,10 @@ func (c *attrCache) get(k attrKey) metric.MeasurementOption {
 	case 2:
 		kv = append(kv, attribute.String(telemetry.KeyTokenType, k.extra))
 	}
-	o = metric.WithAttributeSet(attribute.NewSet(kv...))
+	o = newMopts(attribute.NewSet(kv...))
 	c.mu.Lock()
 	if c.m == nil {
-		c.m = map[attrKey]metric.MeasurementOption{}
+		c.m = map[attrKey]mopts{}
 	}
 	c.m[k] = o
 	c.mu.Unlock()
@@ -165,17 +179,18 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 	in := s.tel.inst
 	for _, p := range st.pools {
 		v := p.view(now)
-		o.ObserveInt64(in.PoolInFlight, int64(v.InFlight), p.obs.pool)
-		o.ObserveInt64(in.PoolLimit, int64(v.Limit), p.obs.pool)
-		o.ObserveInt64(in.PoolHeadroom, int64(max(v.Limit-v.InFlight, 0)), p.obs.pool)
-		o.ObserveInt64(in.PoolEjected, b2i(v.Ejected), p.obs.pool)
-		o.ObserveInt64(in.PoolDrained, b2i(v.Drained), p.obs.pool)
-		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), p.obs.pool)
+		po := p.obs.pool.obs
+		o.ObserveInt64(in.PoolInFlight, int64(v.InFlight), po...)
+		o.ObserveInt64(in.PoolLimit, int64(v.Limit), po...)
+		o.ObserveInt64(in.PoolHeadroom, int64(max(v.Limit-v.InFlight, 0)), po...)
+		o.ObserveInt64(in.PoolEjected, b2i(v.Ejected), po...)
+		o.ObserveInt64(in.PoolDrained, b2i(v.Drained), po...)
+		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), po...)
 	}
 	o.ObserveInt64(in.QueueLength, int64(s.queue.length()))
 	mode := s.store.Status().Mode
 	for _, m := range s.tel.modeOpts {
-		o.ObserveInt64(in.CountingMode, b2i(m.mode == mode), m.opt)
+		o.ObserveInt64(in.CountingMode, b2i(m.mode == mode), m.opt.obs...)
 	}
 	return nil
 }
@@ -206,10 +221,10 @@ func (t *telemetryObs) acquired(ctx context.Context, p *pool, took time.Duration
 	default:
 		r = acquireError
 		if errors.Is(err, capacity.ErrUnavailable) {
-			t.inst.StoreErrors.Add(ctx, 1, storeErrAcquire)
+			t.inst.StoreErrors.Add(ctx, 1, storeErrAcquire.add...)
 		}
 	}
-	t.inst.AcquireDuration.Record(ctx, took.Seconds(), p.obs.acquire[r])
+	t.inst.AcquireDuration.Record(ctx, took.Seconds(), p.obs.acquire[r].rec...)
 	if err != nil {
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
 			span.AddEvent("switchyard.no_slot", trace.WithAttributes(attribute.String("switchyard.pool", p.cfg.Name), attribute.String("error", err.Error())))
@@ -217,13 +232,15 @@ func (t *telemetryObs) acquired(ctx context.Context, p *pool, took time.Duration
 	}
 }
 
+var attemptKind = trace.WithSpanKind(trace.SpanKindInternal)
+
 // attemptStarted starts the attempt span (back-dated to when the slot was
 // asked for) and counts retries.
 func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.Context {
 	if a.n > 1 {
-		t.inst.Retries.Add(ctx, 1, a.pool.obs.pool)
+		t.inst.Retries.Add(ctx, 1, a.pool.obs.pool.add...)
 	}
-	actx, span := t.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(a.start), trace.WithSpanKind(trace.SpanKindInternal))
+	actx, span := t.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(a.start), attemptKind)
 	if span.IsRecording() {
 		span.SetAttributes(a.pool.obs.span...)
 		span.SetAttributes(
@@ -242,7 +259,7 @@ func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.C
 // attemptDone records the attempt's outcome on its span and in metrics, and
 // logs a failure that moves the call to another pool.
 func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
-	t.inst.Attempts.Add(ctx, 1, a.pool.obs.outcome[oc])
+	t.inst.Attempts.Add(ctx, 1, a.pool.obs.outcome[oc].add...)
 	span, _ := a.span.(trace.Span)
 	if span == nil {
 		return
@@ -269,7 +286,7 @@ func (t *telemetryObs) ejected(ctx context.Context, p *pool, err error) {
 
 // shed counts a call refused for want of capacity or budget.
 func (t *telemetryObs) shed(ctx context.Context, r shedReason, prio pb.Priority) {
-	t.inst.Sheds.Add(ctx, 1, t.shedOpts[r][classOf(prio)])
+	t.inst.Sheds.Add(ctx, 1, t.shedOpts[r][classOf(prio)].add...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.shed_reason", shedReasonNames[r]))
 	}
@@ -287,7 +304,7 @@ func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time
 	case res == waitEvicted:
 		r = queueEvicted
 	}
-	t.inst.QueueWait.Record(ctx, d.Seconds(), t.queueOpts[r][classOf(prio)])
+	t.inst.QueueWait.Record(ctx, d.Seconds(), t.queueOpts[r][classOf(prio)].rec...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("switchyard.queue.wait", trace.WithAttributes(
 			attribute.Float64("switchyard.queue.wait_seconds", d.Seconds()),
@@ -323,16 +340,16 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	now := t.clock.Now()
 	d := now.Sub(cs.start)
 	opt := t.attrs.get(attrKey{kind: 0, rpc: cs.rpc, model: model, pool: pool, status: code})
-	t.inst.Requests.Add(ctx, 1, opt)
-	t.inst.RequestDuration.Record(ctx, d.Seconds(), opt)
+	t.inst.Requests.Add(ctx, 1, opt.add...)
+	t.inst.RequestDuration.Record(ctx, d.Seconds(), opt.rec...)
 	if code == codes.OK {
-		t.inst.TokenUsage.Record(ctx, int64(cs.input), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}))
-		t.inst.TokenUsage.Record(ctx, int64(cs.output), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}))
+		t.inst.TokenUsage.Record(ctx, int64(cs.input), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}).rec...)
+		t.inst.TokenUsage.Record(ctx, int64(cs.output), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}).rec...)
 		if !cs.firstTok.IsZero() {
 			mp := t.attrs.get(attrKey{kind: 1, model: model, pool: pool})
-			t.inst.TTFT.Record(ctx, cs.firstTok.Sub(cs.start).Seconds(), mp)
+			t.inst.TTFT.Record(ctx, cs.firstTok.Sub(cs.start).Seconds(), mp.rec...)
 			if cs.output > 1 {
-				t.inst.TPOT.Record(ctx, now.Sub(cs.firstTok).Seconds()/float64(cs.output-1), mp)
+				t.inst.TPOT.Record(ctx, now.Sub(cs.firstTok).Seconds()/float64(cs.output-1), mp.rec...)
 			}
 		}
 	}

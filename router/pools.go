@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -29,6 +28,8 @@ type pool struct {
 	index int
 	// continues caches backend.Capabilities().Continuation.
 	continues bool
+	// reporter is the backend when it reports its load, else nil.
+	reporter backends.LoadReporter
 
 	// local is the number of calls this replica has in flight on the pool.
 	local atomic.Int64
@@ -53,11 +54,11 @@ type poolControl struct {
 // records metrics without building attribute sets per call.
 type poolObs struct {
 	// pool is {pool, cloud, region, accelerator}.
-	pool metric.MeasurementOption
+	pool mopts
 	// outcome[o] is pool plus outcome=o.
-	outcome [outcomeCount]metric.MeasurementOption
+	outcome [outcomeCount]mopts
 	// acquire[r] is {pool, result=r}.
-	acquire [acquireResults]metric.MeasurementOption
+	acquire [acquireResults]mopts
 	// span are the attempt span's pool attributes.
 	span []attribute.KeyValue
 }
@@ -75,17 +76,18 @@ var acquireResultNames = [acquireResults]string{"ok", "full", "quota", "error"}
 
 func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
 	p := &pool{cfg: cfg, backend: b, health: h, continues: b.Capabilities().Continuation}
+	p.reporter, _ = b.(backends.LoadReporter)
 	p.ctl.Store(&poolControl{weight: cfg.WeightOf()})
 	base := []attribute.KeyValue{
 		attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyCloud, cfg.Cloud),
 		attribute.String(telemetry.KeyRegion, cfg.Region), attribute.String(telemetry.KeyAccelerator, cfg.Accelerator),
 	}
-	p.obs.pool = metric.WithAttributeSet(attribute.NewSet(base...))
+	p.obs.pool = newMopts(attribute.NewSet(base...))
 	for o := range outcomeCount {
-		p.obs.outcome[o] = metric.WithAttributeSet(attribute.NewSet(append(base[:len(base):len(base)], attribute.String(telemetry.KeyOutcome, outcome(o).String()))...))
+		p.obs.outcome[o] = newMopts(attribute.NewSet(append(base[:len(base):len(base)], attribute.String(telemetry.KeyOutcome, outcome(o).String()))...))
 	}
 	for r, name := range acquireResultNames {
-		p.obs.acquire[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyResult, name)))
+		p.obs.acquire[r] = newMopts(attribute.NewSet(attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyResult, name)))
 	}
 	p.obs.span = []attribute.KeyValue{
 		attribute.String("switchyard.pool", cfg.Name), attribute.String("cloud.provider", cfg.Cloud),
@@ -187,11 +189,19 @@ func (h *health) setActive(ok bool, err error) (changed bool) {
 
 func (h *health) isUnhealthy() bool { return h.unhealthy.Load() }
 
-// view snapshots the pool for one routing decision.
+// view snapshots the pool (Admin, gauges).
 func (p *pool) view(now time.Time) policy.PoolView {
+	var v policy.PoolView
+	p.viewInto(&v, new(policy.Reported), now)
+	return v
+}
+
+// viewInto snapshots the pool for one routing decision into v; a fresh load
+// report goes into rep, which v then points to. Allocates nothing.
+func (p *pool) viewInto(v *policy.PoolView, rep *policy.Reported, now time.Time) {
 	pc := p.ctl.Load()
 	limit, _ := p.limit(now)
-	return policy.PoolView{
+	*v = policy.PoolView{
 		Name:           p.cfg.Name,
 		Cloud:          p.cfg.Cloud,
 		Region:         p.cfg.Region,
@@ -205,7 +215,12 @@ func (p *pool) view(now time.Time) policy.PoolView {
 		Drained:        pc.drained,
 		Ejected:        p.health.ejected(now),
 		Unhealthy:      p.health.isUnhealthy(),
-		Reported:       reported(p.backend, now),
+	}
+	if p.reporter != nil {
+		if l, ok := p.reporter.Load(); ok && now.Sub(l.At) <= loadFresh {
+			*rep = policy.Reported{Running: l.Running, Queued: l.Queued, Capacity: l.Capacity}
+			v.Reported = rep
+		}
 	}
 }
 

@@ -472,7 +472,7 @@ func (s *Server) refreshUsage() {
 	u, err := s.store.Usage(ctx, names)
 	cancel()
 	if err != nil {
-		s.tel.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage)
+		s.tel.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage.add...)
 		return
 	}
 	for _, p := range st.pools {
