@@ -466,8 +466,9 @@ func (f *Fleet) Validate() error {
 			served[m] = true
 		}
 		for k := range p.Options {
-			// model_names.<fleet model> is the one option key every adapter
-			// shares: what the pool's server calls a fleet model.
+			// model_names.<fleet model> (the openai adapter's name for a fleet
+			// model on the pool's server) is the one option whose keys config
+			// can check: they must be this pool's models.
 			if m, ok := strings.CutPrefix(k, "model_names."); ok && !contains(p.Models, m) {
 				bad(where, "options."+k, "model %q is not one of this pool's models %v", m, p.Models)
 			}
