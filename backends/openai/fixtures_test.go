@@ -755,3 +755,41 @@ func TestMetricsOnTheirOwnPort(t *testing.T) {
 		t.Fatal("bad metrics_port accepted")
 	}
 }
+
+// A server that stops talking is a failure within the adapter's bounds (the
+// caller set no deadline); a client slow to take chunks is not.
+func TestSilentServersAndSlowClients(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	hang := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		ev := fixture(t, "cut.sse")
+		_, _ = w.Write(ev[:bytes.Index(ev, []byte("\n\n"))+2])
+		w.(http.Flusher).Flush()
+		select { // then silence
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	b := newBackend(t, map[string]string{OptMetrics: "off", OptStreamIdleTimeout: "100ms", OptRequestTimeout: "300ms"}, Options{}, hang.URL)
+	req := &pb.GenerateRequest{Model: "m", Prompt: "x", MaxTokens: 5}
+	start := time.Now()
+	_, err := collect(context.Background(), b, req)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "silent") || time.Since(start) > 2*time.Second {
+		t.Fatalf("silent stream: %v after %s", err, time.Since(start))
+	}
+	start = time.Now()
+	if _, err := b.Generate(context.Background(), req); status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second {
+		t.Fatalf("unary call to a server that never finishes: %v after %s", err, time.Since(start))
+	}
+
+	fast := newFake(t, sse(fixture(t, "vllm-chat.sse")))
+	slow := newBackend(t, map[string]string{OptServer: "vllm", OptMetrics: "off", OptStreamIdleTimeout: "50ms"}, Options{}, fast.URL)
+	err = slow.GenerateStream(context.Background(), &pb.GenerateRequest{Model: "m", Messages: chat("x"), MaxTokens: 3}, func(c *pb.GenerateChunk) error {
+		time.Sleep(120 * time.Millisecond) // a slow client, longer than the idle bound per chunk
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("slow client: %v", err)
+	}
+}

@@ -442,9 +442,12 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		for i := range w.Choices {
 			ch := &w.Choices[i]
 			if t := ch.text(); t != "" {
+				// A slow client is not a silent server: the idle bound waits.
+				c.idle.Stop()
 				if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
 					return err
 				}
+				c.idle.Reset(b.cfg.idleMax)
 				sent++
 			}
 			if fr := finishReason(ch); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
