@@ -44,11 +44,11 @@ func ParseLoad(v string) (Load, error) {
 	for _, part := range strings.Split(v, ";") {
 		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return Load{}, fmt.Errorf("load report %q: %q is not key=value", v, part)
+			return Load{}, fmt.Errorf("load report %s: %s is not key=value", clip(v), clip(part))
 		}
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 0 {
-			return Load{}, fmt.Errorf("load report %q: %s=%q is not a count", v, k, val)
+			return Load{}, fmt.Errorf("load report %s: %s=%s is not a count", clip(v), clip(k), clip(val))
 		}
 		switch k {
 		case "running":
@@ -63,7 +63,16 @@ func ParseLoad(v string) (Load, error) {
 		seen++
 	}
 	if seen == 0 {
-		return Load{}, fmt.Errorf("load report %q: no known field", v)
+		return Load{}, fmt.Errorf("load report %s: no known field", clip(v))
 	}
 	return l, nil
+}
+
+// clip quotes at most 64 bytes of a report for an error: a report comes from
+// the backend, and an error must not grow with it.
+func clip(s string) string {
+	if len(s) <= 64 {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
 }

@@ -60,3 +60,25 @@ fi
 
 go vet ./...
 go test -race -count=1 -timeout 8m ./...
+
+# Fuzz targets, a few seconds each (their committed seed corpora under testdata/fuzz already ran above as
+# ordinary tests). A crash fails the run and leaves the input in the package's testdata/fuzz/<target>/:
+# commit it as a regression seed with the fix. FUZZTIME=0 skips this step; FUZZTIME=1m fuzzes longer.
+fuzztime=${FUZZTIME:-3s}
+if [ "$fuzztime" != "0" ]; then
+	while read -r target pkg; do
+		if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1); then
+			printf '%s\n' "$out" >&2
+			echo "test.sh: fuzz target $target in $pkg failed; rerun: go test -run '^\$' -fuzz '^${target}\$' $pkg" >&2
+			exit 1
+		fi
+	done <<-'EOF'
+		FuzzParseFleet ./router/config/
+		FuzzValidateRequest ./router/
+		FuzzFileReaders ./loadtest/trace/
+		FuzzSyntheticSpec ./loadtest/trace/
+		FuzzParse ./loadtest/scenario/
+		FuzzParseLoad ./backends/
+	EOF
+	echo "test.sh: fuzzed 6 targets for $fuzztime each"
+fi
