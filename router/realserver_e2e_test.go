@@ -357,6 +357,7 @@ func startThrottle(t *testing.T, target string) *throttle {
 // A server answering 429 or 503 with Retry-After: traffic shifts to the
 // other pool at once, the refusing endpoint is not asked again until the
 // delay passes, the pool is never ejected, and traffic comes back after.
+// A 401 is a failure instead: the pool is ejected.
 func TestRealServer429And503ShiftTrafficWithoutEjection(t *testing.T) {
 	near := llamatest.Start(t, llamatest.Options{Slots: 2})
 	far := llamatest.Start(t, llamatest.Options{Slots: 2})
@@ -405,6 +406,19 @@ func TestRealServer429And503ShiftTrafficWithoutEjection(t *testing.T) {
 			return err == nil && resp.Route.GetPool() == "llama-near"
 		})
 	}
+	// Refused credentials are the pool's misconfiguration: a failure, so the
+	// calls fail over and the pool is ejected after consecutive ones.
+	th.code.Store(http.StatusUnauthorized)
+	for i := range 4 {
+		resp, err := f.client.Generate(ctx, req("us-east-1", 4))
+		if err != nil || resp.Route.GetPool() != "llama-far" {
+			t.Fatalf("401: call %d: %v %v, want it served by llama-far", i, resp.GetRoute(), err)
+		}
+	}
+	if !f.pools(t)["llama-near"].Ejected {
+		t.Fatal("a pool whose server refuses its credentials was not ejected")
+	}
+	th.code.Store(0)
 	f.idle(t)
 }
 
