@@ -100,6 +100,21 @@ func twoReplicasOnRedis(t *testing.T, pools []*simPool) (*replica, *replica) {
 	return mk("r1"), mk("r2")
 }
 
+func drainedOn(t *testing.T, r *replica, pool string) bool {
+	t.Helper()
+	resp, err := r.admin.ListPools(bearer(context.Background(), "view-secret"), &pb.ListPoolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.Pools {
+		if p.Name == pool {
+			return p.Drained
+		}
+	}
+	t.Fatalf("pool %s not listed", pool)
+	return false
+}
+
 func weightOf(t *testing.T, r *replica, pool string) float64 {
 	t.Helper()
 	resp, err := r.admin.ListPools(bearer(context.Background(), "view-secret"), &pb.ListPoolsRequest{})
@@ -178,7 +193,14 @@ func TestDrainedPoolGetsNoNewRequestsWhileInFlightFinish(t *testing.T) {
 	if _, err := r1.admin.Drain(op, &pb.DrainRequest{Pool: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond) // within a second every replica has it
+	// Within a second every replica has it.
+	start := time.Now()
+	for !drainedOn(t, r2, "a") && time.Since(start) < 3*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); !drainedOn(t, r2, "a") || took > time.Second {
+		t.Fatalf("drain reached the other replica after %v, want within a second", took)
+	}
 	servedBefore := pools[0].pool.Stats().Served
 	for i := 0; i < 10; i++ {
 		for _, r := range []*replica{r1, r2} {
