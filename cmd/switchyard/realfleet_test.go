@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	openaisdk "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -37,7 +40,13 @@ func TestRealFleetServesTheReadmeSession(t *testing.T) {
 	if err := os.WriteFile(path, []byte(fleet), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr, stop := startRouter(t, "--config", path)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := lis.Addr().String()
+	_ = lis.Close()
+	addr, stop := startRouter(t, "--config", path, "--http-listen", httpAddr)
 	defer func() {
 		if err := stop(); err != nil {
 			t.Errorf("router: %v", err)
@@ -87,6 +96,21 @@ func TestRealFleetServesTheReadmeSession(t *testing.T) {
 	}
 	if chat.Route.GetPool() != "gcp-usc1-llama" || chat.Usage.GetOutputTokens() < 1 {
 		t.Fatalf("chat from us-central1: %s", fmt.Sprint(chat))
+	}
+
+	// The whole real path: the OpenAI SDK, switchyard's HTTP front door, the
+	// openai adapter, llama-server.
+	sdk := openaisdk.NewClient(option.WithBaseURL("http://"+httpAddr+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	comp, err := sdk.Chat.Completions.New(ctx, openaisdk.ChatCompletionNewParams{
+		Model:     "llama-3.3-70b",
+		Messages:  []openaisdk.ChatCompletionMessageParamUnion{openaisdk.UserMessage("where is my call served?")},
+		MaxTokens: openaisdk.Int(7),
+	}, option.WithHeader("X-Switchyard-Residency", "eu"))
+	if err != nil {
+		t.Fatalf("OpenAI SDK through the front door: %v", err)
+	}
+	if comp.Usage.CompletionTokens != 7 || len(comp.Choices) != 1 || comp.Choices[0].Message.Content == "" || !strings.Contains(comp.RawJSON(), `"pool":"azure-weu-llama"`) {
+		t.Fatalf("SDK chat completion: %s", comp.RawJSON())
 	}
 }
 
