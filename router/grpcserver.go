@@ -87,6 +87,9 @@ type GRPCOptions struct {
 	// HandshakeTimeout bounds TLS and the HTTP/2 preface of a new
 	// connection (default 10s).
 	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection that has had no call for this long
+	// (default 5 minutes).
+	IdleTimeout time.Duration
 }
 
 // GRPCServerOptions are ServerOptions for the client port of this router:
@@ -109,6 +112,11 @@ func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []
 	opts := baseOptions(s.RecvLimit(o.RecvMargin), o.MaxStreams)
 	if o.HandshakeTimeout > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(o.HandshakeTimeout))
+	}
+	if o.IdleTimeout > 0 {
+		ka := keepaliveServer
+		ka.MaxConnectionIdle = o.IdleTimeout
+		opts = append(opts, grpc.KeepaliveParams(ka))
 	}
 	opts = append(opts, grpc.InTapHandle(s.tapAuth))
 	return append(opts, extra...)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/backends/sim"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -383,6 +385,78 @@ func TestStreamAndConnectionLimits(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// A connection with no call for the idle timeout is closed by the server
+// (GOAWAY, then the client reconnects on its next call); before, idle
+// connections stayed open for good.
+func TestIdleConnectionsClosed(t *testing.T) {
+	addr, _ := clientPort(t, portOpts{limits: router.GRPCOptions{IdleTimeout: 300 * time.Millisecond}})
+	cc := dialT(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := pb.NewInferenceClient(cc).ListModels(ctx, &pb.ListModelsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for cc.GetState() == connectivity.Ready {
+		if !cc.WaitForStateChange(ctx, connectivity.Ready) {
+			t.Fatalf("connection still open %s after its last call (idle timeout 300ms)", time.Since(start))
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("idle connection closed after %s, want about 300ms", d)
+	}
+}
+
+// SimControl off the host is served with OperatorInterceptors: no token is
+// UNAUTHENTICATED, a viewer token PERMISSION_DENIED, an operator token passes.
+func TestOperatorInterceptorsGuardSimControl(t *testing.T) {
+	fleet, err := config.Parse([]byte(fmt.Sprintf(`models:
+  - {name: m, max_input_tokens: 100, max_output_tokens: 10}
+pools:
+  - {name: p, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 4}}
+admin:
+  tokens:
+    - {name: ops, role: operator, sha256: %s}
+    - {name: view, role: viewer, sha256: %s}
+`, router.HashToken("op-token"), router.HashToken("view-token"))), "fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := backends.NewRegistry()
+	host := sim.NewHost()
+	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: 50})
+	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	unary, stream := rt.OperatorInterceptors()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	pb.RegisterSimControlServer(gs, host)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	sc := pb.NewSimControlClient(dialT(t, lis.Addr().String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fault := &pb.InjectFaultRequest{Fault: &pb.Fault{Pool: "p", Outage: true}}
+	for _, tc := range []struct {
+		token string
+		want  codes.Code
+	}{{"", codes.Unauthenticated}, {"wrong", codes.Unauthenticated}, {"view-token", codes.PermissionDenied}, {"op-token", codes.OK}} {
+		cctx := ctx
+		if tc.token != "" {
+			cctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tc.token)
+		}
+		if _, err := sc.InjectFault(cctx, fault); status.Code(err) != tc.want {
+			t.Errorf("InjectFault with token %q: %v, want %v", tc.token, err, tc.want)
+		}
+	}
 }
 
 // A client pinging faster than the enforcement policy allows (every 10 s)
