@@ -50,7 +50,7 @@ type fake struct {
 	released chan struct{}
 }
 
-func newFake(t *testing.T, handle func(w http.ResponseWriter, r *http.Request)) *fake {
+func newFake(t testing.TB, handle func(w http.ResponseWriter, r *http.Request)) *fake {
 	t.Helper()
 	f := &fake{handle: handle}
 	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
