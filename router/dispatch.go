@@ -149,8 +149,8 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 		}
 		var shortage error
 		cannotContinue := "" // a pool skipped because it cannot resume the stream
-		for i := range dec.Ranked {
-			cand := &dec.Ranked[i]
+		// Next draws the order as the loop goes: usually only the first.
+		for cand := dec.Next(); cand != nil; cand = dec.Next() {
 			p := pools[cand.Index]
 			if failed != nil && failed[p.index] {
 				continue

@@ -18,6 +18,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -164,6 +165,10 @@ type fakePool struct {
 }
 
 func newDispatchFleet(t testing.TB, routing string, pools ...fakePool) *dispatchFleet {
+	return newDispatchFleetWith(t, routing, "in_order", orderedPolicies(), pools...)
+}
+
+func newDispatchFleetWith(t testing.TB, routing, pol string, reg *policy.Registry, pools ...fakePool) *dispatchFleet {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("models:\n  - {name: m, max_input_tokens: 1000, max_output_tokens: 500}\npools:\n")
@@ -184,11 +189,11 @@ func newDispatchFleet(t testing.TB, routing string, pools ...fakePool) *dispatch
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := backends.NewRegistry()
-	reg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
+	breg := backends.NewRegistry()
+	breg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
 	df.store = capacity.NewMemory(capacity.MemoryOptions{Clock: df.clk})
-	rt, err := New(Options{Fleet: fleet, Backends: reg, Store: df.store, Clock: df.clk, Policies: orderedPolicies(),
-		Policy: "in_order", Logger: slog.New(slog.DiscardHandler)})
+	rt, err := New(Options{Fleet: fleet, Backends: breg, Store: df.store, Clock: df.clk, Policies: reg,
+		Policy: pol, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,6 +414,30 @@ func TestAttemptLoop(t *testing.T) {
 				t.Errorf("continuation text %q is not what the client saw", cont.GetGeneratedText())
 			}
 		})
+	}
+}
+
+// The dispatcher walks the policy's order, drawn as it goes: with the
+// default policy, equal pools in one region share the calls by weight, not
+// in config order.
+func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
+	pools := []fakePool{{backend: fake("a", true, ok(1))}, {backend: fake("b", true, ok(1))}}
+	df := newDispatchFleetWith(t, "", "switchyard", policy.Builtins(), pools...)
+	st := control.State{}.Clone() // an operator's weight change, as the control store delivers it
+	st.Weights["b"] = 3
+	st.Version = 1 << 30
+	df.rt.applyControl(st)
+	const n = 400
+	for range n {
+		if _, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
+			Routing: &pb.RoutingHints{CallerRegion: "us-east-1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := df.fakes["a"].ncalls(), df.fakes["b"].ncalls()
+	// Weight 3 against 1: b first in about 3 of 4 calls.
+	if share := float64(b) / n; share < 0.65 || share > 0.85 {
+		t.Fatalf("a served %d, b %d: want b about 75%% of calls", a, b)
 	}
 }
 
