@@ -98,6 +98,9 @@ type portOpts struct {
 	maxConns int
 	extra    []grpc.ServerOption
 	endpoint string // the pool's endpoint (default: a sim pool)
+	// legacy builds the server as the router did before (64 MiB messages,
+	// no authentication before decoding): the control of the body test.
+	legacy bool
 }
 
 // clientPort serves a router the way cmd/switchyard does (GRPCServerOptions,
@@ -138,6 +141,9 @@ admin:
 	}
 	cl := &countingListener{Listener: lis}
 	gs := grpc.NewServer(rt.GRPCServerOptions(o.limits, o.extra...)...)
+	if o.legacy {
+		gs = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	}
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
@@ -164,6 +170,14 @@ func dialT(t *testing.T, addr string) *grpc.ClientConn {
 // INVALID_ARGUMENT). The client runs in another process so that the
 // allocation count is the server's alone.
 func TestUnauthenticatedBodyNeverDecoded(t *testing.T) {
+	// Control, same run: the server as it was built before reads and decodes
+	// the whole message, so the measurement can see a decode when one happens.
+	legacyAddr, legacyCL := clientPort(t, portOpts{tenants: true, legacy: true})
+	out, read, alloc := sendBig(t, legacyAddr, legacyCL, "")
+	t.Logf("control (before): no key: %s; server read %d KiB, allocated %d KiB", out, read>>10, alloc>>10)
+	if read < 60<<20 || alloc < 60<<20 {
+		t.Fatalf("control: the old server read %d MiB and allocated %d MiB of a 60 MiB message; the measurement cannot see a decode", read>>20, alloc>>20)
+	}
 	addr, cl := clientPort(t, portOpts{tenants: true})
 	for _, tc := range []struct {
 		key  string
@@ -174,31 +188,10 @@ func TestUnauthenticatedBodyNeverDecoded(t *testing.T) {
 		// A known caller is held to the receive limit (1000 tokens × 4 + 64 KiB), from the length prefix.
 		{tenantKey, codes.ResourceExhausted},
 	} {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		read0 := cl.read.Load()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), bigClientEnv+"="+addr, bigClientEnv+"_KEY="+tc.key)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("client process: %v: %s", err, out)
-		}
-		// The client has exited; let the server drain what it sent (the read
-		// count stays put for 200ms), bounded.
-		last, stable := cl.read.Load(), time.Now()
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && time.Since(stable) < 200*time.Millisecond; {
-			time.Sleep(20 * time.Millisecond)
-			if n := cl.read.Load(); n != last {
-				last, stable = n, time.Now()
-			}
-		}
-		runtime.ReadMemStats(&after)
-		read := cl.read.Load() - read0
-		alloc := after.TotalAlloc - before.TotalAlloc
-		t.Logf("key %q: %s; server read %d KiB, allocated %d KiB", tc.key, bytes.TrimSpace(out), read>>10, alloc>>10)
-		if want := "code: " + tc.want.String(); !strings.Contains(string(out), want) {
-			t.Fatalf("key %q: client saw %q, want %q", tc.key, bytes.TrimSpace(out), want)
+		out, read, alloc := sendBig(t, addr, cl, tc.key)
+		t.Logf("key %q: %s; server read %d KiB, allocated %d KiB", tc.key, out, read>>10, alloc>>10)
+		if want := "code: " + tc.want.String(); !strings.Contains(out, want) {
+			t.Fatalf("key %q: client saw %q, want %q", tc.key, out, want)
 		}
 		if read > 8<<20 {
 			t.Errorf("key %q: the server read %d MiB of a 60 MiB message it refuses", tc.key, read>>20)
@@ -207,6 +200,33 @@ func TestUnauthenticatedBodyNeverDecoded(t *testing.T) {
 			t.Errorf("key %q: the server allocated %d MiB while refusing a 60 MiB message", tc.key, alloc>>20)
 		}
 	}
+}
+
+// sendBig runs the client process once against addr and returns its output,
+// the bytes the server read and what this (the server's) process allocated.
+func sendBig(t *testing.T, addr string, cl *countingListener, key string) (out string, read int64, alloc uint64) {
+	t.Helper()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	read0 := cl.read.Load()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), bigClientEnv+"="+addr, bigClientEnv+"_KEY="+key)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client process: %v: %s", err, b)
+	}
+	// The client has exited; let the server drain what it sent (the read
+	// count stays put for 200ms), bounded.
+	last, stable := cl.read.Load(), time.Now()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && time.Since(stable) < 200*time.Millisecond; {
+		time.Sleep(20 * time.Millisecond)
+		if n := cl.read.Load(); n != last {
+			last, stable = n, time.Now()
+		}
+	}
+	runtime.ReadMemStats(&after)
+	return string(bytes.TrimSpace(b)), cl.read.Load() - read0, after.TotalAlloc - before.TotalAlloc
 }
 
 // With tenants configured, ListModels, reflection, Generate of an unknown
