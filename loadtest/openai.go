@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -390,7 +391,7 @@ func (c *OpenAIClient) ListModels(ctx context.Context, _ *pb.ListModelsRequest, 
 }
 
 // sseStream reads the front door's server-sent events as GenerateChunks:
-// one per text chunk (1 token each), the finishing chunk with the route,
+// one per text chunk (its tokens estimated from its bytes), the finishing chunk with the route,
 // the usage chunk, then io.EOF at [DONE]. An error event is its status; a
 // body that ends before [DONE] is UNAVAILABLE (a truncated stream).
 type sseStream struct {
@@ -436,11 +437,10 @@ func (s *sseStream) Recv() (*pb.GenerateChunk, error) {
 		if text == "" && fin == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 			continue // the role-only first chunk
 		}
-		ch := &pb.GenerateChunk{Text: text, FinishReason: fin, Route: a.route()}
-		if text != "" {
-			ch.Tokens = 1
-		}
-		return ch, nil
+		// OpenAI's chunks carry no token count: estimate it as everywhere
+		// else (4 bytes a token), so inter-token latency divides a chunk's
+		// gap over about as many tokens as over gRPC.
+		return &pb.GenerateChunk{Text: text, Tokens: int32(backends.EstimateTokens(text)), FinishReason: fin, Route: a.route()}, nil
 	}
 	s.finish()
 	if err := s.sc.Err(); err != nil {

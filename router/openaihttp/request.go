@@ -78,7 +78,7 @@ func (s *stopField) UnmarshalJSON(b []byte) error {
 	}
 	var many []string
 	if err := json.Unmarshal(b, &many); err != nil {
-		return errors.New("must be a string or an array of strings")
+		return badField("stop", "must be a string or an array of strings")
 	}
 	*s = many
 	return nil
@@ -106,7 +106,7 @@ func (c *content) UnmarshalJSON(b []byte) error {
 		Text string `json:"text"`
 	}
 	if err := json.Unmarshal(b, &parts); err != nil {
-		return errors.New("must be a string or an array of content parts")
+		return badField("messages", "a message's content must be a string, null or an array of content parts")
 	}
 	var sb strings.Builder
 	for _, p := range parts {
@@ -188,11 +188,14 @@ func decodeJSON(body []byte, v any) error {
 			field := strings.TrimPrefix(te.Field, "commonRequest.")
 			return badField(field, "expected %s, got JSON %s", te.Type, te.Value)
 		}
+		var fe *fieldError // from the custom decoders above (stop, content)
+		if errors.As(err, &fe) {
+			return fe
+		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			return badField("", "the request body is not valid JSON (at byte %d)", se.Offset)
 		}
-		// Errors from the custom decoders above (stop, content) carry no field.
 		msg := err.Error()
 		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "json: cannot unmarshal") {
 			msg = msg[i+2:]
