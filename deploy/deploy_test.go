@@ -616,7 +616,7 @@ func checkRefs(t *testing.T, m *manifests) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	for flag, name := range map[string]string{"listen": "grpc", "metrics-listen": "metrics"} {
+	for flag, name := range map[string]string{"listen": "grpc", "metrics-listen": "metrics", "http-listen": "http"} {
 		p, err := portOf(flags[flag])
 		if err != nil {
 			t.Errorf("--%s %q: %v", flag, flags[flag], err)
@@ -803,8 +803,8 @@ func checkNetworkPolicy(t *testing.T, m *manifests, fleet *config.Fleet, c *core
 				t.Errorf("ingress port %v is not a container port", p.Port)
 			case n == named["metrics"] && len(r.From) == 0:
 				t.Errorf("ingress: the metrics port is open to every pod; limit it to the scraper's namespace")
-			case n != named["grpc"] && n != named["metrics"]:
-				t.Errorf("ingress opens port %d, which is neither gRPC nor metrics", n)
+			case n != named["grpc"] && n != named["metrics"] && n != named["http"]:
+				t.Errorf("ingress opens port %d, which is neither gRPC, the HTTP front door nor metrics", n)
 			}
 		}
 	}
@@ -1073,12 +1073,16 @@ func TestComposeFile(t *testing.T) {
 		if err2 != nil {
 			t.Errorf("router %s: --metrics-listen %q: %v", name, f["metrics-listen"], err2)
 		}
+		hp, err3 := portOf(f["http-listen"])
+		if err3 != nil || !strings.HasPrefix(f["http-listen"], "0.0.0.0:") {
+			t.Errorf("router %s: --http-listen %q: want 0.0.0.0:PORT", name, f["http-listen"])
+		}
 		published := map[string]bool{}
 		for _, p := range s.Ports {
 			published[containerPort(p)] = true
 		}
-		if !published[strconv.Itoa(lp)] || !published[strconv.Itoa(mp)] {
-			t.Errorf("router %s: publishes %v, want the gRPC port %d and metrics port %d", name, s.Ports, lp, mp)
+		if !published[strconv.Itoa(lp)] || !published[strconv.Itoa(mp)] || !published[strconv.Itoa(hp)] {
+			t.Errorf("router %s: publishes %v, want the gRPC port %d, metrics port %d and HTTP port %d", name, s.Ports, lp, mp, hp)
 		}
 		if hc := strings.Join(s.Healthcheck.Test, " "); !strings.Contains(hc, fmt.Sprintf("-addr=127.0.0.1:%d", lp)) {
 			t.Errorf("router %s: healthcheck %q does not probe the gRPC port %d", name, hc, lp)
@@ -1188,7 +1192,7 @@ func TestDockerfile(t *testing.T) {
 		"sh deploy/docker/go-build.sh /out",
 		"FROM gcr.io/distroless/static-debian12:nonroot@${RUNTIME_IMAGE_DIGEST} AS runtime\n",
 		"USER 65532:65532\n",
-		"EXPOSE 50051 9464\n",
+		"EXPOSE 50051 9464 8080\n",
 		`ENTRYPOINT ["/usr/local/bin/switchyard"]`,
 	} {
 		if !strings.Contains(df, want) {
