@@ -557,3 +557,62 @@ func TestStreamThatCannotBeContinuedEndsWithAnErrorEvent(t *testing.T) {
 	}
 	fd.waitInFlight(t, 0, 5*time.Second)
 }
+
+// TestNoEligiblePoolIs503AndDeadlineIs504: every EU pool drained for an
+// EU-only call is 503; a call whose X-Switchyard-Timeout passes is 504.
+func TestNoEligiblePoolIs503AndDeadlineIs504(t *testing.T) {
+	fd := startFrontDoor(t, doorOpts{timeScale: 1})
+	c := fd.sdk()
+	params := openai.ChatCompletionNewParams{
+		Model: "llama-3.3-70b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer")}, MaxTokens: openai.Int(500),
+	}
+
+	_, err := c.Chat.Completions.New(ctxT(t, 10*time.Second), params, option.WithHeader("X-Switchyard-Timeout", "150ms"))
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 504 || apiErr.Type != "timeout_error" {
+		t.Fatalf("want 504, got %v", err)
+	}
+	fd.waitInFlight(t, 0, 5*time.Second)
+
+	for _, p := range []string{"aws-euw1-trn3", "gcp-euw4-tpu-v5e", "azure-weu-h100"} {
+		if _, err := fd.admin.Drain(fd.adminCtx(t), &pb.DrainRequest{Pool: p, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = c.Chat.Completions.New(ctxT(t, 10*time.Second), params, option.WithHeader("X-Switchyard-Residency", "eu"))
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || apiErr.Type != "server_error" || apiErr.Code != "service_unavailable" {
+		t.Fatalf("want 503, got %v", err)
+	}
+	// The same call without the residency limit is served (in the US).
+	params.MaxTokens = openai.Int(3)
+	var resp *http.Response
+	if _, err := c.Chat.Completions.New(ctxT(t, 10*time.Second), params, option.WithResponseInto(&resp)); err != nil || euRegions[resp.Header.Get("X-Switchyard-Region")] {
+		t.Fatalf("unrestricted call: %v, region %q", err, resp.Header.Get("X-Switchyard-Region"))
+	}
+}
+
+// TestTenantBudgetSpentIs429WithRetryAfter: a tenant over its requests per
+// minute is refused at once with 429 and Retry-After.
+func TestTenantBudgetSpentIs429WithRetryAfter(t *testing.T) {
+	const key = "sk-tenant-small"
+	fd := startFrontDoor(t, doorOpts{extraYAML: "\ntenants:\n  - name: small\n    api_key_sha256: [" + router.HashToken(key) + "]\n    requests_per_minute: 2\n"})
+	c := fd.sdk(option.WithAPIKey(key))
+	params := openai.ChatCompletionNewParams{Model: "llama-3.1-8b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(2)}
+	for range 2 {
+		if _, err := c.Chat.Completions.New(ctxT(t, 10*time.Second), params); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	_, err := c.Chat.Completions.New(ctxT(t, 10*time.Second), params)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Response.Header.Get("Retry-After") == "" {
+		t.Fatalf("third call in a minute: %v", err)
+	}
+	if ra, err := strconv.Atoi(apiErr.Response.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+		t.Fatalf("Retry-After %q", apiErr.Response.Header.Get("Retry-After"))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a spent budget should be refused at once, took %s", d)
+	}
+}
