@@ -125,3 +125,40 @@ func TestHTTPListenUsesTheTLSFlags(t *testing.T) {
 		t.Fatal("plaintext call served on the TLS port")
 	}
 }
+
+// TestShutdownLetsInFlightHTTPStreamsFinish: SIGTERM while a stream runs on
+// the front door; the stream still ends with [DONE].
+func TestShutdownLetsInFlightHTTPStreamsFinish(t *testing.T) {
+	base, stop := startWithHTTP(t, "--sim-time-scale", "1", "--shutdown-timeout", "20s")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	resp, err := client.Post(base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"llama-3.3-70b","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"a long answer please"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() {
+		t.Fatalf("no first event: %v", sc.Err())
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	last, after := "", 0
+	for sc.Scan() {
+		if sc.Text() != "" {
+			last = sc.Text()
+			after++
+		}
+	}
+	if last != "data: [DONE]" {
+		t.Fatalf("stream cut by shutdown: last line %q (%v)", last, sc.Err())
+	}
+	if after < 10 {
+		t.Fatalf("only %d events after shutdown began: the stream was not in flight", after)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
