@@ -34,6 +34,7 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("--http-listen %s: %w", f.httpListen, err)
 	}
+	lis = router.LimitListener(lis, openaihttp.DefaultMaxConnections)
 	srv := openaihttp.NewServer(openaihttp.ServerOptions{Handler: h, TLS: cfg, Logger: log})
 	scheme := "http"
 	go func() {

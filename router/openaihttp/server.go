@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/router"
 )
 
 // ServerOptions configure NewServer.
@@ -25,6 +27,12 @@ type ServerOptions struct {
 
 // MaxHeaderBytes bounds a request's headers.
 const MaxHeaderBytes = 64 << 10
+
+// DefaultMaxConnections is how many client connections the front door serves
+// at once (router.LimitListener closes those past it as they are accepted).
+// HTTP/1.1 needs one connection per call in flight, so it is four times the
+// gRPC port's router.DefaultMaxConnections; HTTP/2 clients multiplex.
+const DefaultMaxConnections = 4 * router.DefaultMaxConnections
 
 // NewServer returns the HTTP server for the front door: slow-client and idle
 // timeouts, bounded headers, HTTP/1.1 keep-alive and HTTP/2 (h2c without
