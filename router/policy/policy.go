@@ -205,7 +205,9 @@ type Decision struct {
 	seen  []uint32
 	epoch uint32
 	// class[i] is pool i's skip reason << 2 | tier, for one decision.
-	class []uint8
+	class   []uint8
+	tiers   [3]TierStats
+	grouped bool
 }
 
 // Next returns the next candidate in order of preference, or nil when none
@@ -322,8 +324,23 @@ type Policy interface {
 // (its capacity is reused across calls) keeps a decision free of
 // allocations. The rules of Rank apply.
 type Segmenter interface {
-	Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment
+	Segments(d *Decision, req *Request, pools []PoolView, env *Env)
 }
+
+// TierStats sums the eligible pools of one tier: how many, their limits,
+// and their free capacity (headroom, or less where a load report says so:
+// PoolView.EffectiveFree).
+type TierStats struct{ Count, Limit, Free int }
+
+// Tiers returns the eligible pools' sums per tier.
+func (d *Decision) Tiers() [3]TierStats { return d.tiers }
+
+// Grouped reports whether Ranked holds the candidates grouped by tier, in
+// tier order (DecideInto hands a Segmenter them so).
+func (d *Decision) Grouped() bool { return d.grouped }
+
+// AddSegment appends the next segment of the order (Segmenter).
+func (d *Decision) AddSegment(s Segment) { d.segs = append(d.segs, s) }
 
 // Scorer is implemented by Segmenter policies that return Lazy segments:
 // Score sets Score (and Reason) on eligible[start:end], the candidates of
@@ -397,6 +414,7 @@ func Filter(req *Request, pools []PoolView, env *Env) (eligible, skipped []Candi
 // tier), so a tiered policy lays them out without moving any.
 func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool) {
 	d.Ranked, d.Skipped = d.Ranked[:0], d.Skipped[:0]
+	d.tiers, d.grouped = [3]TierStats{}, byTier
 	callerGeo := ""
 	if req.CallerRegion != "" {
 		if env != nil && env.Latency != nil {
@@ -439,12 +457,21 @@ func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool)
 		class[i] = uint8(skip)<<2 | uint8(tier)
 		if skip == SkipNone {
 			count[tier]++
+			fr := p.Headroom()
+			if p.Reported != nil {
+				fr = int(p.EffectiveFree()*float64(p.Limit) + 0.5)
+			}
+			d.tiers[tier].Limit += p.Limit
+			d.tiers[tier].Free += fr
 		} else {
 			d.Skipped = append(d.Skipped, Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: tier, Skip: skip})
 			if req.Explain {
 				d.Skipped[len(d.Skipped)-1].Reason = skip.describe(req, p.Geography, p.Region)
 			}
 		}
+	}
+	for t := range d.tiers {
+		d.tiers[t].Count = count[t]
 	}
 	n := count[0] + count[1] + count[2]
 	if cap(d.Ranked) < n {
@@ -470,7 +497,10 @@ func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool)
 			next++
 		}
 		p := &pools[i]
-		d.Ranked[j] = Candidate{Index: i, Pool: p.Name, Headroom: p.Headroom(), Weight: p.Weight, Tier: tier, Eligible: true}
+		// Field by field: a composite literal would be copied in whole.
+		c := &d.Ranked[j]
+		c.Index, c.Headroom, c.Weight, c.Score, c.RTTMs = i, p.Headroom(), p.Weight, 0, 0
+		c.Pool, c.Reason, c.Tier, c.Eligible, c.Skip = p.Name, "", tier, true, SkipNone
 	}
 }
 
@@ -533,8 +563,9 @@ func DecideInto(d *Decision, pol Policy, req *Request, pools []PoolView, env *En
 	if sc, ok := pol.(Scorer); ok {
 		d.scorer = sc
 	}
+	d.segs = d.segs[:0]
 	if lazy {
-		d.segs = sg.Segments(req, pools, d.Ranked, env, d.segs[:0])
+		sg.Segments(d, req, pools, env)
 	} else {
 		pol.Rank(req, pools, d.Ranked, env)
 		d.segs = append(d.segs[:0], Segment{Start: 0, End: len(d.Ranked)})

@@ -52,18 +52,30 @@ func (*Switchyard) AdvisedLimit(p *PoolView) int {
 
 // Rank implements Policy: the complete order (Segments drawn to the end).
 func (sy *Switchyard) Rank(req *Request, pools []PoolView, eligible []Candidate, env *Env) {
-	d := Decision{Ranked: eligible, rand: env.Rand}
-	d.segs = sy.Segments(req, pools, eligible, env, nil)
+	d := Decision{Ranked: eligible, rand: env.Rand, scorer: sy, req: req, pools: pools, env: env}
+	for i := range eligible {
+		c := &eligible[i]
+		p := &pools[c.Index]
+		fr := c.Headroom
+		if p.Reported != nil {
+			fr = int(p.EffectiveFree()*float64(p.Limit) + 0.5)
+		}
+		d.tiers[c.Tier].Count++
+		d.tiers[c.Tier].Limit += p.Limit
+		d.tiers[c.Tier].Free += fr
+	}
+	sy.Segments(&d, req, pools, env)
 	d.All()
 }
 
-// Segments implements Segmenter: one pass sums each tier's free capacity,
-// the spill draw orders the tiers and a partition lays them out. Scores (and
-// the weighted draw on them) come only for the tiers the router reaches,
-// usually the first.
-func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candidate, env *Env, segs []Segment) []Segment {
+// Segments implements Segmenter: the spill draw orders the tiers from the
+// sums the filter made, and the tiers are laid out in place (already in
+// order unless one spilled). Scores, and the weighted draw on them, come
+// only for the tiers the router reaches, usually the first.
+func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env *Env) {
+	eligible := d.Ranked
 	if len(eligible) == 0 {
-		return segs
+		return
 	}
 	prio := req.Priority
 	if prio == pb.Priority_PRIORITY_UNSPECIFIED {
@@ -74,32 +86,23 @@ func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candid
 		// Reasons carry the scores: score every tier now.
 		sy.Score(req, pools, eligible, 0, len(eligible), env)
 	}
-	var limit, free, count [3]int
-	for i := range eligible {
-		c := &eligible[i]
-		p := &pools[c.Index]
-		// The tier's free capacity honours load reports, so a region whose
-		// pools lost chips spills even while their in-flight counts look low.
-		fr := c.Headroom
-		if p.Reported != nil {
-			fr = int(p.EffectiveFree()*float64(p.Limit) + 0.5)
-		}
-		limit[c.Tier] += p.Limit
-		free[c.Tier] += fr
-		count[c.Tier]++
-	}
+	tiers := d.Tiers()
 
 	// Progressive spill (Envoy's priority load with overprovisioning): a tier
 	// keeps all its traffic while its free share is above reserve + band,
 	// none at or under the reserve, and a linearly shrinking share in
 	// between; the rest goes to farther tiers first. Batch has the largest
-	// reserve, so it moves out first.
+	// reserve, so it moves out first. The free share honours load reports,
+	// so a region whose pools lost chips spills even while their in-flight
+	// counts look low.
 	var spilled [3]bool
+	anySpilled := false
 	for t := range TierAnywhere {
-		if count[t] == 0 || limit[t] <= 0 {
+		ts := tiers[t]
+		if ts.Count == 0 || ts.Limit <= 0 {
 			continue
 		}
-		f := float64(free[t]) / float64(limit[t])
+		f := float64(ts.Free) / float64(ts.Limit)
 		keep := 1.0
 		if band := env.SpillBand; band > 0 {
 			keep = math.Min(1, math.Max(0, (f-reserve)/band))
@@ -107,10 +110,10 @@ func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candid
 			keep = 0
 		}
 		if keep < 1 && env.Rand() >= keep {
-			spilled[t] = true
+			spilled[t], anySpilled = true, true
 			for i := 0; req.Explain && i < len(eligible); i++ {
 				if eligible[i].Tier == t {
-					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", free[t], limit[t], priority.Name(prio), reserve*100, keep*100)
+					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", ts.Free, ts.Limit, priority.Name(prio), reserve*100, keep*100)
 				}
 			}
 		}
@@ -120,20 +123,14 @@ func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candid
 	n := 0
 	for _, sp := range [2]bool{false, true} {
 		for t := range 3 {
-			if count[t] > 0 && spilled[t] == sp {
+			if tiers[t].Count > 0 && spilled[t] == sp {
 				group[t], groups[n] = n, t
 				n++
 			}
 		}
 	}
-	// Lay the groups out in place. DecideInto hands the candidates over
-	// grouped by tier already: then only a spilled tier moves.
-	inOrder := true
-	for i := 1; i < len(eligible) && inOrder; i++ {
-		inOrder = group[eligible[i-1].Tier] <= group[eligible[i].Tier]
-	}
-	if !inOrder {
-		// Dutch-flag partition by group.
+	if anySpilled || !d.Grouped() {
+		// Dutch-flag partition by group, in place.
 		lo, mid, hi := 0, 0, len(eligible)-1
 		for mid <= hi {
 			switch group[eligible[mid].Tier] {
@@ -151,11 +148,10 @@ func (sy *Switchyard) Segments(req *Request, pools []PoolView, eligible []Candid
 	}
 	at := 0
 	for g := range n {
-		end := at + count[groups[g]]
-		segs = append(segs, Segment{Start: at, End: end, Draw: true, Lazy: !req.Explain})
+		end := at + tiers[groups[g]].Count
+		d.AddSegment(Segment{Start: at, End: end, Draw: true, Lazy: !req.Explain})
 		at = end
 	}
-	return segs
 }
 
 var _ Scorer = (*Switchyard)(nil)
