@@ -79,6 +79,7 @@ if [ "$fuzztime" != "0" ]; then
 		FuzzSyntheticSpec ./loadtest/trace/
 		FuzzParse ./loadtest/scenario/
 		FuzzParseLoad ./backends/
+		FuzzParseRequest ./router/openaihttp/
 	EOF
-	echo "test.sh: fuzzed 6 targets for $fuzztime each"
+	echo "test.sh: fuzzed 7 targets for $fuzztime each"
 fi
