@@ -94,9 +94,13 @@ http {
 	fastcgi_temp_path $WORK/nginx/fastcgi;
 	uwsgi_temp_path $WORK/nginx/uwsgi;
 	scgi_temp_path $WORK/nginx/scgi;
+	# One benchmark run is far more than nginx's default 1,000 calls per
+	# connection, after which it closes the connection (clients see it).
+	keepalive_requests 10000000;
 	upstream sim {
 		server 127.0.0.1:$SIM;
 		keepalive 64;
+		keepalive_requests 10000000;
 	}
 	server {
 		listen 127.0.0.1:$NGX http2;

@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -158,6 +159,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	fleet, err := loadFleet(f.config)
 	if err != nil {
 		return err
@@ -193,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	simHost := sim.NewHost()
 	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{DialOptions: []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}})
+	grpcnative.Register(reg, grpcnative.Options{DialOptions: append([]grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}, transportDialOptions...)})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 	openai.Register(reg, openai.Options{Logger: log})
 
@@ -235,7 +237,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
 	lis = router.LimitListener(lis, f.maxConns)
-	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(creds, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
+	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(append(creds, transportServerOptions...), grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
@@ -346,6 +348,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		gs.Stop()
 	}
 	return nil
+}
+
+// HTTP/2 flow-control windows of the client port and of the links to native
+// backends. Fixed windows turn off grpc-go's bandwidth-delay estimation,
+// which sends a PING on received data and reads its ack: frames and
+// syscalls on every call of a proxy that only forwards small messages
+// (docs/benchmarks.md, "Proxy overhead"). 1 MiB per call and 4 MiB per
+// connection are far above any prompt or chunk the router forwards.
+const (
+	streamWindow = 1 << 20
+	connWindow   = 4 << 20
+)
+
+var (
+	transportServerOptions = []grpc.ServerOption{grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow)}
+	transportDialOptions   = []grpc.DialOption{grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow)}
+)
+
+// tuneGC lets the heap grow to 5× the live heap between collections (GOGC
+// 400) unless GOGC is set: the router's live heap is small and its garbage
+// is per-call buffers, so collecting less often costs little memory and
+// takes GC off the latency of calls. GOMEMLIMIT, when set, still bounds it.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }
 
 // serveDebug serves net/http/pprof on a loopback address (profiles show
