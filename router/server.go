@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -319,9 +320,16 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 		interned[v] = v
 		return v
 	}
+	for _, m := range f.Models {
+		intern(m.Name) // a decision compares a call's model (the config's name) with a pool's by address first
+	}
 	ctl := s.ctlState.Load()
 	for _, pc := range f.Pools {
 		pc.Region, pc.Geography = intern(pc.Region), intern(pc.Geography)
+		pc.Models = slices.Clone(pc.Models)
+		for i, m := range pc.Models {
+			pc.Models[i] = intern(m)
+		}
 		var p *pool
 		if prev != nil {
 			if old, ok := prev.byName[pc.Name]; ok && sameBackend(old.cfg, pc) {

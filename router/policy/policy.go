@@ -81,11 +81,18 @@ func (p *PoolView) Headroom() int { return max(0, p.Limit-p.InFlight) }
 // Serves reports whether the pool serves model.
 func (p *PoolView) Serves(model string) bool {
 	for _, m := range p.Models {
-		if m == model {
+		if eq(m, model) {
 			return true
 		}
 	}
 	return false
+}
+
+// eq is a == b, comparing the strings' addresses before their bytes: the
+// router hands policies the fleet config's own strings (one per name), so
+// on the hot path equal strings are usually the same string.
+func eq(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // Tier is a pool's distance class from the caller.
@@ -448,9 +455,9 @@ func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool)
 		tier := TierAnywhere
 		if req.CallerRegion != "" {
 			switch {
-			case p.Region == req.CallerRegion:
+			case eq(p.Region, req.CallerRegion):
 				tier = TierRegion
-			case callerGeo != "" && callerGeo == p.Geography:
+			case callerGeo != "" && eq(callerGeo, p.Geography):
 				tier = TierGeography
 			}
 		}
