@@ -602,3 +602,33 @@ func BenchmarkComplete(b *testing.B) {
 		}
 	}
 }
+
+// A policy registered with the router's registry can be named in the fleet
+// file; a reload naming one the registry does not hold is refused.
+func TestFleetFileNamesARegisteredPolicy(t *testing.T) {
+	yaml := func(pol string) *config.Fleet {
+		f, err := config.Parse([]byte("models:\n  - {name: m, max_input_tokens: 100, max_output_tokens: 10}\npools:\n"+
+			"  - {name: a, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [x], adapter: fake, limits: {max_concurrent: 1}}\n"+
+			"routing:\n  policy: "+pol+"\n"), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	breg := backends.NewRegistry()
+	breg.Register("fake", func(backends.Spec) (backends.Backend, error) { return fake("a", true, ok(1)), nil })
+	rt, err := New(Options{Fleet: yaml("in_order"), Backends: breg, Policies: orderedPolicies(), Clock: clock.NewFake(time.Unix(0, 0)), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("a registered policy named in the fleet file: %v", err)
+	}
+	defer rt.Close()
+	if rt.PolicyName() != "in_order" {
+		t.Fatalf("policy %s", rt.PolicyName())
+	}
+	if err := rt.Reload(yaml("no_such_policy")); err == nil || !strings.Contains(err.Error(), "in_order") {
+		t.Fatalf("reload naming an unknown policy: %v, want a refusal listing the known ones", err)
+	}
+	if _, err := New(Options{Fleet: yaml("switchyard"), Backends: breg, Policies: orderedPolicies(), Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		t.Fatal("a policy missing from the registry was accepted")
+	}
+}
