@@ -464,7 +464,7 @@ func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamin
 	}
 	sub := a.v.events.subscribe()
 	defer a.v.events.unsubscribe(sub)
-	if err := stream.Send(&pb.Event{Time: timestamppb.Now(), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.v.replica, a.v.policy().Name(), a.v.counting().Mode)}); err != nil {
+	if err := stream.Send(&pb.Event{Time: timestamppb.New(a.v.clock.Now()), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.v.replica, a.v.policy().Name(), a.v.counting().Mode)}); err != nil {
 		return err
 	}
 	for {

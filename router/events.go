@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/control"
@@ -19,9 +20,10 @@ import (
 type eventBus struct {
 	// self is the actor of the events this replica decides on its own
 	// (ejections, health, reloads, counting mode): "router <replica>".
-	self string
-	mu   sync.Mutex
-	subs map[*subscriber]struct{}
+	self  string
+	clock clock.Clock
+	mu    sync.Mutex
+	subs  map[*subscriber]struct{}
 }
 
 type subscriber struct {
@@ -29,8 +31,8 @@ type subscriber struct {
 	dropped int
 }
 
-func newEventBus(replica string) *eventBus {
-	return &eventBus{self: "router " + replica, subs: map[*subscriber]struct{}{}}
+func newEventBus(replica string, c clock.Clock) *eventBus {
+	return &eventBus{self: "router " + replica, clock: c, subs: map[*subscriber]struct{}{}}
 }
 
 func (b *eventBus) subscribe() *subscriber {
@@ -53,7 +55,7 @@ func (b *eventBus) publish(kind, pool, detail, actor string) {
 	if actor == "" {
 		actor = b.self
 	}
-	ev := &pb.Event{Time: timestamppb.Now(), Kind: kind, Pool: pool, Detail: detail, Actor: actor}
+	ev := &pb.Event{Time: timestamppb.New(b.clock.Now()), Kind: kind, Pool: pool, Detail: detail, Actor: actor}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.subs {

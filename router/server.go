@@ -172,7 +172,7 @@ func New(o Options) (*Server, error) {
 		clock:    o.Clock,
 		store:    o.Store,
 		control:  o.Control,
-		events:   newEventBus(o.Replica),
+		events:   newEventBus(o.Replica, o.Clock),
 		policies: o.Policies,
 		queue:    newWaitQueue(o.Clock, o.Fleet.Routing.QueueMaxLength),
 		stop:     make(chan struct{}),
