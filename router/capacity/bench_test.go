@@ -10,9 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 type acquirePathKey struct{}

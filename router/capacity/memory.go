@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/router/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
 // Memory is the in-process Store: exact counters for one replica. It is the

@@ -3,9 +3,9 @@ package capacity_test
 import (
 	"testing"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/capacitytest"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 func TestMemoryContract(t *testing.T) {

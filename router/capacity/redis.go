@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/switchyard-dev/switchyard/router/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
 // Redis is the shared Store: every router replica pointing at the same Redis

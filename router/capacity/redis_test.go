@@ -12,10 +12,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/capacitytest"
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 var prefixSeq atomic.Int64

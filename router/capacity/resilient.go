@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/router/clock"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
 // Resilient wraps a shared Store (Redis) with a circuit breaker and a local

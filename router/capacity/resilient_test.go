@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 type modeLog struct {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 // A stalled Redis (DEBUG SLEEP) holds an Acquire no longer than the store's

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/router/capacity"
-	"github.com/switchyard-dev/switchyard/router/clock"
 )
 
 // Flusher is implemented by stores whose Release is asynchronous: Flush
