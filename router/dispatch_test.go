@@ -632,3 +632,37 @@ func TestFleetFileNamesARegisteredPolicy(t *testing.T) {
 		t.Fatal("a policy missing from the registry was accepted")
 	}
 }
+
+// learning ranks in config order and records the outcomes the dispatcher
+// reports to it (policy.Feedback).
+type learning struct {
+	inOrder
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *learning) Name() string { return "learning" }
+func (l *learning) AttemptDone(r policy.AttemptResult) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, fmt.Sprintf("%s:%d", r.Pool, r.Outcome))
+}
+
+// A policy that implements policy.Feedback hears every attempt's outcome,
+// after its slot was released.
+func TestPolicyHearsEveryAttempt(t *testing.T) {
+	l := &learning{}
+	reg := policy.NewRegistry()
+	reg.Register(l)
+	pools := []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, failAfter(0, codes.ResourceExhausted))}, {backend: fake("c", true, ok(1))}}
+	df := newDispatchFleetWith(t, "", "learning", reg, pools...)
+	if _, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf("a:%d", policy.OutcomeFailure), fmt.Sprintf("b:%d", policy.OutcomeShortage), fmt.Sprintf("c:%d", policy.OutcomeOK),
+	}
+	if !slices.Equal(l.seen, want) {
+		t.Fatalf("feedback %v, want %v", l.seen, want)
+	}
+}
