@@ -152,9 +152,18 @@ func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
 	if h.isUnhealthy() {
 		t.Fatal("passive ejection must not mark the active health check failed")
 	}
+	for i := 1; i <= unhealthyAfterChecks; i++ {
+		changed := h.setActive(false, boom)
+		if want := i == unhealthyAfterChecks; h.isUnhealthy() != want || changed != want {
+			t.Fatalf("after %d failed active checks: unhealthy %v (changed %v), want %v", i, h.isUnhealthy(), changed, want)
+		}
+	}
+	if !h.setActive(true, nil) || h.isUnhealthy() {
+		t.Fatal("one passing check must bring the pool back")
+	}
 	h.setActive(false, boom)
-	if !h.isUnhealthy() {
-		t.Fatal("failed active check not recorded")
+	if h.isUnhealthy() {
+		t.Fatal("one failed check after a pass must not take the pool out")
 	}
 }
 

@@ -163,7 +163,7 @@ func classify(ctx context.Context, err error) outcome {
 	if err == nil {
 		return outcomeOK
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || deadlinePassed(ctx) {
 		return outcomeCallerGone
 	}
 	switch status.Code(err) {
@@ -179,4 +179,13 @@ func classify(ctx context.Context, err error) outcome {
 	default: // Unavailable, DeadlineExceeded of an attempt, Internal, Unknown, Aborted, DataLoss...
 		return outcomeFailure
 	}
+}
+
+// deadlinePassed reports whether ctx's deadline is behind us even though ctx
+// has not noticed yet: a backend's DEADLINE_EXCEEDED (its copy of the same
+// deadline) can arrive before the caller's own timer has fired on a busy
+// host, and it is then the caller's deadline, not a pool failure.
+func deadlinePassed(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -126,9 +126,16 @@ type health struct {
 	ejections   int
 	lastErr     string
 
+	checkFails   int          // consecutive failed active checks (under mu)
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0: never ejected
-	unhealthy    atomic.Bool  // the last active check failed
+	unhealthy    atomic.Bool  // unhealthyAfterChecks active checks in a row failed
 }
+
+// unhealthyAfterChecks is how many active health checks in a row must fail
+// before a pool is taken out of rotation (one passing check brings it back):
+// a single slow answer on a busy host is not an outage. A dead endpoint fails
+// its checks at once and real calls eject it sooner anyway.
+const unhealthyAfterChecks = 2
 
 // ejection tuning, from the routing config.
 type ejectionPolicy struct {
@@ -179,11 +186,17 @@ func (h *health) ejected(now time.Time) bool {
 func (h *health) setActive(ok bool, err error) (changed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	changed = h.unhealthy.Load() == ok
-	h.unhealthy.Store(!ok)
 	if err != nil {
 		h.lastErr = err.Error()
 	}
+	if ok {
+		h.checkFails = 0
+	} else {
+		h.checkFails++
+	}
+	unhealthy := h.checkFails >= unhealthyAfterChecks
+	changed = h.unhealthy.Load() != unhealthy
+	h.unhealthy.Store(unhealthy)
 	return changed
 }
 

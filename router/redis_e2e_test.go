@@ -289,9 +289,12 @@ func TestTwoRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 	// Acquire fall back to the local conservative share, which is the
 	// degraded-mode contract, not the shared one this test proves. The
 	// LastError check below shows no fallback happened.
+	// The same for the store's own calls without a deadline (usage refresh,
+	// lease renewal).
 	rs := capacity.ResilientOptions{Timeout: 2 * time.Second}
-	r1 := startRedisReplica(t, fleet, srv.URL(), "r1", capacity.RedisOptions{}, rs)
-	r2 := startRedisReplica(t, fleet, srv.URL(), "r2", capacity.RedisOptions{}, rs)
+	ro := capacity.RedisOptions{Timeout: 2 * time.Second}
+	r1 := startRedisReplica(t, fleet, srv.URL(), "r1", ro, rs)
+	r2 := startRedisReplica(t, fleet, srv.URL(), "r2", ro, rs)
 	start := time.Now()
 	ok, exhausted := hammer(t, []*replica{r1.replica, r2.replica}, workers, callsPerWorker)
 	st := sp.pool.Stats()

@@ -495,7 +495,7 @@ func (s *Server) checkHealth(timeout time.Duration) {
 		wg.Add(1)
 		go func(p *pool) {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 2*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), checkTimeout(timeout))
 			err := p.backend.Check(ctx)
 			cancel()
 			if p.health.setActive(err == nil, err) {
@@ -510,6 +510,13 @@ func (s *Server) checkHealth(timeout time.Duration) {
 		}(p)
 	}
 	wg.Wait()
+}
+
+// checkTimeout bounds one active health check: the check interval, but at
+// least half a second (a check cut shorter fails on any busy host) and at most
+// two seconds.
+func checkTimeout(interval time.Duration) time.Duration {
+	return min(max(interval, 500*time.Millisecond), 2*time.Second)
 }
 
 // ListModels implements pb.InferenceServer.

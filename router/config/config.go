@@ -187,7 +187,8 @@ type Routing struct {
 	EjectAfterFailures int      `yaml:"eject_after_failures,omitempty"`
 	EjectBase          Duration `yaml:"eject_base,omitempty"`
 	EjectMax           Duration `yaml:"eject_max,omitempty"`
-	// HealthCheckInterval for active grpc.health.v1 checks (default 5s; 0 keeps the default).
+	// HealthCheckInterval for active health checks (default 5s; 0 keeps the
+	// default). Two failed checks in a row take a pool out of rotation.
 	HealthCheckInterval Duration `yaml:"health_check_interval,omitempty"`
 	// AttemptTimeout bounds one attempt on one pool (Envoy's per_try_timeout):
 	// the whole answer of a unary call, the first chunk of a stream. When it
