@@ -9,51 +9,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-	echo "test.sh: installing redis-server (the capacity tests need redis-server and redis-cli)"
-	SUDO=""
-	if [ "$(id -u)" -ne 0 ]; then
-		SUDO="sudo"
+# apt_install PACKAGE REASON COMMAND...: installs a Debian package when any of the commands is missing, quietly
+# when they are all there. The packages may start system services; the tests never use them (they start their
+# own instances on free loopback ports).
+apt_install() {
+	local pkg=$1 why=$2 missing=0 c
+	shift 2
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || missing=1
+	done
+	[ "$missing" = 1 ] || return 0
+	echo "test.sh: installing $pkg ($why)"
+	local sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends $pkg >/dev/null; then
+		$sudo apt-get update >/dev/null
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends $pkg >/dev/null
 	fi
-	export DEBIAN_FRONTEND=noninteractive
-	if ! $SUDO apt-get install -y --no-install-recommends redis-server; then
-		$SUDO apt-get update
-		$SUDO apt-get install -y --no-install-recommends redis-server
-	fi
-	# The package may start a system service; the tests never use it.
-fi
+}
+
+apt_install redis-server "the capacity tests start redis-server processes" redis-server redis-cli
+apt_install chromium "the console's browser tests drive it headless" chromium
+apt_install "curl ca-certificates" "the HTTP front door tests run curl" curl
 
 # llama.cpp's llama-server for the tests with real model servers (backends/openai, router): into the user cache,
 # quiet when it is already there.
 ./scripts/install-llama-server.sh
-
-# The operator console's browser tests drive Debian's chromium headless.
-if ! command -v chromium >/dev/null 2>&1; then
-	echo "test.sh: installing chromium (the console's browser tests need it)"
-	SUDO=""
-	if [ "$(id -u)" -ne 0 ]; then
-		SUDO="sudo"
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	if ! $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; then
-		$SUDO apt-get update >/dev/null
-		$SUDO apt-get install -y --no-install-recommends chromium >/dev/null
-	fi
-fi
-
-# The HTTP front door tests drive curl (-N for streams, --http2-prior-knowledge for h2c).
-if ! command -v curl >/dev/null 2>&1; then
-	echo "test.sh: installing curl (the HTTP front door tests need it)"
-	SUDO=""
-	if [ "$(id -u)" -ne 0 ]; then
-		SUDO="sudo"
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	if ! $SUDO apt-get install -y --no-install-recommends curl ca-certificates >/dev/null; then
-		$SUDO apt-get update >/dev/null
-		$SUDO apt-get install -y --no-install-recommends curl ca-certificates >/dev/null
-	fi
-fi
 
 # The committed protobuf code must be what the pinned generators produce.
 ./scripts/proto.sh --check
