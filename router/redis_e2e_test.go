@@ -79,6 +79,9 @@ type redisReplica struct {
 	*replica
 	store *capacity.Resilient
 	url   string
+	// modeChanges counts the store's counting-mode changes (shared →
+	// degraded and back).
+	modeChanges atomic.Int32
 }
 
 // leaseDump lists the pool's leases in Redis (member, ms left) for failure
@@ -112,7 +115,9 @@ func startRedisReplica(t *testing.T, fleet *config.Fleet, url, name string, ro c
 	}
 	var rtp atomic.Pointer[router.Server]
 	rs.Shared = shared
+	rr := &redisReplica{url: url}
 	rs.OnModeChange = func(from, to capacity.Mode) {
+		rr.modeChanges.Add(1)
 		if rt := rtp.Load(); rt != nil {
 			rt.CountingModeChanged(from, to)
 		}
@@ -133,7 +138,8 @@ func startRedisReplica(t *testing.T, fleet *config.Fleet, url, name string, ro c
 	t.Cleanup(func() { _ = client.Close() })
 	r := startReplica(t, fleet, store, control.NewRedis(control.RedisOptions{Client: client})) // closes the router, hence the store
 	rtp.Store(r.rt)
-	return &redisReplica{replica: r, store: store, url: url}
+	rr.replica, rr.store = r, store
+	return rr
 }
 
 // listPools reads the Admin view of one replica.
@@ -288,7 +294,7 @@ func TestTwoRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 	// 2-core machine: with the default 150ms a slow answer makes that one
 	// Acquire fall back to the local conservative share, which is the
 	// degraded-mode contract, not the shared one this test proves. The
-	// LastError check below shows no fallback happened.
+	// mode check below shows no fallback happened.
 	// The same for the store's own calls without a deadline (usage refresh,
 	// lease renewal).
 	rs := capacity.ResilientOptions{Timeout: 2 * time.Second}
@@ -312,8 +318,11 @@ func TestTwoRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 		t.Errorf("successes per replica %d / %d: want some through each", ok[0], ok[1])
 	}
 	for i, r := range []*redisReplica{r1, r2} {
-		if s := r.store.Status(); s.Mode != capacity.ModeShared || s.LastError != "" {
-			t.Errorf("replica %d left shared counting during the test (%v, last error %q): the result does not prove the shared path", i+1, s.Mode, s.LastError)
+		// A background read (the 250 ms usage refresh) may time out on a busy
+		// machine and leave a LastError without any call counting locally;
+		// what matters is that the store never left shared counting.
+		if s := r.store.Status(); s.Mode != capacity.ModeShared || r.modeChanges.Load() != 0 {
+			t.Errorf("replica %d left shared counting during the test (now %v, %d mode changes, last error %q): the result does not prove the shared path", i+1, s.Mode, r.modeChanges.Load(), s.LastError)
 		}
 	}
 	assertNothingLeaked(t, r1, r2)
