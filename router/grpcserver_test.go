@@ -196,7 +196,11 @@ func TestUnauthenticatedBodyNeverDecoded(t *testing.T) {
 		if read > 8<<20 {
 			t.Errorf("key %q: the server read %d MiB of a 60 MiB message it refuses", tc.key, read>>20)
 		}
-		if alloc > 16<<20 {
+		// The allocation count is the whole server process's while the client
+		// runs (health checks and other background work included), so the
+		// bound is half the message: a decode allocates all of it and more
+		// (the control above).
+		if alloc > 30<<20 {
 			t.Errorf("key %q: the server allocated %d MiB while refusing a 60 MiB message", tc.key, alloc>>20)
 		}
 	}

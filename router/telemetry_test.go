@@ -196,17 +196,20 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 
 // waitSpans polls until the exporter holds a span named name (the server
 // span ends just after the client has its answer).
-func waitSpans(t *testing.T, exp *tracetest.InMemoryExporter, name string) tracetest.SpanStubs {
+// waitSpans waits until a server span called name for which match (when not
+// nil) holds has ended — the router's client spans to its backends carry the
+// same method name and end earlier — and returns every span recorded by then.
+func waitSpans(t *testing.T, exp *tracetest.InMemoryExporter, name string, match func(tracetest.SpanStub) bool) tracetest.SpanStubs {
 	t.Helper()
 	for range 200 {
 		for _, s := range exp.GetSpans() {
-			if s.Name == name {
+			if s.Name == name && s.SpanKind == trace.SpanKindServer && (match == nil || match(s)) {
 				return exp.GetSpans()
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("no span %q among %v", name, exp.GetSpans())
+	t.Fatalf("no server span %q among %v", name, exp.GetSpans())
 	return nil
 }
 
@@ -222,7 +225,7 @@ func TestTraceOfAFailoverCall(t *testing.T) {
 	if r := resp.GetRoute(); r.GetPool() != "far" || r.GetAttempts() != 2 {
 		t.Fatalf("route %v: want far after a failed attempt on near", r)
 	}
-	spans := waitSpans(t, f.spans, "switchyard.v1.Inference/Generate")
+	spans := waitSpans(t, f.spans, "switchyard.v1.Inference/Generate", nil)
 
 	var server tracetest.SpanStub
 	var attempts, clients []tracetest.SpanStub
@@ -447,10 +450,13 @@ func TestShedAndQueueMetrics(t *testing.T) {
 		t.Errorf("no queue wait series:\n%s", grepLines(m, "switchyard_queue_wait"))
 	}
 	// The shed call's server span carries its queue waits as events.
-	spans := waitSpans(t, f.spans, "switchyard.v1.Inference/Generate")
+	shed := func(s tracetest.SpanStub) bool {
+		return attrs(s.Snapshot())["switchyard.shed_reason"].AsString() == "no_capacity"
+	}
+	spans := waitSpans(t, f.spans, "switchyard.v1.Inference/Generate", shed)
 	events := 0
 	for _, s := range spans {
-		if a := attrs(s.Snapshot()); s.SpanKind == trace.SpanKindServer && a["switchyard.shed_reason"].AsString() == "no_capacity" {
+		if s.SpanKind == trace.SpanKindServer && shed(s) {
 			for _, e := range s.Events {
 				if e.Name == "switchyard.queue.wait" {
 					events++
