@@ -102,12 +102,11 @@ func (a *Admin) authorize(ctx context.Context, role string) (string, error) {
 		return "", fmt.Errorf("%w: the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)", errUnauthenticated)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
+	tok, present := bearerToken(md)
+	if !present {
 		return "", fmt.Errorf("%w: missing authorization: Bearer <token>", errUnauthenticated)
 	}
-	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
-	if !ok || tok == "" {
+	if tok == "" {
 		return "", fmt.Errorf("%w: authorization must be \"Bearer <token>\"", errUnauthenticated)
 	}
 	h := []byte(HashToken(tok))

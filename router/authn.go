@@ -21,8 +21,8 @@ func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, erro
 	key := ""
 	if v := md.Get("x-api-key"); len(v) > 0 {
 		key = v[0]
-	} else if v := md.Get("authorization"); len(v) > 0 {
-		key, _ = strings.CutPrefix(v[0], "Bearer ")
+	} else {
+		key, _ = bearerToken(md)
 	}
 	if key == "" {
 		return "", fmt.Errorf("%w: missing API key (metadata x-api-key or authorization: Bearer)", errUnauthenticated)
@@ -33,4 +33,20 @@ func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, erro
 		return "", fmt.Errorf("%w: unknown API key", errUnauthenticated)
 	}
 	return tenant, nil
+}
+
+// bearerToken returns the token of the "authorization: Bearer <token>"
+// header, and whether an authorization header was sent at all (a header in
+// another form gives present true and an empty token). The Admin API and the
+// tenant check both read credentials through it.
+func bearerToken(md metadata.MD) (token string, present bool) {
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return "", false
+	}
+	token, _ = strings.CutPrefix(vals[0], "Bearer ")
+	if token == vals[0] {
+		return "", true
+	}
+	return token, true
 }
