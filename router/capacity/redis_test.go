@@ -1,10 +1,11 @@
 package capacity_test
 
 import (
+	"go.uber.org/goleak"
+
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,7 +40,8 @@ func newRedis(t testing.TB, url string, clk clock.Clock, mod func(*capacity.Redi
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the outage tests cause many on purpose.
 	redis.SetLogger(quietLogger{})
-	os.Exit(m.Run())
+	// And no test leaves a goroutine behind.
+	goleak.VerifyTestMain(m)
 }
 
 type quietLogger struct{}
