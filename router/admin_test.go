@@ -141,23 +141,15 @@ func TestAdminChangeReachesEveryReplicaWithinASecond(t *testing.T) {
 	if _, err := r1.admin.SetWeight(ctx, &pb.SetWeightRequest{Pool: "a", Weight: 4}); err != nil {
 		t.Fatal(err)
 	}
-	for weightOf(t, r2, "a") != 4 && time.Since(start) < 3*time.Second {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if w, took := weightOf(t, r2, "a"), time.Since(start); w != 4 || took > time.Second {
-		t.Fatalf("replica 2 sees weight %v after %v, want 4 within 1s", w, took)
+	eventually(t, 3*time.Second, "replica 2 sees weight 4", func() bool { return weightOf(t, r2, "a") == 4 })
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("replica 2 saw weight 4 after %v, want within 1s", took)
 	}
 	// The policy switch reaches the other replica too.
 	if _, err := r1.admin.SetPolicy(ctx, &pb.SetPolicyRequest{Policy: "least_request"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for r2.rt.PolicyName() != "least_request" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if r2.rt.PolicyName() != "least_request" {
-		t.Fatalf("replica 2 policy %s", r2.rt.PolicyName())
-	}
+	eventually(t, 2*time.Second, "replica 2 switches to least_request", func() bool { return r2.rt.PolicyName() == "least_request" })
 	audit, err := r2.admin.ListAudit(ctx, &pb.ListAuditRequest{Limit: 10})
 	if err != nil || len(audit.Entries) != 2 || audit.Entries[1].Actor != "ops" || audit.Entries[1].Before != "1" || audit.Entries[1].After != "4" {
 		t.Fatalf("audit %v %v", audit, err)
@@ -194,11 +186,7 @@ func TestDrainedPoolGetsNoNewRequestsWhileInFlightFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Within a second every replica has it.
-	start := time.Now()
-	for !drainedOn(t, r2, "a") && time.Since(start) < 3*time.Second {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if took := time.Since(start); !drainedOn(t, r2, "a") || took > time.Second {
+	if took := eventually(t, 3*time.Second, "the drain reaches replica 2", func() bool { return drainedOn(t, r2, "a") }); took > time.Second {
 		t.Fatalf("drain reached the other replica after %v, want within a second", took)
 	}
 	servedBefore := pools[0].pool.Stats().Served

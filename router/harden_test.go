@@ -26,17 +26,10 @@ func TestReusedRequestIDInFlightIsRefused(t *testing.T) {
 	defer cancelHold()
 	firstDone := make(chan error, 1)
 	go func() { _, err := f.client.Generate(hold, first); firstDone <- err }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "the first call takes its slot", func() bool {
 		u, _ := store.Usage(context.Background(), []string{"solo"})
-		if u["solo"].InFlight == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first call never took its slot")
-		}
-		time.Sleep(5 * time.Millisecond) // polling for a condition, bounded by the deadline
-	}
+		return u["solo"].InFlight == 1
+	})
 	var wg sync.WaitGroup
 	codesSeen := make(chan codes.Code, 9)
 	for i := 0; i < 9; i++ {
