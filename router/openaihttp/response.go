@@ -105,9 +105,9 @@ type chatChunk struct {
 	Model             string            `json:"model"`
 	SystemFingerprint *string           `json:"system_fingerprint"`
 	Choices           []chatChunkChoice `json:"choices"`
-	// Usage is present (null) on every chunk when include_usage is set, and
-	// filled on the extra last chunk, whose choices are empty.
-	// Usage is omitted (nil), null ((*usage)(nil)) or the usage.
+	// Usage is omitted (nil), null ((*usage)(nil)) or the usage: null on
+	// every chunk when include_usage is set, filled on the extra last chunk,
+	// whose choices are empty.
 	Usage      any        `json:"usage,omitempty"`
 	Switchyard *routeInfo `json:"switchyard,omitempty"`
 }
