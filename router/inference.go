@@ -109,7 +109,7 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return nil, err
 	}
-	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
+	ctx = withCallerRegion(telemetry.WithRequestID(ctx, c.req.RequestId), c.state.regions.of(c.preq.CallerRegion))
 	var resp *pb.GenerateResponse
 	route, err := s.disp.run(ctx, c, nil, func(ctx context.Context, p *pool, req *pb.GenerateRequest, _ func()) (*pb.Usage, error) {
 		r, err := p.backend.Generate(ctx, req)
@@ -147,7 +147,7 @@ func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.Generat
 		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return err
 	}
-	ctx = telemetry.WithRequestID(ctx, c.req.RequestId)
+	ctx = withCallerRegion(telemetry.WithRequestID(ctx, c.req.RequestId), c.state.regions.of(c.preq.CallerRegion))
 	prog := &progress{}
 	var firstTok time.Time
 	var final *pb.GenerateChunk

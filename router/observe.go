@@ -90,8 +90,9 @@ type telemetryObs struct {
 	events *eventBus
 	clock  clock.Clock
 	attrs  attrCache
-	// shedOpts[reason][priority class] and queueOpts[result][priority class].
-	shedOpts  [shedReasons][3]mopts
+	// noRegion labels the sheds of a call whose context carries no caller
+	// region (caller_region "unknown"); queueOpts[result][priority class].
+	noRegion  *regionLabel
 	queueOpts [queueResults][3]mopts
 	modeOpts  []modeOpt
 }
@@ -101,12 +102,7 @@ var _ observer = (*telemetryObs)(nil)
 // newTelemetryObs precomputes the attribute sets that do not depend on a pool.
 func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Instruments, events *eventBus, clk clock.Clock) *telemetryObs {
 	t := &telemetryObs{log: log, tracer: tracer, inst: inst, events: events, clock: clk}
-	for r := range shedReasons {
-		for c := range 3 {
-			t.shedOpts[r][c] = newMopts(attribute.NewSet(
-				attribute.String(telemetry.KeyReason, shedReasonNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
-		}
-	}
+	t.noRegion = newRegionLabel(regionUnknown)
 	for r := range queueResults {
 		for c := range 3 {
 			t.queueOpts[r][c] = newMopts(attribute.NewSet(
@@ -117,6 +113,75 @@ func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Inst
 		t.modeOpts = append(t.modeOpts, modeOpt{mode: m, opt: newMopts(attribute.NewSet(attribute.String(telemetry.KeyMode, m.String())))})
 	}
 	return t
+}
+
+// Values of the caller_region label besides the fleet's own regions.
+const (
+	// regionOther: the caller named a region the fleet does not know.
+	regionOther = "other"
+	// regionUnknown: the caller named none and the router has no --region.
+	regionUnknown = "unknown"
+)
+
+// regionLabel is one value of the caller_region label of switchyard.sheds,
+// with the attribute sets that carry it, built once per fleet so that a shed
+// allocates nothing. shed[reason][priority class].
+type regionLabel struct {
+	name string
+	shed [shedReasons][3]mopts
+}
+
+func newRegionLabel(region string) *regionLabel {
+	l := &regionLabel{name: region}
+	for r := range shedReasons {
+		for c := range 3 {
+			l.shed[r][c] = newMopts(attribute.NewSet(
+				attribute.String(telemetry.KeyReason, shedReasonNames[r]),
+				attribute.String(telemetry.KeyPriority, priority.Names[c]),
+				attribute.String(telemetry.KeyCallerRegion, region)))
+		}
+	}
+	return l
+}
+
+// callerRegions maps a caller's region to its label. The label's values are
+// bounded by the fleet config: the regions of the fleet (see
+// newCallerRegions), "other" and "unknown"; a client-chosen name never becomes
+// a label value. Read-only once built, so safe for concurrent use.
+type callerRegions struct {
+	known          map[string]*regionLabel
+	other, unknown *regionLabel
+}
+
+// newCallerRegions builds the labels for the given regions (the pools'
+// regions, the config's declared extra regions and the router's own).
+func newCallerRegions(regions []string) *callerRegions {
+	cr := &callerRegions{known: map[string]*regionLabel{}, other: newRegionLabel(regionOther), unknown: newRegionLabel(regionUnknown)}
+	for _, r := range regions {
+		if _, ok := cr.known[r]; !ok && r != "" {
+			cr.known[r] = newRegionLabel(r)
+		}
+	}
+	return cr
+}
+
+// of returns the label of a caller's region ("" when it named none).
+func (cr *callerRegions) of(region string) *regionLabel {
+	if region == "" {
+		return cr.unknown
+	}
+	if l, ok := cr.known[region]; ok {
+		return l
+	}
+	return cr.other
+}
+
+type callerRegionKey struct{}
+
+// withCallerRegion returns ctx carrying the call's caller_region label, which
+// the observer's shed reads (the dispatcher passes the call's context on).
+func withCallerRegion(ctx context.Context, l *regionLabel) context.Context {
+	return context.WithValue(ctx, callerRegionKey{}, l)
 }
 
 // attrCache keeps one attribute set per distinct label combination of the
@@ -284,9 +349,14 @@ func (t *telemetryObs) ejected(ctx context.Context, p *pool, err error) {
 	t.events.publish("ejected", p.cfg.Name, "ejected after consecutive failures: "+err.Error(), "")
 }
 
-// shed counts a call refused for want of capacity or budget.
+// shed counts a call refused for want of capacity or budget, by reason,
+// priority and the caller_region label the edge put in ctx.
 func (t *telemetryObs) shed(ctx context.Context, r shedReason, prio pb.Priority) {
-	t.inst.Sheds.Add(ctx, 1, t.shedOpts[r][classOf(prio)].add...)
+	l, _ := ctx.Value(callerRegionKey{}).(*regionLabel)
+	if l == nil {
+		l = t.noRegion
+	}
+	t.inst.Sheds.Add(ctx, 1, l.shed[r][classOf(prio)].add...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.shed_reason", shedReasonNames[r]))
 	}

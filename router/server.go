@@ -119,6 +119,8 @@ type fleetState struct {
 	tenants      map[string]string // sha256(api key) -> tenant
 	tenantLimits map[string]capacity.Limits
 	ejectP       ejectionPolicy
+	// regions labels sheds by the caller's region (bounded by this config).
+	regions *callerRegions
 }
 
 // forModel returns the pools serving model.
@@ -359,6 +361,14 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			st.byModel[m] = append(st.byModel[m], p)
 		}
 	}
+	regions := []string{s.opts.Region}
+	for _, p := range st.pools {
+		regions = append(regions, p.cfg.Region)
+	}
+	for _, r := range f.Regions {
+		regions = append(regions, r.Name)
+	}
+	st.regions = newCallerRegions(regions)
 	return st, nil
 }
 

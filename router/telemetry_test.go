@@ -438,7 +438,7 @@ func TestShedAndQueueMetrics(t *testing.T) {
 	close(f.near.block)
 	close(f.far.block)
 	wg.Wait()
-	wantSeries(t, m, "switchyard_sheds_total", "1", `reason="no_capacity"`, `priority="standard"`)
+	wantSeries(t, m, "switchyard_sheds_total", "1", `reason="no_capacity"`, `priority="standard"`, `caller_region="us-east-1"`)
 	wantSeries(t, m, "switchyard_requests_total", "1", `pool="none"`, `status="RESOURCE_EXHAUSTED"`)
 	wantSeries(t, m, "switchyard_pool_in_flight", "1", `pool="near"`)
 	wantSeries(t, m, "switchyard_pool_headroom", "0", `pool="near"`)

@@ -402,3 +402,31 @@ const contrastCheck = `(() => {
   }
   return low;
 })()`
+
+// TestBrowserChartsShedsPerCallerRegion: with every pool full, calls shed
+// from callers in eu-west-1, in a region the fleet does not know and in the
+// router's own region (callers that name none) appear live in the sheds
+// chart, one series per caller region with its count, and by priority.
+func TestBrowserChartsShedsPerCallerRegion(t *testing.T) {
+	f := newFixture(t, fixtureOptions{QueueMaxWait: 50 * time.Millisecond})
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
+	b.waitFor("no sheds yet", `document.querySelector('#legend-sheds-region').textContent === 'no calls shed'`)
+
+	f.fillFleet(t)
+	f.shed(t, 3, "eu-west-1")
+	f.shed(t, 2, "mars-north-9")
+	f.shed(t, 1, "")
+
+	const legend = `[...document.querySelectorAll('#legend-sheds-region .item')]`
+	b.waitFor("sheds per caller region", legend+`.map(e => e.dataset.series + ' ' + e.textContent.split(' · ')[1]).join(', ') === 'eu-west-1 3 in 15 min, us-east-1 1 in 15 min, other 2 in 15 min'`)
+	if n := eval[int](b, `document.querySelectorAll('#chart-sheds-region polyline').length`); n != 3 {
+		t.Fatalf("%d lines in the sheds-by-region chart, want 3", n)
+	}
+	if names := eval[string](b, `[...document.querySelectorAll('#legend-sheds .item')].map(e => e.dataset.series).join(',')`); names != "shed interactive,shed standard,shed batch,failed" {
+		t.Fatalf("sheds-by-priority legend %q", names)
+	}
+	b.checkContrast()
+	b.shot("sheds-per-region")
+}

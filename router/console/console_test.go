@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"regexp"
@@ -358,4 +361,69 @@ func TestStreamOutlivesReadTimeout(t *testing.T) {
 		}
 		n++
 	}
+}
+
+// TestHistoryChartsShedsPerCallerRegion: calls shed from callers in several
+// regions reach the chart history by caller region — a fleet region, the
+// router's own region for callers that name none, "other" for any name the
+// fleet does not know (never the client's string) — and by priority.
+func TestHistoryChartsShedsPerCallerRegion(t *testing.T) {
+	f := newFixture(t, fixtureOptions{QueueMaxWait: 50 * time.Millisecond})
+	f.fillFleet(t)
+	f.shed(t, 3, "eu-west-1")
+	f.shed(t, 2, "mars-north-9")
+	f.shed(t, 1, strings.Repeat("z", 300))
+	f.shed(t, 1, "") // the router's --region, us-east-1
+
+	want := map[string]float64{"eu-west-1": 3, "other": 3, "us-east-1": 1}
+	var byRegion, byPriority map[string]float64
+	eventually(t, 10*time.Second, "the sheds in the chart history", func() bool {
+		byRegion, byPriority = shedTotals(t, f)
+		return maps.Equal(byRegion, want)
+	}, func() string { return fmt.Sprintf("sheds by caller region %v, want %v", byRegion, want) })
+	if byPriority["standard"] != 7 || len(byPriority) != 1 {
+		t.Fatalf("sheds by priority %v, want standard 7", byPriority)
+	}
+}
+
+// shedTotals adds up the history's shed rates into counts per caller region
+// and per priority (rate × the time since the previous sample, rounded).
+func shedTotals(t *testing.T, f *fixture) (byRegion, byPriority map[string]float64) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, f.url+"/api/v1/history", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+viewerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Samples []struct {
+			T               int64              `json:"t"`
+			ShedsByRegion   map[string]float64 `json:"shedsByRegion"`
+			ShedsByPriority map[string]float64 `json:"shedsByPriority"`
+		} `json:"samples"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	byRegion, byPriority = map[string]float64{}, map[string]float64{}
+	for i := 1; i < len(h.Samples); i++ {
+		dt := float64(h.Samples[i].T-h.Samples[i-1].T) / 1000
+		for k, v := range h.Samples[i].ShedsByRegion {
+			byRegion[k] += v * dt
+		}
+		for k, v := range h.Samples[i].ShedsByPriority {
+			byPriority[k] += v * dt
+		}
+	}
+	for _, m := range []map[string]float64{byRegion, byPriority} {
+		for k, v := range m {
+			m[k] = math.Round(v)
+		}
+	}
+	return byRegion, byPriority
 }

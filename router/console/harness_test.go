@@ -10,12 +10,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/sim"
@@ -59,12 +62,15 @@ type fixture struct {
 	console *console.Console
 	url     string // http://127.0.0.1:port
 	grpc    *grpc.ClientConn
+	host    *sim.Host
 }
 
 type fixtureOptions struct {
 	console.Options
 	// Store counts capacity (default: in memory).
 	Store capacity.Store
+	// QueueMaxWait overrides the demo fleet's routing.queue_max_wait.
+	QueueMaxWait time.Duration
 }
 
 func newFixture(t testing.TB, fo fixtureOptions) *fixture {
@@ -76,8 +82,12 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	fleet := config.Demo()
+	if fo.QueueMaxWait > 0 {
+		fleet.Routing.QueueMaxWait = config.Duration(fo.QueueMaxWait)
+	}
 	reg := backends.NewRegistry()
-	sim.Register(reg, sim.RegistryOptions{Host: sim.NewHost(), TimeScale: 50, QueueLength: fleet.Sim.QueueLength})
+	host := sim.NewHost()
+	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: 50, QueueLength: fleet.Sim.QueueLength})
 	rt, err := router.New(router.Options{
 		Fleet: fleet, Backends: reg, Replica: "console-test", Region: "us-east-1", Logger: slog.New(slog.DiscardHandler),
 		AdminTokens: []config.AdminToken{
@@ -131,7 +141,7 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &fixture{tel: tel, rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc}
+	return &fixture{tel: tel, rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc, host: host}
 }
 
 // post calls POST /api/v1/<method> with token and a JSON body; it returns
@@ -194,6 +204,84 @@ func (f *fixture) traffic(t *testing.T, n int, region string) {
 		if _, err := cl.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.1-8b", Prompt: "hello there", MaxTokens: 4,
 			Routing: &pb.RoutingHints{CallerRegion: region}}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
+// fillFleet makes every pool full: a capacity override of 1 on each (set
+// through the console's API), a slowdown on every simulated pool so that a
+// call never finishes, and one such call held on each pool. It returns once
+// the router counts them all in flight; the held calls end at cleanup.
+func (f *fixture) fillFleet(t *testing.T) {
+	t.Helper()
+	pools := f.rt.Fleet().PoolNames()
+	for _, p := range pools {
+		if code, body := f.post(t, operatorToken, "SetCapacityOverride", fmt.Sprintf(`{"pool":%q,"limit":1}`, p)); code != http.StatusOK {
+			t.Fatalf("override %s: %d %v", p, code, body)
+		}
+	}
+	if _, err := f.host.InjectFault(context.Background(), &pb.InjectFaultRequest{Fault: &pb.Fault{Slowdown: 1e6}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	cl := pb.NewInferenceClient(f.grpc)
+	for range pools { // llama-3.3-70b is on every pool
+		wg.Go(func() {
+			_, _ = cl.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.3-70b", Prompt: "hold", MaxTokens: 4})
+		})
+	}
+	eventually(t, 10*time.Second, "a call held on every pool", func() bool {
+		code, body := f.post(t, viewerToken, "ListPools", `{}`)
+		if code != http.StatusOK {
+			t.Fatalf("ListPools: %d %v", code, body)
+		}
+		n := 0
+		for _, p := range body["pools"].([]any) {
+			if inFlight, _ := p.(map[string]any)["inFlight"].(float64); inFlight == 1 {
+				n++
+			}
+		}
+		return n == len(pools)
+	})
+}
+
+// shed sends n unary calls from callers in region ("" names none) to a full
+// fleet; each must be refused with RESOURCE_EXHAUSTED.
+func (f *fixture) shed(t *testing.T, n int, region string) {
+	t.Helper()
+	cl := pb.NewInferenceClient(f.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		_, err := cl.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.1-8b", Prompt: "hello there", MaxTokens: 4,
+			Routing: &pb.RoutingHints{CallerRegion: region}})
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("call %d from %q: %v, want RESOURCE_EXHAUSTED", i, region, err)
+		}
+	}
+}
+
+// eventually polls ok every 20 ms until it holds, failing the test after
+// within (with got's description of the last state, when given); the poll
+// waits on a ticker, so a fast machine never waits longer than the condition
+// takes.
+func eventually(t *testing.T, within time.Duration, what string, ok func() bool, got ...func() string) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !ok() {
+		select {
+		case <-deadline.C:
+			last := ""
+			for _, g := range got {
+				last += ": " + g()
+			}
+			t.Fatalf("timed out after %s waiting for %s%s", within, what, last)
+		case <-tick.C:
 		}
 	}
 }

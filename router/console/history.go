@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"sync"
 	"time"
 
@@ -22,8 +23,12 @@ type sample struct {
 	T int64 `json:"t"`
 	// Pools by name.
 	Pools map[string]poolSample `json:"pools"`
-	// Sheds per second since the previous sample, by priority.
-	Sheds map[string]float64 `json:"sheds"`
+	// ShedsByRegion is sheds per second since the previous sample, by the
+	// caller's region (the metric's caller_region label: a region of the
+	// fleet, "other" or "unknown").
+	ShedsByRegion map[string]float64 `json:"shedsByRegion"`
+	// ShedsByPriority is the same sheds by priority.
+	ShedsByPriority map[string]float64 `json:"shedsByPriority"`
 }
 
 type poolSample struct {
@@ -46,8 +51,15 @@ type history struct {
 	prevAt  time.Time
 	prevOK  map[string]float64
 	prevErr map[string]float64
-	prevShd map[string]float64
+	// prevShd holds the shed totals by region (shedRegion) and priority (shedPriority).
+	prevShd [2]map[string]float64
 }
+
+// Indexes of the two views of the shed counter.
+const (
+	shedRegion = iota
+	shedPriority
+)
 
 func newHistory(size int) *history {
 	return &history{ring: make([]sample, max(size, 2)), notify: make(chan struct{})}
@@ -55,8 +67,9 @@ func newHistory(size int) *history {
 
 // add turns one gather of the registry into a sample.
 func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
-	s := sample{T: now.UnixMilli(), Pools: map[string]poolSample{}, Sheds: map[string]float64{}}
-	ok, failed, sheds := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	s := sample{T: now.UnixMilli(), Pools: map[string]poolSample{}, ShedsByRegion: map[string]float64{}, ShedsByPriority: map[string]float64{}}
+	ok, failed := map[string]float64{}, map[string]float64{}
+	sheds := [2]map[string]float64{{}, {}}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case metricInFlight, metricLimit:
@@ -84,7 +97,9 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 			}
 		case metricSheds:
 			for _, m := range mf.GetMetric() {
-				sheds[label(m, "priority")] += m.GetCounter().GetValue()
+				v := m.GetCounter().GetValue()
+				sheds[shedRegion][cmp.Or(label(m, "caller_region"), "unknown")] += v
+				sheds[shedPriority][label(m, "priority")] += v
 			}
 		}
 	}
@@ -98,8 +113,10 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 				ps.Failed = rate(failed[name], h.prevErr[name], dt)
 				s.Pools[name] = ps
 			}
-			for prio, v := range sheds {
-				s.Sheds[prio] = rate(v, h.prevShd[prio], dt)
+			for view, out := range [2]map[string]float64{s.ShedsByRegion, s.ShedsByPriority} {
+				for k, v := range sheds[view] {
+					out[k] = rate(v, h.prevShd[view][k], dt)
+				}
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -21,14 +22,32 @@ func gauge(name string, v float64, pool string) *dto.MetricFamily {
 		Gauge: &dto.Gauge{Value: proto.Float64(v)}, Label: []*dto.LabelPair{{Name: proto.String("pool"), Value: proto.String(pool)}}}}}
 }
 
-// gather is one scrape: pool p with in flight, limit and request totals.
-func gather(inflight, limit, ok, failed, none, shedBatch float64) []*dto.MetricFamily {
+// sheds are the shed counter's totals in one scrape, by caller region and priority.
+type sheds struct {
+	useBatch, useInteractive, euBatch, noRegion float64
+}
+
+// gather is one scrape: pool p with in flight, limit and request totals,
+// and the shed counter's series.
+func gather(inflight, limit, ok, failed, none float64, sh sheds) []*dto.MetricFamily {
+	shed := func(v float64, region, prio, reason string) *dto.Metric {
+		l := []string{"caller_region", region, "priority", prio, "reason", reason}
+		if region == "" { // a series without the label (an older router)
+			l = l[2:]
+		}
+		return counter(metricSheds, v, l...).Metric[0]
+	}
 	return []*dto.MetricFamily{
 		gauge(metricInFlight, inflight, "p"), gauge(metricLimit, limit, "p"),
 		counter(metricRequests, ok, "pool", "p", "status", "OK"),
 		counter(metricRequests, failed, "pool", "p", "status", "UNAVAILABLE"),
 		counter(metricRequests, none, "pool", "none", "status", "RESOURCE_EXHAUSTED"),
-		counter(metricSheds, shedBatch, "priority", "batch", "reason", "no_capacity"),
+		{Name: proto.String(metricSheds), Metric: []*dto.Metric{
+			shed(sh.useBatch, "us-east-1", "batch", "no_capacity"),
+			shed(sh.useInteractive, "us-east-1", "interactive", "queue_full"),
+			shed(sh.euBatch, "eu-west-1", "batch", "no_capacity"),
+			shed(sh.noRegion, "", "standard", "evicted"),
+		}},
 		counter("go_goroutines", 7),
 	}
 }
@@ -37,24 +56,43 @@ func TestHistoryTurnsCountersIntoRates(t *testing.T) {
 	h := newHistory(3)
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
-		at                            time.Duration
-		inflight, limit, ok, fail, sh float64
-		wantOK, wantFail, wantShed    float64
+		at                      time.Duration
+		inflight, limit, ok, fl float64
+		sheds                   sheds
+		wantOK, wantFail        float64
+		// sheds per second by caller region and by priority
+		wantRegion, wantPrio map[string]float64
 	}{
-		{0, 1, 10, 100, 5, 0, 0, 0, 0},                // first sample: no rate yet
-		{2 * time.Second, 4, 10, 120, 9, 6, 10, 2, 3}, // +20 ok, +4 failed, +6 sheds in 2 s
-		{4 * time.Second, 2, 12, 120, 9, 6, 0, 0, 0},  // nothing new
-		{6 * time.Second, 2, 12, 10, 1, 2, 5, 0.5, 1}, // counters restarted: counted from zero
+		// first sample: no rate yet
+		{0, 1, 10, 100, 5, sheds{0, 0, 0, 0}, 0, 0, map[string]float64{}, map[string]float64{}},
+		// +20 ok, +4 failed in 2 s; sheds: us-east-1 +6 batch +2 interactive, eu-west-1 +4 batch, +2 without a region
+		{2 * time.Second, 4, 10, 120, 9, sheds{6, 2, 4, 2}, 10, 2,
+			map[string]float64{"us-east-1": 4, "eu-west-1": 2, "unknown": 1},
+			map[string]float64{"batch": 5, "interactive": 1, "standard": 1}},
+		// nothing new
+		{4 * time.Second, 2, 12, 120, 9, sheds{6, 2, 4, 2}, 0, 0,
+			map[string]float64{"us-east-1": 0, "eu-west-1": 0, "unknown": 0},
+			map[string]float64{"batch": 0, "interactive": 0, "standard": 0}},
+		// counters restarted: counted from zero
+		{6 * time.Second, 2, 12, 10, 1, sheds{2, 0, 0, 0}, 5, 0.5,
+			map[string]float64{"us-east-1": 1, "eu-west-1": 0, "unknown": 0},
+			map[string]float64{"batch": 1, "interactive": 0, "standard": 0}},
 	}
 	for i, s := range steps {
-		h.add(t0.Add(s.at), gather(s.inflight, s.limit, s.ok, s.fail, 3, s.sh))
+		h.add(t0.Add(s.at), gather(s.inflight, s.limit, s.ok, s.fl, 3, s.sheds))
 		got, ok := h.latest()
 		if !ok {
 			t.Fatalf("step %d: no sample", i)
 		}
 		p := got.Pools["p"]
-		if p.InFlight != s.inflight || p.Limit != s.limit || p.OK != s.wantOK || p.Failed != s.wantFail || got.Sheds["batch"] != s.wantShed {
-			t.Errorf("step %d: %+v sheds %v, want in flight %v limit %v ok %v failed %v sheds %v", i, p, got.Sheds, s.inflight, s.limit, s.wantOK, s.wantFail, s.wantShed)
+		if p.InFlight != s.inflight || p.Limit != s.limit || p.OK != s.wantOK || p.Failed != s.wantFail {
+			t.Errorf("step %d: %+v, want in flight %v limit %v ok %v failed %v", i, p, s.inflight, s.limit, s.wantOK, s.wantFail)
+		}
+		if !maps.Equal(got.ShedsByRegion, s.wantRegion) {
+			t.Errorf("step %d: sheds by region %v, want %v", i, got.ShedsByRegion, s.wantRegion)
+		}
+		if !maps.Equal(got.ShedsByPriority, s.wantPrio) {
+			t.Errorf("step %d: sheds by priority %v, want %v", i, got.ShedsByPriority, s.wantPrio)
 		}
 		if _, ok := got.Pools["none"]; ok {
 			t.Errorf("step %d: calls refused before any pool counted as a pool", i)

@@ -22,6 +22,9 @@ const (
 	KeyResult      = "result"
 	KeyOp          = "op"
 	KeyMode        = "mode"
+	// KeyCallerRegion is the region a call came from, bounded: a region of
+	// the fleet, "other" or "unknown" (router/observe.go chooses).
+	KeyCallerRegion = "caller_region"
 )
 
 // Instruments are the router's metric instruments, created once per router.
@@ -94,7 +97,7 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.TokenUsage = tu
 	in.Attempts = c("switchyard.attempts", "Attempts on a pool (a slot was taken), by pool and outcome.", "{attempt}")
 	in.Retries = c("switchyard.retries", "Attempts after a call's first, by the pool the retry went to.", "{attempt}")
-	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason and priority.", "{request}")
+	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason, priority and caller region.", "{request}")
 	in.QueueWait = fh("switchyard.queue.wait", "Time a call spent in one wait in the queue for capacity, by priority and result.", "s", secondsBuckets)
 	in.AcquireDuration = fh("switchyard.capacity.acquire.duration", "Capacity-store Acquire latency, by pool and result (ok, full, quota, error).", "s", storeBuckets)
 	in.StoreErrors = c("switchyard.capacity.errors", "Capacity-store errors (store unreachable), by operation.", "{error}")

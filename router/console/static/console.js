@@ -579,8 +579,10 @@
         const last = s.value !== undefined ? s.value : s.points.length ? s.points[s.points.length - 1][1] : 0;
         const sw = el('span', { class: 'swatch' });
         sw.style.background = s.color;
-        return el('span', { class: 'item' }, sw, s.name + ' ' + (opts.percent ? Math.round(last * 100) + '%' : fmtNum(last)));
+        return el('span', { class: 'item', 'data-series': s.name }, sw,
+          s.name + ' ' + (opts.percent ? Math.round(last * 100) + '%' : fmtNum(last)) + (s.note ? ' · ' + s.note : ''));
       }));
+      if (!series.length && opts.empty) legend.replaceChildren(el('span', { class: 'item' }, opts.empty));
     }
   }
 
@@ -618,10 +620,24 @@
     const regions = [...new Set(pools.map((p) => p.region))].sort();
     const perRegion = (s, r, k) => Object.entries(s.pools).reduce((a, [n, v]) => a + (regionOf[n] === r ? v[k] || 0 : 0), 0);
     lineChart($('chart-regions'), $('legend-regions'), regions.map((r, i) => ({ name: r, color: COLORS[i % COLORS.length], points: seriesOf((s) => perRegion(s, r, 'ok')) })), {});
+    // Sheds by the callers' region: a region of the fleet, "other" (a name
+    // the fleet does not know) or "unknown" (none given); the legend adds
+    // how many were shed in the window.
+    const t0 = (S.samples.length ? S.samples[S.samples.length - 1].t : 0) - WINDOW_MS;
+    const special = { other: 1, unknown: 2 };
+    const shedRegions = [...new Set(S.samples.flatMap((s) => Object.keys(s.shedsByRegion || {})))]
+      .sort((a, b) => (special[a] || 0) - (special[b] || 0) || a.localeCompare(b));
+    const shedCount = (r) => Math.round(S.samples.reduce((a, s, i) =>
+      a + (i > 0 && s.t >= t0 ? ((s.shedsByRegion || {})[r] || 0) * (s.t - S.samples[i - 1].t) / 1000 : 0), 0));
+    const regionColor = (r) => (r === 'other' ? '#475569' : r === 'unknown' ? '#94a3b8' :
+      COLORS[(regions.indexOf(r) + COLORS.length) % COLORS.length]);
+    lineChart($('chart-sheds-region'), $('legend-sheds-region'), shedRegions.map((r) => ({
+      name: r, color: regionColor(r), points: seriesOf((s) => (s.shedsByRegion || {})[r] || 0), note: shedCount(r) + ' in 15 min',
+    })), { empty: 'no calls shed' });
     // Sheds by priority and failed calls.
     const prio = ['interactive', 'standard', 'batch'];
     lineChart($('chart-sheds'), $('legend-sheds'), [
-      ...prio.map((p, i) => ({ name: 'shed ' + p, color: COLORS[[4, 1, 6][i]], points: seriesOf((s) => (s.sheds || {})[p] || 0) })),
+      ...prio.map((p, i) => ({ name: 'shed ' + p, color: COLORS[[4, 1, 6][i]], points: seriesOf((s) => (s.shedsByPriority || {})[p] || 0) })),
       { name: 'failed', color: '#334155', dashed: true, points: seriesOf((s) => Object.values(s.pools).reduce((a, v) => a + (v.failed || 0), 0)) },
     ], {});
     // Spill share by tier, from the chosen callers' region.
