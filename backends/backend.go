@@ -24,6 +24,12 @@ import (
 // CANCELED). Errors should be gRPC statuses (status.Error) so the router can
 // tell client faults (INVALID_ARGUMENT) from pool faults (UNAVAILABLE) and
 // from shortages (RESOURCE_EXHAUSTED).
+//
+// Usage (on a response, on a stream's last chunk) is what the server
+// processed: input_tokens as the server counted the request it was sent (a
+// continuation's text included), or 0 when the server gave no count (the
+// router then charges its own estimate, EstimateInputTokens); never an
+// adapter's guess.
 type Backend interface {
 	// Generate runs one completion.
 	Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error)

@@ -198,12 +198,12 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 			route.PoolsTried = append(route.PoolsTried, p.cfg.Name)
 			req := c.req
 			if prog != nil && prog.tokens > 0 {
-				req = proto.Clone(c.req).(*pb.GenerateRequest)
-				req.Continuation = &pb.Continuation{GeneratedText: prog.text.String(), GeneratedTokens: prog.tokens}
+				req = continued(c.req, prog)
 			}
 			a := &sc.att
 			*a = attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog)}
-			_, err = d.attempt(ctx, c, a, lease, req, do)
+			var usage *pb.Usage
+			usage, err = d.attempt(ctx, c, a, lease, req, do)
 			oc := classify(ctx, err)
 			d.obs.attemptDone(ctx, a, oc, err)
 			if fb, ok := pol.(policy.Feedback); ok {
@@ -213,6 +213,10 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 			case outcomeOK:
 				p.health.success()
 				fillRoute(route, p)
+				// The edge reports c.inputTokens to the client, the metrics
+				// and the log: from here it is the input the client is
+				// charged, the backend's count where it gave one.
+				c.inputTokens = clientInput(c, a, usage)
 				return route, nil
 			case outcomeClientFault:
 				return route, err
@@ -271,7 +275,7 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 // (routing.attempt_timeout) bounds the time to the backend's answer (unary)
 // or first chunk (streams).
 func (d *dispatcher) attempt(ctx context.Context, c *call, a *attempt, lease capacity.Lease, req *pb.GenerateRequest, do attemptFunc) (usage *pb.Usage, err error) {
-	defer func() { d.release(a.pool, lease, c, usage) }()
+	defer func() { d.release(a.pool, lease, c, a, usage) }()
 	actx := d.obs.attemptStarted(ctx, a)
 	var started func()
 	timeout := c.state.fleet.Routing.AttemptTimeout.Std()
@@ -370,12 +374,70 @@ func (d *dispatcher) acquire(ctx context.Context, c *call, p *pool, pol policy.P
 }
 
 // release returns the slot and settles tokens; always paired with acquire.
-func (d *dispatcher) release(p *pool, l capacity.Lease, c *call, u *pb.Usage) {
-	used := int64(c.inputTokens)
+// The charge is what the attempt's pool processed (see fillInput).
+func (d *dispatcher) release(p *pool, l capacity.Lease, c *call, a *attempt, u *pb.Usage) {
+	used := int64(c.inputTokens) + int64(a.streamed)
 	if u != nil {
+		fillInput(c, a, u)
 		used = int64(u.GetInputTokens()) + int64(u.GetOutputTokens())
 	}
 	d.store.Release(l, used)
 	p.local.Add(-1)
 	d.queue.wake()
+}
+
+// Usage accounting. A backend reports the tokens its server processed; the
+// router's estimate (backends.EstimateInputTokens, 4 bytes a token) stands
+// in only where it reported none. Docs: architecture.md, "Usage: what is
+// counted".
+//
+//   - a pool's tokens-per-minute window (and the tenant's: capacity.Store
+//     settles both with one count) is charged what each attempt processed:
+//     its server's input, the re-sent continuation prefix included, plus
+//     the tokens it generated; a failed attempt, the estimated input plus
+//     the tokens it streamed;
+//   - the client, the call's metrics and logs see the client's input and
+//     the output of every attempt (each token the client received once);
+//   - the client's input is the serving pool's reported input minus the
+//     continuation prefix the router re-sent (the tokens earlier attempts
+//     streamed): that prefix is the router's cost of failing over, not the
+//     client's. Pools serving one model share its tokenizer, so this is the
+//     prompt as the servers count it, to within the few tokens a re-encoded
+//     prefix may differ by.
+
+// fillInput fills the input tokens of an attempt's usage with the router's
+// estimate when the backend reported none (0): the client's input plus the
+// prefix re-sent in a continuation.
+func fillInput(c *call, a *attempt, u *pb.Usage) {
+	if u.GetInputTokens() <= 0 {
+		u.InputTokens = int32(c.inputTokens) + a.streamed
+	}
+}
+
+// clientInput is the input the client is charged for the attempt that
+// served the call (u is its usage, filled by fillInput): its reported input
+// less the continuation prefix the router re-sent, or the router's
+// estimate when that leaves nothing or the backend reported no usage.
+func clientInput(c *call, a *attempt, u *pb.Usage) int {
+	if u == nil {
+		return c.inputTokens
+	}
+	if in := u.GetInputTokens() - a.streamed; in > 0 {
+		return int(in)
+	}
+	return c.inputTokens
+}
+
+// continued is the request for an attempt that resumes a stream after
+// prog's tokens reached the client: the client's request with a
+// continuation holding everything generated so far (a continuation the
+// client itself sent, then what this call streamed).
+func continued(req *pb.GenerateRequest, prog *progress) *pb.GenerateRequest {
+	r := proto.Clone(req).(*pb.GenerateRequest)
+	prev := req.GetContinuation()
+	r.Continuation = &pb.Continuation{
+		GeneratedText:   prev.GetGeneratedText() + prog.text.String(),
+		GeneratedTokens: prev.GetGeneratedTokens() + prog.tokens,
+	}
+	return r
 }

@@ -10,8 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
@@ -20,6 +25,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // The attempt loop's table tests: fake backends, a fake clock, the in-memory
@@ -39,6 +45,10 @@ type fakeBackend struct {
 	name      string
 	continues bool
 	steps     []step
+	// prompt is the input its server counts for the client's request; a
+	// continuation adds its generated tokens, as a real server counting the
+	// re-sent text would. 0: the backend reports no input tokens.
+	prompt int32
 
 	mu    sync.Mutex
 	calls []*pb.GenerateRequest
@@ -77,7 +87,15 @@ func (f *fakeBackend) Generate(ctx context.Context, req *pb.GenerateRequest) (*p
 		b.WriteString(f.text(i))
 	}
 	return &pb.GenerateResponse{Text: b.String(), FinishReason: pb.FinishReason_FINISH_REASON_LENGTH,
-		Usage: &pb.Usage{InputTokens: 2, OutputTokens: s.tokens}}, nil
+		Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens}}, nil
+}
+
+// input is the input tokens the fake's server reports for req.
+func (f *fakeBackend) input(req *pb.GenerateRequest) int32 {
+	if f.prompt == 0 {
+		return 0
+	}
+	return f.prompt + req.GetContinuation().GetGeneratedTokens()
 }
 
 func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
@@ -97,7 +115,7 @@ func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateReques
 	case s.fail != codes.OK:
 		return status.Errorf(s.fail, "%s: injected %s", f.name, s.fail)
 	}
-	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: 2, OutputTokens: s.tokens}})
+	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens}})
 }
 
 func (f *fakeBackend) Check(context.Context) error { return nil }
@@ -170,6 +188,20 @@ func newDispatchFleet(t testing.TB, routing string, pools ...fakePool) *dispatch
 
 func newDispatchFleetWith(t testing.TB, routing, pol string, reg *policy.Registry, pools ...fakePool) *dispatchFleet {
 	t.Helper()
+	return newDispatchFleetOpts(t, dispatchOpts{routing: routing, policy: pol, policies: reg}, pools...)
+}
+
+// dispatchOpts are a dispatch fleet's settings beyond its pools.
+type dispatchOpts struct {
+	routing  string // extra lines under routing:
+	policy   string
+	policies *policy.Registry
+	meter    metric.MeterProvider // nil: no-op metrics
+}
+
+func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *dispatchFleet {
+	t.Helper()
+	routing, pol, reg := o.routing, o.policy, o.policies
 	var b strings.Builder
 	b.WriteString("models:\n  - {name: m, max_input_tokens: 1000, max_output_tokens: 500}\npools:\n")
 	df := &dispatchFleet{clk: clock.NewFake(time.Unix(1_800_000_000, 0)), fakes: map[string]*fakeBackend{}}
@@ -193,7 +225,7 @@ func newDispatchFleetWith(t testing.TB, routing, pol string, reg *policy.Registr
 	breg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
 	df.store = capacity.NewMemory(capacity.MemoryOptions{Clock: df.clk})
 	rt, err := New(Options{Fleet: fleet, Backends: breg, Store: df.store, Clock: df.clk, Policies: reg,
-		Policy: pol, Logger: slog.New(slog.DiscardHandler)})
+		Policy: pol, Logger: slog.New(slog.DiscardHandler), MeterProvider: o.meter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,5 +696,208 @@ func TestPolicyHearsEveryAttempt(t *testing.T) {
 	}
 	if !slices.Equal(l.seen, want) {
 		t.Fatalf("feedback %v, want %v", l.seen, want)
+	}
+}
+
+// settleRecorder is the capacity store, remembering every settlement.
+type settleRecorder struct {
+	capacity.Store
+	mu      sync.Mutex
+	settled []string // "pool:tokens", in order
+}
+
+func (s *settleRecorder) Release(l capacity.Lease, used int64) {
+	s.mu.Lock()
+	s.settled = append(s.settled, fmt.Sprintf("%s:%d", l.Pool, used))
+	s.mu.Unlock()
+	s.Store.Release(l, used)
+}
+
+// tokenMetrics sums gen_ai.client.token.usage by token type.
+func tokenMetrics(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "gen_ai.client.token.usage" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[int64]).DataPoints {
+				v, _ := dp.Attributes.Value(attribute.Key(telemetry.KeyTokenType))
+				out[v.AsString()] += dp.Sum
+			}
+		}
+	}
+	return out
+}
+
+// The usage a call reports to its client, records in metrics and settles
+// into the pools' tokens-per-minute windows: the backend's reported input
+// tokens, the router's estimate only where it reported none; across a
+// continuation the client pays its prompt once and every token it received
+// once, while each pool's window is charged what that pool processed (the
+// re-sent prefix included). The router's estimate of "hello" is 2 tokens,
+// the fake servers count 37.
+func TestUsageAccounting(t *testing.T) {
+	const est = 2 // backends.EstimateInputTokens of the prompt "hello"
+	withPrompt := func(f *fakeBackend, n int32) *fakeBackend { f.prompt = n; return f }
+	cases := []struct {
+		name    string
+		stream  bool
+		cont    *pb.Continuation // sent by the client
+		pools   func() []fakePool
+		in, out int32    // the client's usage and the call's token metrics
+		settled []string // each attempt's settlement, "pool:tokens"
+		// sent is the continuation the serving pool received (nil: none).
+		sent *pb.Continuation
+	}{
+		{
+			name:  "unary: the server's input count",
+			pools: func() []fakePool { return []fakePool{{backend: withPrompt(fake("a", true, ok(3)), 37)}} },
+			in:    37, out: 3, settled: []string{"a:40"},
+		},
+		{
+			name: "stream: the server's input count, not the router's estimate", stream: true,
+			pools: func() []fakePool { return []fakePool{{backend: withPrompt(fake("a", true, ok(3)), 37)}} },
+			in:    37, out: 3, settled: []string{"a:40"},
+		},
+		{
+			name:  "unary: no input reported, the estimate",
+			pools: func() []fakePool { return []fakePool{{backend: fake("a", true, ok(3))}} },
+			in:    est, out: 3, settled: []string{"a:5"},
+		},
+		{
+			name: "stream: no input reported, the estimate", stream: true,
+			pools: func() []fakePool { return []fakePool{{backend: fake("a", true, ok(3))}} },
+			in:    est, out: 3, settled: []string{"a:5"},
+		},
+		{
+			name: "unary failover: the serving pool's count; the failed pool charged the estimate",
+			pools: func() []fakePool {
+				return []fakePool{{backend: withPrompt(fake("a", true, failAfter(0, codes.Unavailable)), 37)}, {backend: withPrompt(fake("b", true, ok(3)), 41)}}
+			},
+			in: 41, out: 3, settled: []string{"a:2", "b:44"},
+		},
+		{
+			name: "continued stream: the prompt once, every token once; B's window holds the re-sent prefix", stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: withPrompt(fake("a", true, failAfter(3, codes.Unavailable)), 37)}, {backend: withPrompt(fake("b", true, ok(2)), 37)}}
+			},
+			in: 37, out: 5, settled: []string{"a:5", "b:42"},
+			sent: &pb.Continuation{GeneratedText: "a0 a1 a2 ", GeneratedTokens: 3},
+		},
+		{
+			name: "continued stream, the continuing pool reports no input: the estimate", stream: true,
+			pools: func() []fakePool {
+				return []fakePool{{backend: withPrompt(fake("a", true, failAfter(3, codes.Unavailable)), 37)}, {backend: fake("b", true, ok(2))}}
+			},
+			in: est, out: 5, settled: []string{"a:5", "b:7"},
+			sent: &pb.Continuation{GeneratedText: "a0 a1 a2 ", GeneratedTokens: 3},
+		},
+		{
+			name: "a client's own continuation is input it pays for, and is kept when the router continues", stream: true,
+			cont: &pb.Continuation{GeneratedText: "x0 x1 x2 x3 ", GeneratedTokens: 4},
+			pools: func() []fakePool {
+				return []fakePool{{backend: withPrompt(fake("a", true, failAfter(3, codes.Unavailable)), 37)}, {backend: withPrompt(fake("b", true, ok(2)), 37)}}
+			},
+			// The estimate is 2 for the prompt plus 3 for the client's text.
+			in: 41, out: 5, settled: []string{"a:8", "b:46"},
+			sent: &pb.Continuation{GeneratedText: "x0 x1 x2 x3 a0 a1 a2 ", GeneratedTokens: 7},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			pools := tc.pools()
+			df := newDispatchFleetOpts(t, dispatchOpts{policy: "in_order", policies: orderedPolicies(), meter: mp}, pools...)
+			rec := &settleRecorder{Store: df.store}
+			df.rt.disp.store = rec
+			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10, Continuation: tc.cont}
+			var usage *pb.Usage
+			if tc.stream {
+				err := df.rt.CompleteStream(context.Background(), "test", r, func(ch *pb.GenerateChunk) error {
+					if ch.Usage != nil {
+						usage = ch.Usage
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				resp, err := df.rt.Complete(context.Background(), "test", r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				usage = resp.Usage
+			}
+			if usage.GetInputTokens() != tc.in || usage.GetOutputTokens() != tc.out {
+				t.Errorf("client's usage %v, want %d in, %d out", usage, tc.in, tc.out)
+			}
+			if m := tokenMetrics(t, reader); m["input"] != int64(tc.in) || m["output"] != int64(tc.out) {
+				t.Errorf("token metrics %v, want input %d, output %d", m, tc.in, tc.out)
+			}
+			if !slices.Equal(rec.settled, tc.settled) {
+				t.Errorf("settled %v, want %v", rec.settled, tc.settled)
+			}
+			var names []string
+			for _, p := range pools {
+				names = append(names, p.backend.name)
+			}
+			windows, err := df.store.Usage(context.Background(), names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range tc.settled {
+				name, n, _ := strings.Cut(s, ":")
+				if got := fmt.Sprint(windows[name].TokensLastMinute); got != n {
+					t.Errorf("pool %s's tokens-per-minute window holds %s, want %s", name, got, n)
+				}
+			}
+			served := df.fakes[tc.settled[len(tc.settled)-1][:1]]
+			got := served.calls[len(served.calls)-1].GetContinuation()
+			if !proto.Equal(got, tc.sent) {
+				t.Errorf("the serving pool got continuation %v, want %v", got, tc.sent)
+			}
+		})
+	}
+}
+
+// clientInput and fillInput on their own, including the edges no fake
+// backend reaches.
+func TestClientInput(t *testing.T) {
+	c := &call{inputTokens: 10}
+	for _, tc := range []struct {
+		name     string
+		streamed int32
+		u        *pb.Usage
+		reported int32 // the usage's input after fillInput
+		client   int
+	}{
+		{name: "reported", u: &pb.Usage{InputTokens: 30}, reported: 30, client: 30},
+		{name: "none reported", u: &pb.Usage{}, reported: 10, client: 10},
+		{name: "no usage at all", client: 10},
+		{name: "continuation: the re-sent prefix is not the client's", streamed: 5, u: &pb.Usage{InputTokens: 35}, reported: 35, client: 30},
+		{name: "continuation, none reported: the estimate", streamed: 5, u: &pb.Usage{}, reported: 15, client: 10},
+		{name: "a count under the prefix is not believed", streamed: 5, u: &pb.Usage{InputTokens: 5}, reported: 5, client: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &attempt{streamed: tc.streamed}
+			if tc.u != nil {
+				fillInput(c, a, tc.u)
+				if tc.u.InputTokens != tc.reported {
+					t.Errorf("reported input %d, want %d", tc.u.InputTokens, tc.reported)
+				}
+			}
+			if got := clientInput(c, a, tc.u); got != tc.client {
+				t.Errorf("client input %d, want %d", got, tc.client)
+			}
+		})
 	}
 }

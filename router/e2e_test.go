@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 )
@@ -121,9 +122,12 @@ func TestChatMessagesAreServedAndCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// "be brief" 2 tokens + "hello there" 3 tokens + 4 per message.
-	if got := last.GetUsage().GetInputTokens(); got != 2+3+2*4 {
-		t.Fatalf("stream input tokens %d, want 13 (content plus 4 per message)", got)
+	// The simulator counts the chat it was sent, flattened ("system: be
+	// brief\nuser: hello there\nassistant:"), as 4 bytes a token; the client
+	// is told the backend's count, unary and streamed alike.
+	want := int32(backends.EstimateTokens(backends.PromptText(r)))
+	if got := last.GetUsage().GetInputTokens(); got != want || resp.GetUsage().GetInputTokens() != want {
+		t.Fatalf("input tokens: stream %d, unary %d, want the simulator's count %d", got, resp.GetUsage().GetInputTokens(), want)
 	}
 }
 

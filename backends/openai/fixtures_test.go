@@ -159,6 +159,34 @@ func TestStreamVariantsFromDocumentedFormats(t *testing.T) {
 	}
 }
 
+// A server that sends no usage (or only zeros) gives no input count: the
+// adapter reports input 0 for the router to charge its own estimate, never
+// a guess of its own; output is the deltas sent (streams) or estimated from
+// the text (unary).
+func TestNoUsageFromTheServerIsNoInputCount(t *testing.T) {
+	stream := "data: {\"choices\":[{\"text\":\"one \"}]}\n\ndata: {\"choices\":[{\"text\":\"two \",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0}}\n\ndata: [DONE]\n\n"
+	unary := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"choices":[{"text":"twelve bytes","finish_reason":"stop"}]}`)
+	}
+	req := &pb.GenerateRequest{Model: "m", Prompt: "a prompt of some forty bytes, give or take", MaxTokens: 9}
+	b := newBackend(t, map[string]string{OptServer: "vllm", OptMetrics: "off"}, Options{}, newFake(t, sse([]byte(stream))).URL)
+	chunks, err := collect(context.Background(), b, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, tokens, final := summarize(t, chunks); final.Usage.InputTokens != 0 || final.Usage.OutputTokens != 2 || tokens != 2 {
+		t.Fatalf("stream without usage: %d tokens, final %+v; want input 0, output 2", tokens, final)
+	}
+	b = newBackend(t, map[string]string{OptServer: "vllm", OptMetrics: "off"}, Options{}, newFake(t, unary).URL)
+	resp, err := b.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Usage.InputTokens != 0 || resp.Usage.OutputTokens != 3 {
+		t.Fatalf("unary without usage: %+v; want input 0, output 3", resp.Usage)
+	}
+}
+
 // A stream without a final chunk or [DONE], an error event in the stream,
 // and a stream cut by the connection are pool failures, never a short answer.
 func TestStreamFailuresAreUnavailable(t *testing.T) {

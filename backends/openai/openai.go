@@ -378,10 +378,12 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	if resp.FinishReason == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 		resp.FinishReason = pb.FinishReason_FINISH_REASON_STOP
 	}
-	if u := w.Usage; u != nil {
+	if u := w.Usage; u != nil && (u.PromptTokens > 0 || u.CompletionTokens > 0) {
 		resp.Usage = &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
 	} else {
-		resp.Usage = &pb.Usage{InputTokens: int32(backends.EstimateInputTokens(req)), OutputTokens: int32(backends.EstimateTokens(text))}
+		// No count from the server: input 0 (the router uses its estimate),
+		// output estimated from the text.
+		resp.Usage = &pb.Usage{OutputTokens: int32(backends.EstimateTokens(text))}
 	}
 	return resp, nil
 }
@@ -485,7 +487,9 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		final.Tokens = max(0, out-sent)
 		final.Usage = &pb.Usage{InputTokens: clampTokens(usage.PromptTokens), OutputTokens: max(out, sent)}
 	} else {
-		final.Usage = &pb.Usage{InputTokens: int32(backends.EstimateInputTokens(req)), OutputTokens: sent}
+		// No count from the server: input 0 (the router uses its estimate),
+		// output the deltas sent.
+		final.Usage = &pb.Usage{OutputTokens: sent}
 	}
 	return send(final)
 }
