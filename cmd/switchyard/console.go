@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/router"
@@ -29,18 +30,18 @@ func startConsole(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *sl
 	if err != nil {
 		return nil, err
 	}
-	opts := console.Options{Server: rt, Logger: log}
+	lis, err := net.Listen("tcp", f.consoleListen)
+	if err != nil {
+		return nil, fmt.Errorf("--console-listen %s: %w", f.consoleListen, err)
+	}
+	opts := console.Options{Server: rt, Logger: log, AllowedHosts: consoleHosts(f.consoleHosts, f.consoleListen, lis.Addr())}
 	if tel.Registry != nil {
 		opts.Gatherer = tel.Registry
 	}
 	c, err := console.New(opts)
 	if err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", f.consoleListen)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("--console-listen %s: %w", f.consoleListen, err)
+		_ = lis.Close()
+		return nil, fmt.Errorf("--console-allowed-hosts: %w", err)
 	}
 	scheme := "http"
 	if tlsCfg != nil {
@@ -63,4 +64,18 @@ func startConsole(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *sl
 			_ = srv.Close()
 		}
 	}, nil
+}
+
+// consoleHosts is the console's Host allow-list: the --console-allowed-hosts
+// entries, plus the host of --console-listen with the port it listens on when
+// that host is a name (addresses the connection arrives on are always
+// allowed).
+func consoleHosts(flag, listen string, bound net.Addr) []string {
+	hosts := strings.Split(flag, ",")
+	host, _, err := net.SplitHostPort(listen)
+	_, port, perr := net.SplitHostPort(bound.String())
+	if err == nil && perr == nil && host != "" {
+		hosts = append(hosts, net.JoinHostPort(host, port))
+	}
+	return hosts
 }

@@ -171,3 +171,38 @@ func selfSigned(t *testing.T) (string, string, *x509.CertPool) {
 	pool.AddCert(c)
 	return cert, key, pool
 }
+
+// TestConsoleAllowedHostsFlag: --console-allowed-hosts adds names the
+// console answers to; any other Host header gets 421; a malformed entry stops
+// the router at start.
+func TestConsoleAllowedHostsFlag(t *testing.T) {
+	t.Setenv("SWITCHYARD_ADMIN_TOKEN", "console-token")
+	url := startWithConsole(t, "--console-allowed-hosts", "console.test, ops.test:8443")
+	_, port, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"))
+	for host, want := range map[string]int{
+		"console.test:" + port: http.StatusOK,
+		"ops.test:8443":        http.StatusOK,
+		"localhost:" + port:    http.StatusOK,
+		"ops.test:" + port:     http.StatusMisdirectedRequest,
+		"rebind.test:" + port:  http.StatusMisdirectedRequest,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off",
+		"--console-allowed-hosts", "https://console.test/"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--console-allowed-hosts") {
+		t.Fatalf("a URL as an allowed host: %v, want an error naming the flag", err)
+	}
+}

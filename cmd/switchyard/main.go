@@ -75,6 +75,7 @@ type flags struct {
 	watchConfig     time.Duration
 	metricsListen   string
 	consoleListen   string
+	consoleHosts    string
 	debugListen     string
 	simCtlListen    string
 	httpListen      string
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9464", "serve Prometheus metrics at http://ADDR/metrics (\"off\" disables); traces go where OTEL_TRACES_EXPORTER says (otlp, console, none)")
 	fs.StringVar(&f.debugListen, "debug-listen", "", "serve Go's net/http/pprof profiles at http://ADDR/debug/pprof/ (default off; loopback only)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
+	fs.StringVar(&f.consoleHosts, "console-allowed-hosts", "", "comma-separated host names (name or name:port) the console answers to besides its listen address and localhost; requests for any other Host header get 421 (DNS-rebinding defence)")
 	fs.IntVar(&f.limits.RecvMargin, "recv-margin", router.DefaultRecvMargin, "bytes a request may hold beyond the largest model's max_input_tokens × 4 (the receive limit of --listen)")
 	fs.Func("max-streams-per-connection", fmt.Sprintf("calls one client connection may run at once (default %d)", router.DefaultMaxStreams), func(v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)

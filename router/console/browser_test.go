@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/console"
 )
 
 // chromiumPath finds Debian's chromium (scripts/test.sh installs it).
@@ -40,7 +41,9 @@ type browser struct {
 	dir string // screenshots go here
 }
 
-func newBrowser(t *testing.T) *browser {
+// newBrowser starts headless chromium for the test, with extra options
+// (flags) when given.
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
@@ -52,6 +55,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	// Bounded: the whole browser session of one test.
@@ -429,4 +433,27 @@ func TestBrowserChartsShedsPerCallerRegion(t *testing.T) {
 	}
 	b.checkContrast()
 	b.shot("sheds-per-region")
+}
+
+// TestBrowserDNSRebindingRefused: chromium resolves two names to the
+// console's loopback address, as a DNS-rebinding attacker's domain would. The
+// page under the attacker's name gets 421 and never the console (so its
+// scripts never run there); the name an operator allowed with AllowedHosts
+// serves the console, and signing in works through it.
+func TestBrowserDNSRebindingRefused(t *testing.T) {
+	f := newFixture(t, fixtureOptions{Options: console.Options{AllowedHosts: []string{"console.test"}}})
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(f.url, "http://"))
+	b := newBrowser(t, chromedp.Flag("host-resolver-rules", "MAP rebind.test 127.0.0.1, MAP console.test 127.0.0.1"))
+
+	b.do("open under the attacker's name", chromedp.Navigate("http://rebind.test:"+port+"/"))
+	b.waitFor("the refusal", `document.body.textContent.includes('--console-allowed-hosts')`)
+	if eval[bool](b, `document.querySelector('#token') !== null`) {
+		t.Fatal("the console page was served under a name it does not answer to")
+	}
+	b.shot("rebinding-refused")
+
+	b.signIn("http://console.test:"+port, viewerToken)
+	if role := eval[string](b, `document.querySelector('#role').textContent`); role != "viewer" {
+		t.Fatalf("role %q under the allowed name", role)
+	}
 }

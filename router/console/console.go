@@ -13,7 +13,9 @@
 // The browser keeps the token in the tab's sessionStorage and sends it as a
 // header: no cookies, so no cross-site request can carry it. Pages carry a
 // strict Content-Security-Policy (scripts and styles from the console itself
-// only, no inline code).
+// only, no inline code). Requests whose Host header names neither the
+// console's own address, nor localhost, nor a configured name are refused
+// before anything runs (a DNS-rebinding defence: see Options.AllowedHosts).
 //
 // Import direction: console imports router; router never imports console.
 package console
@@ -22,6 +24,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -60,6 +63,13 @@ type Options struct {
 	MaxBodyBytes int64
 	// CallTimeout bounds one Admin call made for a JSON request (default 10s).
 	CallTimeout time.Duration
+	// AllowedHosts are names the console answers to in a request's Host
+	// header besides those always allowed: the address the connection
+	// arrived on, and localhost, 127.0.0.1 and [::1] with the port it arrived
+	// on. Each entry is "name" (any port), "name:port", an IP address or
+	// "[IPv6]:port". A request for any other Host is refused with 421 before
+	// anything is served or authenticated (a DNS-rebinding defence).
+	AllowedHosts []string
 }
 
 // Console serves the operator web console. Safe for concurrent use.
@@ -73,6 +83,7 @@ type Console struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	mux     *http.ServeMux
+	hosts   *hostAllowList
 }
 
 // New builds a Console and starts its chart sampler (when Options.Gatherer
@@ -102,7 +113,12 @@ func New(o Options) (*Console, error) {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 10 * time.Second
 	}
+	hosts, err := newHostAllowList(o.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
 	c := &Console{
+		hosts: hosts,
 		opts:  o,
 		log:   o.Logger,
 		admin: o.Server.Admin(),
@@ -153,6 +169,11 @@ func (c *Console) Handler() http.Handler {
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
 		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+		if err := c.hosts.check(r); err != nil {
+			writeError(w, http.StatusMisdirectedRequest, "PERMISSION_DENIED", err.Error()+
+				": this console answers to its listen address and to localhost; to reach it by another name, add the name to --console-allowed-hosts")
+			return
+		}
 		if !sameOrigin(r) {
 			writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "cross-origin request refused")
 			return

@@ -427,3 +427,67 @@ func shedTotals(t *testing.T, f *fixture) (byRegion, byPriority map[string]float
 	}
 	return byRegion, byPriority
 }
+
+// TestHostAllowList sends real requests over loopback with the Host header a
+// browser would send for each address: the console's own address and the
+// loopback names on its port, and the configured names, are served; any
+// other name — what a DNS-rebinding page sends — gets 421 before anything
+// runs, the JSON API included.
+func TestHostAllowList(t *testing.T) {
+	f := newFixture(t, fixtureOptions{Options: console.Options{AllowedHosts: []string{"Console.Example.com", "ops.internal:8443", " ", "10.9.8.7"}}})
+	addr := strings.TrimPrefix(f.url, "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	cases := []struct {
+		host string
+		want int
+	}{
+		{addr, http.StatusOK},
+		{"localhost:" + port, http.StatusOK},
+		{"LOCALHOST.:" + port, http.StatusOK},
+		{"[::1]:" + port, http.StatusOK},
+		{"console.example.com", http.StatusOK},
+		{"console.example.com:" + port, http.StatusOK},
+		{"ops.internal:8443", http.StatusOK},
+		{"10.9.8.7:" + port, http.StatusOK},
+		{"localhost", http.StatusMisdirectedRequest}, // port 80
+		{"localhost:1" + port, http.StatusMisdirectedRequest},
+		{"127.0.0.1", http.StatusMisdirectedRequest},
+		{"ops.internal:" + port, http.StatusMisdirectedRequest},
+		{"evil.example:" + port, http.StatusMisdirectedRequest},
+		{"127.0.0.1.nip.io:" + port, http.StatusMisdirectedRequest},
+		{"console.example.com.evil.example:" + port, http.StatusMisdirectedRequest},
+		{"sub.console.example.com", http.StatusMisdirectedRequest},
+		{strings.Repeat("a", 5000) + ":" + port, http.StatusMisdirectedRequest},
+	}
+	for _, c := range cases {
+		for _, path := range []string{"/", "/api/v1/whoami"} {
+			req, err := http.NewRequest(http.MethodGet, f.url+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = c.host
+			req.Header.Set("Authorization", "Bearer "+viewerToken)
+			code, body := do(t, req)
+			if code != c.want {
+				t.Errorf("Host %.40q %s: %d, want %d (%v)", c.host, path, code, c.want, body)
+				continue
+			}
+			if code == http.StatusMisdirectedRequest {
+				msg, _ := body["message"].(string)
+				if body["code"] != "PERMISSION_DENIED" || !strings.Contains(msg, "--console-allowed-hosts") || len(msg) > 400 {
+					t.Errorf("Host %.40q: refusal %v", c.host, body)
+				}
+			}
+		}
+	}
+}
+
+func TestAllowedHostsValidated(t *testing.T) {
+	rt := newFixture(t, fixtureOptions{}).rt
+	for _, bad := range []string{"http://console.example.com", "console.example.com/path", "*.example.com", "host:0", "host:99999", "host:x", ":8080", "user@host"} {
+		_, err := console.New(console.Options{Server: rt, AllowedHosts: []string{bad}})
+		if err == nil {
+			t.Errorf("allowed host %q accepted", bad)
+		}
+	}
+}
