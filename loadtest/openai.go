@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/openai"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -80,49 +81,12 @@ func NewOpenAIClient(o OpenAIOptions) (*OpenAIClient, error) {
 // Close closes idle connections.
 func (c *OpenAIClient) Close() { c.tr.CloseIdleConnections() }
 
-// openAIBody is the request body: the fields of both endpoints that a
-// GenerateRequest can fill.
-type openAIBody struct {
-	Model            string           `json:"model"`
-	Messages         []openAIMessage  `json:"messages,omitempty"`
-	Prompt           *string          `json:"prompt,omitempty"`
-	MaxTokens        int32            `json:"max_tokens"`
-	Stream           bool             `json:"stream,omitempty"`
-	StreamOptions    *openAIStreamOpt `json:"stream_options,omitempty"`
-	Temperature      *float32         `json:"temperature,omitempty"`
-	TopP             *float32         `json:"top_p,omitempty"`
-	TopK             *int32           `json:"top_k,omitempty"`
-	Stop             []string         `json:"stop,omitempty"`
-	Seed             *int64           `json:"seed,omitempty"`
-	PresencePenalty  *float32         `json:"presence_penalty,omitempty"`
-	FrequencyPenalty *float32         `json:"frequency_penalty,omitempty"`
-}
-
-type openAIMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-type openAIStreamOpt struct {
-	IncludeUsage bool `json:"include_usage"`
-}
-
-// openAIAnswer is a whole answer or one streamed chunk, of either endpoint.
+// openAIAnswer is a whole answer or one streamed chunk, of either endpoint:
+// the adapter's wire types (backends/openai) plus the front door's
+// switchyard field and OpenAI's error object.
 type openAIAnswer struct {
-	Choices []struct {
-		Text    string `json:"text"`
-		Message *struct {
-			Content string `json:"content"`
-		} `json:"message"`
-		Delta *struct {
-			Content string `json:"content"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens     int32 `json:"prompt_tokens"`
-		CompletionTokens int32 `json:"completion_tokens"`
-	} `json:"usage"`
+	Choices    []openai.WireChoice `json:"choices"`
+	Usage      *openai.WireUsage   `json:"usage"`
 	Switchyard *struct {
 		Pool        string   `json:"pool"`
 		Cloud       string   `json:"cloud"`
@@ -154,61 +118,31 @@ func (a *openAIAnswer) usage() *pb.Usage {
 	if a.Usage == nil {
 		return nil
 	}
-	return &pb.Usage{InputTokens: a.Usage.PromptTokens, OutputTokens: a.Usage.CompletionTokens}
+	return a.Usage.Proto()
 }
 
 func (a *openAIAnswer) text() string {
 	if len(a.Choices) == 0 {
 		return ""
 	}
-	ch := a.Choices[0]
-	switch {
-	case ch.Message != nil:
-		return ch.Message.Content
-	case ch.Delta != nil:
-		return ch.Delta.Content
-	}
-	return ch.Text
+	return a.Choices[0].Content()
 }
 
 func (a *openAIAnswer) finish() pb.FinishReason {
-	if len(a.Choices) == 0 || a.Choices[0].FinishReason == nil {
+	if len(a.Choices) == 0 {
 		return pb.FinishReason_FINISH_REASON_UNSPECIFIED
 	}
-	switch *a.Choices[0].FinishReason {
-	case "length":
-		return pb.FinishReason_FINISH_REASON_LENGTH
-	case "content_filter":
-		return pb.FinishReason_FINISH_REASON_CONTENT_FILTER
-	}
-	return pb.FinishReason_FINISH_REASON_STOP
+	return a.Choices[0].Finish()
 }
 
 // post sends req to the endpoint its input calls for.
 func (c *OpenAIClient) post(ctx context.Context, req *pb.GenerateRequest, stream bool) (*http.Response, error) {
-	body := openAIBody{Model: req.GetModel(), MaxTokens: req.GetMaxTokens(), Stream: stream}
-	path := "/v1/completions"
-	if len(req.GetMessages()) > 0 {
-		path = "/v1/chat/completions"
-		for _, m := range req.GetMessages() {
-			body.Messages = append(body.Messages, openAIMessage{Role: m.GetRole(), Content: m.GetContent()})
-		}
-	} else {
-		p := req.GetPrompt()
-		body.Prompt = &p
-	}
-	if stream {
-		body.StreamOptions = &openAIStreamOpt{IncludeUsage: true}
-	}
-	if sp := req.GetSampling(); sp != nil {
-		body.Temperature, body.TopP, body.TopK, body.Stop, body.Seed = sp.Temperature, sp.TopP, sp.TopK, sp.Stop, sp.Seed
-		body.PresencePenalty, body.FrequencyPenalty = sp.PresencePenalty, sp.FrequencyPenalty
-	}
-	b, err := json.Marshal(body)
+	w, path := openai.NewWireRequest(req, stream)
+	b, err := w.Encode()
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode request: %v", err)
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1"+path, bytes.NewReader(b))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "build request: %v", err)
 	}

@@ -1,13 +1,19 @@
 package loadtest
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/backends/openai"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // The front door's HTTP answers map back to the gRPC codes the router gave,
@@ -55,4 +61,44 @@ func TestNewOpenAIClientNeedsAnHTTPURL(t *testing.T) {
 		t.Fatalf("%v %+v", err, c)
 	}
 	c.Close()
+}
+
+// The client sends the body the openai adapter builds (one builder in the
+// module, backends/openai.NewWireRequest) to the path it names under /v1,
+// and reads the answer with the adapter's wire types.
+func TestOpenAIClientSendsTheAdaptersBody(t *testing.T) {
+	var mu sync.Mutex
+	var paths, bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		paths, bodies = append(paths, r.URL.Path), append(bodies, string(b))
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{"choices":[{"message":{"content":"hi there"},"finish_reason":"length"}],"usage":{"prompt_tokens":11,"completion_tokens":2},`+
+			`"switchyard":{"pool":"p1","attempts":1,"request_id":"r1"}}`)
+	}))
+	defer srv.Close()
+	c, err := NewOpenAIClient(OpenAIOptions{BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := &pb.GenerateRequest{Model: "m", MaxTokens: 2, Messages: []*pb.ChatMessage{{Role: "user", Content: "hello <there>"}},
+		Sampling: &pb.SamplingParameters{Stop: []string{"."}}}
+	resp, err := c.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, path := openai.NewWireRequest(req, false)
+	want, err := w.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bodies) != 1 || paths[0] != "/v1"+path || bodies[0] != string(want) {
+		t.Fatalf("sent %v %q, want %s %s", paths, bodies, "/v1"+path, want)
+	}
+	if resp.Text != "hi there" || resp.FinishReason != pb.FinishReason_FINISH_REASON_LENGTH || resp.Usage.GetInputTokens() != 11 ||
+		resp.Usage.GetOutputTokens() != 2 || resp.Route.GetPool() != "p1" || resp.RequestId != "r1" {
+		t.Fatalf("answer %+v", resp)
+	}
 }

@@ -370,16 +370,16 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	}
 	c.ep.succeeded()
 	ch := &w.Choices[0]
-	text := ch.text()
+	text := ch.Content()
 	if b.cfg.traits.echoesPrefill && c.in.prefill != "" {
 		text = strings.TrimPrefix(text, c.in.prefill)
 	}
-	resp := &pb.GenerateResponse{Text: text, FinishReason: finishReason(ch)}
+	resp := &pb.GenerateResponse{Text: text, FinishReason: ch.Finish()}
 	if resp.FinishReason == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 		resp.FinishReason = pb.FinishReason_FINISH_REASON_STOP
 	}
 	if u := w.Usage; u != nil && (u.PromptTokens > 0 || u.CompletionTokens > 0) {
-		resp.Usage = &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
+		resp.Usage = u.Proto()
 	} else {
 		// No count from the server: input 0 (the router uses its estimate),
 		// output estimated from the text.
@@ -413,7 +413,7 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	var (
 		sent     int32
 		finish   pb.FinishReason
-		usage    *wireUsage
+		usage    *WireUsage
 		done     bool
 		anyEvent bool
 	)
@@ -443,7 +443,7 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		}
 		for i := range w.Choices {
 			ch := &w.Choices[i]
-			if t := ch.text(); t != "" {
+			if t := ch.Content(); t != "" {
 				// A slow client is not a silent server: the idle bound waits.
 				c.idle.Stop()
 				if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
@@ -452,7 +452,7 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 				c.idle.Reset(b.cfg.idleMax)
 				sent++
 			}
-			if fr := finishReason(ch); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
+			if fr := ch.Finish(); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 				finish = fr
 			}
 		}

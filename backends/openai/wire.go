@@ -13,26 +13,37 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
-// wireMessage is one chat turn on the wire.
-type wireMessage struct {
+// The wire format of OpenAI-compatible servers, exported so every client of
+// one in this module (this adapter, the load tester's front-door client)
+// sends the same bodies and reads the same answers.
+
+// Endpoint paths, relative to an API base that ends in /v1.
+const (
+	CompletionsPath     = "/completions"
+	ChatCompletionsPath = "/chat/completions"
+)
+
+// WireMessage is one chat turn on the wire.
+type WireMessage struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
 }
 
-type streamOptions struct {
+// StreamOptions is a streamed request's stream_options.
+type StreamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// wireRequest is the body of /v1/completions and /v1/chat/completions. Fields
+// WireRequest is the body of /v1/completions and /v1/chat/completions. Fields
 // a server does not know are left out where it would reject them.
-type wireRequest struct {
+type WireRequest struct {
 	Model                string         `json:"model"`
 	Prompt               *string        `json:"prompt,omitempty"`
-	Messages             []wireMessage  `json:"messages,omitempty"`
+	Messages             []WireMessage  `json:"messages,omitempty"`
 	MaxTokens            int32          `json:"max_tokens,omitempty"`
 	MaxCompletionTokens  int32          `json:"max_completion_tokens,omitempty"`
 	Stream               bool           `json:"stream,omitempty"`
-	StreamOptions        *streamOptions `json:"stream_options,omitempty"`
+	StreamOptions        *StreamOptions `json:"stream_options,omitempty"`
 	Temperature          *float32       `json:"temperature,omitempty"`
 	TopP                 *float32       `json:"top_p,omitempty"`
 	TopK                 *int32         `json:"top_k,omitempty"`
@@ -42,6 +53,45 @@ type wireRequest struct {
 	FrequencyPenalty     *float32       `json:"frequency_penalty,omitempty"`
 	ContinueFinalMessage *bool          `json:"continue_final_message,omitempty"`
 	AddGenerationPrompt  *bool          `json:"add_generation_prompt,omitempty"`
+}
+
+// NewWireRequest is the standard body for req and the path it goes to: the
+// prompt to CompletionsPath, the messages to ChatCompletionsPath, with the
+// request's model name, max_tokens, sampling parameters and, for a stream,
+// stream_options.include_usage. A continuation is not applied: how a
+// server continues is the adapter's choice (see poolConfig.build).
+func NewWireRequest(req *pb.GenerateRequest, stream bool) (*WireRequest, string) {
+	w := &WireRequest{Model: req.GetModel(), MaxTokens: req.GetMaxTokens(), Stream: stream}
+	if stream {
+		w.StreamOptions = &StreamOptions{IncludeUsage: true}
+	}
+	if sp := req.GetSampling(); sp != nil {
+		w.Temperature, w.TopP, w.TopK, w.Seed = sp.Temperature, sp.TopP, sp.TopK, sp.Seed
+		w.PresencePenalty, w.FrequencyPenalty = sp.PresencePenalty, sp.FrequencyPenalty
+		w.Stop = sp.GetStop()
+	}
+	msgs := req.GetMessages()
+	if len(msgs) == 0 {
+		p := req.GetPrompt()
+		w.Prompt = &p
+		return w, CompletionsPath
+	}
+	w.Messages = make([]WireMessage, 0, len(msgs)+1) // room for a continuation's turn
+	for _, m := range msgs {
+		w.Messages = append(w.Messages, WireMessage{Role: m.GetRole(), Content: m.GetContent()})
+	}
+	return w, ChatCompletionsPath
+}
+
+// Encode is the JSON body (HTML characters not escaped).
+func (w *WireRequest) Encode() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // built is a request ready to send.
@@ -55,7 +105,9 @@ type built struct {
 	field string
 }
 
-// build turns a switchyard request into the server's request. A
+// build turns a switchyard request into the server's request: the standard
+// body (NewWireRequest) with the pool's model name, what its server kind
+// accepts, and a continuation the way that server continues. A
 // continuation asks for the remaining tokens only, after the text already
 // delivered.
 func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error) {
@@ -65,38 +117,25 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 	if maxTokens < 1 {
 		maxTokens = 1
 	}
-	w := wireRequest{Model: c.serverModel(req.GetModel()), Stream: stream}
-	if stream {
-		w.StreamOptions = &streamOptions{IncludeUsage: true}
+	w, path := NewWireRequest(req, stream)
+	w.Model, w.MaxTokens = c.serverModel(req.GetModel()), maxTokens
+	if !c.traits.topK {
+		w.TopK = nil
 	}
-	if sp := req.GetSampling(); sp != nil {
-		w.Temperature, w.TopP, w.Seed = sp.Temperature, sp.TopP, sp.Seed
-		w.PresencePenalty, w.FrequencyPenalty = sp.PresencePenalty, sp.FrequencyPenalty
-		if c.traits.topK {
-			w.TopK = sp.TopK
-		}
-		w.Stop = sp.GetStop()
-	}
-	b := &built{field: "prompt"}
+	b := &built{path: path, field: "prompt"}
 	msgs := req.GetMessages()
 	switch {
 	case len(msgs) == 0:
 		p := req.GetPrompt() + genText
-		w.Prompt, w.MaxTokens, b.path = &p, maxTokens, "/completions"
+		w.Prompt = &p
 	case genText != "" && c.traits.chatContinue == continueCompletion:
 		// No chat continue option: the flattened chat on the completions endpoint.
 		p := flatten(msgs) + genText
-		w.Prompt, w.MaxTokens, b.path, b.field = &p, maxTokens, "/completions", "messages"
+		w.Prompt, w.Messages, b.path, b.field = &p, nil, CompletionsPath, "messages"
 	default:
-		b.path, b.field = "/chat/completions", "messages"
+		b.field = "messages"
 		if c.traits.maxCompletionTokens {
-			w.MaxCompletionTokens = maxTokens
-		} else {
-			w.MaxTokens = maxTokens
-		}
-		w.Messages = make([]wireMessage, 0, len(msgs)+1)
-		for _, m := range msgs {
-			w.Messages = append(w.Messages, wireMessage{Role: m.GetRole(), Content: m.GetContent()})
+			w.MaxCompletionTokens, w.MaxTokens = maxTokens, 0
 		}
 		last := &w.Messages[len(w.Messages)-1]
 		trailing := last.Role == "assistant"
@@ -109,7 +148,7 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 			if trailing {
 				last.Content += genText
 			} else {
-				w.Messages = append(w.Messages, wireMessage{Role: "assistant", Content: genText})
+				w.Messages = append(w.Messages, WireMessage{Role: "assistant", Content: genText})
 				trailing = true
 			}
 		}
@@ -124,13 +163,11 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 	if genText != "" {
 		b.field += " + continuation.generated_text"
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil {
+	body, err := w.Encode()
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "encode request: %v", err)
 	}
-	b.body = buf.Bytes()
+	b.body = body
 	return b, nil
 }
 
@@ -149,22 +186,29 @@ func flatten(msgs []*pb.ChatMessage) string {
 	return b.String()
 }
 
-// wireUsage is the usage object; servers send it on the unary response and,
+// WireUsage is the usage object; servers send it on the unary response and,
 // with stream_options.include_usage, on the last stream chunk (ollama sends a
 // zero usage on every chunk before the real one).
-type wireUsage struct {
+type WireUsage struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 }
 
-type wireDelta struct {
+// Proto is the usage as switchyard's, each count clamped to 0..MaxInt32.
+func (u *WireUsage) Proto() *pb.Usage {
+	return &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
+}
+
+// WireDelta is a chat choice's message (unary) or delta (stream).
+type WireDelta struct {
 	Content *string `json:"content"`
 }
 
-type wireChoice struct {
+// WireChoice is one choice of either endpoint, whole or streamed.
+type WireChoice struct {
 	Text         *string    `json:"text"`
-	Message      *wireDelta `json:"message"`
-	Delta        *wireDelta `json:"delta"`
+	Message      *WireDelta `json:"message"`
+	Delta        *WireDelta `json:"delta"`
 	FinishReason *string    `json:"finish_reason"`
 	// StopReason is vLLM's: the stop string (or token id) that ended the output.
 	StopReason json.RawMessage `json:"stop_reason"`
@@ -172,7 +216,9 @@ type wireChoice struct {
 	MatchedStop json.RawMessage `json:"matched_stop"`
 }
 
-func (c *wireChoice) text() string {
+// Content is the choice's text: a completion's text, a chat message's or a
+// chat delta's content.
+func (c *WireChoice) Content() string {
 	switch {
 	case c.Text != nil:
 		return *c.Text
@@ -186,8 +232,8 @@ func (c *wireChoice) text() string {
 
 // wireResponse is a unary response or one stream chunk.
 type wireResponse struct {
-	Choices []wireChoice    `json:"choices"`
-	Usage   *wireUsage      `json:"usage"`
+	Choices []WireChoice    `json:"choices"`
+	Usage   *WireUsage      `json:"usage"`
 	Error   json.RawMessage `json:"error"`
 	// Object "error" with Message is vLLM's error event inside a stream.
 	Object  string `json:"object"`
@@ -198,10 +244,11 @@ func (r *wireResponse) isError() bool {
 	return (len(r.Error) > 0 && string(r.Error) != "null") || r.Object == "error"
 }
 
-// finishReason maps a server's finish reason: OpenAI's stop, length and
+// Finish maps a server's finish reason: OpenAI's stop, length and
 // content_filter; TGI's eos_token and stop_sequence; a vLLM stop_reason or
-// SGLang matched_stop string means a stop sequence ended the output.
-func finishReason(c *wireChoice) pb.FinishReason {
+// SGLang matched_stop string means a stop sequence ended the output. No
+// finish reason (a chunk before the last) is UNSPECIFIED.
+func (c *WireChoice) Finish() pb.FinishReason {
 	if c.FinishReason == nil {
 		return pb.FinishReason_FINISH_REASON_UNSPECIFIED
 	}
