@@ -3,8 +3,11 @@
 #
 # Starts, on free loopback ports: switchyard-sim serving one pool of 100,000
 # slots at time scale 100000 (a 4-token Generate takes microseconds), nginx
-# (grpc_pass to a keepalive upstream), a real redis-server, and switchyard in
-# front of the simulator twice: with Redis counters and with in-memory ones.
+# (grpc_pass to a keepalive upstream), the smallest grpc-go proxy
+# (scripts/grpc-floor-proxy: forwards bytes, nothing else — the floor any
+# grpc-go proxy pays here), a real redis-server, and switchyard in front of the
+# simulator twice: with Redis counters and with in-memory ones. It also times
+# one bare Redis round trip (redis-benchmark PING, one connection).
 # ghz drives every path the same way: 100 concurrent callers over 4
 # connections at a fixed rate (default 1,000 calls/s for 15 s), then 20,000
 # calls with 64 concurrent callers unthrottled (saturation). ROUNDS repeats
@@ -71,7 +74,7 @@ waitport() { # waitport PORT NAME
 }
 
 echo "bench-proxy: building" >&2
-go build -o "$WORK/bin/" ./cmd/switchyard ./cmd/switchyard-sim
+go build -o "$WORK/bin/" ./cmd/switchyard ./cmd/switchyard-sim ./scripts/grpc-floor-proxy
 
 SIM=$(freeport)
 "$WORK/bin/switchyard-sim" --pool "bench=h100:100000@127.0.0.1:$SIM" --time-scale 100000 \
@@ -127,7 +130,7 @@ EOF
 start_router() { # start_router PORT DEBUGPORT [extra flags]
 	local port=$1 dbg=$2
 	shift 2
-	"$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
+	env ${ROUTER_ENV:-} "$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
 		--metrics-listen "127.0.0.1:$(freeport)" --console-listen off --http-listen off --watch-config 0 \
 		--debug-listen "127.0.0.1:$dbg" "$@" >"$WORK/router-$port.log" 2>&1 &
 	PIDS+=($!)
@@ -139,8 +142,13 @@ start_router "$SYR" "$SYR_DBG" --redis "redis://127.0.0.1:$REDIS/0"
 SYM=$(freeport)
 start_router "$SYM" "$(freeport)"
 
-declare -A ADDR=([direct]="127.0.0.1:$SIM" [nginx]="127.0.0.1:$NGX" [redis]="127.0.0.1:$SYR" [memory]="127.0.0.1:$SYM")
-PATHS=(direct nginx redis memory)
+FLOOR=$(freeport)
+"$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0.0.1:$SIM" >"$WORK/floor.log" 2>&1 &
+PIDS+=($!)
+waitport "$FLOOR" grpc-floor-proxy
+
+declare -A ADDR=([direct]="127.0.0.1:$SIM" [nginx]="127.0.0.1:$NGX" [floor]="127.0.0.1:$FLOOR" [redis]="127.0.0.1:$SYR" [memory]="127.0.0.1:$SYM")
+PATHS=(direct nginx floor redis memory)
 DATA='{"model":"bench","prompt":"hello from the proxy benchmark","max_tokens":4}'
 ghz_run() { # ghz_run ADDR OUT [ghz flags]
 	local addr=$1 out=$2
@@ -156,10 +164,16 @@ redis_evals() { redis-cli -p "$REDIS" info commandstats | tr -d '\r' | awk -F'[:
 
 for r in $(seq 1 "$ROUNDS"); do
 	# Rotate the order each round, so no path always runs first or last.
-	order=("${PATHS[@]:$(((r - 1) % 4))}" "${PATHS[@]:0:$(((r - 1) % 4))}")
+	order=("${PATHS[@]:$(((r - 1) % ${#PATHS[@]}))}" "${PATHS[@]:0:$(((r - 1) % ${#PATHS[@]}))}")
 	for p in "${order[@]}"; do
 		echo "bench-proxy: round $r: $p: ${RATE} calls/s for $DURATION" >&2
-		if [ "$p" = redis ]; then before=$(redis_evals); fi
+		if [ "$p" = redis ]; then
+			# One Redis round trip on its own (C client, one connection, idle
+			# Redis): what a reservation's round trip costs at the least.
+			redis-benchmark -p "$REDIS" -c 1 -n 5000 -t ping --csv 2>/dev/null | tr -d '"' |
+				awk -F, '$1 == "PING_MBULK" {print $5, $7}' >"$WORK/redis-rtt-$r"
+			before=$(redis_evals)
+		fi
 		if [ "$p" = redis ] && [ "${PROFILE:-0}" = 1 ] && [ "$r" = 1 ]; then
 			secs=${DURATION%s}
 			curl -sf -o "$WORK/cpu.pprof" "http://127.0.0.1:$SYR_DBG/debug/pprof/profile?seconds=$((secs > 4 ? secs - 3 : secs))" &
@@ -200,7 +214,7 @@ def errors(rep):
         kinds[k[:120]] = kinds.get(k[:120], 0) + v
     return sum(v for k, v in (rep.get("statusCodeDistribution") or {}).items() if k != "OK")
 rows = {}
-for p in ["direct", "nginx", "redis", "memory"]:
+for p in ["direct", "nginx", "floor", "redis", "memory"]:
     p50 = [pct(load(f"{work}/{p}-rate-{r}.json"), 50) for r in range(1, rounds + 1)]
     p99 = [pct(load(f"{work}/{p}-rate-{r}.json"), 99) for r in range(1, rounds + 1)]
     rps = [load(f"{work}/{p}-sat-{r}.json")["rps"] for r in range(1, rounds + 1)]
@@ -208,14 +222,14 @@ for p in ["direct", "nginx", "redis", "memory"]:
     rows[p] = dict(p50=statistics.median(p50), p99=statistics.median(p99), rps=statistics.median(rps), errs=errs,
                    all50=p50, all99=p99, allrps=rps)
 d = rows["direct"]
-names = {"direct": "ghz → sim directly", "nginx": "via nginx `grpc_pass`",
+names = {"direct": "ghz → sim directly", "nginx": "via nginx `grpc_pass`", "floor": "via a bare grpc-go proxy (floor)",
          "redis": "via switchyard, Redis counters", "memory": "via switchyard, in-memory counters"}
 print(f"\n{rounds} round(s); fixed rate {rate} calls/s for {dur}, 100 concurrent over 4 connections; saturation {sat} calls, 64 concurrent; medians over rounds\n")
 print("| path | p50 | p99 | added p50 over direct | added p99 over direct | saturation | errors |")
 print("|---|---|---|---|---|---|---|")
 n = rows["nginx"]
 n50, n99 = n["p50"] - d["p50"], n["p99"] - d["p99"]
-for p in ["direct", "nginx", "redis", "memory"]:
+for p in ["direct", "nginx", "floor", "redis", "memory"]:
     r = rows[p]
     a50, a99 = r["p50"] - d["p50"], r["p99"] - d["p99"]
     if p == "direct":
@@ -231,7 +245,7 @@ for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:5]:
     print(f"\nerrors: {v} × {k}")
 if rounds > 1:
     print("\nper round (p50 / p99 ms at the fixed rate; saturation calls/s):")
-    for p in ["direct", "nginx", "redis", "memory"]:
+    for p in ["direct", "nginx", "floor", "redis", "memory"]:
         r = rows[p]
         print(f"  {p:7s}", "  ".join(f"{a:.2f}/{b:.2f}/{c:,.0f}" for a, b, c in zip(r["all50"], r["all99"], r["allrps"])))
 calls = 0
@@ -240,6 +254,12 @@ for r in range(1, rounds + 1):
     calls += load(f"{work}/redis-rate-{r}.json")["count"]
     b, a = open(f"{work}/redis-evals-{r}").read().split()
     evals += int(a) - int(b)
+f = rows["floor"]
+rtt = [open(f"{work}/redis-rtt-{r}").read().split() for r in range(1, rounds + 1)]
+rtt50 = statistics.median(float(x[0]) for x in rtt if x)
+print(f"\nabove the bare grpc-go proxy (floor), added p50: memory {rows['memory']['p50'] - f['p50']:+.2f} ms, "
+      f"Redis {rows['redis']['p50'] - f['p50']:+.2f} ms; one Redis round trip on its own (redis-benchmark PING, one "
+      f"connection): p50 {rtt50:.3f} ms = {rtt50 / n50:.2f}× nginx's whole added p50")
 print(f"\nRedis: {evals / calls:.3f} scripts (EVALSHA) per call at the fixed rate ({evals} for {calls} calls): one round trip per reservation.")
 EOF
 if [ "${PROFILE:-0}" = 1 ]; then

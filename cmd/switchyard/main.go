@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -188,16 +189,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Warn("telemetry shutdown", "err", err)
 		}
 	}()
-	// W3C trace context in from clients and out to native gRPC backends;
-	// health checks and reflection are not traced.
-	otelOpts := []otelgrpc.Option{
-		otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(tel.MeterProvider),
-		otelgrpc.WithPropagators(tel.Propagator), otelgrpc.WithFilter(traced),
+	rpcMetrics, rpcServerOpts, rpcDialOpts, err := rpcInstrumentation(tel)
+	if err != nil {
+		return err
 	}
 
 	simHost := sim.NewHost()
 	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{DialOptions: append([]grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}, transportDialOptions...)})
+	grpcnative.Register(reg, grpcnative.Options{DialOptions: append(rpcDialOpts, transportDialOptions...)})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 	openai.Register(reg, openai.Options{Logger: log})
 
@@ -239,7 +238,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
 	lis = router.LimitListener(lis, f.maxConns)
-	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(append(creds, transportServerOptions...), grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)...)
+	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(append(creds, transportServerOptions...), rpcServerOpts...)...)...)
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
@@ -247,6 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(pb.Inference_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(gs)
+	rpcMetrics.SetServerMethods(gs.GetServiceInfo())
 
 	serveErr := make(chan error, 4)
 	simAddr, stopSim, err := serveSimControl(simControlOptions{Listen: f.simCtlListen, Creds: creds, Host: simHost, Router: rt, Log: log}, serveErr)
@@ -405,6 +405,34 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 }
 
 // traced says which RPCs get spans: not health checks nor reflection.
+// rpcInstrumentation returns what the client port (server options) and the
+// native backend links (dial options) carry for telemetry: the call-duration
+// metrics from interceptors always, and otelgrpc's stats handlers (spans, W3C
+// context) only when traces are exported — a stats handler costs grpc-go an
+// event per header and message of every call. Health checks and reflection
+// are neither measured nor traced.
+func rpcInstrumentation(tel *telemetry.Telemetry) (*telemetry.RPCMetrics, []grpc.ServerOption, []grpc.DialOption, error) {
+	tracing := tel.TracesExporter != "none"
+	m, err := telemetry.NewRPCMetrics(telemetry.RPCMetricsOptions{
+		MeterProvider: tel.MeterProvider, Propagator: tel.Propagator, PassTraceContext: !tracing,
+		Measured: func(method string) bool { return traced(&stats.RPCTagInfo{FullMethodName: method}) },
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	srv := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.UnaryServer), grpc.ChainStreamInterceptor(m.StreamServer)}
+	dial := []grpc.DialOption{grpc.WithChainUnaryInterceptor(m.UnaryClient), grpc.WithChainStreamInterceptor(m.StreamClient)}
+	if tracing {
+		otelOpts := []otelgrpc.Option{
+			otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+			otelgrpc.WithPropagators(tel.Propagator), otelgrpc.WithFilter(traced),
+		}
+		srv = append(srv, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))
+		dial = append(dial, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)))
+	}
+	return m, srv, dial, nil
+}
+
 func traced(info *stats.RPCTagInfo) bool {
 	return !strings.HasPrefix(info.FullMethodName, "/grpc.health.") && !strings.HasPrefix(info.FullMethodName, "/grpc.reflection.")
 }

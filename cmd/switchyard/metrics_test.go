@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -75,6 +76,9 @@ func TestMetricsEndpointAfterRealCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	s, err := client.GenerateStream(ctx, r)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +138,9 @@ func TestMetricsEndpointAfterRealCalls(t *testing.T) {
 		{"switchyard_pool_limit", []string{`pool="aws-use1-trn2"`, `cloud="aws"`, `region="us-east-1"`, `accelerator="trn2"`}, 64},
 		{"switchyard_pool_healthy", nil, 8},
 		{"switchyard_pool_drained", nil, 0},
-		{"rpc_server_call_duration_seconds_count", []string{`rpc_method="switchyard.v1.Inference/Generate"`, `rpc_response_status_code="OK"`}, 2},
+		{"rpc_server_call_duration_seconds_count", []string{`rpc_method="switchyard.v1.Inference/Generate"`, `rpc_response_status_code="OK"`, `rpc_system_name="grpc"`}, 2},
+		{"rpc_server_call_duration_seconds_count", []string{`rpc_method="switchyard.v1.Inference/GenerateStream"`, `rpc_response_status_code="OK"`}, 1},
+		{"rpc_server_call_duration_seconds_count", []string{`rpc_method="grpc.health.v1.Health/Check"`}, 0}, // probes are not measured
 	}
 	for _, c := range checks {
 		if got := sum(c.name, c.labels...); got != c.want {

@@ -23,7 +23,7 @@ import (
 
 // startRouter calls run() on a free port and returns the address and a stop
 // function that cancels ctx and returns run's error.
-func startRouter(t *testing.T, args ...string) (string, func() error) {
+func startRouter(t testing.TB, args ...string) (string, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -65,7 +65,7 @@ func startRouter(t *testing.T, args ...string) (string, func() error) {
 	return addr, stop
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
