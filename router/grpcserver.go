@@ -33,6 +33,12 @@ const (
 	// DefaultMaxStreams is how many calls one connection may run at once;
 	// more wait on the client side until one ends.
 	DefaultMaxStreams = 256
+	// DefaultStreamWorkers is how many goroutines wait to run calls on the
+	// client port. A call handed to an idle worker runs on a stack that has
+	// already grown to the request path's depth; without one, grpc-go starts
+	// a goroutine whose stack grows (and is copied) several times per call.
+	// Calls beyond the idle workers still get a goroutine of their own.
+	DefaultStreamWorkers = 128
 	// DefaultMaxConnections is how many client connections are served at
 	// once; connections past it are closed as soon as they are accepted.
 	DefaultMaxConnections = 1024
@@ -90,6 +96,9 @@ type GRPCOptions struct {
 	// IdleTimeout closes a connection that has had no call for this long
 	// (default 5 minutes).
 	IdleTimeout time.Duration
+	// StreamWorkers is how many goroutines wait to run calls
+	// (DefaultStreamWorkers when 0; negative: none, a goroutine per call).
+	StreamWorkers int
 }
 
 // GRPCServerOptions are ServerOptions for the client port of this router:
@@ -117,6 +126,12 @@ func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []
 		ka := keepaliveServer
 		ka.MaxConnectionIdle = o.IdleTimeout
 		opts = append(opts, grpc.KeepaliveParams(ka))
+	}
+	switch {
+	case o.StreamWorkers == 0:
+		opts = append(opts, grpc.NumStreamWorkers(DefaultStreamWorkers))
+	case o.StreamWorkers > 0:
+		opts = append(opts, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
 	}
 	opts = append(opts, grpc.InTapHandle(s.tapAuth))
 	return append(opts, extra...)

@@ -117,6 +117,17 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		f.limits.MaxStreams = uint32(n)
 		return nil
 	})
+	fs.Func("stream-workers", fmt.Sprintf("goroutines kept waiting to run calls on --listen (default %d; 0: a new goroutine per call)", router.DefaultStreamWorkers), func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1<<16 {
+			return fmt.Errorf("want a number from 0 to 65536, got %q", v)
+		}
+		f.limits.StreamWorkers = n
+		if n == 0 {
+			f.limits.StreamWorkers = -1
+		}
+		return nil
+	})
 	fs.IntVar(&f.maxConns, "max-connections", router.DefaultMaxConnections, "client connections served at once on --listen; more are closed when accepted")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
 	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:8080", "OpenAI-compatible HTTP API address (/v1/chat/completions, /v1/completions, /v1/models; \"off\" disables); the --tls-* flags apply to it too")

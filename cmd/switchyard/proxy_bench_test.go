@@ -42,7 +42,8 @@ func startConstBackend(tb testing.TB) string {
 
 // BenchmarkProxyPath: one unary Generate from parallel callers over four
 // connections, straight to a backend (direct) and through the router with
-// in-memory counters and metrics on (router), all in one process on
+// in-memory counters and metrics on (router; router-goroutine-per-call
+// without --stream-workers), all in one process on
 // loopback. allocs/op counts the whole process (client, router, backend):
 // router minus direct is what the router allocates per call. Latency and
 // throughput against nginx are scripts/bench-proxy.sh's job; this one is for
@@ -60,9 +61,11 @@ pools:
 `, backend), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	router, _ := startRouter(b, "--config", fleet, "--metrics-listen", "127.0.0.1:0", "--http-listen", "off", "--watch-config", "0")
+	args := []string{"--config", fleet, "--metrics-listen", "127.0.0.1:0", "--http-listen", "off", "--watch-config", "0"}
+	router, _ := startRouter(b, args...)
+	noWorkers, _ := startRouter(b, append(args, "--stream-workers", "0")...)
 	req := &pb.GenerateRequest{Model: "bench", Prompt: "hello from the proxy benchmark", MaxTokens: 4}
-	for _, c := range []struct{ name, addr string }{{"direct", backend}, {"router", router}} {
+	for _, c := range []struct{ name, addr string }{{"direct", backend}, {"router", router}, {"router-goroutine-per-call", noWorkers}} {
 		b.Run(c.name, func(b *testing.B) {
 			var clients [4]pb.InferenceClient
 			for i := range clients {
