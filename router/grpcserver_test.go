@@ -142,9 +142,11 @@ admin:
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: lis}
-	gs := grpc.NewServer(rt.GRPCServerOptions(o.limits, o.extra...)...)
+	var gs *grpc.Server
 	if o.legacy {
 		gs = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	} else {
+		gs = grpc.NewServer(rt.GRPCServerOptions(o.limits, o.extra...)...)
 	}
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)

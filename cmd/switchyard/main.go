@@ -250,6 +250,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	lis = router.LimitListener(lis, f.maxConns)
 	gs := grpc.NewServer(rt.GRPCServerOptions(f.limits, append(append(creds, transportServerOptions...), rpcServerOpts...)...)...)
+	defer gs.Stop() // every way out, early errors included: the server's stream workers start with it
 	rt.Register(gs)
 	rt.RegisterAdmin(gs)
 	hs := health.NewServer()
