@@ -54,6 +54,11 @@ type Redis struct {
 
 	nonces atomic.Uint64
 
+	// keys: pool name -> *minuteKeys of the current minute (the six key
+	// names an acquire touches, built once per pool per minute, not per
+	// call); tenantKeys the same for tenants' four.
+	keys, tenantKeys sync.Map
+
 	heldMu sync.Mutex
 	held   map[string]map[string]string // pool -> lease member -> nonce, held by this replica
 	// pending: releases queued but not landed yet (pool -> member -> nonce),
@@ -321,6 +326,50 @@ func (r *Redis) tenantKey(tenant, suffix string) string {
 
 func (r *Redis) replicasKey() string { return r.prefix + ":replicas" }
 
+// minuteKeys are the keys one acquire script touches for one pool or
+// tenant in one minute. Never modified once stored, so readers share them
+// without a lock.
+type minuteKeys struct {
+	minute int64
+	keys   []string
+}
+
+// cachedKeys returns name's keys for minute cur from cache, building them
+// with build when the minute changed. The router reserves only pools and
+// tenants named in its fleet file, so a cache holds one entry per
+// configured pool or tenant (and one per pool a reload removed).
+func cachedKeys(cache *sync.Map, name string, cur int64, build func() []string) []string {
+	if v, ok := cache.Load(name); ok {
+		if mk := v.(*minuteKeys); mk.minute == cur {
+			return mk.keys
+		}
+	}
+	mk := &minuteKeys{minute: cur, keys: build()}
+	cache.Store(name, mk)
+	return mk.keys
+}
+
+// acquireKeys: leases, owners, rpm cur, rpm prev, tpm cur, tpm prev.
+func (r *Redis) acquireKeys(pool string, cur int64) []string {
+	return cachedKeys(&r.keys, pool, cur, func() []string {
+		return []string{
+			r.poolKey(pool, "leases"), r.poolKey(pool, "owners"),
+			r.poolKey(pool, minuteSuffix("rpm", cur)), r.poolKey(pool, minuteSuffix("rpm", cur-1)),
+			r.poolKey(pool, minuteSuffix("tpm", cur)), r.poolKey(pool, minuteSuffix("tpm", cur-1)),
+		}
+	})
+}
+
+// tenantWindowKeys: rpm cur, rpm prev, tpm cur, tpm prev.
+func (r *Redis) tenantWindowKeys(tenant string, cur int64) []string {
+	return cachedKeys(&r.tenantKeys, tenant, cur, func() []string {
+		return []string{
+			r.tenantKey(tenant, minuteSuffix("rpm", cur)), r.tenantKey(tenant, minuteSuffix("rpm", cur-1)),
+			r.tenantKey(tenant, minuteSuffix("tpm", cur)), r.tenantKey(tenant, minuteSuffix("tpm", cur-1)),
+		}
+	})
+}
+
 func minuteSuffix(kind string, minute int64) string {
 	return kind + ":" + strconv.FormatInt(minute, 10)
 }
@@ -426,11 +475,24 @@ type scriptCall struct {
 	args   []any
 }
 
-// evalAll runs the calls in one pipeline by SHA. Calls the server does not
+// evalAll runs the calls by SHA, several in one pipeline. Calls the server does not
 // know yet (NOSCRIPT: first use, restarted or flushed server) are sent again
 // with their source in a second pipeline; the source loads them for later.
 // A NOSCRIPT call did not run, so resending it cannot apply anything twice.
 func (r *Redis) evalAll(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	if len(calls) == 1 {
+		// One script (no tenant): a plain command, without a pipeline's
+		// bookkeeping; still one round trip (two on a NOSCRIPT answer).
+		c := calls[0]
+		cmd := c.script.EvalSha(ctx, r.client, c.keys, c.args...)
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = c.script.Eval(ctx, r.client, c.keys, c.args...)
+		}
+		if err := cmd.Err(); err != nil && !isRedisReply(err) {
+			return []*redis.Cmd{cmd}, err // transport failure: in doubt
+		}
+		return []*redis.Cmd{cmd}, nil
+	}
 	cmds := make([]*redis.Cmd, len(calls))
 	pipe := r.client.Pipeline()
 	for i, c := range calls {
@@ -485,15 +547,11 @@ func windowArgs(now time.Time) (cur, prev int64, remMs int64) {
 }
 
 func (r *Redis) poolCall(res Reservation, member, nonce, superseded string, now time.Time) scriptCall {
-	cur, prev, rem := windowArgs(now)
+	cur, _, rem := windowArgs(now)
 	nowMs := now.UnixMilli()
 	return scriptCall{
 		script: acquirePool,
-		keys: []string{
-			r.poolKey(res.Pool, "leases"), r.poolKey(res.Pool, "owners"),
-			r.poolKey(res.Pool, minuteSuffix("rpm", cur)), r.poolKey(res.Pool, minuteSuffix("rpm", prev)),
-			r.poolKey(res.Pool, minuteSuffix("tpm", cur)), r.poolKey(res.Pool, minuteSuffix("tpm", prev)),
-		},
+		keys:   r.acquireKeys(res.Pool, cur),
 		args: []any{
 			member, nowMs, nowMs + r.ttl.Milliseconds(), res.Limits.MaxConcurrent,
 			res.Limits.RequestsPerMinute, res.Limits.TokensPerMinute, res.Tokens, rem,
@@ -503,13 +561,10 @@ func (r *Redis) poolCall(res Reservation, member, nonce, superseded string, now 
 }
 
 func (r *Redis) tenantCall(res Reservation, now time.Time) scriptCall {
-	cur, prev, rem := windowArgs(now)
+	cur, _, rem := windowArgs(now)
 	return scriptCall{
 		script: acquireTenant,
-		keys: []string{
-			r.tenantKey(res.Tenant, minuteSuffix("rpm", cur)), r.tenantKey(res.Tenant, minuteSuffix("rpm", prev)),
-			r.tenantKey(res.Tenant, minuteSuffix("tpm", cur)), r.tenantKey(res.Tenant, minuteSuffix("tpm", prev)),
-		},
+		keys:   r.tenantWindowKeys(res.Tenant, cur),
 		args: []any{res.TenantLimits.RequestsPerMinute, res.TenantLimits.TokensPerMinute, res.Tokens, rem, bucketTTL},
 	}
 }
@@ -986,7 +1041,7 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 // (Resilient passes its own).
 func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, r.timeout)
 }
