@@ -565,7 +565,7 @@ func (r *Redis) tenantCall(res Reservation, now time.Time) scriptCall {
 	return scriptCall{
 		script: acquireTenant,
 		keys:   r.tenantWindowKeys(res.Tenant, cur),
-		args: []any{res.TenantLimits.RequestsPerMinute, res.TenantLimits.TokensPerMinute, res.Tokens, rem, bucketTTL},
+		args:   []any{res.TenantLimits.RequestsPerMinute, res.TenantLimits.TokensPerMinute, res.Tokens, rem, bucketTTL},
 	}
 }
 
