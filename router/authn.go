@@ -10,6 +10,18 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
+// Authenticate checks the caller's API key in ctx (incoming metadata
+// x-api-key, or authorization: Bearer) against the fleet's tenants, exactly
+// as every call's admission does, and returns the tenant ("" when the fleet
+// has no tenants: calls are anonymous). An edge calls it to refuse an unknown
+// caller before reading a request body (the HTTP front door does; the gRPC
+// edge checks in its tap handler). The error is a gRPC status
+// (UNAUTHENTICATED).
+func (s *Server) Authenticate(ctx context.Context) (tenant string, err error) {
+	tenant, err = s.authenticate(ctx, s.state.Load())
+	return tenant, toStatus(err)
+}
+
 // authenticate maps the caller's API key (metadata x-api-key, or
 // authorization: Bearer) to a tenant. With no tenants configured, calls are
 // anonymous.
@@ -25,7 +37,7 @@ func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, erro
 		key, _ = bearerToken(md)
 	}
 	if key == "" {
-		return "", fmt.Errorf("%w: missing API key (metadata x-api-key or authorization: Bearer)", errUnauthenticated)
+		return "", fmt.Errorf("%w: missing API key (x-api-key or authorization: Bearer)", errUnauthenticated)
 	}
 	sum := sha256.Sum256([]byte(key))
 	tenant, ok := st.tenants[hex.EncodeToString(sum[:])]

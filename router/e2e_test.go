@@ -3,6 +3,7 @@ package router_test
 import (
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,12 +89,32 @@ func TestBadRequestsGetClearStatuses(t *testing.T) {
 			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.field) {
 				t.Fatalf("unary: got %v, want %v naming %q", err, c.code, c.field)
 			}
+			// INVALID_ARGUMENT names the field in an errdetails.BadRequest too.
+			if c.code == codes.InvalidArgument && !slices.Contains(violations(err), c.field) {
+				t.Fatalf("unary: BadRequest fields %q, want %q among them", violations(err), c.field)
+			}
 			_, _, _, err = stream(ctx, f.client, c.req)
 			if status.Code(err) != c.code {
 				t.Fatalf("stream: got %v, want %v", err, c.code)
 			}
+			if c.code == codes.InvalidArgument && !slices.Contains(violations(err), c.field) {
+				t.Fatalf("stream: BadRequest fields %q, want %q among them", violations(err), c.field)
+			}
 		})
 	}
+}
+
+// violations are the field paths of err's errdetails.BadRequest, in order.
+func violations(err error) []string {
+	var out []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				out = append(out, v.GetField())
+			}
+		}
+	}
+	return out
 }
 
 func TestUnknownModelErrorDoesNotEchoALongName(t *testing.T) {

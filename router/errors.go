@@ -31,7 +31,40 @@ var (
 
 // invalid builds an INVALID_ARGUMENT error naming the field.
 func invalid(field, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", errInvalidArgument, field, fmt.Sprintf(format, args...))
+	return &fieldError{fields: []string{field}, reason: fmt.Sprintf(format, args...)}
+}
+
+// fieldError is a request refused for the value of its fields: it is
+// errInvalidArgument, and toStatus turns it into INVALID_ARGUMENT with an
+// errdetails.BadRequest holding one FieldViolation per field, so clients
+// (the HTTP front door among them) learn the field without reading the text.
+type fieldError struct {
+	// fields are the request's field paths, the one at fault first:
+	// "max_tokens", "messages[2].role", "sampling.stop[1]"; a limit two fields
+	// share names both ("prompt", "continuation.generated_text").
+	fields []string
+	// reason says what is wrong, client input in it cut by echo.
+	reason string
+}
+
+func (e *fieldError) Error() string {
+	return errInvalidArgument.Error() + ": " + strings.Join(e.fields, " + ") + ": " + e.reason
+}
+
+func (e *fieldError) Unwrap() error { return errInvalidArgument }
+
+// badRequest is the INVALID_ARGUMENT status of a fieldError: msg as its
+// message, the fields in an errdetails.BadRequest.
+func badRequest(msg string, fe *fieldError) error {
+	st := status.New(codes.InvalidArgument, msg)
+	br := &errdetails.BadRequest{}
+	for _, f := range fe.fields {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: f, Description: fe.reason})
+	}
+	if d, err := st.WithDetails(br); err == nil {
+		return d.Err()
+	}
+	return st.Err()
 }
 
 // exhaustedError carries the retry delay for RESOURCE_EXHAUSTED answers.
@@ -69,6 +102,10 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, msg)
 	case errors.Is(err, errInvalidArgument):
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return badRequest(msg, fe)
+		}
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, errUnknownModel):
 		return status.Error(codes.NotFound, msg)

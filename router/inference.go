@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -140,6 +141,25 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 // carries usage, finish reason and route. rpc is as for Complete. When send
 // fails the call stops (the client is gone). The error is a gRPC status.
 func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	return s.CompleteStreamWith(ctx, rpc, req, send, StreamOptions{})
+}
+
+// StreamOptions are CompleteStreamWith's optional hooks.
+type StreamOptions struct {
+	// OnRoute, when set, is called when an attempt's first chunk arrives,
+	// before anything of it reaches send, with the route so far: the pool
+	// serving the call now (name, cloud, region, accelerator), the attempt
+	// number and the pools tried up to it. It is called again if the call
+	// moves to another pool (failover, continuation), so the last call
+	// before the first send names the pool that sends the first token; the
+	// final route is still the last chunk's. Called on the goroutine that
+	// calls send; it must not block. The HTTP front door uses it to send the
+	// route headers with a stream's first token.
+	OnRoute func(*pb.Route)
+}
+
+// CompleteStreamWith is CompleteStream with hooks (see StreamOptions).
+func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error, o StreamOptions) error {
 	start := s.clock.Now()
 	c, err := s.admit(ctx, req)
 	if err != nil {
@@ -151,12 +171,23 @@ func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.Generat
 	prog := &progress{}
 	var firstTok time.Time
 	var final *pb.GenerateChunk
+	var tried []string // for OnRoute: the pools attempts ran on so far
 	route, err := s.disp.run(ctx, c, prog, func(ctx context.Context, p *pool, req *pb.GenerateRequest, started func()) (*pb.Usage, error) {
 		before := prog.tokens
 		final = nil
+		announce := o.OnRoute != nil
+		if announce {
+			tried = append(tried, p.cfg.Name)
+		}
 		err := p.backend.GenerateStream(ctx, req, func(ch *pb.GenerateChunk) error {
 			if started != nil {
 				started()
+			}
+			if announce {
+				announce = false
+				r := &pb.Route{Attempts: int32(len(tried)), PoolsTried: slices.Clone(tried)}
+				fillRoute(r, p)
+				o.OnRoute(r)
 			}
 			if ch.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED || ch.GetUsage() != nil {
 				// Hold the last chunk back: the route goes on it once the call is done.

@@ -48,15 +48,16 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 			return invalid(fmt.Sprintf("messages[%d].content", i), "must not be empty")
 		}
 	}
-	field := "prompt"
+	fields := []string{"prompt"}
 	if len(msgs) > 0 {
-		field = "messages"
+		fields[0] = "messages"
 	}
 	if c := req.GetContinuation(); c != nil && c.GetGeneratedText() != "" {
-		field += " + continuation.generated_text"
+		fields = append(fields, "continuation.generated_text")
 	}
 	if n := backends.InputBytes(req); n > m.MaxInputTokens*backends.BytesPerToken {
-		return invalid(field, "%d bytes (~%d tokens) exceeds model %q max_input_tokens %d", n, backends.EstimateInputTokens(req), m.Name, m.MaxInputTokens)
+		return &fieldError{fields: fields, reason: fmt.Sprintf("%d bytes (~%d tokens) exceeds model %q max_input_tokens %d",
+			n, backends.EstimateInputTokens(req), m.Name, m.MaxInputTokens)}
 	}
 	if mt := req.GetMaxTokens(); mt <= 0 || int(mt) > m.MaxOutputTokens {
 		return invalid("max_tokens", "must be in 1..%d for model %q, got %d", m.MaxOutputTokens, m.Name, mt)

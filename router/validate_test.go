@@ -1,7 +1,9 @@
 package router
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,8 +55,12 @@ func TestValidateRequest(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), c.field+":") {
+			if err == nil || !strings.Contains(err.Error(), c.field+":") && !strings.Contains(err.Error(), c.field+" + ") {
 				t.Fatalf("got %v, want an error naming %q", err, c.field)
+			}
+			var fe *fieldError
+			if !errors.As(err, &fe) || !slices.Contains(fe.fields, c.field) || !errors.Is(err, errInvalidArgument) {
+				t.Fatalf("got %#v, want a field error for %q", err, c.field)
 			}
 			if len(err.Error()) > 400 {
 				t.Fatalf("error of %d bytes echoes client input", len(err.Error()))

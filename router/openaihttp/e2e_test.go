@@ -218,8 +218,13 @@ func TestCurlStreamAndUnaryWithRouteHeadersAndTrailers(t *testing.T) {
 			t.Fatalf("curl stream output lacks %q:\n%s", want, out)
 		}
 	}
-	// Trailers come after the last event.
-	if strings.Index(out, "X-Switchyard-Pool:") < strings.Index(out, "data: [DONE]") {
+	// The route comes as headers before the first event (the pool sending
+	// the first token) and again as trailers after the last (the final route).
+	head, tail, _ := strings.Cut(out, "data: ")
+	if !strings.Contains(head, "X-Switchyard-Pool: ") || !strings.Contains(head, "X-Switchyard-Attempts: 1") {
+		t.Fatalf("no route headers before the events:\n%s", head)
+	}
+	if _, trailers, _ := strings.Cut(tail, "data: [DONE]"); !strings.Contains(trailers, "X-Switchyard-Pool: ") || !strings.Contains(trailers, "X-Switchyard-Region: ") {
 		t.Fatalf("route should arrive as trailers after the events:\n%s", out)
 	}
 	// Every data line is JSON or [DONE]; the usage chunk is the last JSON one.
@@ -350,6 +355,12 @@ func TestTenantKeysFromAuthorizationBearer(t *testing.T) {
 	if out != "401" {
 		t.Fatalf("models without a key: %s", out)
 	}
+	// X-Api-Key works as Authorization: Bearer does (the router reads both).
+	for k, want := range map[string]string{key: "200", "sk-wrong": "401"} {
+		if out := curl(t, "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Api-Key: "+k, fd.url+"/v1/models/llama-3.1-8b"); out != want {
+			t.Fatalf("model with X-Api-Key %s: %s, want %s", k, out, want)
+		}
+	}
 	sdk := fd.sdk(option.WithAPIKey(key))
 	cc, err := sdk.Chat.Completions.New(ctxT(t, 10*time.Second), openai.ChatCompletionNewParams{
 		Model: "llama-3.1-8b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(3),
@@ -460,11 +471,12 @@ func TestClientDisconnectFreesTheSlot(t *testing.T) {
 func TestPoolKilledMidStreamIsContinued(t *testing.T) {
 	fd := startFrontDoor(t, doorOpts{timeScale: 2})
 	c := fd.sdk()
+	var httpResp *http.Response
 	const maxTokens = 60
 	s := c.Chat.Completions.NewStreaming(ctxT(t, 30*time.Second), openai.ChatCompletionNewParams{
 		Model: "llama-3.3-70b", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("tell me a story")}, MaxTokens: openai.Int(maxTokens),
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-	}, option.WithHeader("X-Switchyard-Caller-Region", "us-east-1"))
+	}, option.WithHeader("X-Switchyard-Caller-Region", "us-east-1"), option.WithResponseInto(&httpResp))
 	var text strings.Builder
 	var fin route
 	var completion int64
@@ -502,6 +514,12 @@ func TestPoolKilledMidStreamIsContinued(t *testing.T) {
 	}
 	if fin.Attempts != 2 || len(fin.PoolsTried) != 2 || fin.PoolsTried[0] != killed || fin.Pool == killed {
 		t.Fatalf("route %+v, killed %s", fin, killed)
+	}
+	// The headers named the pool that sent the first token; the finishing
+	// chunk names the one that finished. (The SDK stops reading at [DONE],
+	// so the trailers are not read here; the curl and h2c tests read them.)
+	if h := httpResp.Header; h.Get("X-Switchyard-Pool") != killed || h.Get("X-Switchyard-Attempts") != "1" {
+		t.Fatalf("route headers %v, want pool %s attempt 1", h, killed)
 	}
 	if len(strings.Fields(text.String())) < maxTokens/2 {
 		t.Fatalf("text %q too short for %d tokens", text.String(), maxTokens)

@@ -58,8 +58,9 @@ func fromFieldError(fe *fieldError) *httpError {
 	return newHTTPError(http.StatusBadRequest, typeInvalidRequest, "invalid_value", fe.param, fe.Error())
 }
 
-// routerFields maps the router's GenerateRequest field names (as its
-// INVALID_ARGUMENT messages name them) to the OpenAI request's parameter.
+// routerFields maps the router's GenerateRequest field paths (as its
+// INVALID_ARGUMENT statuses name them in errdetails.BadRequest) to the OpenAI
+// request's parameter.
 var routerFields = map[string]string{
 	"model":                         "model",
 	"prompt":                        "prompt",
@@ -77,19 +78,23 @@ var routerFields = map[string]string{
 	"continuation.generated_tokens": "max_tokens",
 }
 
-// paramOf finds the field an INVALID_ARGUMENT message from the router names
-// ("invalid argument: FIELD: what is wrong") and maps it to the OpenAI
-// parameter; "" when the message names none.
-func paramOf(msg string, p *parsed) string {
-	rest, ok := strings.CutPrefix(msg, "invalid argument: ")
-	if !ok {
+// violatedField is the first field path an INVALID_ARGUMENT status names in its
+// errdetails.BadRequest ("" when it carries none: a backend's own refusal).
+func violatedField(st *status.Status) string {
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
+}
+
+// paramFor maps a GenerateRequest field path to the OpenAI parameter the
+// client sent it as; "" for none.
+func paramFor(field string, p *parsed) string {
+	if field == "" {
 		return ""
 	}
-	field, _, ok := strings.Cut(rest, ": ")
-	if !ok {
-		return ""
-	}
-	field, _, _ = strings.Cut(field, " + ") // "prompt + continuation.generated_text"
 	base, index, _ := strings.Cut(field, "[")
 	if index != "" {
 		// messages[3].role keeps its index and sub-field; sampling.stop[1] is "stop".
@@ -122,7 +127,7 @@ func fromStatus(err error, p *parsed) *httpError {
 	msg := st.Message()
 	switch st.Code() {
 	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:
-		return newHTTPError(http.StatusBadRequest, typeInvalidRequest, "invalid_value", paramOf(msg, p), msg)
+		return newHTTPError(http.StatusBadRequest, typeInvalidRequest, "invalid_value", paramFor(violatedField(st), p), msg)
 	case codes.NotFound:
 		return newHTTPError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model", msg)
 	case codes.Unauthenticated:

@@ -6,11 +6,15 @@
 // Server.Complete / Server.CompleteStream, the same admission, tenant
 // authentication, validation, routing, capacity, retries, continuation, queue
 // and metrics as the gRPC API (rpc labels "http_chat" and "http_completions").
-// The caller's Authorization: Bearer key travels to the router as incoming
-// gRPC metadata. Routing hints come from X-Switchyard-* request headers; the
-// route taken goes back in X-Switchyard-* response headers (for streams, as
-// HTTP trailers and in the finishing chunk's "switchyard" field, since the
-// route is known only once the call is done).
+// The caller's Authorization (or X-Api-Key) header travels to the router as
+// incoming gRPC metadata, and the router checks it (Server.Authenticate before
+// the body is read, then admission). Routing hints come from X-Switchyard-*
+// request headers; the route taken goes back in X-Switchyard-* response
+// headers (for streams, the headers name the pool that sends the first token,
+// told by StreamOptions.OnRoute, and the final route comes as HTTP trailers and
+// in the finishing chunk's "switchyard" field: a stream can be continued on
+// another pool). A 400's "param" comes from the errdetails.BadRequest of the
+// router's INVALID_ARGUMENT status.
 //
 // Import direction: openaihttp imports router; router never imports it.
 package openaihttp
@@ -18,7 +22,6 @@ package openaihttp
 import (
 	"context"
 	crand "crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -179,49 +182,31 @@ func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, newHTTPError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "", fmt.Sprintf("invalid URL (%s %s)", quote(r.Method), quote(r.URL.Path))))
 }
 
-// apiKey is the caller's key: Authorization: Bearer KEY, or X-Api-Key.
-func apiKey(r *http.Request) string {
-	if k := r.Header.Get("X-Api-Key"); k != "" {
-		return k
-	}
-	k, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		return ""
-	}
-	return strings.TrimSpace(k)
-}
-
-// precheckKey refuses, before the body is read, a caller whose key no tenant
-// holds when tenants are configured. The router authenticates every call
-// again from the same config; this only keeps unknown callers from making the
-// edge read and decode bodies.
-func (h *Handler) precheckKey(key string) *httpError {
-	tenants := h.opts.Router.Fleet().Tenants
-	if len(tenants) == 0 {
-		return nil
-	}
-	if key == "" {
-		return newHTTPError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "", "missing API key: send Authorization: Bearer KEY")
-	}
-	sum := sha256.Sum256([]byte(key))
-	digest := hex.EncodeToString(sum[:])
-	for _, t := range tenants {
-		for _, d := range t.APIKeySHA256 {
-			if strings.EqualFold(d, digest) {
-				return nil
-			}
+// withCredentials puts the request's Authorization and X-Api-Key headers
+// into ctx as the incoming gRPC metadata a gRPC client would send, so the
+// router reads and checks the key itself (Server.Authenticate, and every
+// call's admission).
+func withCredentials(ctx context.Context, h http.Header) context.Context {
+	md := metadata.MD{}
+	for _, k := range []string{"Authorization", "X-Api-Key"} {
+		if v := h.Get(k); v != "" {
+			md.Set(k, v)
 		}
 	}
-	return newHTTPError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "", "unknown API key")
-}
-
-// withKey puts the caller's key into ctx the way a gRPC client sends it, so
-// the router's own authentication applies.
-func withKey(ctx context.Context, key string) context.Context {
-	if key == "" {
+	if len(md) == 0 {
 		return ctx
 	}
-	return metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+key))
+	return metadata.NewIncomingContext(ctx, md)
+}
+
+// authenticate refuses, before the body is read, a caller the router does
+// not know (when the fleet has tenants): unknown callers never make the edge
+// read and decode bodies. The router checks again at admission.
+func (h *Handler) authenticate(ctx context.Context) *httpError {
+	if _, err := h.opts.Router.Authenticate(ctx); err != nil {
+		return fromStatus(err, nil)
+	}
+	return nil
 }
 
 // startSpan starts the call's server span, child of the caller's traceparent.
@@ -299,8 +284,8 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route st
 		writeError(w, e)
 	}
 
-	key := apiKey(r)
-	if e := h.precheckKey(key); e != nil {
+	ctx = withCredentials(ctx, r.Header)
+	if e := h.authenticate(ctx); e != nil {
 		fail(e)
 		return
 	}
@@ -325,7 +310,6 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route st
 	if plainID(p.req.RequestId) {
 		w.Header().Set(HeaderRequestID, p.req.RequestId)
 	}
-	ctx = withKey(ctx, key)
 	if p.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
@@ -360,7 +344,8 @@ type call struct {
 	started bool // headers and the first event are out
 	ended   bool // CompleteStream returned: no more writes
 	rc      *http.ResponseController
-	out     []byte // events not yet written
+	out     []byte    // events not yet written
+	route   *pb.Route // the pool serving now (StreamOptions.OnRoute), for the headers
 }
 
 func (c *call) chat() bool { return c.rpc == RPCChat }
@@ -401,7 +386,7 @@ func (c *call) unary(ctx context.Context) int {
 // error event.
 func (c *call) stream(ctx context.Context) int {
 	c.rc = http.NewResponseController(c.w)
-	err := c.h.opts.Router.CompleteStream(ctx, c.rpc, c.p.req, c.send)
+	err := c.h.opts.Router.CompleteStreamWith(ctx, c.rpc, c.p.req, c.send, router.StreamOptions{OnRoute: c.onRoute})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ended = true
@@ -424,6 +409,14 @@ func (c *call) stream(ctx context.Context) int {
 	return e.status
 }
 
+// onRoute notes the pool serving the call now; the headers, sent with the
+// first chunk, name it.
+func (c *call) onRoute(r *pb.Route) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.route = r
+}
+
 // send is the router's callback for each chunk, in order. The events one
 // chunk makes (the role chunk and the first text; the last text, the
 // finishing chunk, the usage chunk and [DONE]) go out in one write.
@@ -440,6 +433,9 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		hdr.Set("Cache-Control", "no-cache")
 		hdr.Set("X-Accel-Buffering", "no")
 		hdr.Set(HeaderRequestID, ch.GetRequestId())
+		// The route headers name the pool sending the first token; the same
+		// names come again as trailers with the final route.
+		setRouteHeaders(hdr, c.route)
 		hdr.Set("Trailer", strings.Join(routeHeaders, ", "))
 		c.w.WriteHeader(http.StatusOK)
 		if c.chat() {
@@ -554,7 +550,8 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.startSpan(r, "/v1/models")
 	status := http.StatusOK
 	defer func() { endSpan(span, status) }()
-	if e := h.precheckKey(apiKey(r)); e != nil {
+	ctx = withCredentials(ctx, r.Header)
+	if e := h.authenticate(ctx); e != nil {
 		status = e.status
 		writeError(w, e)
 		return
@@ -574,10 +571,10 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
-	_, span := h.startSpan(r, "/v1/models/{model}")
+	ctx, span := h.startSpan(r, "/v1/models/{model}")
 	status := http.StatusOK
 	defer func() { endSpan(span, status) }()
-	if e := h.precheckKey(apiKey(r)); e != nil {
+	if e := h.authenticate(withCredentials(ctx, r.Header)); e != nil {
 		status = e.status
 		writeError(w, e)
 		return

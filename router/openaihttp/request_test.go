@@ -153,32 +153,61 @@ func TestParseCompletion(t *testing.T) {
 	}
 }
 
-func TestParamOfRouterMessages(t *testing.T) {
+// TestParamFromBadRequest: the OpenAI "param" of a 400 comes from the
+// field paths in the router's errdetails.BadRequest, never from the status
+// message's words.
+func TestParamFromBadRequest(t *testing.T) {
 	chat := &parsed{req: &pb.GenerateRequest{Messages: []*pb.ChatMessage{{Role: "user", Content: "x"}}}, maxTokensParam: "max_completion_tokens"}
 	text := &parsed{req: &pb.GenerateRequest{Prompt: "x"}, maxTokensParam: "max_tokens"}
+	withFields := func(msg string, fields ...string) error {
+		br := &errdetails.BadRequest{}
+		for _, f := range fields {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: f, Description: "what is wrong"})
+		}
+		st, err := status.New(codes.InvalidArgument, msg).WithDetails(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Err()
+	}
 	cases := []struct {
-		msg  string
+		name string
+		err  error
 		p    *parsed
 		want string
 	}{
-		{"invalid argument: sampling.temperature: must be in [0, 2], got 3", chat, "temperature"},
-		{"invalid argument: sampling.stop[2]: must be 1..256 bytes, got 0", chat, "stop"},
-		{"invalid argument: max_tokens: must be in 1..2048", chat, "max_completion_tokens"},
-		{"invalid argument: max_tokens: must be in 1..2048", text, "max_tokens"},
-		{"invalid argument: messages[3].role: \"x\" is not one of", chat, "messages[3].role"},
-		{"invalid argument: prompt: 90000 bytes (~22500 tokens) exceeds", text, "prompt"},
-		{"invalid argument: prompt: one of prompt and messages is required", chat, "messages"},
-		{"invalid argument: prompt + continuation.generated_text: 9 bytes", text, "prompt"},
-		{"invalid argument: routing.residency: \"mars\" is not one of", chat, "x-switchyard-residency"},
-		{"invalid argument: request_id: at most 128 characters", chat, "x-request-id"},
-		{"invalid argument: model: required", chat, "model"},
-		{"invalid argument: something.new: x", chat, "something.new"},
-		{"unexpected shape", chat, ""},
-		{"invalid argument: no field here", chat, ""},
+		{"temperature", withFields("x", "sampling.temperature"), chat, "temperature"},
+		{"top_p", withFields("x", "sampling.top_p"), chat, "top_p"},
+		{"top_k", withFields("x", "sampling.top_k"), chat, "top_k"},
+		{"penalties", withFields("x", "sampling.frequency_penalty"), text, "frequency_penalty"},
+		{"one stop sequence", withFields("x", "sampling.stop[2]"), chat, "stop"},
+		{"max_tokens as sent by a chat", withFields("x", "max_tokens"), chat, "max_completion_tokens"},
+		{"max_tokens as sent by a completion", withFields("x", "max_tokens"), text, "max_tokens"},
+		{"continuation tokens are max_tokens", withFields("x", "continuation.generated_tokens"), text, "max_tokens"},
+		{"a message's role keeps its index", withFields("x", "messages[3].role"), chat, "messages[3].role"},
+		{"prompt too long", withFields("x", "prompt"), text, "prompt"},
+		{"no prompt in a chat is its messages", withFields("x", "prompt"), chat, "messages"},
+		{"the first field counts", withFields("x", "prompt", "continuation.generated_text"), text, "prompt"},
+		{"residency is a header", withFields("x", "routing.residency"), chat, "x-switchyard-residency"},
+		{"priority is a header", withFields("x", "priority"), chat, "x-switchyard-priority"},
+		{"request id is a header", withFields("x", "request_id"), chat, "x-request-id"},
+		{"model", withFields("x", "model"), chat, "model"},
+		{"a field the map lacks passes as is", withFields("x", "something.new"), chat, "something.new"},
+		{"no parsed request", withFields("x", "max_tokens"), nil, "max_tokens"},
+		{"an empty BadRequest", withFields("x"), chat, ""},
+		// The router's old message shape without details: not parsed.
+		{"message only", status.Error(codes.InvalidArgument, "invalid argument: sampling.temperature: must be in [0, 2], got 3"), chat, ""},
+		// A backend's refusal (context overflow) carries no field.
+		{"backend refusal", status.Error(codes.InvalidArgument, "prompt: longer than the context window"), text, ""},
 	}
 	for _, c := range cases {
-		if got := paramOf(c.msg, c.p); got != c.want {
-			t.Errorf("%q: got %q, want %q", c.msg, got, c.want)
+		e := fromStatus(c.err, c.p)
+		got := ""
+		if e.body.Param != nil {
+			got = *e.body.Param
+		}
+		if e.status != 400 || got != c.want {
+			t.Errorf("%s: %d param %q, want 400 param %q", c.name, e.status, got, c.want)
 		}
 	}
 }

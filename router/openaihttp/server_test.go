@@ -66,6 +66,9 @@ func TestH2CAndHTTP11KeepAlive(t *testing.T) {
 	if resp.Trailer.Get("X-Switchyard-Pool") == "" || resp.Trailer.Get("X-Switchyard-Attempts") != "1" {
 		t.Fatalf("h2 trailers %v", resp.Trailer)
 	}
+	if pool := resp.Header.Get("X-Switchyard-Pool"); pool != resp.Trailer.Get("X-Switchyard-Pool") || resp.Header.Get("X-Switchyard-Region") == "" {
+		t.Fatalf("h2 route headers %v, trailers %v: want the same pool", resp.Header, resp.Trailer)
+	}
 }
 
 // TestSlowClientsAreCutOff: a client that never finishes its headers, or
