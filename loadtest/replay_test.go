@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	"github.com/switchyard-dev/switchyard/loadtest/testfake"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -123,9 +124,7 @@ func TestReplayDropsOverCap(t *testing.T) {
 		t.Fatal("first calls not sent")
 	}
 	// The remaining arrivals are due within 4ms of real time; wait for them to be dropped.
-	for i := 0; i < 1000 && stats.Live().Dropped < 3; i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the three arrivals over the cap to be dropped", func() bool { return stats.Live().Dropped >= 3 })
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -173,10 +174,7 @@ func TestDrainedPoolGetsNoNewRequestsWhileInFlightFinish(t *testing.T) {
 		resp, err := r1.inf.Generate(ctx, req("us-east-1", 250)) // a few seconds of decode
 		longErr, longPool = err, resp.GetRoute().GetPool()
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for pools[0].pool.Stats().Running == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the long call running on a", func() bool { return pools[0].pool.Stats().Running > 0 })
 	op := bearer(ctx, "op-secret")
 	dry, err := r1.admin.Drain(op, &pb.DrainRequest{Pool: "a", DryRun: true})
 	if err != nil || dry.Applied || !dry.FleetHasHeadroom || len(dry.Targets) != 1 || dry.Targets[0].Pools[0] != "b" {

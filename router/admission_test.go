@@ -3,11 +3,13 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -78,13 +80,7 @@ func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 
 func waitLen(t *testing.T, q *waitQueue, n int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for q.length() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue length %d, want %d", q.length(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 2*time.Second, fmt.Sprintf("a wait queue of %d calls", n), func() bool { return q.length() == n })
 }
 
 func TestRetryBudget(t *testing.T) {

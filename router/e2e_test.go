@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 )
@@ -262,10 +263,7 @@ func TestNoHeadroomWaitsThenResourceExhaustedWithRetryInfo(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _, _ = f.client.Generate(ctx, req("us-east-1", 200)) }() // holds the only slot for seconds
-	deadline := time.Now().Add(5 * time.Second)
-	for one.pool.Stats().Running == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the long call running in the only slot", func() bool { return one.pool.Stats().Running > 0 })
 	start := time.Now()
 	_, err := f.client.Generate(ctx, req("us-east-1", 8))
 	waited := time.Since(start)

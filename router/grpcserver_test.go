@@ -33,6 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -227,12 +228,12 @@ func sendBig(t *testing.T, addr string, cl *countingListener, key string) (out s
 	// The client has exited; let the server drain what it sent (the read
 	// count stays put for 200ms), bounded.
 	last, stable := cl.read.Load(), time.Now()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && time.Since(stable) < 200*time.Millisecond; {
-		time.Sleep(20 * time.Millisecond)
+	testwait.Until(5*time.Second, func() bool {
 		if n := cl.read.Load(); n != last {
 			last, stable = n, time.Now()
 		}
-	}
+		return time.Since(stable) >= 200*time.Millisecond
+	})
 	runtime.ReadMemStats(&after)
 	return string(bytes.TrimSpace(b)), cl.read.Load() - read0, after.TotalAlloc - before.TotalAlloc
 }

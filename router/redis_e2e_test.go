@@ -38,6 +38,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -174,17 +175,11 @@ func adminMode(t *testing.T, r *replica) pb.CountingMode {
 	return resp.CountingMode
 }
 
-// eventually polls ok every 10ms for at most within and returns how long it took.
+// eventually polls ok for at most within and returns how long it took
+// (testwait.For).
 func eventually(t *testing.T, within time.Duration, what string, ok func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > within {
-			t.Fatalf("timed out after %s waiting for: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testwait.For(t, within, what, ok)
 }
 
 // flushAll waits until every store's queued releases have landed in Redis.

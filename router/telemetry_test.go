@@ -29,6 +29,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -201,16 +202,18 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 // same method name and end earlier — and returns every span recorded by then.
 func waitSpans(t *testing.T, exp *tracetest.InMemoryExporter, name string, match func(tracetest.SpanStub) bool) tracetest.SpanStubs {
 	t.Helper()
-	for range 200 {
+	ended := testwait.Until(2*time.Second, func() bool {
 		for _, s := range exp.GetSpans() {
 			if s.Name == name && s.SpanKind == trace.SpanKindServer && (match == nil || match(s)) {
-				return exp.GetSpans()
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if !ended {
+		t.Fatalf("no server span %q among %v", name, exp.GetSpans())
 	}
-	t.Fatalf("no server span %q among %v", name, exp.GetSpans())
-	return nil
+	return exp.GetSpans()
 }
 
 func TestTraceOfAFailoverCall(t *testing.T) {
@@ -424,12 +427,7 @@ func TestShedAndQueueMetrics(t *testing.T) {
 	for range 2 {
 		wg.Go(func() { _, _ = f.client.Generate(ctx, req("us-east-1", 4)) })
 	}
-	for i := 0; len(f.near.parents())+len(f.far.parents()) < 2; i++ {
-		if i > 500 {
-			t.Fatal("blocked calls never reached the backends")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the two blocked calls to reach the backends", func() bool { return len(f.near.parents())+len(f.far.parents()) >= 2 })
 	_, err := f.client.Generate(ctx, req("us-east-1", 4))
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("want RESOURCE_EXHAUSTED, got %v", err)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -397,17 +398,14 @@ func TestScrapedLoadAcrossEndpoints(t *testing.T) {
 	bsrv := newFake(t, nil)
 	bsrv.metrics.Store(ptr(fixture(t, "sglang.prom")))
 	b := newBackend(t, map[string]string{OptServer: "vllm", OptMetricsInterval: "20ms", OptSlotsPerEndpoint: "64"}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, a.URL, bsrv.URL)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		l, ok := b.Load()
+	var l backends.Load
+	var ok bool
+	if !testwait.Until(5*time.Second, func() bool {
+		l, ok = b.Load()
 		// a: 61 running, 2 queued → full at 61; b's metrics are not vLLM's: unknown, 64 slots, nothing outstanding.
-		if ok && l.Running == 61 && l.Queued == 2 && l.Capacity == 61+64 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("load %+v %v", l, ok)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return ok && l.Running == 61 && l.Queued == 2 && l.Capacity == 61+64
+	}) {
+		t.Fatalf("load %+v %v", l, ok)
 	}
 }
 
@@ -433,17 +431,12 @@ func TestLeastOutstandingAndDeadEndpoints(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _, _ = be.Generate(context.Background(), req) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for aHits.Load()+bHits.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the first call to reach an endpoint", func() bool { return aHits.Load()+bHits.Load() > 0 })
 	if aHits.Load() == 0 {
 		// It landed on b and finished; park it on a explicitly.
 		wg.Add(1)
 		go func() { defer wg.Done(); _, _ = be.Generate(context.Background(), req) }()
-		for aHits.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		testwait.For(t, 5*time.Second, "a call parked on endpoint a", func() bool { return aHits.Load() > 0 })
 	}
 	before := bHits.Load()
 	for range 6 {
@@ -573,19 +566,12 @@ func TestDNSEndpointsFollowTheName(t *testing.T) {
 	r2 := &fakeResolver{}
 	r2.set(nil, "127.0.0.1")
 	b2 := newBackend(t, map[string]string{OptMetrics: "off", OptResolveInterval: "10ms"}, Options{Resolver: r2}, "dns:///llama.inference.svc:"+itoa(port))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.For(t, 5*time.Second, "three background re-resolutions", func() bool {
 		r2.mu.Lock()
 		n := r2.calls
 		r2.mu.Unlock()
-		if n >= 3 && len(b2.eps.list()) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("background re-resolution: %d lookups", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return n >= 3 && len(b2.eps.list()) == 1
+	})
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -768,16 +754,13 @@ func TestMetricsOnTheirOwnPort(t *testing.T) {
 	prom.metrics.Store(ptr(fixture(t, "tgi.prom")))
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(prom.URL, "http://"))
 	b := newBackend(t, map[string]string{OptServer: "tgi", OptMetricsInterval: "20ms", OptMetricsPort: port, OptSlotsPerEndpoint: "16"}, Options{}, api.URL)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		l, ok := b.Load()
-		if ok && l.Running == 7 && l.Queued == 3 && l.Capacity == 7 {
-			break // queued calls: full at what runs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("load %+v %v", l, ok)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var l backends.Load
+	var ok bool
+	if !testwait.Until(5*time.Second, func() bool {
+		l, ok = b.Load()
+		return ok && l.Running == 7 && l.Queued == 3 && l.Capacity == 7 // queued calls: full at what runs
+	}) {
+		t.Fatalf("load %+v %v", l, ok)
 	}
 	if _, err := New(backends.Spec{Pool: "p", Endpoints: []string{api.URL}, Options: map[string]string{OptMetricsPort: "99999"}}, Options{}); err == nil {
 		t.Fatal("bad metrics_port accepted")

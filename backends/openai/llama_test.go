@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/openai/llamatest"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -101,16 +102,13 @@ func TestLlamaServerUnaryAndStream(t *testing.T) {
 	}
 	// A scrape taken after the calls shows the server's two slots, none busy.
 	after := time.Now()
-	deadline := after.Add(10 * time.Second)
-	for {
-		l, ok := b.Load()
-		if ok && l.At.After(after) && l.Capacity == 2 && l.Running == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("load after the calls: %+v %v (want capacity 2 from /props, nothing running)", l, ok)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var l backends.Load
+	var ok bool
+	if !testwait.Until(10*time.Second, func() bool {
+		l, ok = b.Load()
+		return ok && l.At.After(after) && l.Capacity == 2 && l.Running == 0
+	}) {
+		t.Fatalf("load after the calls: %+v %v (want capacity 2 from /props, nothing running)", l, ok)
 	}
 }
 
@@ -197,16 +195,13 @@ func TestLlamaServerKilledMidStreamAndBusySlots(t *testing.T) {
 		})
 	}()
 	<-busy
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l, ok := b.Load()
-		if ok && l.Running == 1 && l.Capacity == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("busy server's load never showed 1 running of 1: %+v %v", l, ok)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var l backends.Load
+	var ok bool
+	if !testwait.Until(10*time.Second, func() bool {
+		l, ok = b.Load()
+		return ok && l.Running == 1 && l.Capacity == 1
+	}) {
+		t.Fatalf("busy server's load never showed 1 running of 1: %+v %v", l, ok)
 	}
 	srv.Kill()
 	err := <-errc

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -45,16 +46,10 @@ func wantCode(t *testing.T, err error, want codes.Code) {
 	}
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 5 s (testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 5000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testwait.For(t, 5*time.Second, what, cond)
 }
 
 // holder runs streams that block in send after their first chunk until released.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -93,24 +94,27 @@ func start(t *testing.T, args []string, pools int) (addrs map[string]string, con
 			t.Error("run did not return after cancel")
 		}
 	})
-	for i := 0; i < 5000; i++ {
+	started := testwait.Until(5*time.Second, func() bool {
 		s := out.String()
 		if m := servingRE.FindAllStringSubmatch(s, -1); len(m) == pools && controlRE.MatchString(s) {
 			addrs = map[string]string{}
 			for _, x := range m {
 				addrs[x[1]] = x[2]
 			}
-			return addrs, controlRE.FindStringSubmatch(s)[1], out
+			control = controlRE.FindStringSubmatch(s)[1]
+			return true
 		}
 		select {
 		case err := <-done:
 			t.Fatalf("run ended early: %v\nstdout:\n%s\nstderr:\n%s", err, s, errOut.String())
 		default:
 		}
-		time.Sleep(time.Millisecond)
+		return false
+	})
+	if !started {
+		t.Fatalf("servers did not start; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	}
-	t.Fatalf("servers did not start; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
-	return nil, "", nil
+	return addrs, control, out
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -37,13 +41,63 @@ func placements(t *testing.T, inf pb.InferenceClient) []string {
 
 func waitPlacements(t *testing.T, inf pb.InferenceClient, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Join(placements(t, inf), ",") != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("pools %v, want %s", placements(t, inf), want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testwait.Until(5*time.Second, func() bool { return strings.Join(placements(t, inf), ",") == want }) {
+		t.Fatalf("pools %v, want %s", placements(t, inf), want)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the router's writes and the
+// test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRouterLogging is startRouter keeping the router's log (its stderr),
+// so a test can wait for what it logs.
+func startRouterLogging(t *testing.T, args ...string) (addr string, log *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	log = &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off"}, args...), &out, log)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("run did not return")
+		}
+	})
+	addrRe := regexp.MustCompile(`listening on (\S+)`)
+	testwait.For(t, 10*time.Second, "the router to say where it listens", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("router did not start: %v\n%s", err, log.String())
+		default:
+		}
+		m := addrRe.FindStringSubmatch(out.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return addr, log
 }
 
 func TestConfigReloadsOnFileChangeAndSIGHUP(t *testing.T) {
@@ -58,13 +112,17 @@ func TestConfigReloadsOnFileChangeAndSIGHUP(t *testing.T) {
 	}
 	base := time.Now().Add(-time.Hour)
 	write(reloadFleet, base)
-	addr, _ := startRouter(t, "--config", path, "--watch-config", "50ms")
+	addr, log := startRouterLogging(t, "--config", path, "--watch-config", "50ms")
 	inf := pb.NewInferenceClient(dial(t, addr))
 	waitPlacements(t, inf, "a,b")
 
 	// An invalid file is rejected and the running config stays.
 	write(strings.Replace(reloadFleet, "max_concurrent: 4}}\n  - {name: b", "max_concurrent: -4}}\n  - {name: b", 1), base.Add(time.Minute))
-	time.Sleep(300 * time.Millisecond)
+	if !testwait.Until(20*time.Second, func() bool {
+		return strings.Contains(log.String(), "config reload rejected") && strings.Contains(log.String(), "max_concurrent")
+	}) {
+		t.Fatalf("no rejection of the invalid file in the log:\n%s", log.String())
+	}
 	waitPlacements(t, inf, "a,b")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

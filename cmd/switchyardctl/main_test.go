@@ -32,6 +32,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -411,16 +412,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitFor polls cond for up to 5s.
+// waitFor polls cond for up to 5s (testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testwait.For(t, 5*time.Second, what, cond)
 }
 
 func TestWatchStreamsChangesUntilCanceled(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	"github.com/switchyard-dev/switchyard/loadtest/testfake"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -135,10 +136,7 @@ func TestRunTiming(t *testing.T) {
 			t.Fatalf("before %ds: %d calls, want %d", i+1, got, wantAfter[max(i-1, 0)]*boolInt(i > 0))
 		}
 		fake.Advance(time.Second)
-		deadline := time.Now().Add(10 * time.Second)
-		for len(srv.Controls()) < want && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		testwait.Until(10*time.Second, func() bool { return len(srv.Controls()) >= want })
 		if got := len(srv.Controls()); got != want {
 			t.Fatalf("after %ds: %d calls, want %d", i+1, got, want)
 		}
