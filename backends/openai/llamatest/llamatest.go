@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 )
 
 // Alias is the model name the servers answer to unless Options.Alias says otherwise.
@@ -171,27 +173,30 @@ func start(bin string, o Options, port int) (*Server, error) {
 	}
 	s := &Server{URL: "http://" + net.JoinHostPort(o.Host, strconv.Itoa(port)), Port: port, opts: o, cmd: cmd, done: make(chan struct{}), out: out}
 	go func() { _ = cmd.Wait(); close(s.done) }()
-	deadline := time.Now().Add(30 * time.Second)
 	client := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
+	exited := false
+	healthy := testwait.Until(30*time.Second, func() bool {
 		select {
 		case <-s.done:
-			return nil, fmt.Errorf("exited at start: %s", out.tail())
+			exited = true
+			return true
 		default:
 		}
-		if resp, err := client.Get(s.URL + "/health"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s, nil
-			}
+		resp, err := client.Get(s.URL + "/health")
+		if err != nil {
+			return false
 		}
-		select {
-		case <-s.done:
-		case <-time.After(20 * time.Millisecond):
-		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	switch {
+	case exited:
+		return nil, fmt.Errorf("exited at start: %s", out.tail())
+	case !healthy:
+		s.Kill()
+		return nil, fmt.Errorf("not healthy within 30s: %s", out.tail())
 	}
-	s.Kill()
-	return nil, fmt.Errorf("not healthy within 30s: %s", out.tail())
+	return s, nil
 }
 
 // Restart starts the server again on the same port after Kill.
