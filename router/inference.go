@@ -14,7 +14,6 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/policy"
-	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // RPC names for the request metrics' rpc label.
@@ -110,7 +109,7 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return nil, err
 	}
-	ctx = withCallerRegion(telemetry.WithRequestID(ctx, c.req.RequestId), c.state.regions.of(c.preq.CallerRegion))
+	ctx = withCall(ctx, c)
 	var resp *pb.GenerateResponse
 	route, err := s.disp.run(ctx, c, nil, func(ctx context.Context, p *pool, req *pb.GenerateRequest, _ func()) (*pb.Usage, error) {
 		r, err := p.backend.Generate(ctx, req)
@@ -167,7 +166,7 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
 		return err
 	}
-	ctx = withCallerRegion(telemetry.WithRequestID(ctx, c.req.RequestId), c.state.regions.of(c.preq.CallerRegion))
+	ctx = withCall(ctx, c)
 	prog := &progress{}
 	var firstTok time.Time
 	var final *pb.GenerateChunk

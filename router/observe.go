@@ -178,10 +178,11 @@ func (cr *callerRegions) of(region string) *regionLabel {
 
 type callerRegionKey struct{}
 
-// withCallerRegion returns ctx carrying the call's caller_region label, which
-// the observer's shed reads (the dispatcher passes the call's context on).
-func withCallerRegion(ctx context.Context, l *regionLabel) context.Context {
-	return context.WithValue(ctx, callerRegionKey{}, l)
+// withCall returns ctx carrying the call's request id (for log lines) and
+// its caller_region label, which the observer's shed reads (the dispatcher
+// passes the call's context on), in one context node.
+func withCall(ctx context.Context, c *call) context.Context {
+	return telemetry.WithRequestIDValue(ctx, c.req.RequestId, callerRegionKey{}, c.state.regions.of(c.preq.CallerRegion))
 }
 
 // attrCache keeps one attribute set per distinct label combination of the

@@ -14,8 +14,37 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, requestIDKey{}, id)
 }
 
-// RequestID returns the request id WithRequestID put in ctx, or "".
+// WithRequestIDValue returns ctx carrying the call's request id, as
+// WithRequestID does, and val under key, in one context node: the request
+// path pays one allocation for both instead of three (two nodes and the boxed
+// id). key must be comparable, as for context.WithValue.
+func WithRequestIDValue(ctx context.Context, id string, key, val any) context.Context {
+	return &requestCtx{Context: ctx, id: id, key: key, val: val}
+}
+
+// requestCtx is WithRequestIDValue's context node.
+type requestCtx struct {
+	context.Context
+	id       string
+	key, val any
+}
+
+func (c *requestCtx) Value(k any) any {
+	switch k {
+	case requestIDKey{}:
+		return c.id
+	case c.key:
+		return c.val
+	}
+	return c.Context.Value(k)
+}
+
+// RequestID returns the request id WithRequestID or WithRequestIDValue put
+// in ctx, or "".
 func RequestID(ctx context.Context) string {
+	if c, ok := ctx.(*requestCtx); ok {
+		return c.id
+	}
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -93,5 +94,32 @@ func TestLogHandlerAddsIDs(t *testing.T) {
 	}
 	if _, ok := second["trace_id"]; ok {
 		t.Fatalf("line without a span got a trace id: %v", second)
+	}
+}
+
+func TestWithRequestIDValue(t *testing.T) {
+	type k1 struct{}
+	type k2 struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), k2{}, "outer"))
+	ctx := telemetry.WithRequestIDValue(parent, "req-7", k1{}, 42)
+	child, stop := context.WithCancel(ctx)
+	defer stop()
+	if got := telemetry.RequestID(ctx); got != "req-7" {
+		t.Fatalf("request id %q", got)
+	}
+	if got := telemetry.RequestID(child); got != "req-7" {
+		t.Fatalf("request id through a child %q", got)
+	}
+	if child.Value(k1{}) != 42 || child.Value(k2{}) != "outer" || child.Value("other") != nil {
+		t.Fatalf("values %v %v %v", child.Value(k1{}), child.Value(k2{}), child.Value("other"))
+	}
+	cancel()
+	select { // the parent's cancellation reaches through the node
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a child of the node was not cancelled with its parent")
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the node did not report its parent's cancellation")
 	}
 }
