@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"maps"
 	"math"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/console"
@@ -377,10 +377,12 @@ func TestHistoryChartsShedsPerCallerRegion(t *testing.T) {
 
 	want := map[string]float64{"eu-west-1": 3, "other": 3, "us-east-1": 1}
 	var byRegion, byPriority map[string]float64
-	eventually(t, 10*time.Second, "the sheds in the chart history", func() bool {
+	if !testwait.Until(10*time.Second, func() bool {
 		byRegion, byPriority = shedTotals(t, f)
 		return maps.Equal(byRegion, want)
-	}, func() string { return fmt.Sprintf("sheds by caller region %v, want %v", byRegion, want) })
+	}) {
+		t.Fatalf("sheds by caller region in the chart history %v, want %v", byRegion, want)
+	}
 	if byPriority["standard"] != 7 || len(byPriority) != 1 {
 		t.Fatalf("sheds by priority %v, want standard 7", byPriority)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -232,7 +233,7 @@ func (f *fixture) fillFleet(t *testing.T) {
 			_, _ = cl.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.3-70b", Prompt: "hold", MaxTokens: 4})
 		})
 	}
-	eventually(t, 10*time.Second, "a call held on every pool", func() bool {
+	testwait.For(t, 10*time.Second, "a call held on every pool", func() bool {
 		code, body := f.post(t, viewerToken, "ListPools", `{}`)
 		if code != http.StatusOK {
 			t.Fatalf("ListPools: %d %v", code, body)
@@ -259,29 +260,6 @@ func (f *fixture) shed(t *testing.T, n int, region string) {
 			Routing: &pb.RoutingHints{CallerRegion: region}})
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Fatalf("call %d from %q: %v, want RESOURCE_EXHAUSTED", i, region, err)
-		}
-	}
-}
-
-// eventually polls ok every 20 ms until it holds, failing the test after
-// within (with got's description of the last state, when given); the poll
-// waits on a ticker, so a fast machine never waits longer than the condition
-// takes.
-func eventually(t *testing.T, within time.Duration, what string, ok func() bool, got ...func() string) {
-	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-deadline.C:
-			last := ""
-			for _, g := range got {
-				last += ": " + g()
-			}
-			t.Fatalf("timed out after %s waiting for %s%s", within, what, last)
-		case <-tick.C:
 		}
 	}
 }

@@ -3,7 +3,6 @@ package openaihttp_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -154,35 +154,10 @@ func total(m map[string]int32) (n int32) {
 func (fd *frontDoor) waitInFlight(t *testing.T, want int32, within time.Duration) map[string]int32 {
 	t.Helper()
 	var m map[string]int32
-	eventually(t, within, fmt.Sprintf("an in-flight total of %d", want), func() bool {
-		m = fd.inFlight(t)
-		return total(m) == want
-	}, func() string { return fmt.Sprintf("in flight %v (total %d)", m, total(m)) })
-	return m
-}
-
-// eventually checks ok at once and then every 20 ms until it holds, and
-// fails the test when within passes first (with got's description of the
-// last state, when given). It waits on a ticker and a timer, never a sleep:
-// a fast machine returns as soon as the condition holds, a slow one gets the
-// whole bound.
-func eventually(t *testing.T, within time.Duration, what string, ok func() bool, got ...func() string) {
-	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !ok() {
-		select {
-		case <-deadline.C:
-			last := ""
-			for _, g := range got {
-				last += ": " + g()
-			}
-			t.Fatalf("timed out after %s waiting for %s%s", within, what, last)
-		case <-tick.C:
-		}
+	if !testwait.Until(within, func() bool { m = fd.inFlight(t); return total(m) == want }) {
+		t.Fatalf("in flight %v (total %d), want total %d within %s", m, total(m), want, within)
 	}
+	return m
 }
 
 // euRegions are the demo fleet's EU pools' regions.
