@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -253,6 +254,50 @@ func TestStreamContinuesOnAnotherPoolWhenAPoolDiesMidStream(t *testing.T) {
 	}
 	if !strings.HasSuffix(text.String(), " ") || strings.Count(text.String(), " ") != 120 {
 		t.Fatalf("text has %d words, want 120", strings.Count(text.String(), " "))
+	}
+}
+
+// TestStreamOnRouteNamesEachAttemptsPool: CompleteStreamWith's OnRoute hook
+// names the pool of each attempt before that attempt's first chunk reaches
+// send — the first pool before any token, the second when the stream is
+// continued on it — and the final chunk's route agrees.
+func TestStreamOnRouteNamesEachAttemptsPool(t *testing.T) {
+	a := &simPool{name: "a", cloud: "aws", region: "us-east-1", accel: "h100", limit: 4, timeScale: 5}
+	b := &simPool{name: "b", cloud: "gcp", region: "us-central1", accel: "tpu-v6e", limit: 4, timeScale: 50}
+	f := startFleet(t, fleetOpts{}, a, b)
+	var events []string // "route POOL attempts tried" and "tokens N" in the order they happened
+	var routes []*pb.Route
+	var tokens int32
+	var last *pb.GenerateChunk
+	err := f.rt.CompleteStreamWith(ctxT(t, 20*time.Second), "test", req("us-east-1", 120), func(ch *pb.GenerateChunk) error {
+		tokens += ch.Tokens
+		last = ch
+		events = append(events, fmt.Sprintf("tokens %d", tokens))
+		if tokens >= 20 && !a.pool.Fault().GetOutage() {
+			if err := a.pool.SetFault(&pb.Fault{Outage: true}); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	}, router.StreamOptions{OnRoute: func(r *pb.Route) {
+		routes = append(routes, r)
+		events = append(events, fmt.Sprintf("route %s %d %s", r.GetPool(), r.GetAttempts(), strings.Join(r.GetPoolsTried(), ",")))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 2 || events[0] != "route a 1 a" {
+		t.Fatalf("events %q: want the route of a first, then one more", events)
+	}
+	if r := routes[0]; r.GetCloud() != "aws" || r.GetRegion() != "us-east-1" || r.GetAccelerator() != "h100" {
+		t.Fatalf("first route %v", r)
+	}
+	second := slices.Index(events, "route b 2 a,b")
+	if second < 0 || !strings.HasPrefix(events[second-1], "tokens ") || routes[1].GetRegion() != "us-central1" || routes[1].GetAccelerator() != "tpu-v6e" {
+		t.Fatalf("events %q: want b's route after a's tokens", events)
+	}
+	if fin := last.GetRoute(); tokens != 120 || fin.GetPool() != "b" || fin.GetAttempts() != 2 {
+		t.Fatalf("%d tokens, final route %v", tokens, fin)
 	}
 }
 

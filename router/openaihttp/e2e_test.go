@@ -152,6 +152,11 @@ func TestOpenAIGoChatStreamEUResidencyStaysInEU(t *testing.T) {
 		if resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" || resp.Header.Get("X-Request-Id") == "" {
 			t.Fatalf("stream headers %v", resp.Header)
 		}
+		// No failover here: the route headers (the pool of the first token)
+		// are the final route.
+		if h := resp.Header; h.Get("X-Switchyard-Pool") != fin.Pool || h.Get("X-Switchyard-Region") != fin.Region || h.Get("X-Switchyard-Attempts") != "1" {
+			t.Fatalf("stream route headers %v, final route %+v", h, fin)
+		}
 	}
 }
 
