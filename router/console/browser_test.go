@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -456,4 +458,39 @@ func TestBrowserDNSRebindingRefused(t *testing.T) {
 	if role := eval[string](b, `document.querySelector('#role').textContent`); role != "viewer" {
 		t.Fatalf("role %q under the allowed name", role)
 	}
+}
+
+// TestBrowserChartsCatchUpAfterAStreamGap: the live stream connects late
+// (held back in the page until after calls were shed), so the samples taken
+// meanwhile never come over it; the page notices the gap in the samples and
+// reloads the history, and the sheds are all counted.
+func TestBrowserChartsCatchUpAfterAStreamGap(t *testing.T) {
+	f := newFixture(t, fixtureOptions{QueueMaxWait: 50 * time.Millisecond})
+	b := newBrowser(t)
+	b.do("open the console", chromedp.Navigate(f.url+"/"), chromedp.WaitVisible("#token"))
+	// Hold the stream's request until released: a slow network.
+	eval[bool](b, `(() => {
+		const orig = window.fetch;
+		let release;
+		const gate = new Promise((r) => { release = r; });
+		window.__releaseStream = () => { release(); return true; };
+		window.fetch = (url, opts) => String(url).includes('/api/v1/stream') ? gate.then(() => orig(url, opts)) : orig(url, opts);
+		return true;
+	})()`)
+	b.do("sign in", chromedp.SendKeys("#token", viewerToken+"\r"))
+	b.waitFor("the fleet", `document.querySelectorAll('#fleet-body tr[data-pool]').length === 8`)
+
+	f.fillFleet(t)
+	f.shed(t, 2, "eu-west-1")
+	f.shed(t, 1, "")
+	// Wait until the samples with the sheds are history: the newest sample
+	// (the one a stream sends first) counts none of them.
+	want := map[string]float64{"eu-west-1": 2, "us-east-1": 1}
+	testwait.For(t, 10*time.Second, "the sheds in older samples than the newest", func() bool {
+		byRegion, _, latest := shedTotals(t, f)
+		return maps.Equal(byRegion, want) && latest == 0
+	})
+	eval[bool](b, `window.__releaseStream()`)
+	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
+	b.waitFor("every shed counted", `[...document.querySelectorAll('#legend-sheds-region .item')].map(e => e.dataset.series + ' ' + e.textContent.split(' · ')[1]).join(', ') === 'eu-west-1 2 in 15 min, us-east-1 1 in 15 min'`)
 }

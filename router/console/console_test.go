@@ -378,7 +378,7 @@ func TestHistoryChartsShedsPerCallerRegion(t *testing.T) {
 	want := map[string]float64{"eu-west-1": 3, "other": 3, "us-east-1": 1}
 	var byRegion, byPriority map[string]float64
 	if !testwait.Until(10*time.Second, func() bool {
-		byRegion, byPriority = shedTotals(t, f)
+		byRegion, byPriority, _ = shedTotals(t, f)
 		return maps.Equal(byRegion, want)
 	}) {
 		t.Fatalf("sheds by caller region in the chart history %v, want %v", byRegion, want)
@@ -389,8 +389,9 @@ func TestHistoryChartsShedsPerCallerRegion(t *testing.T) {
 }
 
 // shedTotals adds up the history's shed rates into counts per caller region
-// and per priority (rate × the time since the previous sample, rounded).
-func shedTotals(t *testing.T, f *fixture) (byRegion, byPriority map[string]float64) {
+// and per priority (rate × the time since the previous sample, rounded), and
+// returns the newest sample's shed rate over all regions.
+func shedTotals(t *testing.T, f *fixture) (byRegion, byPriority map[string]float64, latest float64) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, f.url+"/api/v1/history", nil)
 	if err != nil {
@@ -427,7 +428,12 @@ func shedTotals(t *testing.T, f *fixture) (byRegion, byPriority map[string]float
 			m[k] = math.Round(v)
 		}
 	}
-	return byRegion, byPriority
+	if n := len(h.Samples); n > 0 {
+		for _, v := range h.Samples[n-1].ShedsByRegion {
+			latest += v
+		}
+	}
+	return byRegion, byPriority, latest
 }
 
 // TestHostAllowList sends real requests over loopback with the Host header a

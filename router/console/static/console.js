@@ -526,6 +526,12 @@
   function addSample(s) {
     const last = S.samples[S.samples.length - 1];
     if (last && last.t >= s.t) return;
+    if (last && s.t - last.t > 1.5 * S.everyMs && !S.refilling) {
+      // Samples were missed (between the history and the stream, or while
+      // the stream reconnected): the router's ring has them all.
+      S.refilling = true;
+      loadHistory().catch(() => {}).finally(() => { S.refilling = false; });
+    }
     S.samples.push(s);
     const cut = s.t - WINDOW_MS;
     while (S.samples.length && S.samples[0].t < cut) S.samples.shift();
