@@ -3,7 +3,8 @@
 #
 # Starts, on free loopback ports: switchyard-sim serving one pool of 100,000
 # slots at time scale 100000 (a 4-token Generate takes microseconds), nginx
-# (grpc_pass to a keepalive upstream), the smallest grpc-go proxy
+# (grpc_pass to a keepalive upstream; worker_processes auto, or 1 with PIN=1),
+# the smallest grpc-go proxy
 # (scripts/grpc-floor-proxy: forwards bytes, nothing else — the floor any
 # grpc-go proxy pays here), a real redis-server, and switchyard in front of the
 # simulator twice: with Redis counters and with in-memory ones. It also times
@@ -17,6 +18,7 @@
 #   ./scripts/bench-proxy.sh                 # or: make bench-proxy
 #   ROUNDS=3 RATE=1000 DURATION=15s ./scripts/bench-proxy.sh
 #   PROFILE=1 ./scripts/bench-proxy.sh       # also CPU and alloc profiles of switchyard (Redis) under the fixed rate
+#   PIN=1 ./scripts/bench-proxy.sh           # load generator and backend on CPU 0, each proxy on CPU 1
 #
 # Installs nginx (Debian) and ghz (go install, into a cache directory) when
 # missing. Needs redis-server (scripts/test.sh installs it) and python3.
@@ -53,6 +55,15 @@ if [ -z "$GHZ" ]; then
 	fi
 fi
 
+# PIN=1 (needs 2+ CPUs): the load generator and the backend run on CPU 0,
+# every proxy under test (nginx, the floor, switchyard and its redis-server)
+# on CPU 1, so each proxy gets the same one core and ghz's own work does not
+# land in its latency.
+LOADGEN="" PROXY="" NGINX_WORKERS=auto
+if [ "${PIN:-0}" = 1 ]; then
+	LOADGEN="taskset -c 0" PROXY="taskset -c 1" NGINX_WORKERS=1 # one worker per core it may use
+fi
+
 WORK=$(mktemp -d /tmp/bench-proxy.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
@@ -77,7 +88,7 @@ echo "bench-proxy: building" >&2
 go build -o "$WORK/bin/" ./cmd/switchyard ./cmd/switchyard-sim ./scripts/grpc-floor-proxy
 
 SIM=$(freeport)
-"$WORK/bin/switchyard-sim" --pool "bench=h100:100000@127.0.0.1:$SIM" --time-scale 100000 \
+$LOADGEN "$WORK/bin/switchyard-sim" --pool "bench=h100:100000@127.0.0.1:$SIM" --time-scale 100000 \
 	--queue-length 100000 --control-listen off --log-level error >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 waitport "$SIM" switchyard-sim
@@ -85,7 +96,7 @@ waitport "$SIM" switchyard-sim
 NGX=$(freeport)
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes $NGINX_WORKERS;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
 daemon off;
@@ -111,12 +122,12 @@ http {
 	}
 }
 EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+$PROXY "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 waitport "$NGX" nginx
 
 REDIS=$(freeport)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+$PROXY redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 waitport "$REDIS" redis-server
 
@@ -130,7 +141,7 @@ EOF
 start_router() { # start_router PORT DEBUGPORT [extra flags]
 	local port=$1 dbg=$2
 	shift 2
-	env ${ROUTER_ENV:-} "$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
+	$PROXY env ${ROUTER_ENV:-} "$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
 		--metrics-listen "127.0.0.1:$(freeport)" --console-listen off --http-listen off --watch-config 0 \
 		--debug-listen "127.0.0.1:$dbg" "$@" >"$WORK/router-$port.log" 2>&1 &
 	PIDS+=($!)
@@ -143,7 +154,7 @@ SYM=$(freeport)
 start_router "$SYM" "$(freeport)"
 
 FLOOR=$(freeport)
-"$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0.0.1:$SIM" >"$WORK/floor.log" 2>&1 &
+$PROXY "$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0.0.1:$SIM" >"$WORK/floor.log" 2>&1 &
 PIDS+=($!)
 waitport "$FLOOR" grpc-floor-proxy
 
@@ -153,7 +164,7 @@ DATA='{"model":"bench","prompt":"hello from the proxy benchmark","max_tokens":4}
 ghz_run() { # ghz_run ADDR OUT [ghz flags]
 	local addr=$1 out=$2
 	shift 2
-	"$GHZ" --insecure --proto proto/switchyard/v1/inference.proto --import-paths proto \
+	$LOADGEN "$GHZ" --insecure --proto proto/switchyard/v1/inference.proto --import-paths proto \
 		--call switchyard.v1.Inference/Generate -d "$DATA" --connections 4 -O json "$@" "$addr" >"$out"
 }
 
@@ -170,7 +181,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		if [ "$p" = redis ]; then
 			# One Redis round trip on its own (C client, one connection, idle
 			# Redis): what a reservation's round trip costs at the least.
-			redis-benchmark -p "$REDIS" -c 1 -n 5000 -t ping --csv 2>/dev/null | tr -d '"' |
+			$LOADGEN redis-benchmark -p "$REDIS" -c 1 -n 5000 -t ping --csv 2>/dev/null | tr -d '"' |
 				awk -F, '$1 == "PING_MBULK" {print $5, $7}' >"$WORK/redis-rtt-$r"
 			before=$(redis_evals)
 		fi
