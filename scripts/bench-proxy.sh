@@ -42,6 +42,7 @@ need_apt() { # need_apt COMMAND PACKAGE
 need_apt nginx nginx
 need_apt redis-server redis-server
 need_apt python3 python3
+need_apt curl curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/bin
@@ -138,20 +139,21 @@ pools:
   - {name: bench, cloud: aws, region: us-east-1, accelerator: h100, models: [bench],
      endpoints: ["127.0.0.1:$SIM"], limits: {max_concurrent: 100000}, cost_per_million_tokens: 1}
 EOF
-start_router() { # start_router PORT DEBUGPORT [extra flags]
-	local port=$1 dbg=$2
-	shift 2
+start_router() { # start_router PORT DEBUGPORT METRICSPORT [extra flags]
+	local port=$1 dbg=$2 met=$3
+	shift 3
 	$PROXY env ${ROUTER_ENV:-} "$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
-		--metrics-listen "127.0.0.1:$(freeport)" --console-listen off --http-listen off --watch-config 0 \
+		--metrics-listen "127.0.0.1:$met" --console-listen off --http-listen off --watch-config 0 \
 		--debug-listen "127.0.0.1:$dbg" "$@" >"$WORK/router-$port.log" 2>&1 &
 	PIDS+=($!)
 	waitport "$port" "switchyard on $port"
 }
 SYR=$(freeport)
 SYR_DBG=$(freeport)
-start_router "$SYR" "$SYR_DBG" --redis "redis://127.0.0.1:$REDIS/0"
+SYR_MET=$(freeport)
+start_router "$SYR" "$SYR_DBG" "$SYR_MET" --redis "redis://127.0.0.1:$REDIS/0"
 SYM=$(freeport)
-start_router "$SYM" "$(freeport)"
+start_router "$SYM" "$(freeport)" "$(freeport)"
 
 FLOOR=$(freeport)
 $PROXY "$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0.0.1:$SIM" >"$WORK/floor.log" 2>&1 &
@@ -171,6 +173,13 @@ ghz_run() { # ghz_run ADDR OUT [ghz flags]
 # Warm every path (connections, JIT-free but caches and pools).
 for p in "${PATHS[@]}"; do ghz_run "${ADDR[$p]}" "$WORK/warm.json" -c 16 -n 2000; done
 
+# acquire_stats: sum and count of the Redis router's own Acquire histogram.
+acquire_stats() {
+	curl -sf "http://127.0.0.1:$SYR_MET/metrics" | awk '
+		/^switchyard_capacity_acquire_duration_seconds_sum/ {s += $NF}
+		/^switchyard_capacity_acquire_duration_seconds_count/ {c += $NF}
+		END {printf "%.9f %d\n", s, c}'
+}
 redis_evals() { redis-cli -p "$REDIS" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ {n+=$3} END {print n+0}'; }
 
 for r in $(seq 1 "$ROUNDS"); do
@@ -184,6 +193,7 @@ for r in $(seq 1 "$ROUNDS"); do
 			$LOADGEN redis-benchmark -p "$REDIS" -c 1 -n 5000 -t ping --csv 2>/dev/null | tr -d '"' |
 				awk -F, '$1 == "PING_MBULK" {print $5, $7}' >"$WORK/redis-rtt-$r"
 			before=$(redis_evals)
+			acq_before=$(acquire_stats)
 		fi
 		if [ "$p" = redis ] && [ "${PROFILE:-0}" = 1 ] && [ "$r" = 1 ]; then
 			secs=${DURATION%s}
@@ -194,6 +204,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		if [ "$p" = redis ]; then
 			after=$(redis_evals)
 			echo "$before $after" >"$WORK/redis-evals-$r"
+			echo "$acq_before $(acquire_stats)" >"$WORK/redis-acquire-$r"
 			if [ -n "${prof:-}" ]; then
 				wait "$prof" || true
 				curl -sf -o "$WORK/allocs.pprof" "http://127.0.0.1:$SYR_DBG/debug/pprof/allocs"
@@ -271,6 +282,14 @@ rtt50 = statistics.median(float(x[0]) for x in rtt if x)
 print(f"\nabove the bare grpc-go proxy (floor), added p50: memory {rows['memory']['p50'] - f['p50']:+.2f} ms, "
       f"Redis {rows['redis']['p50'] - f['p50']:+.2f} ms; one Redis round trip on its own (redis-benchmark PING, one "
       f"connection): p50 {rtt50:.3f} ms = {rtt50 / n50:.2f}× nginx's whole added p50")
+acq = []
+for r in range(1, rounds + 1):
+    s0, c0, s1, c1 = open(f"{work}/redis-acquire-{r}").read().split()
+    if int(c1) > int(c0):
+        acq.append((float(s1) - float(s0)) / (int(c1) - int(c0)) * 1000)
+if acq:
+    print(f"\nRedis reservation inside the router (its own acquire histogram, mean per call at the fixed rate): "
+          f"{statistics.median(acq):.3f} ms")
 print(f"\nRedis: {evals / calls:.3f} scripts (EVALSHA) per call at the fixed rate ({evals} for {calls} calls): one round trip per reservation.")
 EOF
 if [ "${PROFILE:-0}" = 1 ]; then
