@@ -36,7 +36,9 @@ type call struct {
 	req    *pb.GenerateRequest
 	model  string
 	tenant string
-	// inputTokens is the estimated prompt size.
+	// inputTokens is the router's estimate of the prompt until an attempt
+	// succeeds, then the input the client is charged (dispatch.go clientInput:
+	// the backend's own count where it reported one).
 	inputTokens int
 	preq        policy.Request
 	state       *fleetState
