@@ -370,6 +370,7 @@ func (d *dispatcher) acquire(ctx context.Context, c *call, p *pool, pol policy.P
 		return lease, fmt.Errorf("pool %s: %w", p.cfg.Name, err)
 	}
 	p.local.Add(1)
+	p.sharedAcquired()
 	return lease, nil
 }
 
@@ -383,6 +384,7 @@ func (d *dispatcher) release(p *pool, l capacity.Lease, c *call, a *attempt, u *
 	}
 	d.store.Release(l, used)
 	p.local.Add(-1)
+	p.sharedReleased()
 	d.queue.wake()
 }
 

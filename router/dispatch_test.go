@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -899,5 +900,39 @@ func TestClientInput(t *testing.T) {
 				t.Errorf("client input %d, want %d", got, tc.client)
 			}
 		})
+	}
+}
+
+// A slot this replica frees shows as free in the routing view at once, not
+// at the next read of the shared count (Options.UsageRefresh away): right
+// after a release the next call is not steered off a pool whose only slot
+// the router itself just gave back.
+func TestReleasedSlotIsFreeInTheViewAtOnce(t *testing.T) {
+	pools := []fakePool{{backend: fake("a", true, step{hang: true})}}
+	df := newDispatchFleet(t, "", pools...)
+	p := df.rt.state.Load().byName["a"]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := df.rt.Complete(ctx, "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
+		done <- err
+	}()
+	testwait.For(t, 5*time.Second, "the call to hold a slot", func() bool { return p.local.Load() == 1 })
+	if got := p.shared.Load(); got != 1 {
+		t.Errorf("shared in-flight right after the acquire: %d, want 1", got)
+	}
+	df.rt.refreshUsage() // the periodic read, while the slot is held
+	if got := p.shared.Load(); got != 1 {
+		t.Errorf("shared in-flight read while the slot is held: %d, want 1", got)
+	}
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("the held call: %v, want CANCELLED", err)
+	}
+	if local, shared := p.local.Load(), p.shared.Load(); local != 0 || shared != 0 {
+		t.Fatalf("right after the release the view counts %d local, %d shared in flight; want 0 and 0", local, shared)
+	}
+	if leaks := df.leaked(t, pools...); len(leaks) > 0 {
+		t.Fatal(leaks)
 	}
 }

@@ -33,7 +33,11 @@ type pool struct {
 
 	// local is the number of calls this replica has in flight on the pool.
 	local atomic.Int64
-	// shared is the last in-flight count read from the capacity store.
+	// shared is the fleet-wide in-flight count: the last one read from the
+	// capacity store, moved by this replica's own acquires and releases
+	// since (sharedAcquired, sharedReleased), so a slot this replica frees
+	// shows as free at once instead of at the next read. Other replicas'
+	// changes show at the next read (Options.UsageRefresh).
 	shared atomic.Int64
 	// ctl is the operator changes in force on this pool (never nil once built).
 	ctl atomic.Pointer[poolControl]
@@ -251,4 +255,18 @@ func reported(b backends.Backend, now time.Time) *policy.Reported {
 		return nil
 	}
 	return &policy.Reported{Running: l.Running, Queued: l.Queued, Capacity: l.Capacity}
+}
+
+// sharedAcquired counts a slot this replica just took in the shared view.
+func (p *pool) sharedAcquired() { p.shared.Add(1) }
+
+// sharedReleased takes a slot this replica just freed out of the shared
+// view, never below zero (the last read may not have seen it).
+func (p *pool) sharedReleased() {
+	for {
+		v := p.shared.Load()
+		if v <= 0 || p.shared.CompareAndSwap(v, v-1) {
+			return
+		}
+	}
 }
