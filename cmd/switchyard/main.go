@@ -416,7 +416,6 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	return func() { _ = srv.Close() }, nil
 }
 
-// traced says which RPCs get spans: not health checks nor reflection.
 // rpcInstrumentation returns what the client port (server options) and the
 // native backend links (dial options) carry for telemetry: the call-duration
 // metrics from interceptors always, and otelgrpc's stats handlers (spans, W3C
@@ -427,7 +426,7 @@ func rpcInstrumentation(tel *telemetry.Telemetry) (*telemetry.RPCMetrics, []grpc
 	tracing := tel.TracesExporter != "none"
 	m, err := telemetry.NewRPCMetrics(telemetry.RPCMetricsOptions{
 		MeterProvider: tel.MeterProvider, Propagator: tel.Propagator, PassTraceContext: !tracing,
-		Measured: func(method string) bool { return traced(&stats.RPCTagInfo{FullMethodName: method}) },
+		Measured: instrumented,
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -445,9 +444,14 @@ func rpcInstrumentation(tel *telemetry.Telemetry) (*telemetry.RPCMetrics, []grpc
 	return m, srv, dial, nil
 }
 
-func traced(info *stats.RPCTagInfo) bool {
-	return !strings.HasPrefix(info.FullMethodName, "/grpc.health.") && !strings.HasPrefix(info.FullMethodName, "/grpc.reflection.")
+// instrumented says which RPCs are measured and traced: not health checks
+// nor reflection.
+func instrumented(fullMethod string) bool {
+	return !strings.HasPrefix(fullMethod, "/grpc.health.") && !strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
+
+// traced is instrumented in the form otelgrpc's filter takes.
+func traced(info *stats.RPCTagInfo) bool { return instrumented(info.FullMethodName) }
 
 func reload(rt *router.Server, path string, log *slog.Logger) {
 	if path == "" {
