@@ -182,11 +182,32 @@ func TestBadConfigAndFlagsAreClearErrors(t *testing.T) {
 		{[]string{"--listen", "256.0.0.1:1"}, "listen"},
 		{[]string{"--tls-cert", "x.pem"}, "--tls-key"},
 		{[]string{"stray"}, "unexpected arguments"},
+		{[]string{"--stream-workers", "-1"}, "stream-workers"},
+		{[]string{"--stream-workers", "100000"}, "stream-workers"},
+		{[]string{"--max-streams-per-connection", "0"}, "max-streams-per-connection"},
 	}
 	for _, c := range cases {
 		err := run(context.Background(), append([]string{"--metrics-listen", "off"}, c.args...), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run %v: got %v, want an error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+// --stream-workers 0 (a goroutine per call) and a small pool both serve.
+func TestStreamWorkersSettingsServe(t *testing.T) {
+	for _, n := range []string{"0", "2"} {
+		addr, stop := startRouter(t, "--sim-time-scale", "50", "--stream-workers", n)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		client := pb.NewInferenceClient(dial(t, addr))
+		for range 4 { // more calls than a pool of 2 has workers, one after another
+			if _, err := client.Generate(ctx, &pb.GenerateRequest{Model: "llama-3.1-8b", Prompt: "hi", MaxTokens: 2}); err != nil {
+				t.Errorf("--stream-workers %s: %v", n, err)
+			}
+		}
+		cancel()
+		if err := stop(); err != nil {
+			t.Errorf("--stream-workers %s: run: %v", n, err)
 		}
 	}
 }
