@@ -26,7 +26,15 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator})
+	origins, err := openaihttp.ParseAllowedOrigins(f.httpOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("--http-allowed-origins: %w", err)
+	}
+	var hosts []string // --http-listen's host, when a name, answers without tenants too
+	if host, _, err := net.SplitHostPort(f.httpListen); err == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator, AllowedOrigins: origins, AllowedHosts: hosts})
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,8 +122,12 @@ func TestHTTPListenUsesTheTLSFlags(t *testing.T) {
 	// Plain HTTP to the TLS port is refused.
 	plain := &http.Transport{}
 	defer plain.CloseIdleConnections()
-	if resp, err := (&http.Client{Transport: plain, Timeout: 5 * time.Second}).Get("http://" + strings.TrimPrefix(base, "https://") + "/v1/models"); err == nil && resp.StatusCode == 200 {
-		t.Fatal("plaintext call served on the TLS port")
+	if resp, err := (&http.Client{Transport: plain, Timeout: 5 * time.Second}).Get("http://" + strings.TrimPrefix(base, "https://") + "/v1/models"); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close() // else its connection outlives the test (goleak)
+		if resp.StatusCode == 200 {
+			t.Fatal("plaintext call served on the TLS port")
+		}
 	}
 }
 
@@ -160,5 +165,57 @@ func TestShutdownLetsInFlightHTTPStreamsFinish(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestHTTPAllowedOriginsFlag(t *testing.T) {
+	// A malformed origin stops the start with an error naming the flag and the entry.
+	for _, bad := range []string{"app.example.com", "https://app.example.com/path", "https://*.example.com"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off",
+			"--http-allowed-origins", "https://ok.example," + bad}, io.Discard, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "--http-allowed-origins") || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+			t.Fatalf("--http-allowed-origins %s: %v", bad, err)
+		}
+	}
+
+	base, _ := startWithHTTP(t, "--http-allowed-origins", "https://app.example.com, http://localhost:3000")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for origin, want := range map[string]int{"https://app.example.com": 200, "http://localhost:3000": 200, "https://evil.example": 403, "": 200} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions",
+			strings.NewReader(`{"model":"llama-3.1-8b","max_tokens":2,"messages":[{"role":"user","content":"hello"}]}`))
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		wantACAO := origin
+		if want != 200 {
+			wantACAO = ""
+		}
+		if resp.StatusCode != want || resp.Header.Get("Access-Control-Allow-Origin") != wantACAO {
+			t.Fatalf("Origin %q: status %d, Access-Control-Allow-Origin %q; want %d %q", origin, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), want, wantACAO)
+		}
+	}
+	// Without tenants, the allowed origin's host is a Host the front door answers to; other names are not.
+	for host, want := range map[string]int{"app.example.com": 200, "rebind.evil.example": 421} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/v1/models", nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("Host %s: status %d, want %d", host, resp.StatusCode, want)
+		}
 	}
 }

@@ -80,6 +80,7 @@ type flags struct {
 	debugListen     string
 	simCtlListen    string
 	httpListen      string
+	httpOrigins     string
 	redisTimeout    time.Duration
 	limits          router.GRPCOptions
 	maxConns        int
@@ -131,6 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&f.maxConns, "max-connections", router.DefaultMaxConnections, "client connections served at once on --listen; more are closed when accepted")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
 	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:8080", "OpenAI-compatible HTTP API address (/v1/chat/completions, /v1/completions, /v1/models; \"off\" disables); the --tls-* flags apply to it too")
+	fs.StringVar(&f.httpOrigins, "http-allowed-origins", "", "comma-separated web origins (https://app.example.com, or * for all) whose pages may call --http-listen from a browser, with CORS; other Origin headers get 403 (the page's own host and localhost on the listen port are allowed); without tenants their hosts are also allowed in Host")
 	fs.StringVar(&f.simCtlListen, "sim-control-listen", "", "serve switchyard.v1.SimControl (fault injection into simulated pools) on this address; default off; loopback only unless --tls-cert is set, then every call needs an operator admin token (docs/security.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

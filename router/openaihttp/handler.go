@@ -72,6 +72,17 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Now is the clock for "created" timestamps (default time.Now).
 	Now func() time.Time
+	// AllowedOrigins are the web origins ("https://app.example.com", or "*"
+	// for all) whose pages may call the front door from a browser, with CORS.
+	// A request with any other Origin header gets 403, except from the
+	// request's own host and from localhost, 127.0.0.1 and [::1] on the port
+	// the connection arrived on (origin.go). SDKs send no Origin.
+	AllowedOrigins []string
+	// AllowedHosts are host names (optionally name:port; any port matches)
+	// a request's Host header may carry when the fleet has no tenants,
+	// besides IP addresses, localhost and the hosts of AllowedOrigins; others
+	// get 421 (DNS-rebinding defence). The command passes --http-listen's host.
+	AllowedHosts []string
 }
 
 // Handler serves the OpenAI-compatible API. Safe for concurrent use.
@@ -80,6 +91,7 @@ type Handler struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 	mux     *http.ServeMux
+	guard   *browserGuard
 	started int64
 }
 
@@ -111,7 +123,11 @@ func New(o Options) (*Handler, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/router/openaihttp"), started: o.Now().Unix()}
+	guard, err := newBrowserGuard(o.AllowedOrigins, o.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("openaihttp: %w", err)
+	}
+	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/router/openaihttp"), guard: guard, started: o.Now().Unix()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", h.chat)
 	mux.HandleFunc("POST /v1/completions", h.completions)
@@ -122,8 +138,11 @@ func New(o Options) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP implements http.Handler. A panic in a handler fails that call
-// with 500, logged with its stack, never the process.
+// ServeHTTP implements http.Handler. Browser requests are checked first
+// (origin.go): a Host the front door does not answer to without API keys gets
+// 421, an Origin not allowed 403, a CORS preflight of an allowed origin 204.
+// A panic in a handler fails that call with 500, logged with its stack, never
+// the process.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recorder{ResponseWriter: w}
 	defer func() {
@@ -137,8 +156,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+	v := h.guard.check(r, h.keysRequired)
+	if v.refuse != nil {
+		h.log.DebugContext(r.Context(), "browser request refused", "path", quote(r.URL.Path), "status", v.refuse.status, "reason", v.refuse.body.Message)
+		if r.ProtoMajor == 1 && r.ContentLength != 0 {
+			// The body is never read: close rather than wait for it, so the
+			// answer goes out at once (net/http would drain it first).
+			rw.Header().Set("Connection", "close")
+		}
+		writeError(rw, v.refuse)
+		return
+	}
+	if v.cors != "" {
+		setCORS(rw.Header(), v.cors, v.preflight, r)
+		if v.preflight {
+			rw.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
 	h.mux.ServeHTTP(rw, r)
 }
+
+// keysRequired says whether the running fleet (it follows reloads) makes
+// calls present an API key.
+func (h *Handler) keysRequired() bool { return keysRequired(h.opts.Router.Fleet()) }
 
 // recorder notes whether the response has started.
 type recorder struct {
