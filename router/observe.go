@@ -212,7 +212,7 @@ func (c *attrCache) get(k attrKey) mopts {
 	kv := []attribute.KeyValue{attribute.String(telemetry.KeyModel, k.model), attribute.String(telemetry.KeyPool, k.pool)}
 	switch k.kind {
 	case 0:
-		kv = append(kv, attribute.String(telemetry.KeyRPC, k.rpc), attribute.String(telemetry.KeyStatus, statusName(k.status)))
+		kv = append(kv, attribute.String(telemetry.KeyRPC, k.rpc), attribute.String(telemetry.KeyStatus, telemetry.CodeName(k.status)))
 	case 2:
 		kv = append(kv, attribute.String(telemetry.KeyTokenType, k.extra))
 	}
@@ -225,18 +225,6 @@ func (c *attrCache) get(k attrKey) mopts {
 	c.mu.Unlock()
 	return o
 }
-
-// statusName is the canonical upper-case gRPC code name (OK, UNAVAILABLE, ...).
-func statusName(c codes.Code) string {
-	if int(c) < len(codeNames) {
-		return codeNames[c]
-	}
-	return c.String()
-}
-
-var codeNames = []string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-	"PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-	"UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
 
 // observe reports the observable gauges; runs at each collection.
 func (s *Server) observe(_ context.Context, o metric.Observer) error {
@@ -333,7 +321,7 @@ func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, 
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.outcome", oc.String()))
 		if err != nil {
-			span.SetAttributes(attribute.String("error.type", statusName(status.Code(toStatus(err)))))
+			span.SetAttributes(attribute.String("error.type", telemetry.CodeName(status.Code(toStatus(err)))))
 			span.RecordError(err)
 			span.SetStatus(otelcodes.Error, err.Error())
 		}
@@ -434,7 +422,7 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	}
 	if t.log.Enabled(ctx, slog.LevelDebug) {
 		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", cs.route.GetPool(),
-			"attempts", cs.route.GetAttempts(), "pools_tried", cs.route.GetPoolsTried(), "code", statusName(code),
+			"attempts", cs.route.GetAttempts(), "pools_tried", cs.route.GetPoolsTried(), "code", telemetry.CodeName(code),
 			"duration_ms", d.Milliseconds(), "input_tokens", cs.input, "output_tokens", cs.output)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // method is one unary Admin method reachable as POST /api/v1/<Name>.
@@ -258,22 +259,7 @@ func writeStatus(w http.ResponseWriter, err error) {
 		}
 		msg += "…"
 	}
-	writeError(w, httpCode(st.Code()), codeName(st.Code()), msg)
-}
-
-func codeName(c codes.Code) string {
-	if c == codes.Canceled {
-		return "CANCELLED"
-	}
-	b := []byte(c.String())
-	var out []byte
-	for i, ch := range b {
-		if i > 0 && ch >= 'A' && ch <= 'Z' && b[i-1] >= 'a' && b[i-1] <= 'z' {
-			out = append(out, '_')
-		}
-		out = append(out, ch)
-	}
-	return strings.ToUpper(string(out))
+	writeError(w, httpCode(st.Code()), telemetry.CodeName(st.Code()), msg)
 }
 
 func writeError(w http.ResponseWriter, code int, name, msg string) {

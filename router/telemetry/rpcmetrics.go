@@ -189,10 +189,10 @@ func (m *RPCMetrics) recordOptions(k setKey) []metric.RecordOption {
 	attrs := []attribute.KeyValue{
 		attribute.String("rpc.method", k.method),
 		attribute.String("rpc.system.name", "grpc"),
-		attribute.String("rpc.response.status_code", codeName(k.code)),
+		attribute.String("rpc.response.status_code", CodeName(k.code)),
 	}
 	if isError(k.code, k.client) {
-		attrs = append(attrs, attribute.String("error.type", codeName(k.code)))
+		attrs = append(attrs, attribute.String("error.type", CodeName(k.code)))
 	}
 	if k.target != "" {
 		attrs = append(attrs, serverAddress(k.target)...)
@@ -298,12 +298,14 @@ func serverAddress(target string) []attribute.KeyValue {
 	return []attribute.KeyValue{attribute.String("server.address", target)}
 }
 
-// codeName is the status code as the conventions spell it.
-func codeName(c codes.Code) string {
+// CodeName is a gRPC status code's canonical upper-case name, as
+// OpenTelemetry's conventions, the metrics' status labels and gRPC's own
+// documentation spell it (OK, CANCELLED, RESOURCE_EXHAUSTED, ...).
+func CodeName(c codes.Code) string {
 	if int(c) < len(codeNames) {
 		return codeNames[c]
 	}
-	return "UNKNOWN"
+	return c.String()
 }
 
 var codeNames = [...]string{
