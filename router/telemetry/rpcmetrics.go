@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,25 +275,17 @@ func isError(c codes.Code, client bool) bool {
 	return false
 }
 
-// serverAddress splits a dial target (host:port, possibly with a scheme
+// serverAddress splits a dial target (host:port, possibly after a scheme
 // such as dns:///) into server.address and server.port.
 func serverAddress(target string) []attribute.KeyValue {
 	for _, scheme := range []string{"dns:///", "passthrough:///", "dns:"} {
-		if len(target) > len(scheme) && target[:len(scheme)] == scheme {
-			target = target[len(scheme):]
+		if rest, ok := strings.CutPrefix(target, scheme); ok {
+			target = rest
 			break
 		}
 	}
-	for i := len(target) - 1; i >= 0; i-- {
-		if target[i] == ':' {
-			p, err := strconv.Atoi(target[i+1:])
-			if err != nil {
-				break
-			}
-			host := target[:i]
-			if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
-				host = host[1 : len(host)-1]
-			}
+	if host, port, err := net.SplitHostPort(target); err == nil {
+		if p, err := strconv.Atoi(port); err == nil {
 			return []attribute.KeyValue{attribute.String("server.address", host), attribute.Int("server.port", p)}
 		}
 	}
