@@ -27,14 +27,15 @@ func (constBackend) Generate(_ context.Context, r *pb.GenerateRequest) (*pb.Gene
 	}, nil
 }
 
-func startConstBackend(tb testing.TB) string {
+// startBackend serves impl as a native gRPC backend on a free loopback port.
+func startBackend(tb testing.TB, impl pb.InferenceServer) string {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	gs := grpc.NewServer(transportServerOptions...)
-	pb.RegisterInferenceServer(gs, constBackend{})
+	pb.RegisterInferenceServer(gs, impl)
 	go func() { _ = gs.Serve(l) }()
 	tb.Cleanup(gs.Stop)
 	return l.Addr().String()
@@ -51,7 +52,7 @@ func startConstBackend(tb testing.TB) string {
 //
 //	go test -run '^$' -bench ProxyPath -benchmem ./cmd/switchyard/
 func BenchmarkProxyPath(b *testing.B) {
-	backend := startConstBackend(b)
+	backend := startBackend(b, constBackend{})
 	fleet := filepath.Join(b.TempDir(), "fleet.yaml")
 	if err := os.WriteFile(fleet, fmt.Appendf(nil, `models:
   - {name: bench, max_input_tokens: 4096, max_output_tokens: 64}

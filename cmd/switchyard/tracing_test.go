@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -40,21 +38,14 @@ func (b *traceBackend) Generate(ctx context.Context, r *pb.GenerateRequest) (*pb
 func TestTracesExportedThroughTheRouter(t *testing.T) {
 	t.Setenv("OTEL_TRACES_EXPORTER", "console")
 	be := &traceBackend{got: make(chan string, 1)}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	pb.RegisterInferenceServer(gs, be)
-	go func() { _ = gs.Serve(l) }()
-	t.Cleanup(gs.Stop)
+	backend := startBackend(t, be)
 	fleet := filepath.Join(t.TempDir(), "fleet.yaml")
 	if err := os.WriteFile(fleet, fmt.Appendf(nil, `models:
   - {name: m, max_input_tokens: 4096, max_output_tokens: 64}
 pools:
   - {name: p, cloud: aws, region: us-east-1, accelerator: h100, models: [m],
      endpoints: ["%s"], limits: {max_concurrent: 8}, cost_per_million_tokens: 1}
-`, l.Addr()), 0o600); err != nil {
+`, backend), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
