@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,15 +20,26 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
-// startWithMetrics runs the router with --metrics-listen on a free port and
-// returns the gRPC address and the metrics URL.
+// startWithMetrics runs the router on the demo fleet with --metrics-listen
+// on a free port and returns the gRPC address and the metrics URL.
 func startWithMetrics(t *testing.T) (addr, metricsURL string) {
+	t.Helper()
+	addr, metricsURL, _ = startMetricsRouter(t, io.Discard, "--sim-time-scale", "50")
+	return addr, metricsURL
+}
+
+// startMetricsRouter calls run() with --metrics-listen on a free port and
+// args, copies everything run writes to stdout into tee, and returns the
+// gRPC address, the metrics URL and a stop function that cancels run and
+// returns its error (also called at cleanup).
+func startMetricsRouter(t *testing.T, tee io.Writer, args ...string) (addr, metricsURL string, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--console-listen", "off", "--sim-time-scale", "50", "--log-level", "warn"}, pw, io.Discard)
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+			"--console-listen", "off", "--log-level", "warn"}, args...), io.MultiWriter(pw, tee), io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -46,18 +59,25 @@ func startWithMetrics(t *testing.T) (addr, metricsURL string) {
 		cancel()
 		t.Fatalf("router did not start (addr %q, metrics %q): %v", addr, metricsURL, <-done)
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(30 * time.Second):
+				runErr = errors.New("run did not return")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("run did not return")
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("run: %v", err)
 		}
 	})
-	return addr, metricsURL
+	return addr, metricsURL, stop
 }
 
 func TestMetricsEndpointAfterRealCalls(t *testing.T) {

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -50,32 +48,7 @@ pools:
 	}
 
 	var spans lockedBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--config", fleet, "--metrics-listen", "127.0.0.1:0", "--http-listen", "off",
-			"--console-listen", "off", "--watch-config", "0", "--log-level", "warn"}, io.MultiWriter(pw, &spans), io.Discard)
-		pw.Close()
-		done <- err
-	}()
-	listenRe, metricsRe := regexp.MustCompile(`listening on (\S+)`), regexp.MustCompile(`metrics on (\S+)`)
-	var addr, metricsURL string
-	sc := bufio.NewScanner(pr)
-	for addr == "" && sc.Scan() {
-		if m := metricsRe.FindStringSubmatch(sc.Text()); m != nil {
-			metricsURL = m[1]
-		}
-		if m := listenRe.FindStringSubmatch(sc.Text()); m != nil {
-			addr = m[1]
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if addr == "" || metricsURL == "" {
-		cancel()
-		t.Fatalf("router did not start: %v", <-done)
-	}
+	addr, metricsURL, stop := startMetricsRouter(t, &spans, "--config", fleet, "--http-listen", "off", "--watch-config", "0")
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	callCtx, callCancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01"), 10*time.Second)
@@ -106,14 +79,8 @@ pools:
 		t.Errorf("%d server duration series, want 1 (one per call, not one per handler)", n)
 	}
 
-	cancel() // run flushes the span batcher on the way out
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return")
+	if err := stop(); err != nil { // run flushes the span batcher on the way out
+		t.Fatal(err)
 	}
 	out := spans.String()
 	for _, name := range []string{`"Name":"switchyard.v1.Inference/Generate","SpanContext":{"TraceID":"` + traceID} {
