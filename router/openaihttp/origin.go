@@ -26,7 +26,8 @@ import (
 //     CORS answers: preflights (OPTIONS) and Access-Control-Allow-Origin.
 //   - When the fleet has no tenants (no API keys: the demo mode), a Host
 //     header that is not an IP address, localhost, an Options.AllowedHosts
-//     name or the host of an allowed origin is refused with 421. A rebinding
+//     name or the host of an allowed origin is refused with 421 (with "*"
+//     allowed, any Host is: every page may call anyway). A rebinding
 //     page's requests carry its own name as Host, and it sends its own origin,
 //     which matches that Host: the Host check is what stops it. With tenants
 //     the page has no key, and production clients reach the router under any
