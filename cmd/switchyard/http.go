@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/router"
@@ -34,7 +36,8 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if host, _, err := net.SplitHostPort(f.httpListen); err == nil && host != "" {
 		hosts = append(hosts, host)
 	}
-	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator, AllowedOrigins: origins, AllowedHosts: hosts})
+	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator,
+		AllowedOrigins: origins, AllowedHosts: hosts, AnyHost: !loopbackOnly(f.httpListen)})
 	if err != nil {
 		return nil, err
 	}
@@ -71,4 +74,19 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 			_ = srv.Close()
 		}
 	}, nil
+}
+
+// loopbackOnly says whether a listen address accepts connections from this
+// machine only (127.0.0.0/8, ::1, localhost); 0.0.0.0, :: and an empty host
+// accept from everywhere.
+func loopbackOnly(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

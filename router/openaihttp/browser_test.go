@@ -217,6 +217,20 @@ func TestHostIsNotCheckedWithTenants(t *testing.T) {
 	}
 }
 
+// A front door the command binds beyond loopback (AnyHost) answers clients
+// under any name even without tenants: in-cluster clients call it by its
+// Service name. Origins are still checked.
+func TestAnyHostServesServiceNamesWithoutTenants(t *testing.T) {
+	fd := startFrontDoor(t, doorOpts{handler: openaihttp.Options{AnyHost: true}})
+	port := fd.port(t)
+	if a := fd.browser(t, browserCall{host: "switchyard.inference.svc.cluster.local:" + port}); a.status != 200 {
+		t.Fatalf("client under a service name: %d %s", a.status, a.body)
+	}
+	if a := fd.browser(t, browserCall{origin: "https://evil.example"}); a.status != 403 || a.code != "origin_not_allowed" {
+		t.Fatalf("foreign origin: %d %s", a.status, a.body)
+	}
+}
+
 func TestNewRefusesMalformedOrigins(t *testing.T) {
 	_, err := openaihttp.New(openaihttp.Options{Router: &router.Server{}, AllowedOrigins: []string{"https://ok.example", "app.example.com"}})
 	if err == nil || !strings.Contains(err.Error(), `"app.example.com"`) || !strings.Contains(err.Error(), "scheme") {

@@ -83,6 +83,11 @@ type Options struct {
 	// besides IP addresses, localhost and the hosts of AllowedOrigins; others
 	// get 421 (DNS-rebinding defence). The command passes --http-listen's host.
 	AllowedHosts []string
+	// AnyHost turns the Host check off: the command sets it when the front
+	// door listens beyond loopback (0.0.0.0, a pod or LAN address), where
+	// clients reach it under names nobody lists (service DNS names, load
+	// balancers) and a keyless fleet is open to whatever reaches it anyway.
+	AnyHost bool
 }
 
 // Handler serves the OpenAI-compatible API. Safe for concurrent use.
@@ -124,6 +129,9 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	guard, err := newBrowserGuard(o.AllowedOrigins, o.AllowedHosts)
+	if guard != nil {
+		guard.anyHost = o.AnyHost
+	}
 	if err != nil {
 		return nil, fmt.Errorf("openaihttp: %w", err)
 	}

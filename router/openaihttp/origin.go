@@ -24,8 +24,9 @@ import (
 //     127.0.0.1 or [::1] on the port the connection arrived on, or listed in
 //     Options.AllowedOrigins ("*" allows every origin). Allowed origins get
 //     CORS answers: preflights (OPTIONS) and Access-Control-Allow-Origin.
-//   - When the fleet has no tenants (no API keys: the demo mode), a Host
-//     header that is not an IP address, localhost, an Options.AllowedHosts
+//   - When the fleet has no tenants (no API keys: the demo mode) and the
+//     front door listens on loopback only (the default; Options.AnyHost
+//     off), a Host header that is not an IP address, localhost, an Options.AllowedHosts
 //     name or the host of an allowed origin is refused with 421 (with "*"
 //     allowed, any Host is: every page may call anyway). A rebinding
 //     page's requests carry its own name as Host, and it sends its own origin,
@@ -218,6 +219,7 @@ var loopbackNames = []string{"localhost", "127.0.0.1", "::1"}
 // once by New; read-only after, safe for concurrent use.
 type browserGuard struct {
 	anyOrigin bool
+	anyHost   bool            // the Host is not checked (Options.AnyHost)
 	origins   map[string]bool // canonical origins
 	hosts     map[string]bool // names a Host may carry without tenants (any port)
 }
@@ -271,7 +273,7 @@ type verdict struct {
 // check decides about r. keysRequired says whether the fleet has tenants
 // (asked only when the Host alone would be refused).
 func (g *browserGuard) check(r *http.Request, keysRequired func() bool) verdict {
-	if !g.anyOrigin && !g.hostAllowed(r.Host) && !keysRequired() {
+	if !g.anyOrigin && !g.anyHost && !g.hostAllowed(r.Host) && !keysRequired() {
 		return verdict{refuse: newHTTPError(http.StatusMisdirectedRequest, typeInvalidRequest, "host_not_allowed", "",
 			fmt.Sprintf("host %s is not allowed: without API keys (tenants) the front door answers only to IP addresses, localhost, the --http-listen host and the hosts of --http-allowed-origins (DNS-rebinding defence)", quote(r.Host)))}
 	}

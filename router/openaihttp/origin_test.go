@@ -91,6 +91,7 @@ func TestBrowserGuardDecides(t *testing.T) {
 		name          string
 		origins       []string
 		hosts         []string
+		anyHost       bool // the listener is beyond loopback (Options.AnyHost)
 		keys          bool
 		method        string
 		host, origin  string
@@ -110,6 +111,7 @@ func TestBrowserGuardDecides(t *testing.T) {
 		{name: "sdk by listen host name", hosts: []string{"router.internal"}, host: "router.internal:8080", want: served},
 		{name: "sdk by allowed origin's host", origins: []string{"https://app.example.com"}, host: "app.example.com", want: served},
 		{name: "no Host at all", host: "", want: misdirected, askedForKeys: true},
+		{name: "sdk by service DNS name, listener beyond loopback", anyHost: true, host: "switchyard.inference.svc:8080", want: served},
 		{name: "malformed Host", host: "[nope:8080", want: misdirected, askedForKeys: true},
 
 		// Cross-origin fetch from a page on another site to 127.0.0.1.
@@ -122,6 +124,10 @@ func TestBrowserGuardDecides(t *testing.T) {
 		// DNS rebinding: the page's own name resolves to 127.0.0.1; its
 		// origin matches the Host, so only the Host check stops it.
 		{name: "rebinding without keys", host: "evil.example:8080", origin: "http://evil.example:8080", want: misdirected, askedForKeys: true},
+		// Beyond loopback a keyless front door is open to whatever reaches
+		// it; the Host is not checked, a page's own origin passes.
+		{name: "rebinding, listener beyond loopback", anyHost: true, host: "evil.example:8080", origin: "http://evil.example:8080", want: served, corsHeaderSet: true},
+		{name: "foreign page, listener beyond loopback", anyHost: true, host: "10.0.0.7:8080", origin: "https://evil.example", want: forbidden},
 		{name: "rebinding with keys passes to the key check", host: "evil.example:8080", origin: "http://evil.example:8080", keys: true, want: served, askedForKeys: true, corsHeaderSet: true},
 
 		// Same host, loopback on the listener's port.
@@ -150,6 +156,7 @@ func TestBrowserGuardDecides(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			g.anyHost = c.anyHost
 			method := c.method
 			if method == "" {
 				method = http.MethodPost
