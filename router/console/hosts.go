@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/switchyard-dev/switchyard/internal/hostname"
 )
 
 // maxHostEntry bounds one allowed-host entry (a DNS name is at most 253
@@ -54,23 +56,10 @@ func newHostAllowList(entries []string) (*hostAllowList, error) {
 		if host == "" {
 			return nil, fmt.Errorf("allowed host %.64q: the host is empty", e)
 		}
-		al.rules = append(al.rules, hostRule{host: normalHost(host), port: port})
+		al.rules = append(al.rules, hostRule{host: hostname.Normal(host), port: port})
 	}
 	return al, nil
 }
-
-// normalHost is a host for comparison: lower case, no trailing dot, an IP
-// address in its canonical form.
-func normalHost(h string) string {
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Unmap().String()
-	}
-	return h
-}
-
-// loopbackNames are always allowed with the port the connection arrived on.
-var loopbackNames = []string{"localhost", "127.0.0.1", "::1"}
 
 // errHostNotAllowed is why check refused a request.
 var errHostNotAllowed = errors.New("host not allowed")
@@ -90,17 +79,15 @@ func (al *hostAllowList) check(r *http.Request) error {
 			port = "443"
 		}
 	}
-	host = normalHost(host)
+	host = hostname.Normal(host)
 	// The connection's own address, and the loopback names, on its port.
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(la.String()); err == nil && port == strconv.Itoa(int(ap.Port())) {
 			if host == ap.Addr().Unmap().String() {
 				return nil
 			}
-			for _, n := range loopbackNames {
-				if host == n {
-					return nil
-				}
+			if hostname.IsLoopback(host) {
+				return nil
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/switchyard-dev/switchyard/internal/hostname"
 	"github.com/switchyard-dev/switchyard/router/config"
 )
 
@@ -158,7 +159,7 @@ func parseOrigin(s string) (origin, error) {
 	} else {
 		port = strconv.FormatUint(n, 10)
 	}
-	return origin{scheme: scheme, host: normalHost(host), port: port}, nil
+	return origin{scheme: scheme, host: hostname.Normal(host), port: port}, nil
 }
 
 // splitHostPort splits "host", "host:port", "[v6]" or "[v6]:port"; port is ""
@@ -202,19 +203,6 @@ func validHost(h string) bool {
 	return true
 }
 
-// normalHost is a host for comparison: lower case, no trailing dot, an IP
-// address in its canonical form.
-func normalHost(h string) string {
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Unmap().String()
-	}
-	return h
-}
-
-// loopbackNames are always allowed as origins on the listener's port.
-var loopbackNames = []string{"localhost", "127.0.0.1", "::1"}
-
 // browserGuard decides which browser requests the front door answers. Built
 // once by New; read-only after, safe for concurrent use.
 type browserGuard struct {
@@ -254,7 +242,7 @@ func newBrowserGuard(origins, hosts []string) (*browserGuard, error) {
 		if !ok || !validHost(name) {
 			return nil, fmt.Errorf("allowed host %s: want a host name, optionally with :port", quote(h))
 		}
-		g.hosts[normalHost(name)] = true
+		g.hosts[hostname.Normal(name)] = true
 	}
 	return g, nil
 }
@@ -297,7 +285,7 @@ func (g *browserGuard) hostAllowed(hostHeader string) bool {
 	if !ok {
 		return false
 	}
-	host = normalHost(host)
+	host = hostname.Normal(host)
 	if host == "localhost" || g.hosts[host] {
 		return true
 	}
@@ -326,16 +314,14 @@ func (g *browserGuard) originAllowed(raw string, r *http.Request) bool {
 		if port == "" {
 			port = defaultPort(o.scheme)
 		}
-		if normalHost(host) == o.host && port == o.port {
+		if hostname.Normal(host) == o.host && port == o.port {
 			return true
 		}
 	}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(la.String()); err == nil && o.port == strconv.Itoa(int(ap.Port())) {
-			for _, n := range loopbackNames {
-				if o.host == n {
-					return true
-				}
+			if hostname.IsLoopback(o.host) {
+				return true
 			}
 		}
 	}

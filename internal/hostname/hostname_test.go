@@ -1,0 +1,25 @@
+package hostname
+
+import "testing"
+
+func TestNormal(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM.": "example.com", "localhost": "localhost", "127.0.0.1": "127.0.0.1",
+		"::ffff:127.0.0.1": "127.0.0.1", "0:0:0:0:0:0:0:1": "::1", "": "",
+	} {
+		if got := Normal(in); got != want {
+			t.Errorf("Normal(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for in, want := range map[string]bool{
+		"LOCALHOST.": true, "127.0.0.1": true, "::ffff:127.0.0.1": true, "0:0:0:0:0:0:0:1": true,
+		"127.0.0.2": false, "evil.example": false, "localhost.evil.example": false, "": false,
+	} {
+		if got := IsLoopback(in); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
