@@ -47,6 +47,11 @@ func (a *Azure) Next() (Request, error) {
 	if !ok {
 		return Request{}, r.errorf("TIMESTAMP: %q is not a time like 2023-11-16 18:17:03.9799600", ts)
 	}
+	if y := at.Year(); y < azureMinYear || y > azureMaxYear {
+		// Outside these years the absolute time in ns (UnixNano) or the
+		// offset between two lines would overflow a Duration.
+		return Request{}, r.errorf("TIMESTAMP: %q is outside the years %d to %d", ts, azureMinYear, azureMaxYear)
+	}
 	in, lerr := parseTokens(r, azureContext)
 	if lerr != nil {
 		return Request{}, lerr
@@ -70,6 +75,10 @@ var azureLayouts = []string{
 	"2006-01-02T15:04:05",
 	"2006-01-02T15:04:05Z07:00",
 }
+
+// The years an Azure trace timestamp may fall in: 230 years apart at most,
+// so any two lines' offset fits a Duration (292 years).
+const azureMinYear, azureMaxYear = 1970, 2200
 
 func parseAzureTime(s string) (time.Time, bool) {
 	for _, l := range azureLayouts {
