@@ -78,7 +78,8 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 
 // loopbackOnly says whether a listen address accepts connections from this
 // machine only (127.0.0.0/8, ::1, localhost); 0.0.0.0, :: and an empty host
-// accept from everywhere.
+// accept from everywhere. --debug-listen must be one; on one, the HTTP front
+// door checks the Host of keyless calls.
 func loopbackOnly(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -88,5 +89,5 @@ func loopbackOnly(listen string) bool {
 		return true
 	}
 	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	return err == nil && a.Unmap().IsLoopback()
 }

@@ -224,7 +224,7 @@ func TestHTTPAllowedOriginsFlag(t *testing.T) {
 // listener; bound beyond loopback it is reached under names nobody lists.
 func TestLoopbackOnly(t *testing.T) {
 	for listen, want := range map[string]bool{
-		"127.0.0.1:8080": true, "127.0.0.9:8080": true, "[::1]:8080": true, "localhost:8080": true, "LOCALHOST:1": true,
+		"127.0.0.1:8080": true, "127.0.0.9:8080": true, "[::1]:8080": true, "localhost:8080": true, "LOCALHOST:1": true, "[::ffff:127.0.0.1]:8080": true,
 		"0.0.0.0:8080": false, "[::]:8080": false, ":8080": false, "10.0.0.7:8080": false, "router.internal:8080": false, "nonsense": false,
 	} {
 		if got := loopbackOnly(listen); got != want {

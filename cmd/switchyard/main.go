@@ -395,11 +395,10 @@ func tuneGC() {
 // serveDebug serves net/http/pprof on a loopback address (profiles show
 // the router's internals: never on a public port).
 func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("--debug-listen %s: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !loopbackOnly(addr) {
 		return nil, fmt.Errorf("--debug-listen %s: profiles are served on loopback only", addr)
 	}
 	lis, err := net.Listen("tcp", addr)

@@ -183,6 +183,8 @@ func TestBadConfigAndFlagsAreClearErrors(t *testing.T) {
 		{[]string{"--tls-cert", "x.pem"}, "--tls-key"},
 		{[]string{"stray"}, "unexpected arguments"},
 		{[]string{"--stream-workers", "-1"}, "stream-workers"},
+		{[]string{"--debug-listen", "0.0.0.0:0"}, "loopback only"},
+		{[]string{"--debug-listen", "router.internal:0"}, "loopback only"},
 		{[]string{"--stream-workers", "100000"}, "stream-workers"},
 		{[]string{"--max-streams-per-connection", "0"}, "max-streams-per-connection"},
 	}

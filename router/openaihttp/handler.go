@@ -129,12 +129,10 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	guard, err := newBrowserGuard(o.AllowedOrigins, o.AllowedHosts)
-	if guard != nil {
-		guard.anyHost = o.AnyHost
-	}
 	if err != nil {
 		return nil, fmt.Errorf("openaihttp: %w", err)
 	}
+	guard.anyHost = o.AnyHost
 	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/router/openaihttp"), guard: guard, started: o.Now().Unix()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", h.chat)
