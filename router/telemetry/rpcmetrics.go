@@ -129,10 +129,8 @@ func (m *RPCMetrics) StreamServer(srv any, ss grpc.ServerStream, info *grpc.Stre
 		return handler(srv, ss)
 	}
 	begin := time.Now()
-	if m.pass {
-		if ctx := m.incoming(ss.Context()); ctx != ss.Context() {
-			ss = &ctxServerStream{ServerStream: ss, ctx: ctx}
-		}
+	if ctx := m.incoming(ss.Context()); ctx != ss.Context() {
+		ss = &ctxServerStream{ServerStream: ss, ctx: ctx}
 	}
 	err := handler(srv, ss)
 	m.record(ss.Context(), m.server, m.serverKey(info.FullMethod, err), begin)
@@ -157,9 +155,10 @@ func (m *RPCMetrics) StreamClient(ctx context.Context, desc *grpc.StreamDesc, cc
 		m.record(ctx, m.client, m.clientKey(method, cc, err), begin)
 		return nil, err
 	}
-	s := &measuredClientStream{ClientStream: cs}
-	s.done = func(err error) { m.record(ctx, m.client, m.clientKey(method, cc, err), begin) }
-	s.stop = context.AfterFunc(ctx, func() { s.finish(ctx.Err()) })
+	s := &measuredClientStream{ClientStream: cs, done: func(err error) { m.record(ctx, m.client, m.clientKey(method, cc, err), begin) }}
+	// The callback only records; it may run before AfterFunc returns (a
+	// context already done), so it must not touch s.stop.
+	s.stop = context.AfterFunc(ctx, func() { s.finish(status.FromContextError(ctx.Err()).Err()) })
 	return s, nil
 }
 
@@ -246,6 +245,7 @@ type measuredClientStream struct {
 func (s *measuredClientStream) RecvMsg(msg any) error {
 	err := s.ClientStream.RecvMsg(msg)
 	if err != nil {
+		s.stop()
 		if errors.Is(err, io.EOF) {
 			s.finish(nil)
 		} else {
@@ -255,12 +255,8 @@ func (s *measuredClientStream) RecvMsg(msg any) error {
 	return err
 }
 
-func (s *measuredClientStream) finish(err error) {
-	s.once.Do(func() {
-		s.stop()
-		s.done(err)
-	})
-}
+// finish records the call once: at its end or when its context ends.
+func (s *measuredClientStream) finish(err error) { s.once.Do(func() { s.done(err) }) }
 
 // isError follows the conventions: a client counts every status but OK as
 // an error, a server only the ones that are its own fault.

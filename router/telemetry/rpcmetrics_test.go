@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -188,4 +190,68 @@ func noopMeters(t *testing.T) metric.MeterProvider {
 		t.Fatal(err)
 	}
 	return tel.MeterProvider
+}
+
+// A streaming call on a backend link is measured once: here it ends when
+// its context is canceled mid-stream, with no receive pending (recorded
+// CANCELLED, not UNKNOWN), and a receive after that does not count it again.
+func TestRPCMetricsClientStreamCanceled(t *testing.T) {
+	tel, err := telemetry.New(context.Background(), telemetry.Options{Metrics: true, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	m, err := telemetry.NewRPCMetrics(telemetry.RPCMetricsOptions{MeterProvider: tel.MeterProvider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() { _ = gs.Serve(l) }()
+	t.Cleanup(gs.Stop)
+	cc := dialT(t, l.Addr().String(), grpc.WithChainStreamInterceptor(m.StreamClient))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	count := func() (n uint64) {
+		families, err := tel.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != "rpc_client_call_duration_seconds" {
+				continue
+			}
+			for _, s := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range s.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["rpc_method"] != "grpc.health.v1.Health/Watch" || labels["rpc_response_status_code"] != "CANCELLED" {
+					t.Errorf("stream recorded as %v, want Watch CANCELLED", labels)
+				}
+				n += s.GetHistogram().GetSampleCount()
+			}
+		}
+		return n
+	}
+	// No receive yet: the context's end alone records the call.
+	testwait.For(t, 5*time.Second, "the canceled stream to be recorded", func() bool { return count() >= 1 })
+	if _, err := w.Recv(); status.Code(err) != codes.Canceled {
+		t.Fatalf("receive after cancel: %v, want CANCELLED", err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("the stream was recorded %d times, want once", n)
+	}
 }
