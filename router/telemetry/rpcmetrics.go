@@ -32,8 +32,9 @@ type RPCMetricsOptions struct {
 	PassTraceContext bool
 	// Propagator for PassTraceContext (default: Propagator()).
 	Propagator propagation.TextMapPropagator
-	// Measured reports whether a method is measured (health checks and
-	// reflection are not); nil measures every method.
+	// Measured reports whether a method is measured, on the server and the
+	// client side (health checks and reflection are not); nil measures every
+	// method.
 	Measured func(fullMethod string) bool
 }
 
@@ -139,6 +140,9 @@ func (m *RPCMetrics) StreamServer(srv any, ss grpc.ServerStream, info *grpc.Stre
 
 // UnaryClient is the backend links' unary interceptor.
 func (m *RPCMetrics) UnaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if m.measured != nil && !m.measured(method) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
 	begin := time.Now()
 	err := invoker(m.outgoing(ctx), method, req, reply, cc, opts...)
 	m.record(ctx, m.client, m.clientKey(method, cc, err), begin)
@@ -149,6 +153,9 @@ func (m *RPCMetrics) UnaryClient(ctx context.Context, method string, req, reply 
 // measured until a receive ends it (io.EOF counts as OK) or its context
 // ends, whichever comes first.
 func (m *RPCMetrics) StreamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if m.measured != nil && !m.measured(method) {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
 	begin := time.Now()
 	cs, err := streamer(m.outgoing(ctx), desc, cc, method, opts...)
 	if err != nil {

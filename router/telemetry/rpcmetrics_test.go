@@ -255,3 +255,34 @@ func TestRPCMetricsClientStreamCanceled(t *testing.T) {
 		t.Errorf("the stream was recorded %d times, want once", n)
 	}
 }
+
+// Methods Measured excludes (the router's health checks of its backends)
+// are not recorded on the client side either.
+func TestRPCMetricsClientSkipsUnmeasuredMethods(t *testing.T) {
+	tel, err := telemetry.New(context.Background(), telemetry.Options{Metrics: true, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	m, err := telemetry.NewRPCMetrics(telemetry.RPCMetricsOptions{MeterProvider: tel.MeterProvider,
+		Measured: func(method string) bool { return !strings.HasPrefix(method, "/grpc.health.") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := serve(t, &relay{gotTP: make(chan string, 1)})
+	cc := dialT(t, addr, grpc.WithChainUnaryInterceptor(m.UnaryClient), grpc.WithChainStreamInterceptor(m.StreamClient))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	families, err := tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "rpc_client_call_duration_seconds" {
+			t.Errorf("a health check was measured: %v", f.GetMetric())
+		}
+	}
+}
