@@ -349,6 +349,16 @@ func cachedKeys(cache *sync.Map, name string, cur int64, build func() []string) 
 	return mk.keys
 }
 
+// Positions in acquireKeys' answer (acquirePool's KEYS, 1-based there).
+const (
+	keyLeases = iota
+	keyOwners
+	keyRPMCur
+	keyRPMPrev
+	keyTPMCur
+	keyTPMPrev
+)
+
 // acquireKeys: leases, owners, rpm cur, rpm prev, tpm cur, tpm prev.
 func (r *Redis) acquireKeys(pool string, cur int64) []string {
 	return cachedKeys(&r.keys, pool, cur, func() []string {
@@ -998,7 +1008,7 @@ func (r *Redis) renewOnce(ctx context.Context) error {
 // four window buckets per pool).
 func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage, error) {
 	now := r.clock.Now()
-	cur, prev, rem := windowArgs(now)
+	cur, _, rem := windowArgs(now)
 	type cmds struct {
 		inflight                     *redis.IntCmd
 		rpmCur, rpmPrev, tpmCur, tpm *redis.StringCmd
@@ -1013,12 +1023,13 @@ func (r *Redis) Usage(ctx context.Context, pools []string) (map[string]PoolUsage
 	cs := make([]cmds, len(pools))
 	from := "(" + strconv.FormatInt(now.UnixMilli(), 10)
 	for i, p := range pools {
+		k := r.acquireKeys(p, cur)
 		cs[i] = cmds{
-			inflight: pipe.ZCount(ctx, r.poolKey(p, "leases"), from, "+inf"),
-			rpmCur:   pipe.Get(ctx, r.poolKey(p, minuteSuffix("rpm", cur))),
-			rpmPrev:  pipe.Get(ctx, r.poolKey(p, minuteSuffix("rpm", prev))),
-			tpmCur:   pipe.Get(ctx, r.poolKey(p, minuteSuffix("tpm", cur))),
-			tpm:      pipe.Get(ctx, r.poolKey(p, minuteSuffix("tpm", prev))),
+			inflight: pipe.ZCount(ctx, k[keyLeases], from, "+inf"),
+			rpmCur:   pipe.Get(ctx, k[keyRPMCur]),
+			rpmPrev:  pipe.Get(ctx, k[keyRPMPrev]),
+			tpmCur:   pipe.Get(ctx, k[keyTPMCur]),
+			tpm:      pipe.Get(ctx, k[keyTPMPrev]),
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
