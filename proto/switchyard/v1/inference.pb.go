@@ -138,8 +138,13 @@ type RoutingHints struct {
 	// Soft preferences.
 	PreferredCloud       string `protobuf:"bytes,3,opt,name=preferred_cloud,json=preferredCloud,proto3" json:"preferred_cloud,omitempty"`                   // aws | gcp | azure
 	PreferredAccelerator string `protobuf:"bytes,4,opt,name=preferred_accelerator,json=preferredAccelerator,proto3" json:"preferred_accelerator,omitempty"` // e.g. h100, trn2, tpu-v6e
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Prefix-cache affinity key (a session or conversation id, at most 256
+	// bytes): calls with the same key are steered to the pool that served the
+	// key before, as load allows. Empty: the router derives keys from the
+	// prompt's leading blocks.
+	PrefixKey     string `protobuf:"bytes,5,opt,name=prefix_key,json=prefixKey,proto3" json:"prefix_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RoutingHints) Reset() {
@@ -196,6 +201,13 @@ func (x *RoutingHints) GetPreferredCloud() string {
 func (x *RoutingHints) GetPreferredAccelerator() string {
 	if x != nil {
 		return x.PreferredAccelerator
+	}
+	return ""
+}
+
+func (x *RoutingHints) GetPrefixKey() string {
+	if x != nil {
+		return x.PrefixKey
 	}
 	return ""
 }
@@ -516,11 +528,14 @@ func (x *GenerateRequest) GetContinuation() *Continuation {
 }
 
 type Usage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	InputTokens   int32                  `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
-	OutputTokens  int32                  `protobuf:"varint,2,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	InputTokens  int32                  `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens int32                  `protobuf:"varint,2,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// Of input_tokens, how many the serving engine took from its prefix cache
+	// (OpenAI's usage.prompt_tokens_details.cached_tokens); 0 when none or not reported.
+	CachedInputTokens int32 `protobuf:"varint,3,opt,name=cached_input_tokens,json=cachedInputTokens,proto3" json:"cached_input_tokens,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -563,6 +578,13 @@ func (x *Usage) GetInputTokens() int32 {
 func (x *Usage) GetOutputTokens() int32 {
 	if x != nil {
 		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetCachedInputTokens() int32 {
+	if x != nil {
+		return x.CachedInputTokens
 	}
 	return 0
 }
@@ -1046,12 +1068,14 @@ var File_switchyard_v1_inference_proto protoreflect.FileDescriptor
 
 const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\n" +
-	"\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\"\xaf\x01\n" +
+	"\x1dswitchyard/v1/inference.proto\x12\rswitchyard.v1\"\xce\x01\n" +
 	"\fRoutingHints\x12#\n" +
 	"\rcaller_region\x18\x01 \x01(\tR\fcallerRegion\x12\x1c\n" +
 	"\tresidency\x18\x02 \x01(\tR\tresidency\x12'\n" +
 	"\x0fpreferred_cloud\x18\x03 \x01(\tR\x0epreferredCloud\x123\n" +
-	"\x15preferred_accelerator\x18\x04 \x01(\tR\x14preferredAccelerator\"`\n" +
+	"\x15preferred_accelerator\x18\x04 \x01(\tR\x14preferredAccelerator\x12\x1d\n" +
+	"\n" +
+	"prefix_key\x18\x05 \x01(\tR\tprefixKey\"`\n" +
 	"\fContinuation\x12%\n" +
 	"\x0egenerated_text\x18\x01 \x01(\tR\rgeneratedText\x12)\n" +
 	"\x10generated_tokens\x18\x02 \x01(\x05R\x0fgeneratedTokens\";\n" +
@@ -1083,10 +1107,11 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\arouting\x18\x05 \x01(\v2\x1b.switchyard.v1.RoutingHintsR\arouting\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\x12?\n" +
-	"\fcontinuation\x18\a \x01(\v2\x1b.switchyard.v1.ContinuationR\fcontinuation\"O\n" +
+	"\fcontinuation\x18\a \x01(\v2\x1b.switchyard.v1.ContinuationR\fcontinuation\"\x7f\n" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\x05R\vinputTokens\x12#\n" +
-	"\routput_tokens\x18\x02 \x01(\x05R\foutputTokens\"\xc0\x01\n" +
+	"\routput_tokens\x18\x02 \x01(\x05R\foutputTokens\x12.\n" +
+	"\x13cached_input_tokens\x18\x03 \x01(\x05R\x11cachedInputTokens\"\xc0\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05cloud\x18\x02 \x01(\tR\x05cloud\x12\x16\n" +
