@@ -407,3 +407,9 @@ func (s *sseStream) CloseSend() error         { return nil }
 func (s *sseStream) Context() context.Context { return s.ctx }
 func (s *sseStream) SendMsg(any) error        { return errors.New("sse stream: no messages to send") }
 func (s *sseStream) RecvMsg(m any) error      { return errors.New("sse stream: use Recv") }
+
+// Embed implements pb.InferenceClient. The load tester replays generation
+// traces only: embeddings are not driven over the HTTP edge by it.
+func (c *OpenAIClient) Embed(context.Context, *pb.EmbedRequest, ...grpc.CallOption) (*pb.EmbedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "openai client: Embed is not driven by the load tester")
+}

@@ -81,6 +81,7 @@ const (
 	FinishReason_FINISH_REASON_LENGTH         FinishReason = 2 // max_tokens reached
 	FinishReason_FINISH_REASON_STOP_SEQUENCE  FinishReason = 3 // one of sampling.stop was generated
 	FinishReason_FINISH_REASON_CONTENT_FILTER FinishReason = 4 // the serving endpoint filtered the output
+	FinishReason_FINISH_REASON_TOOL_CALLS     FinishReason = 5 // the model called one or more tools (tool_calls)
 )
 
 // Enum value maps for FinishReason.
@@ -91,6 +92,7 @@ var (
 		2: "FINISH_REASON_LENGTH",
 		3: "FINISH_REASON_STOP_SEQUENCE",
 		4: "FINISH_REASON_CONTENT_FILTER",
+		5: "FINISH_REASON_TOOL_CALLS",
 	}
 	FinishReason_value = map[string]int32{
 		"FINISH_REASON_UNSPECIFIED":    0,
@@ -98,6 +100,7 @@ var (
 		"FINISH_REASON_LENGTH":         2,
 		"FINISH_REASON_STOP_SEQUENCE":  3,
 		"FINISH_REASON_CONTENT_FILTER": 4,
+		"FINISH_REASON_TOOL_CALLS":     5,
 	}
 )
 
@@ -271,9 +274,16 @@ func (x *Continuation) GetGeneratedTokens() int32 {
 // ChatMessage is one turn of a chat conversation.
 type ChatMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "system", "user" or "assistant".
-	Role          string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	Content       string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// "system", "user", "assistant" or "tool".
+	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// The text. May be empty on an assistant turn that carries tool_calls.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// An assistant turn's tool calls (the model's earlier answer, sent back).
+	ToolCalls []*ToolCall `protobuf:"bytes,3,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// A tool turn: the id of the call whose result content is. Required for role "tool".
+	ToolCallId string `protobuf:"bytes,4,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// Optional participant name (OpenAI's "name"); at most 64 bytes.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +332,491 @@ func (x *ChatMessage) GetContent() string {
 	return ""
 }
 
+func (x *ChatMessage) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Tool is a function the model may call. At most 128 per request.
+type Tool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..64 bytes of a-z, A-Z, 0-9, _ and -.
+	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// JSON Schema of the arguments, as JSON text (an object); empty: no arguments.
+	ParametersJson string `protobuf:"bytes,3,opt,name=parameters_json,json=parametersJson,proto3" json:"parameters_json,omitempty"`
+	// Ask the server to follow the schema exactly (OpenAI's strict).
+	Strict        *bool `protobuf:"varint,4,opt,name=strict,proto3,oneof" json:"strict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParametersJson() string {
+	if x != nil {
+		return x.ParametersJson
+	}
+	return ""
+}
+
+func (x *Tool) GetStrict() bool {
+	if x != nil && x.Strict != nil {
+		return *x.Strict
+	}
+	return false
+}
+
+// ToolChoice says whether and which tool the model must call.
+type ToolChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "auto" (the model decides), "none", "required" (at least one call), or
+	// "function" (the tool named function_name).
+	Mode          string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	FunctionName  string `protobuf:"bytes,2,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ToolChoice) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ToolChoice) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+// ToolCall is one call the model made.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id (the server's, e.g. "call_..."); a tool turn answers it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The tool's name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The arguments as JSON text, as the model wrote them.
+	Arguments     string `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+// ToolCallDelta is a streamed piece of a tool call, keyed by index as
+// OpenAI's streaming format does: the first piece of a call carries its id
+// and name, later pieces append to its arguments.
+type ToolCallDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Arguments     string                 `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallDelta) Reset() {
+	*x = ToolCallDelta{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallDelta) ProtoMessage() {}
+
+func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
+func (*ToolCallDelta) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ToolCallDelta) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ToolCallDelta) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+// ResponseFormat constrains the answer's shape.
+type ResponseFormat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "text" (default), "json_object" (any JSON object) or "json_schema".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// json_schema: the schema's name (1..64 bytes), the schema as JSON text and strictness.
+	SchemaName    string `protobuf:"bytes,2,opt,name=schema_name,json=schemaName,proto3" json:"schema_name,omitempty"`
+	SchemaJson    string `protobuf:"bytes,3,opt,name=schema_json,json=schemaJson,proto3" json:"schema_json,omitempty"`
+	Strict        *bool  `protobuf:"varint,4,opt,name=strict,proto3,oneof" json:"strict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseFormat) Reset() {
+	*x = ResponseFormat{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseFormat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseFormat) ProtoMessage() {}
+
+func (x *ResponseFormat) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseFormat.ProtoReflect.Descriptor instead.
+func (*ResponseFormat) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResponseFormat) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ResponseFormat) GetSchemaName() string {
+	if x != nil {
+		return x.SchemaName
+	}
+	return ""
+}
+
+func (x *ResponseFormat) GetSchemaJson() string {
+	if x != nil {
+		return x.SchemaJson
+	}
+	return ""
+}
+
+func (x *ResponseFormat) GetStrict() bool {
+	if x != nil && x.Strict != nil {
+		return *x.Strict
+	}
+	return false
+}
+
+// TokenLogprob is the log probability of one generated token and, when
+// top_logprobs was asked, of the likeliest alternatives at its position.
+type TokenLogprob struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Token   string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Logprob float32                `protobuf:"fixed32,2,opt,name=logprob,proto3" json:"logprob,omitempty"`
+	// The token's UTF-8 bytes (a token may hold part of a character).
+	Bytes         []byte        `protobuf:"bytes,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	TopLogprobs   []*TopLogprob `protobuf:"bytes,4,rep,name=top_logprobs,json=topLogprobs,proto3" json:"top_logprobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenLogprob) Reset() {
+	*x = TokenLogprob{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenLogprob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenLogprob) ProtoMessage() {}
+
+func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenLogprob.ProtoReflect.Descriptor instead.
+func (*TokenLogprob) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TokenLogprob) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TokenLogprob) GetLogprob() float32 {
+	if x != nil {
+		return x.Logprob
+	}
+	return 0
+}
+
+func (x *TokenLogprob) GetBytes() []byte {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
+func (x *TokenLogprob) GetTopLogprobs() []*TopLogprob {
+	if x != nil {
+		return x.TopLogprobs
+	}
+	return nil
+}
+
+type TopLogprob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Logprob       float32                `protobuf:"fixed32,2,opt,name=logprob,proto3" json:"logprob,omitempty"`
+	Bytes         []byte                 `protobuf:"bytes,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopLogprob) Reset() {
+	*x = TopLogprob{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopLogprob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopLogprob) ProtoMessage() {}
+
+func (x *TopLogprob) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopLogprob.ProtoReflect.Descriptor instead.
+func (*TopLogprob) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TopLogprob) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TopLogprob) GetLogprob() float32 {
+	if x != nil {
+		return x.Logprob
+	}
+	return 0
+}
+
+func (x *TopLogprob) GetBytes() []byte {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
 // SamplingParameters tune decoding. Every field is optional: unset means the
 // serving endpoint's default. Pools that cannot honour a parameter ignore it
 // (the simulator ignores them all).
@@ -340,7 +835,7 @@ type SamplingParameters struct {
 
 func (x *SamplingParameters) Reset() {
 	*x = SamplingParameters{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +847,7 @@ func (x *SamplingParameters) String() string {
 func (*SamplingParameters) ProtoMessage() {}
 
 func (x *SamplingParameters) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[3]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +860,7 @@ func (x *SamplingParameters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SamplingParameters.ProtoReflect.Descriptor instead.
 func (*SamplingParameters) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SamplingParameters) GetTemperature() float32 {
@@ -428,15 +923,27 @@ type GenerateRequest struct {
 	Priority  Priority            `protobuf:"varint,4,opt,name=priority,proto3,enum=switchyard.v1.Priority" json:"priority,omitempty"`
 	Routing   *RoutingHints       `protobuf:"bytes,5,opt,name=routing,proto3" json:"routing,omitempty"`
 	// Idempotency key and trace correlation. The router generates one when empty.
-	RequestId     string        `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Continuation  *Continuation `protobuf:"bytes,7,opt,name=continuation,proto3" json:"continuation,omitempty"`
+	RequestId    string        `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Continuation *Continuation `protobuf:"bytes,7,opt,name=continuation,proto3" json:"continuation,omitempty"`
+	// Function calling (chat only). A pool whose adapter cannot pass tools on
+	// is never chosen; when no pool serving the model can, INVALID_ARGUMENT
+	// names the field.
+	Tools             []*Tool     `protobuf:"bytes,10,rep,name=tools,proto3" json:"tools,omitempty"`
+	ToolChoice        *ToolChoice `protobuf:"bytes,11,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool       `protobuf:"varint,12,opt,name=parallel_tool_calls,json=parallelToolCalls,proto3,oneof" json:"parallel_tool_calls,omitempty"`
+	// JSON mode and structured outputs (same rule for pools that cannot).
+	ResponseFormat *ResponseFormat `protobuf:"bytes,13,opt,name=response_format,json=responseFormat,proto3" json:"response_format,omitempty"`
+	// Return each generated token's log probability (and top_logprobs 0..20
+	// alternatives per position). Same rule for pools that cannot.
+	Logprobs      bool   `protobuf:"varint,14,opt,name=logprobs,proto3" json:"logprobs,omitempty"`
+	TopLogprobs   *int32 `protobuf:"varint,15,opt,name=top_logprobs,json=topLogprobs,proto3,oneof" json:"top_logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateRequest) Reset() {
 	*x = GenerateRequest{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +955,7 @@ func (x *GenerateRequest) String() string {
 func (*GenerateRequest) ProtoMessage() {}
 
 func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[4]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +968,7 @@ func (x *GenerateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateRequest.ProtoReflect.Descriptor instead.
 func (*GenerateRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{4}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GenerateRequest) GetModel() string {
@@ -527,6 +1034,48 @@ func (x *GenerateRequest) GetContinuation() *Continuation {
 	return nil
 }
 
+func (x *GenerateRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetParallelToolCalls() bool {
+	if x != nil && x.ParallelToolCalls != nil {
+		return *x.ParallelToolCalls
+	}
+	return false
+}
+
+func (x *GenerateRequest) GetResponseFormat() *ResponseFormat {
+	if x != nil {
+		return x.ResponseFormat
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetLogprobs() bool {
+	if x != nil {
+		return x.Logprobs
+	}
+	return false
+}
+
+func (x *GenerateRequest) GetTopLogprobs() int32 {
+	if x != nil && x.TopLogprobs != nil {
+		return *x.TopLogprobs
+	}
+	return 0
+}
+
 type Usage struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	InputTokens  int32                  `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
@@ -540,7 +1089,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +1101,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[5]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +1114,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{5}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Usage) GetInputTokens() int32 {
@@ -608,7 +1157,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +1169,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[6]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +1182,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{6}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Route) GetPool() string {
@@ -686,19 +1235,23 @@ func (x *Route) GetPolicy() string {
 }
 
 type GenerateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
-	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
-	FinishReason  FinishReason           `protobuf:"varint,3,opt,name=finish_reason,json=finishReason,proto3,enum=switchyard.v1.FinishReason" json:"finish_reason,omitempty"`
-	Route         *Route                 `protobuf:"bytes,4,opt,name=route,proto3" json:"route,omitempty"`
-	RequestId     string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Text         string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Usage        *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	FinishReason FinishReason           `protobuf:"varint,3,opt,name=finish_reason,json=finishReason,proto3,enum=switchyard.v1.FinishReason" json:"finish_reason,omitempty"`
+	Route        *Route                 `protobuf:"bytes,4,opt,name=route,proto3" json:"route,omitempty"`
+	RequestId    string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tool calls the model made (finish_reason TOOL_CALLS).
+	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// Per-token log probabilities, when the request asked for them.
+	Logprobs      []*TokenLogprob `protobuf:"bytes,7,rep,name=logprobs,proto3" json:"logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +1263,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[7]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +1276,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GenerateResponse) GetText() string {
@@ -761,6 +1314,20 @@ func (x *GenerateResponse) GetRequestId() string {
 	return ""
 }
 
+func (x *GenerateResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *GenerateResponse) GetLogprobs() []*TokenLogprob {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
 type GenerateChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Text of this chunk.
@@ -768,17 +1335,23 @@ type GenerateChunk struct {
 	// Tokens in this chunk.
 	Tokens int32 `protobuf:"varint,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	// Set on the last chunk only.
-	Usage         *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
-	FinishReason  FinishReason `protobuf:"varint,4,opt,name=finish_reason,json=finishReason,proto3,enum=switchyard.v1.FinishReason" json:"finish_reason,omitempty"`
-	Route         *Route       `protobuf:"bytes,5,opt,name=route,proto3" json:"route,omitempty"`
-	RequestId     string       `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Usage        *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	FinishReason FinishReason `protobuf:"varint,4,opt,name=finish_reason,json=finishReason,proto3,enum=switchyard.v1.FinishReason" json:"finish_reason,omitempty"`
+	Route        *Route       `protobuf:"bytes,5,opt,name=route,proto3" json:"route,omitempty"`
+	RequestId    string       `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Pieces of tool calls (see ToolCallDelta). Once a stream has carried one,
+	// a pool failing mid-stream ends the call with UNAVAILABLE: a tool call is
+	// never continued on another pool.
+	ToolCalls []*ToolCallDelta `protobuf:"bytes,7,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// Log probabilities of this chunk's tokens, when asked for.
+	Logprobs      []*TokenLogprob `protobuf:"bytes,8,rep,name=logprobs,proto3" json:"logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateChunk) Reset() {
 	*x = GenerateChunk{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1363,7 @@ func (x *GenerateChunk) String() string {
 func (*GenerateChunk) ProtoMessage() {}
 
 func (x *GenerateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[8]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1376,7 @@ func (x *GenerateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateChunk.ProtoReflect.Descriptor instead.
 func (*GenerateChunk) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GenerateChunk) GetText() string {
@@ -848,6 +1421,231 @@ func (x *GenerateChunk) GetRequestId() string {
 	return ""
 }
 
+func (x *GenerateChunk) GetToolCalls() []*ToolCallDelta {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *GenerateChunk) GetLogprobs() []*TokenLogprob {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
+// EmbedRequest asks for embeddings of one or more inputs.
+type EmbedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A model of kind embedding.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// 1..2048 inputs, none empty; together within the model's max_input_tokens per input.
+	Input []string `protobuf:"bytes,2,rep,name=input,proto3" json:"input,omitempty"`
+	// Truncate each embedding to this many dimensions (0: the model's own),
+	// where the pool's server supports it.
+	Dimensions    int32         `protobuf:"varint,3,opt,name=dimensions,proto3" json:"dimensions,omitempty"`
+	Priority      Priority      `protobuf:"varint,4,opt,name=priority,proto3,enum=switchyard.v1.Priority" json:"priority,omitempty"`
+	Routing       *RoutingHints `protobuf:"bytes,5,opt,name=routing,proto3" json:"routing,omitempty"`
+	RequestId     string        `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedRequest) Reset() {
+	*x = EmbedRequest{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedRequest) ProtoMessage() {}
+
+func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
+func (*EmbedRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EmbedRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetInput() []string {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetDimensions() int32 {
+	if x != nil {
+		return x.Dimensions
+	}
+	return 0
+}
+
+func (x *EmbedRequest) GetPriority() Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return Priority_PRIORITY_UNSPECIFIED
+}
+
+func (x *EmbedRequest) GetRouting() *RoutingHints {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type Embedding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of the input this embeds.
+	Index         int32     `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Values        []float32 `protobuf:"fixed32,2,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Embedding) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Embedding) GetValues() []float32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type EmbedResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Embeddings []*Embedding           `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"`
+	// input_tokens only.
+	Usage         *Usage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	Route         *Route `protobuf:"bytes,3,opt,name=route,proto3" json:"route,omitempty"`
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedResponse) Reset() {
+	*x = EmbedResponse{}
+	mi := &file_switchyard_v1_inference_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedResponse) ProtoMessage() {}
+
+func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_inference_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
+func (*EmbedResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EmbedResponse) GetEmbeddings() []*Embedding {
+	if x != nil {
+		return x.Embeddings
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetRoute() *Route {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type ListModelsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -856,7 +1654,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1666,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[9]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1679,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{19}
 }
 
 type ModelPlacement struct {
@@ -896,7 +1694,7 @@ type ModelPlacement struct {
 
 func (x *ModelPlacement) Reset() {
 	*x = ModelPlacement{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1706,7 @@ func (x *ModelPlacement) String() string {
 func (*ModelPlacement) ProtoMessage() {}
 
 func (x *ModelPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[10]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1719,7 @@ func (x *ModelPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPlacement.ProtoReflect.Descriptor instead.
 func (*ModelPlacement) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ModelPlacement) GetPool() string {
@@ -958,13 +1756,15 @@ type Model struct {
 	MaxInputTokens  int32                  `protobuf:"varint,2,opt,name=max_input_tokens,json=maxInputTokens,proto3" json:"max_input_tokens,omitempty"`
 	MaxOutputTokens int32                  `protobuf:"varint,3,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
 	Placements      []*ModelPlacement      `protobuf:"bytes,4,rep,name=placements,proto3" json:"placements,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// "chat" (Generate, GenerateStream) or "embedding" (Embed).
+	Kind          string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1776,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[11]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1789,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Model) GetName() string {
@@ -1020,6 +1820,13 @@ func (x *Model) GetPlacements() []*ModelPlacement {
 	return nil
 }
 
+func (x *Model) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 type ListModelsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Models        []*Model               `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
@@ -1029,7 +1836,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1848,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_inference_proto_msgTypes[12]
+	mi := &file_switchyard_v1_inference_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1861,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_inference_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -1078,10 +1885,52 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"prefix_key\x18\x05 \x01(\tR\tprefixKey\"`\n" +
 	"\fContinuation\x12%\n" +
 	"\x0egenerated_text\x18\x01 \x01(\tR\rgeneratedText\x12)\n" +
-	"\x10generated_tokens\x18\x02 \x01(\x05R\x0fgeneratedTokens\";\n" +
+	"\x10generated_tokens\x18\x02 \x01(\x05R\x0fgeneratedTokens\"\xa9\x01\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\xd6\x02\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x126\n" +
+	"\n" +
+	"tool_calls\x18\x03 \x03(\v2\x17.switchyard.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x04 \x01(\tR\n" +
+	"toolCallId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"\x8d\x01\n" +
+	"\x04Tool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12'\n" +
+	"\x0fparameters_json\x18\x03 \x01(\tR\x0eparametersJson\x12\x1b\n" +
+	"\x06strict\x18\x04 \x01(\bH\x00R\x06strict\x88\x01\x01B\t\n" +
+	"\a_strict\"E\n" +
+	"\n" +
+	"ToolChoice\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12#\n" +
+	"\rfunction_name\x18\x02 \x01(\tR\ffunctionName\"L\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\"g\n" +
+	"\rToolCallDelta\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\x8e\x01\n" +
+	"\x0eResponseFormat\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1f\n" +
+	"\vschema_name\x18\x02 \x01(\tR\n" +
+	"schemaName\x12\x1f\n" +
+	"\vschema_json\x18\x03 \x01(\tR\n" +
+	"schemaJson\x12\x1b\n" +
+	"\x06strict\x18\x04 \x01(\bH\x00R\x06strict\x88\x01\x01B\t\n" +
+	"\a_strict\"\x92\x01\n" +
+	"\fTokenLogprob\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x18\n" +
+	"\alogprob\x18\x02 \x01(\x02R\alogprob\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\fR\x05bytes\x12<\n" +
+	"\ftop_logprobs\x18\x04 \x03(\v2\x19.switchyard.v1.TopLogprobR\vtopLogprobs\"R\n" +
+	"\n" +
+	"TopLogprob\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x18\n" +
+	"\alogprob\x18\x02 \x01(\x02R\alogprob\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\fR\x05bytes\"\xd6\x02\n" +
 	"\x12SamplingParameters\x12%\n" +
 	"\vtemperature\x18\x01 \x01(\x02H\x00R\vtemperature\x88\x01\x01\x12\x18\n" +
 	"\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x18\n" +
@@ -1095,7 +1944,7 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\x06_top_kB\a\n" +
 	"\x05_seedB\x13\n" +
 	"\x11_presence_penaltyB\x14\n" +
-	"\x12_frequency_penalty\"\xa1\x03\n" +
+	"\x12_frequency_penalty\"\xf2\x05\n" +
 	"\x0fGenerateRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
 	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x126\n" +
@@ -1107,7 +1956,17 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\arouting\x18\x05 \x01(\v2\x1b.switchyard.v1.RoutingHintsR\arouting\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\x12?\n" +
-	"\fcontinuation\x18\a \x01(\v2\x1b.switchyard.v1.ContinuationR\fcontinuation\"\x7f\n" +
+	"\fcontinuation\x18\a \x01(\v2\x1b.switchyard.v1.ContinuationR\fcontinuation\x12)\n" +
+	"\x05tools\x18\n" +
+	" \x03(\v2\x13.switchyard.v1.ToolR\x05tools\x12:\n" +
+	"\vtool_choice\x18\v \x01(\v2\x19.switchyard.v1.ToolChoiceR\n" +
+	"toolChoice\x123\n" +
+	"\x13parallel_tool_calls\x18\f \x01(\bH\x00R\x11parallelToolCalls\x88\x01\x01\x12F\n" +
+	"\x0fresponse_format\x18\r \x01(\v2\x1d.switchyard.v1.ResponseFormatR\x0eresponseFormat\x12\x1a\n" +
+	"\blogprobs\x18\x0e \x01(\bR\blogprobs\x12&\n" +
+	"\ftop_logprobs\x18\x0f \x01(\x05H\x01R\vtopLogprobs\x88\x01\x01B\x16\n" +
+	"\x14_parallel_tool_callsB\x0f\n" +
+	"\r_top_logprobs\"\x7f\n" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\x05R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x02 \x01(\x05R\foutputTokens\x12.\n" +
@@ -1120,14 +1979,17 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\battempts\x18\x05 \x01(\x05R\battempts\x12\x1f\n" +
 	"\vpools_tried\x18\x06 \x03(\tR\n" +
 	"poolsTried\x12\x16\n" +
-	"\x06policy\x18\a \x01(\tR\x06policy\"\xdf\x01\n" +
+	"\x06policy\x18\a \x01(\tR\x06policy\"\xd0\x02\n" +
 	"\x10GenerateResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12*\n" +
 	"\x05usage\x18\x02 \x01(\v2\x14.switchyard.v1.UsageR\x05usage\x12@\n" +
 	"\rfinish_reason\x18\x03 \x01(\x0e2\x1b.switchyard.v1.FinishReasonR\ffinishReason\x12*\n" +
 	"\x05route\x18\x04 \x01(\v2\x14.switchyard.v1.RouteR\x05route\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\xf4\x01\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x126\n" +
+	"\n" +
+	"tool_calls\x18\x06 \x03(\v2\x17.switchyard.v1.ToolCallR\ttoolCalls\x127\n" +
+	"\blogprobs\x18\a \x03(\v2\x1b.switchyard.v1.TokenLogprobR\blogprobs\"\xea\x02\n" +
 	"\rGenerateChunk\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x16\n" +
 	"\x06tokens\x18\x02 \x01(\x05R\x06tokens\x12*\n" +
@@ -1135,38 +1997,65 @@ const file_switchyard_v1_inference_proto_rawDesc = "" +
 	"\rfinish_reason\x18\x04 \x01(\x0e2\x1b.switchyard.v1.FinishReasonR\ffinishReason\x12*\n" +
 	"\x05route\x18\x05 \x01(\v2\x14.switchyard.v1.RouteR\x05route\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId\"\x13\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x12;\n" +
+	"\n" +
+	"tool_calls\x18\a \x03(\v2\x1c.switchyard.v1.ToolCallDeltaR\ttoolCalls\x127\n" +
+	"\blogprobs\x18\b \x03(\v2\x1b.switchyard.v1.TokenLogprobR\blogprobs\"\xe5\x01\n" +
+	"\fEmbedRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
+	"\x05input\x18\x02 \x03(\tR\x05input\x12\x1e\n" +
+	"\n" +
+	"dimensions\x18\x03 \x01(\x05R\n" +
+	"dimensions\x123\n" +
+	"\bpriority\x18\x04 \x01(\x0e2\x17.switchyard.v1.PriorityR\bpriority\x125\n" +
+	"\arouting\x18\x05 \x01(\v2\x1b.switchyard.v1.RoutingHintsR\arouting\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"9\n" +
+	"\tEmbedding\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\x02R\x06values\"\xc0\x01\n" +
+	"\rEmbedResponse\x128\n" +
+	"\n" +
+	"embeddings\x18\x01 \x03(\v2\x18.switchyard.v1.EmbeddingR\n" +
+	"embeddings\x12*\n" +
+	"\x05usage\x18\x02 \x01(\v2\x14.switchyard.v1.UsageR\x05usage\x12*\n" +
+	"\x05route\x18\x03 \x01(\v2\x14.switchyard.v1.RouteR\x05route\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x13\n" +
 	"\x11ListModelsRequest\"t\n" +
 	"\x0eModelPlacement\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05cloud\x18\x02 \x01(\tR\x05cloud\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12 \n" +
-	"\vaccelerator\x18\x04 \x01(\tR\vaccelerator\"\xb0\x01\n" +
+	"\vaccelerator\x18\x04 \x01(\tR\vaccelerator\"\xc4\x01\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x10max_input_tokens\x18\x02 \x01(\x05R\x0emaxInputTokens\x12*\n" +
 	"\x11max_output_tokens\x18\x03 \x01(\x05R\x0fmaxOutputTokens\x12=\n" +
 	"\n" +
 	"placements\x18\x04 \x03(\v2\x1d.switchyard.v1.ModelPlacementR\n" +
-	"placements\"B\n" +
+	"placements\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\"B\n" +
 	"\x12ListModelsResponse\x12,\n" +
 	"\x06models\x18\x01 \x03(\v2\x14.switchyard.v1.ModelR\x06models*i\n" +
 	"\bPriority\x12\x18\n" +
 	"\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PRIORITY_INTERACTIVE\x10\x01\x12\x15\n" +
 	"\x11PRIORITY_STANDARD\x10\x02\x12\x12\n" +
-	"\x0ePRIORITY_BATCH\x10\x03*\xa2\x01\n" +
+	"\x0ePRIORITY_BATCH\x10\x03*\xc0\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12\x1f\n" +
 	"\x1bFINISH_REASON_STOP_SEQUENCE\x10\x03\x12 \n" +
-	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x042\xfd\x01\n" +
+	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x04\x12\x1c\n" +
+	"\x18FINISH_REASON_TOOL_CALLS\x10\x052\xc1\x02\n" +
 	"\tInference\x12K\n" +
 	"\bGenerate\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1f.switchyard.v1.GenerateResponse\x12P\n" +
 	"\x0eGenerateStream\x12\x1e.switchyard.v1.GenerateRequest\x1a\x1c.switchyard.v1.GenerateChunk0\x01\x12Q\n" +
 	"\n" +
-	"ListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponseBGZEgithub.com/switchyard-dev/switchyard/proto/switchyard/v1;switchyardv1b\x06proto3"
+	"ListModels\x12 .switchyard.v1.ListModelsRequest\x1a!.switchyard.v1.ListModelsResponse\x12B\n" +
+	"\x05Embed\x12\x1b.switchyard.v1.EmbedRequest\x1a\x1c.switchyard.v1.EmbedResponseBGZEgithub.com/switchyard-dev/switchyard/proto/switchyard/v1;switchyardv1b\x06proto3"
 
 var (
 	file_switchyard_v1_inference_proto_rawDescOnce sync.Once
@@ -1181,49 +2070,75 @@ func file_switchyard_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchyard_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_switchyard_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_switchyard_v1_inference_proto_goTypes = []any{
 	(Priority)(0),              // 0: switchyard.v1.Priority
 	(FinishReason)(0),          // 1: switchyard.v1.FinishReason
 	(*RoutingHints)(nil),       // 2: switchyard.v1.RoutingHints
 	(*Continuation)(nil),       // 3: switchyard.v1.Continuation
 	(*ChatMessage)(nil),        // 4: switchyard.v1.ChatMessage
-	(*SamplingParameters)(nil), // 5: switchyard.v1.SamplingParameters
-	(*GenerateRequest)(nil),    // 6: switchyard.v1.GenerateRequest
-	(*Usage)(nil),              // 7: switchyard.v1.Usage
-	(*Route)(nil),              // 8: switchyard.v1.Route
-	(*GenerateResponse)(nil),   // 9: switchyard.v1.GenerateResponse
-	(*GenerateChunk)(nil),      // 10: switchyard.v1.GenerateChunk
-	(*ListModelsRequest)(nil),  // 11: switchyard.v1.ListModelsRequest
-	(*ModelPlacement)(nil),     // 12: switchyard.v1.ModelPlacement
-	(*Model)(nil),              // 13: switchyard.v1.Model
-	(*ListModelsResponse)(nil), // 14: switchyard.v1.ListModelsResponse
+	(*Tool)(nil),               // 5: switchyard.v1.Tool
+	(*ToolChoice)(nil),         // 6: switchyard.v1.ToolChoice
+	(*ToolCall)(nil),           // 7: switchyard.v1.ToolCall
+	(*ToolCallDelta)(nil),      // 8: switchyard.v1.ToolCallDelta
+	(*ResponseFormat)(nil),     // 9: switchyard.v1.ResponseFormat
+	(*TokenLogprob)(nil),       // 10: switchyard.v1.TokenLogprob
+	(*TopLogprob)(nil),         // 11: switchyard.v1.TopLogprob
+	(*SamplingParameters)(nil), // 12: switchyard.v1.SamplingParameters
+	(*GenerateRequest)(nil),    // 13: switchyard.v1.GenerateRequest
+	(*Usage)(nil),              // 14: switchyard.v1.Usage
+	(*Route)(nil),              // 15: switchyard.v1.Route
+	(*GenerateResponse)(nil),   // 16: switchyard.v1.GenerateResponse
+	(*GenerateChunk)(nil),      // 17: switchyard.v1.GenerateChunk
+	(*EmbedRequest)(nil),       // 18: switchyard.v1.EmbedRequest
+	(*Embedding)(nil),          // 19: switchyard.v1.Embedding
+	(*EmbedResponse)(nil),      // 20: switchyard.v1.EmbedResponse
+	(*ListModelsRequest)(nil),  // 21: switchyard.v1.ListModelsRequest
+	(*ModelPlacement)(nil),     // 22: switchyard.v1.ModelPlacement
+	(*Model)(nil),              // 23: switchyard.v1.Model
+	(*ListModelsResponse)(nil), // 24: switchyard.v1.ListModelsResponse
 }
 var file_switchyard_v1_inference_proto_depIdxs = []int32{
-	4,  // 0: switchyard.v1.GenerateRequest.messages:type_name -> switchyard.v1.ChatMessage
-	5,  // 1: switchyard.v1.GenerateRequest.sampling:type_name -> switchyard.v1.SamplingParameters
-	0,  // 2: switchyard.v1.GenerateRequest.priority:type_name -> switchyard.v1.Priority
-	2,  // 3: switchyard.v1.GenerateRequest.routing:type_name -> switchyard.v1.RoutingHints
-	3,  // 4: switchyard.v1.GenerateRequest.continuation:type_name -> switchyard.v1.Continuation
-	7,  // 5: switchyard.v1.GenerateResponse.usage:type_name -> switchyard.v1.Usage
-	1,  // 6: switchyard.v1.GenerateResponse.finish_reason:type_name -> switchyard.v1.FinishReason
-	8,  // 7: switchyard.v1.GenerateResponse.route:type_name -> switchyard.v1.Route
-	7,  // 8: switchyard.v1.GenerateChunk.usage:type_name -> switchyard.v1.Usage
-	1,  // 9: switchyard.v1.GenerateChunk.finish_reason:type_name -> switchyard.v1.FinishReason
-	8,  // 10: switchyard.v1.GenerateChunk.route:type_name -> switchyard.v1.Route
-	12, // 11: switchyard.v1.Model.placements:type_name -> switchyard.v1.ModelPlacement
-	13, // 12: switchyard.v1.ListModelsResponse.models:type_name -> switchyard.v1.Model
-	6,  // 13: switchyard.v1.Inference.Generate:input_type -> switchyard.v1.GenerateRequest
-	6,  // 14: switchyard.v1.Inference.GenerateStream:input_type -> switchyard.v1.GenerateRequest
-	11, // 15: switchyard.v1.Inference.ListModels:input_type -> switchyard.v1.ListModelsRequest
-	9,  // 16: switchyard.v1.Inference.Generate:output_type -> switchyard.v1.GenerateResponse
-	10, // 17: switchyard.v1.Inference.GenerateStream:output_type -> switchyard.v1.GenerateChunk
-	14, // 18: switchyard.v1.Inference.ListModels:output_type -> switchyard.v1.ListModelsResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 0: switchyard.v1.ChatMessage.tool_calls:type_name -> switchyard.v1.ToolCall
+	11, // 1: switchyard.v1.TokenLogprob.top_logprobs:type_name -> switchyard.v1.TopLogprob
+	4,  // 2: switchyard.v1.GenerateRequest.messages:type_name -> switchyard.v1.ChatMessage
+	12, // 3: switchyard.v1.GenerateRequest.sampling:type_name -> switchyard.v1.SamplingParameters
+	0,  // 4: switchyard.v1.GenerateRequest.priority:type_name -> switchyard.v1.Priority
+	2,  // 5: switchyard.v1.GenerateRequest.routing:type_name -> switchyard.v1.RoutingHints
+	3,  // 6: switchyard.v1.GenerateRequest.continuation:type_name -> switchyard.v1.Continuation
+	5,  // 7: switchyard.v1.GenerateRequest.tools:type_name -> switchyard.v1.Tool
+	6,  // 8: switchyard.v1.GenerateRequest.tool_choice:type_name -> switchyard.v1.ToolChoice
+	9,  // 9: switchyard.v1.GenerateRequest.response_format:type_name -> switchyard.v1.ResponseFormat
+	14, // 10: switchyard.v1.GenerateResponse.usage:type_name -> switchyard.v1.Usage
+	1,  // 11: switchyard.v1.GenerateResponse.finish_reason:type_name -> switchyard.v1.FinishReason
+	15, // 12: switchyard.v1.GenerateResponse.route:type_name -> switchyard.v1.Route
+	7,  // 13: switchyard.v1.GenerateResponse.tool_calls:type_name -> switchyard.v1.ToolCall
+	10, // 14: switchyard.v1.GenerateResponse.logprobs:type_name -> switchyard.v1.TokenLogprob
+	14, // 15: switchyard.v1.GenerateChunk.usage:type_name -> switchyard.v1.Usage
+	1,  // 16: switchyard.v1.GenerateChunk.finish_reason:type_name -> switchyard.v1.FinishReason
+	15, // 17: switchyard.v1.GenerateChunk.route:type_name -> switchyard.v1.Route
+	8,  // 18: switchyard.v1.GenerateChunk.tool_calls:type_name -> switchyard.v1.ToolCallDelta
+	10, // 19: switchyard.v1.GenerateChunk.logprobs:type_name -> switchyard.v1.TokenLogprob
+	0,  // 20: switchyard.v1.EmbedRequest.priority:type_name -> switchyard.v1.Priority
+	2,  // 21: switchyard.v1.EmbedRequest.routing:type_name -> switchyard.v1.RoutingHints
+	19, // 22: switchyard.v1.EmbedResponse.embeddings:type_name -> switchyard.v1.Embedding
+	14, // 23: switchyard.v1.EmbedResponse.usage:type_name -> switchyard.v1.Usage
+	15, // 24: switchyard.v1.EmbedResponse.route:type_name -> switchyard.v1.Route
+	22, // 25: switchyard.v1.Model.placements:type_name -> switchyard.v1.ModelPlacement
+	23, // 26: switchyard.v1.ListModelsResponse.models:type_name -> switchyard.v1.Model
+	13, // 27: switchyard.v1.Inference.Generate:input_type -> switchyard.v1.GenerateRequest
+	13, // 28: switchyard.v1.Inference.GenerateStream:input_type -> switchyard.v1.GenerateRequest
+	21, // 29: switchyard.v1.Inference.ListModels:input_type -> switchyard.v1.ListModelsRequest
+	18, // 30: switchyard.v1.Inference.Embed:input_type -> switchyard.v1.EmbedRequest
+	16, // 31: switchyard.v1.Inference.Generate:output_type -> switchyard.v1.GenerateResponse
+	17, // 32: switchyard.v1.Inference.GenerateStream:output_type -> switchyard.v1.GenerateChunk
+	24, // 33: switchyard.v1.Inference.ListModels:output_type -> switchyard.v1.ListModelsResponse
+	20, // 34: switchyard.v1.Inference.Embed:output_type -> switchyard.v1.EmbedResponse
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_inference_proto_init() }
@@ -1232,13 +2147,16 @@ func file_switchyard_v1_inference_proto_init() {
 		return
 	}
 	file_switchyard_v1_inference_proto_msgTypes[3].OneofWrappers = []any{}
+	file_switchyard_v1_inference_proto_msgTypes[7].OneofWrappers = []any{}
+	file_switchyard_v1_inference_proto_msgTypes[10].OneofWrappers = []any{}
+	file_switchyard_v1_inference_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_inference_proto_rawDesc), len(file_switchyard_v1_inference_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

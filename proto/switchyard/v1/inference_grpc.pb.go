@@ -22,6 +22,7 @@ const (
 	Inference_Generate_FullMethodName       = "/switchyard.v1.Inference/Generate"
 	Inference_GenerateStream_FullMethodName = "/switchyard.v1.Inference/GenerateStream"
 	Inference_ListModels_FullMethodName     = "/switchyard.v1.Inference/ListModels"
+	Inference_Embed_FullMethodName          = "/switchyard.v1.Inference/Embed"
 )
 
 // InferenceClient is the client API for Inference service.
@@ -38,6 +39,9 @@ type InferenceClient interface {
 	GenerateStream(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateChunk], error)
 	// ListModels lists the models served and where each is served from.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
+	// Embed returns one embedding per input, from a model of kind embedding,
+	// routed with the same capacity, tiers, residency and failover as Generate.
+	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
 }
 
 type inferenceClient struct {
@@ -87,6 +91,16 @@ func (c *inferenceClient) ListModels(ctx context.Context, in *ListModelsRequest,
 	return out, nil
 }
 
+func (c *inferenceClient) Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EmbedResponse)
+	err := c.cc.Invoke(ctx, Inference_Embed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InferenceServer is the server API for Inference service.
 // All implementations must embed UnimplementedInferenceServer
 // for forward compatibility.
@@ -101,6 +115,9 @@ type InferenceServer interface {
 	GenerateStream(*GenerateRequest, grpc.ServerStreamingServer[GenerateChunk]) error
 	// ListModels lists the models served and where each is served from.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
+	// Embed returns one embedding per input, from a model of kind embedding,
+	// routed with the same capacity, tiers, residency and failover as Generate.
+	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
 	mustEmbedUnimplementedInferenceServer()
 }
 
@@ -119,6 +136,9 @@ func (UnimplementedInferenceServer) GenerateStream(*GenerateRequest, grpc.Server
 }
 func (UnimplementedInferenceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListModels not implemented")
+}
+func (UnimplementedInferenceServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Embed not implemented")
 }
 func (UnimplementedInferenceServer) mustEmbedUnimplementedInferenceServer() {}
 func (UnimplementedInferenceServer) testEmbeddedByValue()                   {}
@@ -188,6 +208,24 @@ func _Inference_ListModels_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Inference_Embed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmbedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InferenceServer).Embed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Inference_Embed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InferenceServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Inference_ServiceDesc is the grpc.ServiceDesc for Inference service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +240,10 @@ var Inference_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListModels",
 			Handler:    _Inference_ListModels_Handler,
+		},
+		{
+			MethodName: "Embed",
+			Handler:    _Inference_Embed_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
