@@ -46,11 +46,30 @@ type Backend interface {
 	Close() error
 }
 
-// Capabilities describes optional features of an adapter.
+// Capabilities describes optional features of an adapter. The router never
+// sends a pool a request using a feature its adapter lacks: it picks another
+// pool, and when none serving the model has it the call is refused with
+// INVALID_ARGUMENT naming the field (nothing a client sent is dropped).
 type Capabilities struct {
 	// Continuation: the backend honours GenerateRequest.continuation, so a
 	// stream broken on one pool can resume on another from the tokens sent.
 	Continuation bool
+	// Tools: tools, tool_choice, parallel_tool_calls, tool turns and
+	// assistant tool_calls reach the server, and its tool calls come back.
+	Tools bool
+	// ResponseFormat: response_format (json_object, json_schema) reaches the server.
+	ResponseFormat bool
+	// Logprobs: logprobs and top_logprobs reach the server and come back.
+	Logprobs bool
+	// Embeddings: the backend implements Embedder.
+	Embeddings bool
+}
+
+// Embedder is implemented by backends that serve embeddings. Embed returns
+// one embedding per input, in input order; usage holds input_tokens (0 when
+// the server gave no count). Errors are gRPC statuses as for Backend.
+type Embedder interface {
+	Embed(ctx context.Context, req *pb.EmbedRequest) (*pb.EmbedResponse, error)
 }
 
 // Spec is what an adapter needs to build a Backend for one pool.

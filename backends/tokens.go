@@ -31,17 +31,33 @@ func EstimateInputTokens(req *pb.GenerateRequest) int {
 	n := EstimateTokens(req.GetPrompt())
 	for _, m := range req.GetMessages() {
 		n += EstimateTokens(m.GetContent()) + PerMessageTokens
+		for _, c := range m.GetToolCalls() {
+			n += EstimateTokens(c.GetName()) + EstimateTokens(c.GetArguments())
+		}
 	}
+	for _, t := range req.GetTools() {
+		n += EstimateTokens(t.GetName()) + EstimateTokens(t.GetDescription()) + EstimateTokens(t.GetParametersJson())
+	}
+	n += EstimateTokens(req.GetResponseFormat().GetSchemaJson())
 	return n + EstimateTokens(req.GetContinuation().GetGeneratedText())
 }
 
 // InputBytes is the size of the request's input text: prompt or messages'
-// content, plus a continuation's text.
+// content (and assistant tool calls), tool declarations, a response schema,
+// plus a continuation's text.
 func InputBytes(req *pb.GenerateRequest) int {
 	n := len(req.GetPrompt()) + len(req.GetContinuation().GetGeneratedText())
 	for _, m := range req.GetMessages() {
 		n += len(m.GetContent())
+		for _, c := range m.GetToolCalls() {
+			n += len(c.GetName()) + len(c.GetArguments())
+		}
 	}
+	// Tool declarations and a response schema reach the model as input too.
+	for _, t := range req.GetTools() {
+		n += len(t.GetName()) + len(t.GetDescription()) + len(t.GetParametersJson())
+	}
+	n += len(req.GetResponseFormat().GetSchemaJson())
 	return n
 }
 

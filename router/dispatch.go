@@ -88,6 +88,9 @@ type attemptFunc func(ctx context.Context, p *pool, req *pb.GenerateRequest, sta
 type progress struct {
 	text   strings.Builder
 	tokens int32
+	// toolCall: a piece of a tool call reached the client; the stream is
+	// never continued on another pool after that.
+	toolCall bool
 }
 
 func streamed(p *progress) int32 {
@@ -148,11 +151,19 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 			return route, noEligible(c, dec)
 		}
 		var shortage error
-		cannotContinue := "" // a pool skipped because it cannot resume the stream
+		cannotContinue := ""              // a pool skipped because it cannot resume the stream
+		lacking, lacks := "", features(0) // a pool skipped because it lacks a feature the call needs
 		// Next draws the order as the loop goes: usually only the first.
 		for cand := dec.Next(); cand != nil; cand = dec.Next() {
+			if prog != nil && prog.toolCall {
+				return route, toolCallBroken(prog, cmpErr(lastErr, shortage))
+			}
 			p := pools[cand.Index]
 			if failed != nil && failed[p.index] {
+				continue
+			}
+			if miss := c.needs &^ p.offers; miss != 0 {
+				lacking, lacks = p.cfg.Name, miss
 				continue
 			}
 			if streamed(prog) > 0 && !p.continues {
@@ -240,7 +251,13 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 				continue
 			}
 		}
+		if prog != nil && prog.toolCall {
+			return route, toolCallBroken(prog, cmpErr(lastErr, shortage))
+		}
 		if shortage == nil {
+			if lacking != "" && lastErr == nil && cannotContinue == "" {
+				return route, unsupported(c, lacks, lacking)
+			}
 			if cannotContinue != "" {
 				return route, fmt.Errorf("%w: stream broke after %d tokens and no other pool can continue it (%s cannot): %w", errPoolFailed, streamed(prog), cannotContinue, lastErr)
 			}
@@ -428,6 +445,14 @@ func clientInput(c *call, a *attempt, u *pb.Usage) int {
 		return int(in)
 	}
 	return c.inputTokens
+}
+
+// cmpErr is the first non-nil error.
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
 }
 
 // continued is the request for an attempt that resumes a stream after

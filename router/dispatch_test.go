@@ -39,6 +39,7 @@ type step struct {
 	fail   codes.Code // after the tokens: fail with this code (OK: finish)
 	hang   bool       // block until the attempt's context ends
 	panic  bool
+	tool   bool // the streamed chunks are pieces of a tool call, not text
 }
 
 // fakeBackend plays its steps in order, the last one again once they run out.
@@ -50,6 +51,8 @@ type fakeBackend struct {
 	// continuation adds its generated tokens, as a real server counting the
 	// re-sent text would. 0: the backend reports no input tokens.
 	prompt int32
+	// caps are the optional capabilities it claims (Continuation comes from continues).
+	caps backends.Capabilities
 
 	mu    sync.Mutex
 	calls []*pb.GenerateRequest
@@ -105,7 +108,11 @@ func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateReques
 		panic("fake backend " + f.name + " panicked")
 	}
 	for i := range s.tokens {
-		if err := send(&pb.GenerateChunk{Text: f.text(i), Tokens: 1}); err != nil {
+		ch := &pb.GenerateChunk{Text: f.text(i), Tokens: 1}
+		if s.tool {
+			ch.Text, ch.ToolCalls = "", []*pb.ToolCallDelta{{Arguments: f.text(i)}}
+		}
+		if err := send(ch); err != nil {
 			return err
 		}
 	}
@@ -121,7 +128,9 @@ func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateReques
 
 func (f *fakeBackend) Check(context.Context) error { return nil }
 func (f *fakeBackend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: f.continues}
+	c := f.caps
+	c.Continuation = f.continues
+	return c
 }
 func (f *fakeBackend) Close() error { return nil }
 

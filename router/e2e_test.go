@@ -64,6 +64,7 @@ func TestBadRequestsGetClearStatuses(t *testing.T) {
 	f := startFleet(t, fleetOpts{}, usEU()...)
 	ctx := ctxT(t, 10*time.Second)
 	long := strings.Repeat("x", 1000*4+1)
+	chat := []*pb.ChatMessage{{Role: "user", Content: "hi"}}
 	cases := []struct {
 		name  string
 		req   *pb.GenerateRequest
@@ -84,6 +85,19 @@ func TestBadRequestsGetClearStatuses(t *testing.T) {
 		{"oversized chat", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "user", Content: long}}}, codes.InvalidArgument, "messages"},
 		{"temperature out of range", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Sampling: &pb.SamplingParameters{Temperature: proto.Float32(3)}}, codes.InvalidArgument, "sampling.temperature"},
 		{"oversized continuation", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 2, Continuation: &pb.Continuation{GeneratedText: long, GeneratedTokens: 1}}, codes.InvalidArgument, "continuation.generated_text"},
+		{"tools with a prompt", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Tools: []*pb.Tool{{Name: "f"}}}, codes.InvalidArgument, "tools"},
+		{"bad tool name", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, Tools: []*pb.Tool{{Name: "no spaces"}}}, codes.InvalidArgument, "tools[0].name"},
+		{"tool parameters not an object", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, Tools: []*pb.Tool{{Name: "f", ParametersJson: "[1]"}}}, codes.InvalidArgument, "tools[0].parameters_json"},
+		{"tool_choice without tools", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, ToolChoice: &pb.ToolChoice{Mode: "auto"}}, codes.InvalidArgument, "tool_choice"},
+		{"tool_choice unknown mode", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, Tools: []*pb.Tool{{Name: "f"}}, ToolChoice: &pb.ToolChoice{Mode: "always"}}, codes.InvalidArgument, "tool_choice.mode"},
+		{"tool_choice names no tool", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, Tools: []*pb.Tool{{Name: "f"}}, ToolChoice: &pb.ToolChoice{Mode: "function", FunctionName: "g"}}, codes.InvalidArgument, "tool_choice.function_name"},
+		{"parallel_tool_calls without tools", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: chat, ParallelToolCalls: proto.Bool(false)}, codes.InvalidArgument, "parallel_tool_calls"},
+		{"tool turn without its call id", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "tool", Content: "42"}}}, codes.InvalidArgument, "messages[0].tool_call_id"},
+		{"tool calls on a user turn", &pb.GenerateRequest{Model: "m", MaxTokens: 1, Messages: []*pb.ChatMessage{{Role: "user", Content: "x", ToolCalls: []*pb.ToolCall{{Id: "1", Name: "f"}}}}}, codes.InvalidArgument, "messages[0].tool_calls"},
+		{"unknown response_format", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, ResponseFormat: &pb.ResponseFormat{Type: "yaml"}}, codes.InvalidArgument, "response_format.type"},
+		{"json_schema without a schema", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, ResponseFormat: &pb.ResponseFormat{Type: "json_schema", SchemaName: "s"}}, codes.InvalidArgument, "response_format.schema_json"},
+		{"top_logprobs without logprobs", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, TopLogprobs: proto.Int32(2)}, codes.InvalidArgument, "top_logprobs"},
+		{"top_logprobs over 20", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 1, Logprobs: true, TopLogprobs: proto.Int32(21)}, codes.InvalidArgument, "top_logprobs"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -42,6 +42,8 @@ type call struct {
 	inputTokens int
 	preq        policy.Request
 	state       *fleetState
+	// needs are the backend features the call uses (features.go).
+	needs features
 }
 
 // admit authenticates the caller, validates the request and resolves its
@@ -81,6 +83,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		tenant:      tenant,
 		inputTokens: backends.EstimateInputTokens(req),
 		state:       st,
+		needs:       requestFeatures(req),
 		preq: policy.Request{
 			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
@@ -195,7 +198,10 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 				final = ch
 				return nil
 			}
-			if err := send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId}); err != nil {
+			if len(ch.GetToolCalls()) > 0 {
+				prog.toolCall = true
+			}
+			if err := send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId, ToolCalls: ch.ToolCalls, Logprobs: ch.Logprobs}); err != nil {
 				return fmt.Errorf("send to client: %w", context.Canceled)
 			}
 			if firstTok.IsZero() && ch.Tokens > 0 {
@@ -223,6 +229,8 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 	// The final chunk carries the text it holds, the whole call's usage and the route.
 	last := &pb.GenerateChunk{
 		Text:         final.GetText(),
+		ToolCalls:    final.GetToolCalls(),
+		Logprobs:     final.GetLogprobs(),
 		Tokens:       final.GetTokens(),
 		FinishReason: final.GetFinishReason(),
 		Usage:        &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens + final.GetTokens()},

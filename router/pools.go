@@ -28,6 +28,8 @@ type pool struct {
 	index int
 	// continues caches backend.Capabilities().Continuation.
 	continues bool
+	// offers caches the optional features of backend.Capabilities().
+	offers features
 	// reporter is the backend when it reports its load, else nil.
 	reporter backends.LoadReporter
 
@@ -79,7 +81,8 @@ const (
 var acquireResultNames = [acquireResults]string{"ok", "full", "quota", "error"}
 
 func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
-	p := &pool{cfg: cfg, backend: b, health: h, continues: b.Capabilities().Continuation}
+	caps := b.Capabilities()
+	p := &pool{cfg: cfg, backend: b, health: h, continues: caps.Continuation, offers: capsFeatures(caps)}
 	p.reporter, _ = b.(backends.LoadReporter)
 	p.ctl.Store(&poolControl{weight: cfg.WeightOf()})
 	base := []attribute.KeyValue{

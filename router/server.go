@@ -534,7 +534,7 @@ func (s *Server) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListMod
 	st := s.state.Load()
 	resp := &pb.ListModelsResponse{}
 	for _, m := range st.fleet.Models {
-		pm := &pb.Model{Name: m.Name, MaxInputTokens: int32(m.MaxInputTokens), MaxOutputTokens: int32(m.MaxOutputTokens)}
+		pm := &pb.Model{Name: m.Name, MaxInputTokens: int32(m.MaxInputTokens), MaxOutputTokens: int32(m.MaxOutputTokens), Kind: m.KindOrDefault()}
 		for _, p := range st.pools {
 			for _, name := range p.cfg.Models {
 				if name == m.Name {

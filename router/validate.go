@@ -1,6 +1,8 @@
 package router
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -25,7 +27,17 @@ const (
 )
 
 // chatRoles are the roles a chat message may take.
-var chatRoles = []string{"system", "user", "assistant"}
+var chatRoles = []string{"system", "user", "assistant", "tool"}
+
+// Bounds on function calling and structured output.
+const (
+	maxTools       = 128
+	maxNameBytes   = 64       // tool, function, schema and participant names
+	maxDescBytes   = 8 << 10  // a tool's description
+	maxSchemaBytes = 64 << 10 // a tool's parameters or a response schema
+	maxCallIDBytes = 256      // a tool call's id
+	maxTopLogprobs = 20
+)
 
 // validateRequest checks a request against model m; errors name the field.
 func validateRequest(req *pb.GenerateRequest, m config.Model) error {
@@ -38,14 +50,34 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 	case len(msgs) > maxMessages:
 		return invalid("messages", "%d messages, at most %d", len(msgs), maxMessages)
 	}
+	if m.KindOrDefault() != config.KindChat {
+		return invalid("model", "%q is an %s model: use Embed (POST /v1/embeddings)", m.Name, m.KindOrDefault())
+	}
 	for i, msg := range msgs {
 		switch msg.GetRole() {
-		case "system", "user", "assistant":
+		case "system", "user", "assistant", "tool":
 		default:
 			return invalid(fmt.Sprintf("messages[%d].role", i), "%s is not one of %q", echo(msg.GetRole()), chatRoles)
 		}
 		if msg.GetContent() == "" && msg.GetRole() != "assistant" {
 			return invalid(fmt.Sprintf("messages[%d].content", i), "must not be empty")
+		}
+		if err := validateMessageTools(i, msg); err != nil {
+			return err
+		}
+	}
+	if err := validateTools(req); err != nil {
+		return err
+	}
+	if err := validateResponseFormat(req.GetResponseFormat()); err != nil {
+		return err
+	}
+	if req.TopLogprobs != nil {
+		if !req.GetLogprobs() {
+			return invalid("top_logprobs", "only with logprobs true")
+		}
+		if n := req.GetTopLogprobs(); n < 0 || n > maxTopLogprobs {
+			return invalid("top_logprobs", "must be in 0..%d, got %d", maxTopLogprobs, n)
 		}
 	}
 	fields := []string{"prompt"}
@@ -76,6 +108,135 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 	}
 	if c := req.GetContinuation(); c != nil && (c.GetGeneratedTokens() < 0 || c.GetGeneratedTokens() >= req.GetMaxTokens()) {
 		return invalid("continuation.generated_tokens", "must be in 0..max_tokens-1, got %d", c.GetGeneratedTokens())
+	}
+	return nil
+}
+
+// validateMessageTools checks a message's tool fields: tool_calls only on
+// assistant turns, tool_call_id required on (and only on) tool turns.
+func validateMessageTools(i int, msg *pb.ChatMessage) error {
+	at := func(f string) string { return fmt.Sprintf("messages[%d].%s", i, f) }
+	if len(msg.GetName()) > maxNameBytes {
+		return invalid(at("name"), "at most %d bytes, got %d", maxNameBytes, len(msg.GetName()))
+	}
+	switch {
+	case msg.GetRole() == "tool" && msg.GetToolCallId() == "":
+		return invalid(at("tool_call_id"), "required on a tool message")
+	case msg.GetRole() != "tool" && msg.GetToolCallId() != "":
+		return invalid(at("tool_call_id"), "only on a tool message")
+	case len(msg.GetToolCallId()) > maxCallIDBytes:
+		return invalid(at("tool_call_id"), "at most %d bytes", maxCallIDBytes)
+	case len(msg.GetToolCalls()) > 0 && msg.GetRole() != "assistant":
+		return invalid(at("tool_calls"), "only on an assistant message")
+	case len(msg.GetToolCalls()) > maxTools:
+		return invalid(at("tool_calls"), "%d calls, at most %d", len(msg.GetToolCalls()), maxTools)
+	}
+	for j, c := range msg.GetToolCalls() {
+		f := func(name string) string { return at(fmt.Sprintf("tool_calls[%d].%s", j, name)) }
+		if c.GetId() == "" || len(c.GetId()) > maxCallIDBytes {
+			return invalid(f("id"), "must be 1..%d bytes", maxCallIDBytes)
+		}
+		if !validName(c.GetName()) {
+			return invalid(f("name"), "must be 1..%d bytes of a-z, A-Z, 0-9, _ and -, got %s", maxNameBytes, echo(c.GetName()))
+		}
+	}
+	return nil
+}
+
+// validateTools checks tools, tool_choice and parallel_tool_calls.
+func validateTools(req *pb.GenerateRequest) error {
+	tools := req.GetTools()
+	if len(tools) > 0 && len(req.GetMessages()) == 0 {
+		return invalid("tools", "only with messages (a chat)")
+	}
+	if len(tools) > maxTools {
+		return invalid("tools", "%d tools, at most %d", len(tools), maxTools)
+	}
+	names := make(map[string]bool, len(tools))
+	for i, t := range tools {
+		f := func(name string) string { return fmt.Sprintf("tools[%d].%s", i, name) }
+		if !validName(t.GetName()) {
+			return invalid(f("name"), "must be 1..%d bytes of a-z, A-Z, 0-9, _ and -, got %s", maxNameBytes, echo(t.GetName()))
+		}
+		if names[t.GetName()] {
+			return invalid(f("name"), "duplicate tool %q", t.GetName())
+		}
+		names[t.GetName()] = true
+		if len(t.GetDescription()) > maxDescBytes {
+			return invalid(f("description"), "at most %d bytes, got %d", maxDescBytes, len(t.GetDescription()))
+		}
+		if p := t.GetParametersJson(); p != "" {
+			if err := jsonObject(p); err != nil {
+				return invalid(f("parameters_json"), "%v", err)
+			}
+		}
+	}
+	tc := req.GetToolChoice()
+	if tc != nil && tc.GetMode() != "" && len(tools) == 0 {
+		return invalid("tool_choice", "only with tools")
+	}
+	switch tc.GetMode() {
+	case "", "auto", "none", "required":
+		if tc.GetFunctionName() != "" {
+			return invalid("tool_choice.function_name", "only with mode function")
+		}
+	case "function":
+		if !names[tc.GetFunctionName()] {
+			return invalid("tool_choice.function_name", "%s is not one of the tools", echo(tc.GetFunctionName()))
+		}
+	default:
+		return invalid("tool_choice.mode", "%s is not one of auto, none, required, function", echo(tc.GetMode()))
+	}
+	if req.ParallelToolCalls != nil && len(tools) == 0 {
+		return invalid("parallel_tool_calls", "only with tools")
+	}
+	return nil
+}
+
+// validateResponseFormat checks response_format.
+func validateResponseFormat(rf *pb.ResponseFormat) error {
+	if rf == nil {
+		return nil
+	}
+	switch rf.GetType() {
+	case "", "text", "json_object":
+		if rf.GetSchemaName() != "" || rf.GetSchemaJson() != "" || rf.Strict != nil {
+			return invalid("response_format.schema_json", "only with type json_schema")
+		}
+	case "json_schema":
+		if !validName(rf.GetSchemaName()) {
+			return invalid("response_format.schema_name", "must be 1..%d bytes of a-z, A-Z, 0-9, _ and -, got %s", maxNameBytes, echo(rf.GetSchemaName()))
+		}
+		if err := jsonObject(rf.GetSchemaJson()); err != nil {
+			return invalid("response_format.schema_json", "%v", err)
+		}
+	default:
+		return invalid("response_format.type", "%s is not one of text, json_object, json_schema", echo(rf.GetType()))
+	}
+	return nil
+}
+
+// validName: 1..64 bytes of a-z, A-Z, 0-9, _ and - (OpenAI's rule for tool names).
+func validName(s string) bool {
+	if s == "" || len(s) > maxNameBytes {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonObject checks s is a bounded JSON object.
+func jsonObject(s string) error {
+	if len(s) > maxSchemaBytes {
+		return fmt.Errorf("at most %d bytes, got %d", maxSchemaBytes, len(s))
+	}
+	t := strings.TrimSpace(s)
+	if t == "" || t[0] != '{' || !json.Valid([]byte(t)) {
+		return errors.New("must be a JSON object")
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func TestValidateRequest(t *testing.T) {
 		{"neither", &pb.GenerateRequest{MaxTokens: 1}, "prompt"},
 		{"both", &pb.GenerateRequest{Prompt: "p", Messages: user("u"), MaxTokens: 1}, "messages"},
 		{"empty user content", &pb.GenerateRequest{Messages: user(""), MaxTokens: 1}, "messages[0].content"},
-		{"unknown role", &pb.GenerateRequest{Messages: []*pb.ChatMessage{{Role: "tool", Content: "x"}}, MaxTokens: 1}, "messages[0].role"},
+		{"unknown role", &pb.GenerateRequest{Messages: []*pb.ChatMessage{{Role: "robot", Content: "x"}}, MaxTokens: 1}, "messages[0].role"},
 		{"too many messages", &pb.GenerateRequest{Messages: make([]*pb.ChatMessage, maxMessages+1), MaxTokens: 1}, "messages"},
 		{"prompt at the limit", &pb.GenerateRequest{Prompt: strings.Repeat("x", 40), MaxTokens: 1}, ""},
 		{"prompt over the limit", &pb.GenerateRequest{Prompt: strings.Repeat("x", 41), MaxTokens: 1}, "prompt"},

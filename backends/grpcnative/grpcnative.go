@@ -144,6 +144,7 @@ type Backend struct {
 var (
 	_ backends.Backend      = (*Backend)(nil)
 	_ backends.LoadReporter = (*Backend)(nil)
+	_ backends.Embedder     = (*Backend)(nil)
 )
 
 // Load implements backends.LoadReporter with the latest report the backend
@@ -259,9 +260,20 @@ func (b *Backend) Check(ctx context.Context) error {
 	return fmt.Errorf("pool %q: no serving endpoint: %w", b.pool, last)
 }
 
-// Capabilities implements backends.Backend: the native protocol carries continuation.
+// Capabilities implements backends.Backend: the native protocol carries
+// continuation, tools, response_format, logprobs and Embed as they are (the
+// server at the far end answers for what it supports).
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: true}
+	return backends.Capabilities{Continuation: true, Tools: true, ResponseFormat: true, Logprobs: true, Embeddings: true}
+}
+
+// Embed implements backends.Embedder over the native Inference/Embed.
+func (b *Backend) Embed(ctx context.Context, req *pb.EmbedRequest) (*pb.EmbedResponse, error) {
+	var header, trailer metadata.MD
+	resp, err := pb.NewInferenceClient(b.pick()).Embed(b.outgoing(ctx), req, grpc.Header(&header), grpc.Trailer(&trailer))
+	b.noteLoad(header)
+	b.noteLoad(trailer)
+	return resp, err
 }
 
 // Close implements backends.Backend.

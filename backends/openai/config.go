@@ -54,6 +54,10 @@ type traits struct {
 	// echoesPrefill: a unary chat answer starts with the continued assistant
 	// text (llama.cpp does); it is cut off.
 	echoesPrefill bool
+	// tools, responseFormat, logprobs, embeddings: the server takes OpenAI's
+	// tools/tool_choice, response_format, logprobs/top_logprobs and serves
+	// /v1/embeddings (backends.Capabilities; docs/backends.md).
+	tools, responseFormat, logprobs, embeddings bool
 }
 
 type chatContinue int
@@ -66,13 +70,20 @@ const (
 )
 
 var serverTraits = map[Server]traits{
-	ServerOpenAI:   {chatContinue: continueNone, maxCompletionTokens: true},
-	ServerVLLM:     {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true},
-	ServerSGLang:   {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true},
-	ServerTGI:      {metrics: true, health: true, chatContinue: continuePrefill, checkModels: true},
-	ServerLlamaCpp: {metrics: true, health: true, chatContinue: continuePrefill, topK: true, checkModels: true, echoesPrefill: true},
-	ServerTRTLLM:   {health: true, chatContinue: continueCompletion, topK: true, checkModels: true},
-	ServerOllama:   {chatContinue: continuePrefill, checkModels: true},
+	ServerOpenAI: {chatContinue: continueNone, maxCompletionTokens: true,
+		tools: true, responseFormat: true, logprobs: true, embeddings: true},
+	ServerVLLM: {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true,
+		tools: true, responseFormat: true, logprobs: true, embeddings: true},
+	ServerSGLang: {metrics: true, health: true, chatContinue: continueFlag, topK: true, checkModels: true,
+		tools: true, responseFormat: true, logprobs: true, embeddings: true},
+	ServerTGI: {metrics: true, health: true, chatContinue: continuePrefill, checkModels: true,
+		tools: true, logprobs: true},
+	ServerLlamaCpp: {metrics: true, health: true, chatContinue: continuePrefill, topK: true, checkModels: true, echoesPrefill: true,
+		tools: true, responseFormat: true, logprobs: true, embeddings: true},
+	ServerTRTLLM: {health: true, chatContinue: continueCompletion, topK: true, checkModels: true,
+		logprobs: true},
+	ServerOllama: {chatContinue: continuePrefill, checkModels: true,
+		tools: true, responseFormat: true, embeddings: true},
 }
 
 // Spec options the adapter understands (backends.Spec.Options, the pool's

@@ -217,8 +217,12 @@ func (b *Backend) Load() (backends.Load, bool) {
 // Capabilities implements backends.Backend: prompts can always be continued
 // (prompt + generated text); chats where the server kind has a way (see
 // chatContinue), so a pool of plain OpenAI/Azure endpoints claims none.
+// Tools, response_format, logprobs and embeddings follow the server kind
+// (traits; docs/backends.md).
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: b.cfg.traits.chatContinue != continueNone}
+	t := b.cfg.traits
+	return backends.Capabilities{Continuation: t.chatContinue != continueNone,
+		Tools: t.tools, ResponseFormat: t.responseFormat, Logprobs: t.logprobs, Embeddings: t.embeddings}
 }
 
 // Close stops the background loop and closes idle connections.
@@ -267,6 +271,12 @@ func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream boo
 	if err != nil {
 		return nil, err
 	}
+	return b.send(ctx, in, stream)
+}
+
+// send posts a built request to an endpoint; on return without error the
+// response is 200 and the caller must close the call.
+func (b *Backend) send(ctx context.Context, in *built, stream bool) (*call, error) {
 	if len(b.eps.list()) == 0 {
 		_ = b.eps.resolve(ctx)
 	}
@@ -374,7 +384,10 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	if b.cfg.traits.echoesPrefill && c.in.prefill != "" {
 		text = strings.TrimPrefix(text, c.in.prefill)
 	}
-	resp := &pb.GenerateResponse{Text: text, FinishReason: ch.Finish()}
+	resp := &pb.GenerateResponse{Text: text, FinishReason: ch.Finish(), Logprobs: ParseLogprobs(ch.Logprobs)}
+	for _, tc := range ch.ToolCalls() {
+		resp.ToolCalls = append(resp.ToolCalls, tc.Proto())
+	}
 	if resp.FinishReason == pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 		resp.FinishReason = pb.FinishReason_FINISH_REASON_STOP
 	}
@@ -387,6 +400,9 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	}
 	return resp, nil
 }
+
+// maxToolCalls bounds a streamed tool call's index.
+const maxToolCalls = 128
 
 // maxEventBytes bounds one SSE line.
 const maxEventBytes = 1 << 20
@@ -443,10 +459,21 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		}
 		for i := range w.Choices {
 			ch := &w.Choices[i]
-			if t := ch.Content(); t != "" {
+			t, calls := ch.Content(), ch.ToolCalls()
+			if t != "" || len(calls) > 0 {
+				out := &pb.GenerateChunk{Text: t, Tokens: 1, Logprobs: ParseLogprobs(ch.Logprobs)}
+				for j := range calls {
+					d := &pb.ToolCallDelta{Id: calls[j].ID, Name: calls[j].Function.Name, Arguments: calls[j].Function.Arguments}
+					if calls[j].Index != nil {
+						d.Index = int32(min(max(*calls[j].Index, 0), maxToolCalls))
+					} else {
+						d.Index = int32(j)
+					}
+					out.ToolCalls = append(out.ToolCalls, d)
+				}
 				// A slow client is not a silent server: the idle bound waits.
 				c.idle.Stop()
-				if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
+				if err := send(out); err != nil {
 					return err
 				}
 				c.idle.Reset(b.cfg.idleMax)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"sort"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -21,12 +22,58 @@ import (
 const (
 	CompletionsPath     = "/completions"
 	ChatCompletionsPath = "/chat/completions"
+	EmbeddingsPath      = "/embeddings"
 )
 
 // WireMessage is one chat turn on the wire.
 type WireMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string         `json:"role"`
+	Content    string         `json:"content"`
+	Name       string         `json:"name,omitempty"`
+	ToolCalls  []WireToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
+}
+
+// WireToolCall is a tool call: an assistant message's, an answer's, or a
+// streamed piece of one (with Index; later pieces carry only arguments).
+type WireToolCall struct {
+	Index    *int             `json:"index,omitempty"`
+	ID       string           `json:"id,omitempty"`
+	Type     string           `json:"type,omitempty"`
+	Function WireFunctionCall `json:"function"`
+}
+
+// WireFunctionCall is a tool call's function name and JSON arguments.
+type WireFunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+// WireTool is one entry of a request's tools.
+type WireTool struct {
+	Type     string       `json:"type"`
+	Function WireFunction `json:"function"`
+}
+
+// WireFunction is a tool's function declaration.
+type WireFunction struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	Strict      *bool           `json:"strict,omitempty"`
+}
+
+// WireResponseFormat is a request's response_format.
+type WireResponseFormat struct {
+	Type       string          `json:"type"`
+	JSONSchema *WireJSONSchema `json:"json_schema,omitempty"`
+}
+
+// WireJSONSchema is response_format.json_schema.
+type WireJSONSchema struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema,omitempty"`
+	Strict *bool           `json:"strict,omitempty"`
 }
 
 // StreamOptions is a streamed request's stream_options.
@@ -53,6 +100,15 @@ type WireRequest struct {
 	FrequencyPenalty     *float32       `json:"frequency_penalty,omitempty"`
 	ContinueFinalMessage *bool          `json:"continue_final_message,omitempty"`
 	AddGenerationPrompt  *bool          `json:"add_generation_prompt,omitempty"`
+
+	Tools             []WireTool          `json:"tools,omitempty"`
+	ToolChoice        any                 `json:"tool_choice,omitempty"` // "auto", "none", "required" or {"type":"function",...}
+	ParallelToolCalls *bool               `json:"parallel_tool_calls,omitempty"`
+	ResponseFormat    *WireResponseFormat `json:"response_format,omitempty"`
+	// Logprobs is a bool on /chat/completions and the number of
+	// alternatives (0..5) on /completions.
+	Logprobs    any    `json:"logprobs,omitempty"`
+	TopLogprobs *int32 `json:"top_logprobs,omitempty"`
 }
 
 // NewWireRequest is the standard body for req and the path it goes to: the
@@ -70,17 +126,55 @@ func NewWireRequest(req *pb.GenerateRequest, stream bool) (*WireRequest, string)
 		w.PresencePenalty, w.FrequencyPenalty = sp.PresencePenalty, sp.FrequencyPenalty
 		w.Stop = sp.GetStop()
 	}
+	if rf := req.GetResponseFormat(); rf != nil && rf.GetType() != "" && rf.GetType() != "text" {
+		w.ResponseFormat = &WireResponseFormat{Type: rf.GetType()}
+		if rf.GetType() == "json_schema" {
+			w.ResponseFormat.JSONSchema = &WireJSONSchema{Name: rf.GetSchemaName(), Schema: rawJSON(rf.GetSchemaJson()), Strict: rf.Strict}
+		}
+	}
 	msgs := req.GetMessages()
 	if len(msgs) == 0 {
 		p := req.GetPrompt()
 		w.Prompt = &p
+		if req.GetLogprobs() {
+			w.Logprobs = req.GetTopLogprobs()
+		}
 		return w, CompletionsPath
 	}
+	if req.GetLogprobs() {
+		yes := true
+		w.Logprobs, w.TopLogprobs = &yes, req.TopLogprobs
+	}
+	for _, t := range req.GetTools() {
+		w.Tools = append(w.Tools, WireTool{Type: "function", Function: WireFunction{
+			Name: t.GetName(), Description: t.GetDescription(), Parameters: rawJSON(t.GetParametersJson()), Strict: t.Strict,
+		}})
+	}
+	if tc := req.GetToolChoice(); tc != nil && tc.GetMode() != "" {
+		if tc.GetMode() == "function" {
+			w.ToolChoice = map[string]any{"type": "function", "function": map[string]string{"name": tc.GetFunctionName()}}
+		} else {
+			w.ToolChoice = tc.GetMode()
+		}
+	}
+	w.ParallelToolCalls = req.ParallelToolCalls
 	w.Messages = make([]WireMessage, 0, len(msgs)+1) // room for a continuation's turn
 	for _, m := range msgs {
-		w.Messages = append(w.Messages, WireMessage{Role: m.GetRole(), Content: m.GetContent()})
+		wm := WireMessage{Role: m.GetRole(), Content: m.GetContent(), Name: m.GetName(), ToolCallID: m.GetToolCallId()}
+		for _, c := range m.GetToolCalls() {
+			wm.ToolCalls = append(wm.ToolCalls, WireToolCall{ID: c.GetId(), Type: "function", Function: WireFunctionCall{Name: c.GetName(), Arguments: c.GetArguments()}})
+		}
+		w.Messages = append(w.Messages, wm)
 	}
 	return w, ChatCompletionsPath
+}
+
+// rawJSON is JSON text as a raw message (nil when empty; the router checked it is JSON).
+func rawJSON(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
 }
 
 // Encode is the JSON body (HTML characters not escaped).
@@ -201,7 +295,8 @@ func (u *WireUsage) Proto() *pb.Usage {
 
 // WireDelta is a chat choice's message (unary) or delta (stream).
 type WireDelta struct {
-	Content *string `json:"content"`
+	Content   *string        `json:"content"`
+	ToolCalls []WireToolCall `json:"tool_calls"`
 }
 
 // WireChoice is one choice of either endpoint, whole or streamed.
@@ -214,6 +309,96 @@ type WireChoice struct {
 	StopReason json.RawMessage `json:"stop_reason"`
 	// MatchedStop is SGLang's equivalent.
 	MatchedStop json.RawMessage `json:"matched_stop"`
+	// Logprobs: {"content": [...]} on chat, or the completions endpoint's
+	// {"tokens", "token_logprobs", "top_logprobs"} (see ParseLogprobs).
+	Logprobs json.RawMessage `json:"logprobs"`
+}
+
+// ToolCalls are a chat choice's tool calls (whole, or a stream's pieces).
+func (c *WireChoice) ToolCalls() []WireToolCall {
+	switch {
+	case c.Message != nil:
+		return c.Message.ToolCalls
+	case c.Delta != nil:
+		return c.Delta.ToolCalls
+	}
+	return nil
+}
+
+// wireTokenLogprob is one entry of a chat choice's logprobs.content.
+type wireTokenLogprob struct {
+	Token       string  `json:"token"`
+	Logprob     float64 `json:"logprob"`
+	Bytes       []int   `json:"bytes"`
+	TopLogprobs []struct {
+		Token   string  `json:"token"`
+		Logprob float64 `json:"logprob"`
+		Bytes   []int   `json:"bytes"`
+	} `json:"top_logprobs"`
+}
+
+// maxLogprobEntries bounds the log probabilities read from one choice.
+const maxLogprobEntries = 1 << 16
+
+// ParseLogprobs reads a choice's logprobs in either format; nil when there are none.
+func ParseLogprobs(raw json.RawMessage) []*pb.TokenLogprob {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var v struct {
+		Content       []wireTokenLogprob   `json:"content"`
+		Tokens        []string             `json:"tokens"`
+		TokenLogprobs []float64            `json:"token_logprobs"`
+		TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	}
+	if json.Unmarshal(raw, &v) != nil {
+		return nil
+	}
+	var out []*pb.TokenLogprob
+	for i, e := range v.Content {
+		if i >= maxLogprobEntries {
+			break
+		}
+		lp := &pb.TokenLogprob{Token: e.Token, Logprob: float32(e.Logprob), Bytes: intBytes(e.Bytes, e.Token)}
+		for _, t := range e.TopLogprobs {
+			lp.TopLogprobs = append(lp.TopLogprobs, &pb.TopLogprob{Token: t.Token, Logprob: float32(t.Logprob), Bytes: intBytes(t.Bytes, t.Token)})
+		}
+		out = append(out, lp)
+	}
+	for i, tok := range v.Tokens {
+		if i >= maxLogprobEntries {
+			break
+		}
+		lp := &pb.TokenLogprob{Token: tok, Bytes: []byte(tok)}
+		if i < len(v.TokenLogprobs) {
+			lp.Logprob = float32(v.TokenLogprobs[i])
+		}
+		if i < len(v.TopLogprobs) {
+			for t, l := range v.TopLogprobs[i] {
+				lp.TopLogprobs = append(lp.TopLogprobs, &pb.TopLogprob{Token: t, Logprob: float32(l), Bytes: []byte(t)})
+			}
+			sort.Slice(lp.TopLogprobs, func(a, b int) bool { return lp.TopLogprobs[a].Logprob > lp.TopLogprobs[b].Logprob })
+		}
+		out = append(out, lp)
+	}
+	return out
+}
+
+// intBytes is a token's bytes from their JSON array, or the token's UTF-8.
+func intBytes(b []int, token string) []byte {
+	if b == nil {
+		return []byte(token)
+	}
+	out := make([]byte, len(b))
+	for i, x := range b {
+		out[i] = byte(x)
+	}
+	return out
+}
+
+// Proto is the call as switchyard's.
+func (t *WireToolCall) Proto() *pb.ToolCall {
+	return &pb.ToolCall{Id: t.ID, Name: t.Function.Name, Arguments: t.Function.Arguments}
 }
 
 // Content is the choice's text: a completion's text, a chat message's or a
@@ -259,6 +444,8 @@ func (c *WireChoice) Finish() pb.FinishReason {
 		return pb.FinishReason_FINISH_REASON_CONTENT_FILTER
 	case "stop_sequence":
 		return pb.FinishReason_FINISH_REASON_STOP_SEQUENCE
+	case "tool_calls", "function_call":
+		return pb.FinishReason_FINISH_REASON_TOOL_CALLS
 	case "stop":
 		if isJSONString(c.StopReason) || isJSONString(c.MatchedStop) {
 			return pb.FinishReason_FINISH_REASON_STOP_SEQUENCE

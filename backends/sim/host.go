@@ -185,6 +185,13 @@ func (s *InferenceServer) GenerateStream(req *pb.GenerateRequest, stream pb.Infe
 	return s.pool.GenerateStream(stream.Context(), req, stream.Send)
 }
 
+// Embed serves embeddings from the pool, with the load report in the header and the trailer.
+func (s *InferenceServer) Embed(ctx context.Context, req *pb.EmbedRequest) (*pb.EmbedResponse, error) {
+	_ = grpc.SendHeader(ctx, s.loadMD())
+	defer func() { _ = grpc.SetTrailer(ctx, s.loadMD()) }()
+	return s.pool.Embed(ctx, req)
+}
+
 // ListModels lists the pool's configured models (none when the pool accepts any name).
 func (s *InferenceServer) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListModelsResponse, error) {
 	o := s.pool.Options()

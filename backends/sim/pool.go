@@ -230,9 +230,11 @@ func (p *Pool) Options() Options {
 	return o
 }
 
-// Capabilities: the simulator honours continuation.
+// Capabilities: the simulator honours continuation, answers tools with
+// tool calls (tools.go) and serves embeddings. It has no JSON mode and no
+// log probabilities: the router refuses those for simulated pools.
 func (p *Pool) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: true}
+	return backends.Capabilities{Continuation: true, Tools: true, Embeddings: true}
 }
 
 // Check is nil unless the pool is in an outage or closed.
@@ -393,21 +395,35 @@ func (p *Pool) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Gener
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GenerateResponse{
+	resp := &pb.GenerateResponse{
 		Text:         text.String(),
 		Usage:        pl.usage(),
 		FinishReason: pl.finish,
 		Route:        p.route(),
 		RequestId:    req.GetRequestId(),
-	}, nil
+	}
+	if pl.call != nil {
+		resp.ToolCalls = []*pb.ToolCall{{Id: pl.call.id, Name: pl.call.name, Arguments: resp.Text}}
+		resp.Text = ""
+	}
+	return resp, nil
 }
 
 // GenerateStream runs one completion and calls send for every chunk; the
 // last chunk carries usage, finish reason and route. A send error stops the
 // stream and is returned as is.
 func (p *Pool) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	first := true
 	_, err := p.run(ctx, req, func(s string, n int, last bool, pl *plan) error {
 		c := &pb.GenerateChunk{Text: s, Tokens: int32(n), RequestId: req.GetRequestId()}
+		if pl.call != nil && (s != "" || first) {
+			d := &pb.ToolCallDelta{Arguments: s}
+			if first {
+				d.Id, d.Name = pl.call.id, pl.call.name
+			}
+			c.Text, c.ToolCalls = "", []*pb.ToolCallDelta{d}
+		}
+		first = false
 		if last {
 			c.Usage = pl.usage()
 			c.FinishReason = pl.finish
@@ -430,6 +446,8 @@ type plan struct {
 	outTokens int // tokens this call produces
 	finish    pb.FinishReason
 	factor    float64 // model size factor
+	// call, when set, is the tool call the plan answers with instead of text.
+	call *toolCall
 }
 
 func (pl *plan) usage() *pb.Usage {
@@ -491,7 +509,10 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 			return nil, err
 		}
 		chunk.Reset()
-		for i := range n {
+		if pl.call != nil {
+			chunk.WriteString(toolPiece(pl.call.args, pl.first+done, pl.first+done+n))
+		}
+		for i := range n * btoi(pl.call == nil) {
 			chunk.WriteString(word(pl.key, pl.first+done+i))
 		}
 		done += n
@@ -523,6 +544,14 @@ func (p *Pool) plan(req *pb.GenerateRequest) (*plan, error) {
 			return nil, status.Errorf(codes.InvalidArgument, "pool %s: max_tokens %d exceeds model %q limit %d", p.name, req.GetMaxTokens(), model, m.MaxOutputTokens)
 		}
 	}
+	// What the simulator cannot honour is refused, never ignored (a native
+	// switchyard-sim backend receives these fields as they are).
+	if req.GetLogprobs() {
+		return nil, status.Errorf(codes.InvalidArgument, "logprobs: pool %s is simulated and has no log probabilities", p.name)
+	}
+	if t := req.GetResponseFormat().GetType(); t != "" && t != "text" {
+		return nil, status.Errorf(codes.InvalidArgument, "response_format: pool %s is simulated and has no JSON mode", p.name)
+	}
 	maxTokens := int(req.GetMaxTokens())
 	if maxTokens <= 0 || maxTokens > MaxOutputTokens {
 		return nil, status.Errorf(codes.InvalidArgument, "max_tokens must be in 1..%d, got %d", MaxOutputTokens, maxTokens)
@@ -537,14 +566,30 @@ func (p *Pool) plan(req *pb.GenerateRequest) (*plan, error) {
 	if at, ok := earlyStop(key, maxTokens, p.opts.EarlyStopRate); ok {
 		total, finish = at, pb.FinishReason_FINISH_REASON_STOP
 	}
-	return &plan{
+	pl := &plan{
 		key:       key,
 		inTokens:  inTokens + backends.EstimateTokens(cont.GetGeneratedText()),
 		first:     done,
 		outTokens: max(0, total-done),
 		finish:    finish,
 		factor:    ModelSizeFactor(model),
-	}, nil
+	}
+	if pl.call = simTool(req, key, maxTokens); pl.call != nil {
+		need := toolTokens(pl.call.args)
+		if need <= maxTokens {
+			pl.outTokens, pl.finish = max(0, need-done), pb.FinishReason_FINISH_REASON_TOOL_CALLS
+		} else {
+			pl.outTokens, pl.finish = max(0, maxTokens-done), pb.FinishReason_FINISH_REASON_LENGTH
+		}
+	}
+	return pl, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // earlyStop decides, from the request key alone, whether a completion ends

@@ -40,7 +40,24 @@ type Fleet struct {
 type Model struct {
 	Name            string `yaml:"name"`
 	MaxInputTokens  int    `yaml:"max_input_tokens"`
-	MaxOutputTokens int    `yaml:"max_output_tokens"`
+	MaxOutputTokens int    `yaml:"max_output_tokens"` // not used by (and optional for) an embedding model
+	// Kind is what the model serves: KindChat (the default: Generate,
+	// chat and text completions) or KindEmbedding (Embed, /v1/embeddings).
+	Kind string `yaml:"kind,omitempty"`
+}
+
+// Model kinds.
+const (
+	KindChat      = "chat"
+	KindEmbedding = "embedding"
+)
+
+// KindOrDefault is the model's kind, KindChat when unset.
+func (m Model) KindOrDefault() string {
+	if m.Kind == "" {
+		return KindChat
+	}
+	return m.Kind
 }
 
 // Pool is one accelerator pool.
@@ -422,8 +439,17 @@ func (f *Fleet) Validate() error {
 		if m.MaxInputTokens <= 0 {
 			bad(where, "max_input_tokens", "must be > 0, got %d", m.MaxInputTokens)
 		}
-		if m.MaxOutputTokens <= 0 {
-			bad(where, "max_output_tokens", "must be > 0, got %d", m.MaxOutputTokens)
+		switch m.Kind {
+		case "", KindChat:
+			if m.MaxOutputTokens <= 0 {
+				bad(where, "max_output_tokens", "must be > 0, got %d", m.MaxOutputTokens)
+			}
+		case KindEmbedding:
+			if m.MaxOutputTokens < 0 {
+				bad(where, "max_output_tokens", "must be >= 0, got %d", m.MaxOutputTokens)
+			}
+		default:
+			bad(where, "kind", "must be %s or %s, got %q", KindChat, KindEmbedding, m.Kind)
 		}
 	}
 	if len(f.Pools) == 0 {

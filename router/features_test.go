@@ -1,0 +1,142 @@
+package router
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+)
+
+func toolReq() *pb.GenerateRequest {
+	return &pb.GenerateRequest{Model: "m", MaxTokens: 50, Messages: []*pb.ChatMessage{{Role: "user", Content: "weather?"}},
+		Tools: []*pb.Tool{{Name: "get_weather", ParametersJson: `{"type":"object"}`}}}
+}
+
+var allCaps = backends.Capabilities{Tools: true, ResponseFormat: true, Logprobs: true}
+
+// A stream that broke after a piece of a tool call reached the client ends
+// with UNAVAILABLE saying so, and no other pool is asked to continue it;
+// one that broke before any tool call continues on another pool as before.
+func TestToolCallsUnderFault(t *testing.T) {
+	t.Run("broken mid tool call", func(t *testing.T) {
+		a := fake("a", true, step{tokens: 3, fail: codes.Unavailable, tool: true})
+		b := fake("b", true, ok(2))
+		a.caps, b.caps = allCaps, allCaps
+		df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
+		var pieces []string
+		err := df.rt.CompleteStream(tctx(t), "test", toolReq(), func(ch *pb.GenerateChunk) error {
+			for _, d := range ch.GetToolCalls() {
+				pieces = append(pieces, d.GetArguments())
+			}
+			return nil
+		})
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "middle of a tool call") {
+			t.Fatalf("err %v, want UNAVAILABLE naming the broken tool call", err)
+		}
+		if len(pieces) != 3 {
+			t.Fatalf("client got %d tool-call pieces, want the 3 sent before the break", len(pieces))
+		}
+		if b.ncalls() != 0 {
+			t.Fatalf("pool b was asked to continue a tool call")
+		}
+	})
+	t.Run("broken before any tool call continues", func(t *testing.T) {
+		a := fake("a", true, failAfter(2, codes.Unavailable))
+		b := fake("b", true, step{tokens: 2, tool: true})
+		a.caps, b.caps = allCaps, allCaps
+		df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
+		var text strings.Builder
+		calls := 0
+		err := df.rt.CompleteStream(tctx(t), "test", toolReq(), func(ch *pb.GenerateChunk) error {
+			text.WriteString(ch.GetText())
+			calls += len(ch.GetToolCalls())
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text.String() != "a0 a1 " || calls != 2 {
+			t.Fatalf("client saw text %q and %d tool-call pieces, want a0 a1 and 2", text.String(), calls)
+		}
+		if got := b.calls[0].GetContinuation().GetGeneratedTokens(); got != 2 {
+			t.Fatalf("b continued from %d tokens, want 2", got)
+		}
+	})
+}
+
+// A pool whose adapter lacks a feature the call uses is never sent it; when
+// no pool serving the model has it, INVALID_ARGUMENT names the field.
+func TestPoolsLackingAFeatureAreSkippedOrTheFieldRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		req   func() *pb.GenerateRequest
+		field string
+	}{
+		{"tools", toolReq, "tools"},
+		{"tool result turn", func() *pb.GenerateRequest {
+			r := toolReq()
+			r.Tools = nil
+			r.Messages = append(r.Messages, &pb.ChatMessage{Role: "assistant", ToolCalls: []*pb.ToolCall{{Id: "c1", Name: "get_weather", Arguments: "{}"}}},
+				&pb.ChatMessage{Role: "tool", ToolCallId: "c1", Content: "sunny"})
+			return r
+		}, "tools"},
+		{"response_format", func() *pb.GenerateRequest {
+			r := &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5}
+			r.ResponseFormat = &pb.ResponseFormat{Type: "json_object"}
+			return r
+		}, "response_format"},
+		{"logprobs", func() *pb.GenerateRequest {
+			r := &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5}
+			r.Logprobs = true
+			return r
+		}, "logprobs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := fake("a", true, ok(2))
+			b := fake("b", true, ok(2))
+			b.caps = allCaps
+			df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
+			r := tc.req()
+			r.Model = "m"
+			resp, err := df.rt.Complete(tctx(t), "test", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetRoute().GetPool() != "b" || a.ncalls() != 0 {
+				t.Fatalf("served by %s, a called %d times; want b only", resp.GetRoute().GetPool(), a.ncalls())
+			}
+			only := fake("a", true, ok(2))
+			df = newDispatchFleet(t, "", fakePool{backend: only})
+			_, err = df.rt.Complete(tctx(t), "test", r)
+			if status.Code(err) != codes.InvalidArgument || fieldOf(err) != tc.field {
+				t.Fatalf("err %v (field %q), want INVALID_ARGUMENT on %s", err, fieldOf(err), tc.field)
+			}
+			if only.ncalls() != 0 {
+				t.Fatal("the pool lacking the feature was called")
+			}
+		})
+	}
+}
+
+// fieldOf is the first field of err's errdetails.BadRequest.
+func fieldOf(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
+}
+
+func tctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
