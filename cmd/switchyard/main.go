@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/stats"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/bedrock"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
@@ -212,6 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	grpcnative.Register(reg, grpcnative.Options{DialOptions: append(rpcDialOpts, transportDialOptions...)})
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 	openai.Register(reg, openai.Options{Logger: log})
+	bedrock.Register(reg, bedrock.Options{Logger: log})
 
 	var rtp atomic.Pointer[router.Server]
 	store, ctl, closeRedis, err := newStores(f, log, func(from, to capacity.Mode) {
