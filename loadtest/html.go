@@ -33,6 +33,7 @@ type htmlRun struct {
 
 func renderHTML(buf *bytes.Buffer, rep Report) error {
 	var runs []htmlRun
+	pal := placePalette(rep.Runs)
 	for _, r := range rep.Runs {
 		primary := "TTFT"
 		if !r.Config.Streaming {
@@ -40,14 +41,18 @@ func renderHTML(buf *bytes.Buffer, rep Report) error {
 		}
 		runs = append(runs, htmlRun{
 			RunReport: r, Primary: primary,
-			Latency: latencyChart(r), Share: shareChart(r), Errors: errorChart(r),
+			Latency: latencyChart(r), Share: shareChart(r, pal), Errors: errorChart(r),
 		})
 	}
 	var summary bytes.Buffer
 	if err := WriteSummary(&summary, rep.Runs); err != nil {
 		return err
 	}
-	return pageTmpl.Execute(buf, map[string]any{"Report": rep, "Runs": runs, "Summary": summary.String()})
+	data := map[string]any{"Report": rep, "Runs": runs, "Summary": summary.String()}
+	if len(rep.Runs) > 1 {
+		data["Compare"] = compareCharts(rep.Runs, pal)
+	}
+	return pageTmpl.Execute(buf, data)
 }
 
 var pageTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
@@ -64,8 +69,15 @@ pre{background:#f6f7fa;padding:10px;font-size:12px;overflow-x:auto}.err{color:#b
 svg{background:#fff;border:1px solid #e3e6ee;margin:6px 0}
 </style></head><body>
 <h1>switchyard-load report</h1>
-<p>Generated {{.Report.GeneratedAt.Format "2006-01-02 15:04:05 MST"}}. Times on chart axes are trace time (the trace's own clock); requests are placed by arrival.</p>
+<p>Generated {{.Report.GeneratedAt.Format "2006-01-02 15:04:05 MST"}} (when the report was written, after the last run). Times on chart axes are trace time (the trace's own clock); requests are placed by arrival.</p>
 <pre>{{.Summary}}</pre>
+{{with .Compare}}<h2>Comparison: the runs on one chart</h2>
+<p>One colour per run in the first charts; in the share chart one colour per cloud/region (the same in every chart of this report) and one dash pattern per run.</p>
+<h3>{{.Primary}} p99 over time, per run</h3>{{.Latency}}
+<h3>Success ratio over time (OK ÷ arrivals per window), per run</h3>{{.Success}}
+<h3>Share of OK calls by cloud/region over time, per run</h3>{{.Share}}
+<h3>Cached prompt ratio over time (cached ÷ prompt tokens), per run</h3>{{.Cached}}
+{{end}}
 {{range .Runs}}
 <h2>Run: {{.Label}}</h2>
 <p>Target {{.Config.Target}} · trace {{.Config.Trace}} ({{.Config.Format}}) · model {{.Config.Model}} ·
@@ -74,6 +86,8 @@ max concurrency {{.Config.MaxConcurrency}}{{if .Config.PriorityMix}} · prioriti
 <p>{{.Requests.Scheduled}} scheduled, {{.Requests.OK}} OK, {{.Requests.Failed}} failed, {{.Requests.DroppedClientCap}} dropped by the client cap —
 success ratio <b>{{pct .SuccessRatio}}</b>; {{.Requests.Retried}} retried, {{.Requests.FailedOver}} failed over;
 {{.Requests.CappedInput}} prompts capped to the model's input limit.</p>
+<p>Tokens of OK calls: {{.Tokens.Output}} output, {{.Tokens.Prompt}} prompt of which {{.Tokens.CachedPrompt}} served from the servers' prefix caches (cached prompt ratio <b>{{printf "%.3f" .CachedPromptRatio}}</b>).
+{{if .Tokens.OutputEstimatedCalls}}<span class="err">{{.Tokens.OutputEstimatedCalls}} call(s) came without the server's usage: their output tokens are estimated from the text (4 bytes a token).</span>{{else}}Output counts are the servers' usage.{{end}}</p>
 {{range .SLOs}}<p class="{{if .Met}}ok{{else}}err{{end}}">SLO {{.Name}}: target {{.Target}}, actual {{.Actual}} — {{if .Met}}met{{else}}MISSED{{end}}</p>{{end}}
 <h3>{{.Primary}} percentiles over time</h3>{{.Latency}}
 <h3>Traffic share by cloud/region over time (successful calls)</h3>{{.Share}}
@@ -86,8 +100,8 @@ success ratio <b>{{pct .SuccessRatio}}</b>; {{.Requests.Retried}} retried, {{.Re
 <table><tr><th>code</th><th>calls</th></tr>{{range $c, $n := .Statuses}}<tr><td>{{$c}}</td><td>{{$n}}</td></tr>{{end}}</table>
 {{range $c, $m := .ErrorSamples}}<p class="err">{{$c}}: {{range $m}}“{{.}}” {{end}}</p>{{end}}
 <h3>Pools</h3>
-<table><tr><th>pool</th><th>cloud</th><th>region</th><th>accelerator</th><th>calls</th><th>share</th><th>ok</th><th>TTFT p50</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p99</th></tr>
-{{range .Pools}}<tr><td>{{.Pool}}</td><td>{{.Cloud}}</td><td>{{.Region}}</td><td>{{.Accelerator}}</td><td>{{.Requests}}</td><td>{{pct .Share}}</td><td>{{.OK}}</td><td>{{ms .TTFT.P50}}</td><td>{{ms .TTFT.P99}}</td><td>{{ms .E2E.P50}}</td><td>{{ms .E2E.P99}}</td></tr>{{end}}
+<table><tr><th>pool</th><th>cloud</th><th>region</th><th>accelerator</th><th>calls</th><th>share</th><th>ok</th><th>cached prompt</th><th>TTFT p50</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p99</th></tr>
+{{range .Pools}}<tr><td>{{.Pool}}</td><td>{{.Cloud}}</td><td>{{.Region}}</td><td>{{.Accelerator}}</td><td>{{.Requests}}</td><td>{{pct .Share}}</td><td>{{.OK}}</td><td>{{printf "%.3f" .CachedPromptRatio}}</td><td>{{ms .TTFT.P50}}</td><td>{{ms .TTFT.P99}}</td><td>{{ms .E2E.P50}}</td><td>{{ms .E2E.P99}}</td></tr>{{end}}
 </table>
 <h3>Priorities</h3>
 <table><tr><th>priority</th><th>calls</th><th>ok</th><th>TTFT p99</th><th>e2e p99</th></tr>
@@ -208,33 +222,105 @@ func latencyChart(r RunReport) template.HTML {
 	}
 	f := newFrame(r, yMax, "ms")
 	for i, s := range ss {
-		var pts []string
-		flush := func() {
-			if len(pts) == 1 { // an isolated window: a dot
-				var x, y float64
-				if _, err := fmt.Sscanf(pts[0], "%f,%f", &x, &y); err == nil {
-					fmt.Fprintf(&f.b, `<circle cx="%.1f" cy="%.1f" r="2" fill="%s"/>`, x, y, colors[i])
-				}
-			} else if len(pts) > 1 {
-				fmt.Fprintf(&f.b, `<polyline fill="none" stroke="%s" stroke-width="1.6" points="%s"/>`, colors[i], strings.Join(pts, " "))
-			}
-			pts = pts[:0]
-		}
-		for j, v := range s.ys {
-			if math.IsNaN(v) {
-				flush()
-				continue
-			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", f.x((float64(j)+0.5)*r.Timeline.WindowSeconds), f.y(v)))
-		}
-		flush()
+		f.line(s.ys, r.Timeline.WindowSeconds, colors[i], "")
 	}
 	f.legend([]string{"p50", "p90", "p99"})
 	return f.done()
 }
 
+// line draws one series (NaN: a gap) at window centres, in colour, dashed
+// with the SVG dash pattern when one is given.
+func (f *frame) line(ys []float64, winSec float64, colour, dash string) {
+	var pts [][2]float64
+	flush := func() {
+		if len(pts) == 1 { // an isolated window: a dot
+			fmt.Fprintf(&f.b, `<circle cx="%.1f" cy="%.1f" r="2" fill="%s"/>`, pts[0][0], pts[0][1], colour)
+		} else if len(pts) > 1 {
+			var sb strings.Builder
+			for k, p := range pts {
+				if k > 0 {
+					sb.WriteByte(' ')
+				}
+				fmt.Fprintf(&sb, "%.1f,%.1f", p[0], p[1])
+			}
+			da := ""
+			if dash != "" {
+				da = fmt.Sprintf(` stroke-dasharray="%s"`, dash)
+			}
+			fmt.Fprintf(&f.b, `<polyline fill="none" stroke="%s" stroke-width="1.6"%s points="%s"/>`, colour, da, sb.String())
+		}
+		pts = pts[:0]
+	}
+	for j, v := range ys {
+		if math.IsNaN(v) {
+			flush()
+			continue
+		}
+		pts = append(pts, [2]float64{f.x((float64(j) + 0.5) * winSec), f.y(v)})
+	}
+	flush()
+}
+
+// palette gives every name one colour for the whole report, so a region
+// (or pool) keeps its colour in every run's chart and in the comparison: the
+// names of all runs, sorted, take the palette in turn.
+type palette map[string]string
+
+func newPalette(names []string) palette {
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	p := palette{}
+	for _, n := range sorted {
+		if _, ok := p[n]; !ok {
+			p[n] = colors[len(p)%len(colors)]
+		}
+	}
+	return p
+}
+
+func (p palette) of(name string) string {
+	if c, ok := p[name]; ok {
+		return c
+	}
+	return colors[len(colors)-1]
+}
+
+// placePalette colours every cloud/region any run served from.
+func placePalette(runs []RunReport) palette {
+	var names []string
+	for _, r := range runs {
+		for _, w := range r.Timeline.Windows {
+			for k := range w.Places {
+				names = append(names, k)
+			}
+		}
+	}
+	return newPalette(names)
+}
+
+// legendColours draws a legend of names in the given colours, with an
+// optional dash sample per entry.
+func (f *frame) legendColours(names, cols, dashes []string) {
+	for i, n := range names {
+		if i >= 16 { // what fits the chart's height
+			break
+		}
+		y := padT + 12 + i*14
+		if dashes != nil {
+			da := ""
+			if dashes[i] != "" {
+				da = fmt.Sprintf(` stroke-dasharray="%s"`, dashes[i])
+			}
+			fmt.Fprintf(&f.b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`, padL+plotW+8, padL+plotW+24, y-4, y-4, cols[i], da)
+		} else {
+			fmt.Fprintf(&f.b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/>`, padL+plotW+12, y-9, cols[i])
+		}
+		fmt.Fprintf(&f.b, `<text x="%d" y="%d">%s</text>`, padL+plotW+28, y, html.EscapeString(n))
+	}
+}
+
 // shareChart stacks each place's fraction of successful calls per window.
-func shareChart(r RunReport) template.HTML {
+func shareChart(r RunReport, pal palette) template.HTML {
 	w := r.Timeline.Windows
 	totals := map[string]int64{}
 	for _, win := range w {
@@ -261,18 +347,22 @@ func shareChart(r RunReport) template.HTML {
 			continue
 		}
 		base := 0.0
-		for i, p := range places {
+		for _, p := range places {
 			frac := float64(win.Places[p]) / float64(sum)
 			if frac == 0 {
 				continue
 			}
 			y0, y1 := f.y(base), f.y(base+frac)
 			fmt.Fprintf(&f.b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %.0f%%</title></rect>`,
-				padL+float64(j)*bw, y1, math.Max(bw-0.3, 0.5), y0-y1, colors[i%len(colors)], html.EscapeString(p), 100*frac)
+				padL+float64(j)*bw, y1, math.Max(bw-0.3, 0.5), y0-y1, pal.of(p), html.EscapeString(p), 100*frac)
 			base += frac
 		}
 	}
-	f.legend(places)
+	cols := make([]string, len(places))
+	for i, p := range places {
+		cols[i] = pal.of(p)
+	}
+	f.legendColours(places, cols, nil)
 	return f.done()
 }
 
@@ -357,4 +447,120 @@ func fmtDur(sec float64) string {
 	default:
 		return fmt.Sprintf("%.0fs", sec)
 	}
+}
+
+// comparison holds the overlay charts of a report with several runs.
+type comparison struct {
+	Primary                         string
+	Latency, Success, Share, Cached template.HTML
+}
+
+// runDashes tells runs apart in the share overlay, where colour is the place's.
+var runDashes = []string{"", "7 4", "2 3", "10 3 2 3", "4 4", "1 2"}
+
+func compareCharts(runs []RunReport, pal palette) comparison {
+	base := runs[0]
+	for _, r := range runs[1:] { // the longest timeline sets the axis
+		if float64(len(r.Timeline.Windows))*r.Timeline.WindowSeconds > float64(len(base.Timeline.Windows))*base.Timeline.WindowSeconds {
+			base = r
+		}
+	}
+	c := comparison{Primary: "TTFT"}
+	if !base.Config.Streaming {
+		c.Primary = "end-to-end latency"
+	}
+	labels := make([]string, len(runs))
+	runCols := make([]string, len(runs))
+	for i, r := range runs {
+		labels[i], runCols[i] = r.Label, colors[i%len(colors)]
+	}
+	perWindow := func(r RunReport, f func(w Window) float64) []float64 {
+		ys := make([]float64, len(r.Timeline.Windows))
+		for j, w := range r.Timeline.Windows {
+			ys[j] = f(w)
+		}
+		return ys
+	}
+	overlay := func(yUnit string, yMax float64, f func(w Window) float64) template.HTML {
+		fr := newFrame(base, yMax, yUnit)
+		for i, r := range runs {
+			fr.line(perWindow(r, f), r.Timeline.WindowSeconds, runCols[i], "")
+		}
+		fr.legendColours(labels, runCols, make([]string, len(runs)))
+		return fr.done()
+	}
+	p99 := func(w Window) float64 {
+		d := w.TTFT
+		if !base.Config.Streaming {
+			d = w.E2E
+		}
+		if d.Count == 0 {
+			return math.NaN()
+		}
+		return d.P99
+	}
+	yMax := 0.0
+	for _, r := range runs {
+		for _, w := range r.Timeline.Windows {
+			if v := p99(w); !math.IsNaN(v) {
+				yMax = math.Max(yMax, v)
+			}
+		}
+	}
+	c.Latency = overlay("ms", yMax, p99)
+	c.Success = overlay("OK ÷ arrivals", 1, func(w Window) float64 {
+		if n := w.Sent + w.Dropped; n > 0 {
+			return float64(w.OK) / float64(n)
+		}
+		return math.NaN()
+	})
+	c.Cached = overlay("cached ÷ prompt tokens", 1, func(w Window) float64 {
+		if w.OK == 0 {
+			return math.NaN()
+		}
+		return w.CachedPromptRatio
+	})
+
+	// Share: colour by place (the palette), dash by run.
+	totals := map[string]int64{}
+	for _, r := range runs {
+		for _, w := range r.Timeline.Windows {
+			for k, n := range w.Places {
+				totals[k] += n
+			}
+		}
+	}
+	if len(totals) == 0 {
+		c.Share = noData
+		return c
+	}
+	places := sortedKeys(totals)
+	sort.SliceStable(places, func(i, j int) bool { return totals[places[i]] > totals[places[j]] })
+	if len(places) > maxLegend {
+		places = places[:maxLegend]
+	}
+	fr := newFrame(base, 1, "share of OK calls")
+	var names, cols, dashes []string
+	for _, p := range places {
+		names, cols, dashes = append(names, p), append(cols, pal.of(p)), append(dashes, "")
+	}
+	for i, r := range runs {
+		dash := runDashes[i%len(runDashes)]
+		for _, p := range places {
+			fr.line(perWindow(r, func(w Window) float64 {
+				var sum int64
+				for _, n := range w.Places {
+					sum += n
+				}
+				if sum == 0 {
+					return math.NaN()
+				}
+				return float64(w.Places[p]) / float64(sum)
+			}), r.Timeline.WindowSeconds, pal.of(p), dash)
+		}
+		names, cols, dashes = append(names, "run "+r.Label), append(cols, axisColour), append(dashes, dash)
+	}
+	fr.legendColours(names, cols, dashes)
+	c.Share = fr.done()
+	return c
 }

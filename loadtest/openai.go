@@ -78,6 +78,11 @@ func NewOpenAIClient(o OpenAIOptions) (*OpenAIClient, error) {
 	return &OpenAIClient{base: base, key: o.APIKey, tr: tr, client: &http.Client{Transport: tr}}, nil
 }
 
+// EstimatesChunkTokens reports that stream chunks' token counts are
+// estimates (OpenAI's chunks carry none): Replay uses the server's usage
+// when the stream ends with one, and marks the call's count estimated when not.
+func (c *OpenAIClient) EstimatesChunkTokens() bool { return true }
+
 // Close closes idle connections.
 func (c *OpenAIClient) Close() { c.tr.CloseIdleConnections() }
 

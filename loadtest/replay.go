@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -211,7 +212,12 @@ func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) 
 			return withError(out, err)
 		}
 		out.Route = resp.GetRoute()
-		out.OutputTokens = int(resp.GetUsage().GetOutputTokens())
+		if u := resp.GetUsage(); u != nil && (u.GetOutputTokens() > 0 || u.GetInputTokens() > 0) {
+			out.useUsage(u)
+		} else {
+			// No usage from the server: estimate from the text, and say so.
+			out.OutputTokens, out.TokensEstimated = backends.EstimateTokens(resp.GetText()), true
+		}
 		return out
 	}
 	stream, err := o.Client.GenerateStream(ctx, c.req)
@@ -220,6 +226,7 @@ func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) 
 		return withError(out, err)
 	}
 	var last time.Time
+	var usage *pb.Usage
 	tokens := 0
 	for chunks := 0; chunks <= int(c.req.MaxTokens)+maxExtraChunks; chunks++ {
 		chunk, err := stream.Recv()
@@ -249,11 +256,31 @@ func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) 
 			out.Route = r
 		}
 		if u := chunk.GetUsage(); u != nil {
-			tokens = max(tokens, int(u.GetOutputTokens()))
+			usage = u
 		}
 	}
 	out.OutputTokens = tokens
+	if usage != nil && (usage.GetOutputTokens() > 0 || usage.GetInputTokens() > 0) {
+		// The server's count wins over the chunks' (over HTTP those are
+		// estimates from the text, 4 bytes a token).
+		out.useUsage(usage)
+	} else if est, ok := o.Client.(chunkTokenEstimator); ok && est.EstimatesChunkTokens() {
+		out.TokensEstimated = true
+	}
 	return out
+}
+
+// chunkTokenEstimator is a client whose stream chunks carry estimated token
+// counts (the OpenAI front door's chunks carry none): without the server's
+// usage, a call's output count is an estimate.
+type chunkTokenEstimator interface{ EstimatesChunkTokens() bool }
+
+// useUsage takes the server's token counts.
+func (o *Outcome) useUsage(u *pb.Usage) {
+	o.OutputTokens = int(u.GetOutputTokens())
+	o.PromptTokens = int(u.GetInputTokens())
+	o.CachedTokens = min(int(u.GetCachedInputTokens()), o.PromptTokens)
+	o.UsageReported = true
 }
 
 // maxExtraChunks bounds chunks beyond one per token (a final usage chunk, empty keep-alives).

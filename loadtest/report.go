@@ -13,7 +13,8 @@ import (
 
 // Report is the JSON report: one entry in Runs per replay (one per policy with --compare).
 type Report struct {
-	Tool        string      `json:"tool"`
+	Tool string `json:"tool"`
+	// GeneratedAt is when the report was written (after the last run).
 	GeneratedAt time.Time   `json:"generated_at"`
 	Runs        []RunReport `json:"runs"`
 }
@@ -34,6 +35,12 @@ type RunReport struct {
 	Requests     Counts  `json:"requests"`
 	SuccessRatio float64 `json:"success_ratio"`
 	Throughput   Rates   `json:"throughput"`
+	// Tokens counts the tokens of successful calls and where the counts came from.
+	Tokens TokenCounts `json:"tokens"`
+	// CachedPromptRatio is cached ÷ prompt tokens over the successful calls
+	// whose server reported usage (usage.prompt_tokens_details.cached_tokens
+	// over HTTP, Usage.cached_input_tokens over gRPC).
+	CachedPromptRatio float64 `json:"cached_prompt_ratio"`
 	// Latency in milliseconds: ttft, itl (per token), e2e, and scheduler_lag (how late sends were).
 	Latency map[string]Dist `json:"latency_ms"`
 	// OutputTokensPerSecond per request: decode rate after the first token (streaming) or over the call (unary).
@@ -66,6 +73,8 @@ type RunConfig struct {
 	MaxConcurrency int     `json:"max_concurrency"`
 	PriorityMix    string  `json:"priority_mix,omitempty"`
 	Scenario       string  `json:"scenario,omitempty"`
+	// TimeoutSec is each call's deadline.
+	TimeoutSec float64 `json:"timeout_seconds,omitempty"`
 }
 
 // Counts are request counts. Scheduled = Sent + DroppedClientCap.
@@ -82,6 +91,18 @@ type Counts struct {
 	Unrouted     int64 `json:"unrouted"`
 	CappedInput  int64 `json:"capped_input"`
 	CappedOutput int64 `json:"capped_output"`
+}
+
+// TokenCounts are token totals over the successful calls. Output counts are
+// the server's usage where it reported one; for the calls in
+// OutputEstimatedCalls it did not, and their output is estimated from the
+// text (4 bytes a token).
+type TokenCounts struct {
+	Output               int64 `json:"output"`
+	Prompt               int64 `json:"prompt"`
+	CachedPrompt         int64 `json:"cached_prompt"`
+	UsageCalls           int64 `json:"usage_calls"`
+	OutputEstimatedCalls int64 `json:"output_estimated_calls"`
 }
 
 // Rates are whole-run throughputs over WallSeconds.
@@ -104,17 +125,19 @@ type Dist struct {
 
 // Group is the result for one pool, cloud, region or priority.
 type Group struct {
-	Key         string           `json:"key"`
-	Pool        string           `json:"pool,omitempty"`
-	Cloud       string           `json:"cloud,omitempty"`
-	Region      string           `json:"region,omitempty"`
-	Accelerator string           `json:"accelerator,omitempty"`
-	Requests    int64            `json:"requests"`
-	OK          int64            `json:"ok"`
-	Share       float64          `json:"share"` // of all finished calls
-	Statuses    map[string]int64 `json:"statuses"`
-	TTFT        Dist             `json:"ttft_ms"`
-	E2E         Dist             `json:"e2e_ms"`
+	Key         string  `json:"key"`
+	Pool        string  `json:"pool,omitempty"`
+	Cloud       string  `json:"cloud,omitempty"`
+	Region      string  `json:"region,omitempty"`
+	Accelerator string  `json:"accelerator,omitempty"`
+	Requests    int64   `json:"requests"`
+	OK          int64   `json:"ok"`
+	Share       float64 `json:"share"` // of all finished calls
+	// CachedPromptRatio is cached ÷ prompt tokens of the group's successful calls with usage.
+	CachedPromptRatio float64          `json:"cached_prompt_ratio"`
+	Statuses          map[string]int64 `json:"statuses"`
+	TTFT              Dist             `json:"ttft_ms"`
+	E2E               Dist             `json:"e2e_ms"`
 }
 
 // Timeline is the run cut into windows of trace time by arrival.
@@ -134,6 +157,8 @@ type Window struct {
 	E2E          Dist             `json:"e2e_ms"`
 	// Places counts successful calls by "cloud/region".
 	Places map[string]int64 `json:"places,omitempty"`
+	// CachedPromptRatio is cached ÷ prompt tokens of the window's successful calls with usage.
+	CachedPromptRatio float64 `json:"cached_prompt_ratio,omitempty"`
 }
 
 // StepResult is one scenario action as carried out.
@@ -169,6 +194,14 @@ func dist(h *hdr.Histogram, unit float64) Dist {
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
+// ratio is num ÷ den to four places (0 when den is 0).
+func ratio(num, den int64) float64 {
+	if den <= 0 {
+		return 0
+	}
+	return math.Round(float64(num)/float64(den)*1e4) / 1e4
+}
+
 func codeMap(m map[codes.Code]int64) map[string]int64 {
 	out := make(map[string]int64, len(m))
 	for c, n := range m {
@@ -194,8 +227,13 @@ func (s *Stats) Report(label string, cfg RunConfig, started time.Time, traceSpan
 			"scheduler_lag": dist(s.lag, ms),
 		},
 		OutputTokensPerSecond: dist(s.tps, 100),
-		Statuses:              codeMap(s.codes),
-		Timeline:              Timeline{WindowSeconds: s.window.Seconds()},
+		Tokens: TokenCounts{
+			Output: s.outputTokens, Prompt: s.promptTokens, CachedPrompt: s.cachedTokens,
+			UsageCalls: s.usageCalls, OutputEstimatedCalls: s.estimatedCalls,
+		},
+		CachedPromptRatio: ratio(s.cachedTokens, s.promptTokens),
+		Statuses:          codeMap(s.codes),
+		Timeline:          Timeline{WindowSeconds: s.window.Seconds()},
 	}
 	if s.streaming {
 		r.Latency["ttft"] = dist(s.ttft, ms)
@@ -231,7 +269,7 @@ func (s *Stats) Report(label string, cfg RunConfig, started time.Time, traceSpan
 			}
 			out = append(out, Group{
 				Key: k, Pool: g.pool, Cloud: g.cloud, Region: g.region, Accelerator: g.accelerator,
-				Requests: g.requests, OK: g.ok, Share: share, Statuses: codeMap(g.codes),
+				Requests: g.requests, OK: g.ok, Share: share, Statuses: codeMap(g.codes), CachedPromptRatio: ratio(g.cached, g.prompt),
 				TTFT: dist(g.ttft, ms), E2E: dist(g.e2e, ms),
 			})
 		}
@@ -239,7 +277,8 @@ func (s *Stats) Report(label string, cfg RunConfig, started time.Time, traceSpan
 	}
 	r.Pools, r.Clouds, r.Regions, r.Priorities = groups(s.pools), groups(s.clouds), groups(s.regions), groups(s.prio)
 	for i, w := range s.windows {
-		win := Window{StartSeconds: round3((time.Duration(i) * s.window).Seconds()), Sent: w.sent, OK: w.ok, Dropped: w.dropped, E2E: dist(w.e2e, ms)}
+		win := Window{StartSeconds: round3((time.Duration(i) * s.window).Seconds()), Sent: w.sent, OK: w.ok, Dropped: w.dropped, E2E: dist(w.e2e, ms),
+			CachedPromptRatio: ratio(w.cached, w.prompt)}
 		if s.streaming {
 			win.TTFT = dist(w.ttft, ms)
 		}

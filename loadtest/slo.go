@@ -12,7 +12,15 @@ type SLO struct {
 	TTFTP99 time.Duration
 	// Success is the least ratio of OK calls to scheduled arrivals (client-cap drops count as failures).
 	Success float64
+	// Timeout is the per-call timeout of the run: when set, the load
+	// generator's own scheduling lag p99 must stay within MaxLagShare of it,
+	// or the run measured the generator rather than the router.
+	Timeout time.Duration
 }
+
+// MaxLagShare is the largest generator lag p99, as a share of the call
+// timeout, a run may show and still count.
+const MaxLagShare = 0.10
 
 // Check evaluates r against s, records the results in r.SLOs and returns an
 // error naming every missed objective (nil when all are met).
@@ -30,14 +38,24 @@ func (s SLO) Check(r *RunReport) error {
 	if s.Success > 0 {
 		r.SLOs = append(r.SLOs, SLOResult{Name: "success_ratio", Target: s.Success, Actual: r.SuccessRatio, Met: r.SuccessRatio >= s.Success})
 	}
+	if s.Timeout > 0 {
+		target := MaxLagShare * float64(s.Timeout) / float64(time.Millisecond)
+		lag := r.Latency["scheduler_lag"].P99
+		r.SLOs = append(r.SLOs, SLOResult{Name: "scheduler_lag_p99_ms", Target: target, Actual: lag, Met: lag <= target})
+	}
 	var missed []string
 	for _, res := range r.SLOs {
 		if res.Met {
 			continue
 		}
-		if res.Name == "success_ratio" {
+		switch res.Name {
+		case "success_ratio":
 			missed = append(missed, fmt.Sprintf("success ratio %.4f < %.4f", res.Actual, res.Target))
-		} else {
+		case "scheduler_lag_p99_ms":
+			missed = append(missed, fmt.Sprintf("load generator lag: its own scheduling lag p99 %.1fms > %.0f%% of the %v call timeout (%.1fms): "+
+				"calls left late, so latencies and timeouts measure the generator, not the router (slow the replay or give it more CPU)",
+				res.Actual, 100*MaxLagShare, s.Timeout, res.Target))
+		default:
 			what := "p99 TTFT"
 			if res.Name == "e2e_p99_ms" {
 				what = "p99 end-to-end latency"

@@ -39,6 +39,13 @@ type Outcome struct {
 	E2E          time.Duration
 	ITL          []ITLSample
 	OutputTokens int
+	// PromptTokens and CachedTokens are the server's usage (cached: prompt
+	// tokens served from its prefix cache); UsageReported says it sent one.
+	PromptTokens, CachedTokens int
+	UsageReported              bool
+	// TokensEstimated: the server reported no usage and OutputTokens is an
+	// estimate from the text (4 bytes a token).
+	TokensEstimated bool
 }
 
 // ITLSample is one gap between token-bearing chunks, divided over the chunk's tokens.
@@ -56,6 +63,8 @@ type Stats struct {
 	scheduled, sent, dropped     int64
 	cappedInput, cappedOutput    int64
 	ok, outputTokens, retried    int64
+	promptTokens, cachedTokens   int64 // OK calls with usage
+	usageCalls, estimatedCalls   int64
 	failedOver, unrouted         int64
 	codes                        map[codes.Code]int64
 	messages                     map[codes.Code][]string
@@ -68,12 +77,15 @@ type Stats struct {
 type group struct {
 	pool, cloud, region, accelerator string
 	requests, ok                     int64
+	prompt, cached                   int64
 	codes                            map[codes.Code]int64
 	ttft, e2e                        *hdr.Histogram
 }
 
 type window struct {
 	sent, ok  int64
+	prompt    int64 // prompt tokens of OK calls with usage
+	cached    int64 // of them, served from the prefix cache
 	dropped   int64
 	codes     map[codes.Code]int64
 	ttft, e2e *hdr.Histogram
@@ -170,6 +182,16 @@ func (s *Stats) Record(o Outcome, done time.Time) {
 	s.ok++
 	w.ok++
 	s.outputTokens += int64(o.OutputTokens)
+	if o.UsageReported {
+		s.usageCalls++
+		s.promptTokens += int64(o.PromptTokens)
+		s.cachedTokens += int64(o.CachedTokens)
+		w.prompt += int64(o.PromptTokens)
+		w.cached += int64(o.CachedTokens)
+	}
+	if o.TokensEstimated {
+		s.estimatedCalls++
+	}
 	if o.Route != nil {
 		w.places[placeKey(o.Route)]++
 	}
@@ -232,6 +254,10 @@ func (g *group) add(o Outcome, streaming bool) {
 		return
 	}
 	g.ok++
+	if o.UsageReported {
+		g.prompt += int64(o.PromptTokens)
+		g.cached += int64(o.CachedTokens)
+	}
 	_ = g.e2e.RecordValue(micros(o.E2E))
 	if streaming && o.OutputTokens > 0 {
 		_ = g.ttft.RecordValue(micros(o.TTFT))

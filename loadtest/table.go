@@ -48,6 +48,16 @@ func WriteSummary(w io.Writer, runs []RunReport) error {
 			return fmt.Sprintf("%.1f / %.1f / %.1f", d.P50, d.P90, d.P99)
 		})
 	}
+	row("tokens (output / prompt / cached)", func(r RunReport) string {
+		return fmt.Sprintf("%d / %d / %d", r.Tokens.Output, r.Tokens.Prompt, r.Tokens.CachedPrompt)
+	})
+	row("cached prompt ratio", func(r RunReport) string { return fmt.Sprintf("%.3f", r.CachedPromptRatio) })
+	row("output tokens from", func(r RunReport) string {
+		if r.Tokens.OutputEstimatedCalls == 0 {
+			return "server usage"
+		}
+		return fmt.Sprintf("estimate on %d call(s)", r.Tokens.OutputEstimatedCalls)
+	})
 	row("tokens/s per call p50", func(r RunReport) string { return fmt.Sprintf("%.1f", r.OutputTokensPerSecond.P50) })
 	row("scheduler lag p99 ms", func(r RunReport) string { return fmt.Sprintf("%.2f", r.Latency["scheduler_lag"].P99) })
 	for _, code := range statusNames(runs) {

@@ -233,9 +233,10 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		Logprobs:     final.GetLogprobs(),
 		Tokens:       final.GetTokens(),
 		FinishReason: final.GetFinishReason(),
-		Usage:        &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens + final.GetTokens()},
-		Route:        route,
-		RequestId:    c.req.RequestId,
+		Usage: &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens + final.GetTokens(),
+			CachedInputTokens: min(final.GetUsage().GetCachedInputTokens(), int32(c.inputTokens))},
+		Route:     route,
+		RequestId: c.req.RequestId,
 	}
 	err = send(last)
 	if firstTok.IsZero() && last.Tokens > 0 {

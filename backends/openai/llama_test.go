@@ -215,3 +215,36 @@ func TestLlamaServerKilledMidStreamAndBusySlots(t *testing.T) {
 		t.Fatal("check passed on a dead server")
 	}
 }
+
+// A real llama-server with prompt caching (its default) reports the prompt
+// tokens it took from its cache as usage.prompt_tokens_details.cached_tokens:
+// the adapter carries them as Usage.CachedInputTokens, unary and streamed.
+func TestLlamaServerReportsCachedPromptTokens(t *testing.T) {
+	srv := llamatest.Start(t, llamatest.Options{Slots: 1, CtxSize: 1024})
+	b := newLlama(t, nil, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prompt := strings.Repeat("the same long prefix ", 40)
+	first, err := b.Generate(ctx, &pb.GenerateRequest{Model: "tiny", Prompt: prompt, MaxTokens: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Usage.GetCachedInputTokens() != 0 {
+		t.Fatalf("first call: %d cached tokens of %d, want none", first.Usage.GetCachedInputTokens(), first.Usage.GetInputTokens())
+	}
+	again, err := b.Generate(ctx, &pb.GenerateRequest{Model: "tiny", Prompt: prompt, MaxTokens: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, in := again.Usage.GetCachedInputTokens(), again.Usage.GetInputTokens(); c < in/2 || c > in {
+		t.Fatalf("same prompt again: %d cached of %d prompt tokens, want most of them", c, in)
+	}
+	chunks, err := collect(ctx, b, &pb.GenerateRequest{Model: "tiny", Prompt: prompt + "and a new tail", MaxTokens: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := chunks[len(chunks)-1].Usage
+	if c := u.GetCachedInputTokens(); c < again.Usage.GetInputTokens()/2 || c >= u.GetInputTokens() {
+		t.Fatalf("stream sharing the prefix: %d cached of %d prompt tokens", c, u.GetInputTokens())
+	}
+}

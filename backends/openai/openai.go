@@ -512,7 +512,8 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	if usage != nil {
 		out := clampTokens(usage.CompletionTokens)
 		final.Tokens = max(0, out-sent)
-		final.Usage = &pb.Usage{InputTokens: clampTokens(usage.PromptTokens), OutputTokens: max(out, sent)}
+		final.Usage = usage.Proto()
+		final.Usage.OutputTokens = max(out, sent)
 	} else {
 		// No count from the server: input 0 (the router uses its estimate),
 		// output the deltas sent.

@@ -286,11 +286,25 @@ func flatten(msgs []*pb.ChatMessage) string {
 type WireUsage struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
+	// PromptTokensDetails.CachedTokens is how many prompt tokens the server
+	// took from its prefix cache (OpenAI, vLLM, SGLang; llama-server with
+	// prompt caching on).
+	PromptTokensDetails *WirePromptDetails `json:"prompt_tokens_details,omitempty"`
 }
 
-// Proto is the usage as switchyard's, each count clamped to 0..MaxInt32.
+// WirePromptDetails is usage.prompt_tokens_details.
+type WirePromptDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
+}
+
+// Proto is the usage as switchyard's, each count clamped to 0..MaxInt32
+// (cached tokens to the prompt's).
 func (u *WireUsage) Proto() *pb.Usage {
-	return &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
+	out := &pb.Usage{InputTokens: clampTokens(u.PromptTokens), OutputTokens: clampTokens(u.CompletionTokens)}
+	if d := u.PromptTokensDetails; d != nil {
+		out.CachedInputTokens = min(clampTokens(d.CachedTokens), out.InputTokens)
+	}
+	return out
 }
 
 // WireDelta is a chat choice's message (unary) or delta (stream).

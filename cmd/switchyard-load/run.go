@@ -313,7 +313,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	base := loadtest.RunConfig{
 		Target: c.target, Trace: c.tracePath, Format: c.format, Model: model.GetName(), Streaming: !c.unary,
 		Speedup: c.speedup, Scale: c.scale, DurationSec: c.duration.Seconds(), MaxConcurrency: c.maxConcurrency,
-		PriorityMix: mix.String(), Scenario: c.scenarioPath,
+		PriorityMix: mix.String(), Scenario: c.scenarioPath, TimeoutSec: c.timeout.Seconds(),
 	}
 	if c.format == string(trace.FormatSynthetic) {
 		base.Trace = "synthetic: " + c.synthetic
@@ -338,7 +338,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer closeClient()
 		clients[p] = cl
 	}
-	rep := loadtest.Report{Tool: "switchyard-load", GeneratedAt: time.Now().UTC()}
+	rep := loadtest.Report{Tool: "switchyard-load"}
 	var problems []error
 	originalPolicy := ""
 	for i, policy := range labels {
@@ -385,8 +385,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			if err := (loadtest.SLO{TTFTP99: c.sloTTFT, Success: c.sloSuccess}).Check(&r); err != nil {
+			if err := (loadtest.SLO{TTFTP99: c.sloTTFT, Success: c.sloSuccess, Timeout: c.timeout}).Check(&r); err != nil {
 				problems = append(problems, err)
+			}
+			if lag := r.Latency["scheduler_lag"].P99; lag > loadtest.MaxLagShare*float64(c.timeout/time.Millisecond) {
+				fmt.Fprintf(stderr, "\n!!! WARNING: run %q: the load generator's own scheduling lag p99 is %.1fms, more than %.0f%% of the %v call timeout.\n"+
+					"!!! Calls left late: this run measured the generator, not the router. Its SLO verdict is failed.\n\n",
+					label, lag, 100*loadtest.MaxLagShare, c.timeout)
+			}
+			if n := r.Tokens.OutputEstimatedCalls; n > 0 {
+				fmt.Fprintf(stderr, "note: run %q: %d successful call(s) came without the server's usage; their output tokens are estimated from the text (4 bytes a token)\n", label, n)
 			}
 			for _, s := range r.Scenario {
 				if s.Error != "" {
@@ -411,6 +419,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			problems = append(problems, fmt.Errorf("put back policy %q: %w", originalPolicy, err))
 		}
 	}
+	rep.GeneratedAt = time.Now().UTC()
 	if err := loadtest.WriteSummary(stdout, rep.Runs); err != nil {
 		return err
 	}

@@ -10,16 +10,27 @@ import (
 
 // usage is OpenAI's usage object.
 type usage struct {
-	PromptTokens     int32 `json:"prompt_tokens"`
-	CompletionTokens int32 `json:"completion_tokens"`
-	TotalTokens      int32 `json:"total_tokens"`
+	PromptTokens        int32          `json:"prompt_tokens"`
+	CompletionTokens    int32          `json:"completion_tokens"`
+	TotalTokens         int32          `json:"total_tokens"`
+	PromptTokensDetails *promptDetails `json:"prompt_tokens_details,omitempty"`
+}
+
+// promptDetails is usage.prompt_tokens_details: the prompt tokens the
+// serving engine took from its prefix cache.
+type promptDetails struct {
+	CachedTokens int32 `json:"cached_tokens"`
 }
 
 func toUsage(u *pb.Usage) *usage {
 	if u == nil {
 		return nil
 	}
-	return &usage{PromptTokens: u.GetInputTokens(), CompletionTokens: u.GetOutputTokens(), TotalTokens: u.GetInputTokens() + u.GetOutputTokens()}
+	out := &usage{PromptTokens: u.GetInputTokens(), CompletionTokens: u.GetOutputTokens(), TotalTokens: u.GetInputTokens() + u.GetOutputTokens()}
+	if c := u.GetCachedInputTokens(); c > 0 {
+		out.PromptTokensDetails = &promptDetails{CachedTokens: c}
+	}
+	return out
 }
 
 // routeInfo is the route taken, as the "switchyard" extension field of a
