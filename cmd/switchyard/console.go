@@ -43,11 +43,14 @@ func startConsole(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *sl
 		_ = lis.Close()
 		return nil, fmt.Errorf("--console-allowed-hosts: %w", err)
 	}
+	elis := console.NewListener(lis)
+	lis = elis
 	scheme := "http"
 	if tlsCfg != nil {
 		lis, scheme = tls.NewListener(lis, tlsCfg), "https"
 	}
 	srv := console.NewHTTPServer(c.Handler(), log)
+	srv.ConnContext = elis.ConnContext
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("console: %w", err)

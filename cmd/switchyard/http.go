@@ -45,8 +45,9 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("--http-listen %s: %w", f.httpListen, err)
 	}
-	lis = router.LimitListener(lis, openaihttp.DefaultMaxConnections)
-	srv := openaihttp.NewServer(openaihttp.ServerOptions{Handler: h, TLS: cfg, Logger: log})
+	elis := openaihttp.NewListener(lis, 0, 0)
+	lis = elis
+	srv := openaihttp.NewServer(openaihttp.ServerOptions{Handler: h, TLS: cfg, Logger: log, Listener: elis})
 	scheme := "http"
 	go func() {
 		var err error

@@ -38,6 +38,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -282,7 +283,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", tel.Handler)
-		hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Prometheus needs few connections; past the cap a new one takes the
+		// place of the oldest (none authenticates here).
+		elis := httpedge.NewListener(mlis, httpedge.ListenerOptions{MaxConns: metricsMaxConns, MaxUntrusted: metricsMaxConns})
+		mlis = elis
+		hsrv := &http.Server{Handler: httpedge.Handler(mux), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+		httpedge.Harden(hsrv, elis, httpedge.ServerOptions{})
 		go func() {
 			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("metrics: %w", err)
@@ -544,3 +551,6 @@ func tlsConfig(f *flags) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// metricsMaxConns caps --metrics-listen's connections (httpedge.Listener).
+const metricsMaxConns = 64

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	"github.com/switchyard-dev/switchyard/router"
 )
 
@@ -187,13 +189,30 @@ func (c *Console) Handler() http.Handler {
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+// MaxConnections is how many connections the console serves at once
+// (NewListener), of which MaxUnauthenticated may be connections on which no
+// request has shown an admin token yet: past either, a new connection takes
+// the place of the oldest unauthenticated one.
+const (
+	MaxConnections     = 256
+	MaxUnauthenticated = 64
+)
+
+// NewListener caps the console's connections (MaxConnections,
+// MaxUnauthenticated). The server's ConnContext must be the listener's.
+func NewListener(l net.Listener) *httpedge.Listener {
+	return httpedge.NewListener(l, httpedge.ListenerOptions{MaxConns: MaxConnections, MaxUntrusted: MaxUnauthenticated})
+}
+
 // NewHTTPServer returns an http.Server for h with the console's bounds:
-// header and body read deadlines, small headers, idle connections closed.
-// Writes have no server-wide deadline because live streams are long; each
-// stream write sets its own.
+// header and body read deadlines (the body's from the request's first byte,
+// lifted once it is in, so live streams run), small headers, idle
+// connections closed, and refusals answered at once with "Connection: close"
+// (httpedge.Handler). Writes have no server-wide deadline because live
+// streams are long; each stream write sets its own.
 func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           httpedge.Handler(h),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -95,6 +96,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusGatewayTimeout, "DEADLINE_EXCEEDED", "the event stream did not open in time")
 		return
 	}
+	httpedge.Trust(r.Context()) // WatchEvents accepted the token
 	fleet, err := c.fleetJSON(ctx)
 	if err != nil {
 		writeStatus(w, err)

@@ -41,6 +41,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 )
@@ -253,6 +254,11 @@ func (h *Handler) authenticate(ctx context.Context) *httpError {
 	if _, err := h.opts.Router.Authenticate(ctx); err != nil {
 		return fromStatus(err, nil)
 	}
+	if h.keysRequired() {
+		// A known key: the connection no longer counts among the
+		// unauthenticated ones (httpedge.Listener).
+		httpedge.Trust(ctx)
+	}
 	return nil
 }
 
@@ -281,7 +287,11 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *htt
 		return nil, newHTTPError(http.StatusRequestEntityTooLarge, typeInvalidRequest, "request_too_large", "", fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit))
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout))
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); !ok || srv.ReadTimeout <= 0 || srv.ReadTimeout > h.opts.BodyReadTimeout {
+		// The server's ReadTimeout, counted from the request's first byte,
+		// is the deadline when it is the sooner one.
+		_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout))
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		// The connection is not reused: the rest of the body is never read
@@ -341,6 +351,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route st
 		fail(e)
 		return
 	}
+	httpedge.Trust(ctx) // a whole request came in (and its key, if any, is known)
 	p, err := parse(body)
 	if err != nil {
 		var fe *fieldError
@@ -644,9 +655,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b = []byte(`{"error":{"message":"could not encode the response","type":"server_error","param":null,"code":"internal_error"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	// A client that does not read its answer cannot hold the connection.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(answerWriteTimeout))
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// answerWriteTimeout bounds writing one JSON answer (an unstreamed
+// completion, a model list, an error).
+const answerWriteTimeout = 30 * time.Second
 
 func writeError(w http.ResponseWriter, e *httpError) {
 	if e.status == http.StatusTooManyRequests {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -42,6 +43,8 @@ type frontDoor struct {
 	host  *sim.Host
 	url   string // http://127.0.0.1:PORT
 	admin pb.AdminClient
+	// lis is the front door's listener (connection counts).
+	lis *httpedge.Listener
 	// client has its own transport, closed at cleanup (no leaked conns).
 	client *http.Client
 }
@@ -99,17 +102,19 @@ func startFrontDoor(t *testing.T, o doorOpts) *frontDoor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	so := o.server
-	so.Handler = h
-	srv := openaihttp.NewServer(so)
-	hlis, err := net.Listen("tcp", "127.0.0.1:0")
+	rawLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	hlis := openaihttp.NewListener(rawLis, 0, 0)
+	so := o.server
+	so.Handler = h
+	so.Listener = hlis
+	srv := openaihttp.NewServer(so)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(hlis) }()
 	tr := &http.Transport{}
-	fd := &frontDoor{rt: rt, host: host, url: "http://" + hlis.Addr().String(), admin: pb.NewAdminClient(cc), client: &http.Client{Transport: tr}}
+	fd := &frontDoor{rt: rt, host: host, url: "http://" + hlis.Addr().String(), admin: pb.NewAdminClient(cc), lis: hlis, client: &http.Client{Transport: tr}}
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
 		_ = srv.Close()
