@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -285,4 +286,34 @@ func StartCluster(t testing.TB) *Cluster {
 		}
 	}
 	return c
+}
+
+// Pause freezes the server with SIGSTOP: connections stay open and nothing
+// is answered until Continue (a stalled process, not a dead one).
+func (s *Server) Pause() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("redis-server not running")
+	}
+	return s.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Continue resumes a server frozen by Pause (SIGCONT).
+func (s *Server) Continue() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("redis-server not running")
+	}
+	return s.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// Establish marks the leased block store under prefix ("sy" by default) as
+// up for longer than any lease: its epoch key is set to the Unix epoch, so
+// blocks are granted at first use without learning mode. Tests that are not
+// about learning mode use it on their fresh servers; a real store gets there
+// by itself one lease after its first use.
+func Establish(addr, prefix string) error {
+	if prefix == "" {
+		prefix = "sy"
+	}
+	_, err := Do(addr, "SET", prefix+":epoch", "0")
+	return err
 }
