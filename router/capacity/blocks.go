@@ -193,7 +193,7 @@ type MemoryBlocks struct {
 	mu       sync.Mutex
 	born     int64 // ms; -1: no epoch yet (empty store)
 	pools    map[string]map[string]*blockEntry
-	seen     map[string][2]int64 // pool -> last refresh, learning-mode end (ms)
+	seen     map[string][2]int64     // pool -> last refresh, learning-mode end (ms)
 	windows  map[string]*windowCount // "pool:" or "tenant:" + name + ":rpm"/":tpm"
 	replicas map[string]int64        // replica -> heartbeat expiry ms
 	down     bool
