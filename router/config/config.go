@@ -30,6 +30,9 @@ type Fleet struct {
 	Regions []RegionSpec `yaml:"regions,omitempty"`
 	// Sim holds settings for the simulated accelerator pools.
 	Sim Sim `yaml:"sim,omitempty"`
+	// Capacity says how the replicas share capacity counters and where each
+	// pool's budget lives (docs/capacity.md).
+	Capacity Capacity `yaml:"capacity,omitempty"`
 
 	// lines maps "pools[3]" style paths to their line in the source file.
 	lines  map[string]int
@@ -82,6 +85,59 @@ type Pool struct {
 	// Weight shifts traffic among equally close pools; default 1; 0 sends
 	// traffic only when nothing else can take it.
 	Weight *float64 `yaml:"weight,omitempty"`
+	// CapacityStore names the capacity store that homes this pool's budget
+	// (one of capacity.stores); empty: its region's store, else the default.
+	CapacityStore string `yaml:"capacity_store,omitempty"`
+}
+
+// Capacity is the fleet's capacity section: the counting mode and the
+// stores that home the pools' budgets, one per region (or group of
+// regions). Pools in a region no store names are homed in the default store
+// (the router's --redis).
+type Capacity struct {
+	// Mode is CountingLeased (the default with a shared store: blocks of
+	// slots leased from the home, no round trip per call) or CountingStrict
+	// (one reservation per call in the one --redis store).
+	Mode   string          `yaml:"mode,omitempty"`
+	Stores []CapacityStore `yaml:"stores,omitempty"`
+}
+
+// Counting modes.
+const (
+	CountingLeased = "leased"
+	CountingStrict = "strict"
+)
+
+// CapacityStore is one home store: a Redis or a Redis Cluster (the URL forms
+// of --redis), given in the file or, to keep a password out of it, in an
+// environment variable.
+type CapacityStore struct {
+	Name    string   `yaml:"name"`
+	URL     string   `yaml:"url,omitempty"`
+	URLEnv  string   `yaml:"url_env,omitempty"`
+	Regions []string `yaml:"regions,omitempty"`
+}
+
+// PoolHomes maps every pool to the name of the store that homes it: its
+// capacity_store, else the store naming its region; pools with neither are
+// left out (they live in the default store).
+func (f *Fleet) PoolHomes() map[string]string {
+	byRegion := map[string]string{}
+	for _, s := range f.Capacity.Stores {
+		for _, r := range s.Regions {
+			byRegion[r] = s.Name
+		}
+	}
+	out := map[string]string{}
+	for _, p := range f.Pools {
+		switch {
+		case p.CapacityStore != "":
+			out[p.Name] = p.CapacityStore
+		case byRegion[p.Region] != "":
+			out[p.Name] = byRegion[p.Region]
+		}
+	}
+	return out
 }
 
 // Options is a pool's adapter section. In YAML it is a mapping of scalars
@@ -412,6 +468,50 @@ var (
 	Roles  = []string{"viewer", "operator"}
 )
 
+// validateCapacity checks the capacity section and the pools' stores.
+func (f *Fleet) validateCapacity(bad func(where, field, format string, args ...any)) {
+	switch f.Capacity.Mode {
+	case "", CountingLeased, CountingStrict:
+	default:
+		bad("capacity", "mode", "must be %s or %s, got %q", CountingLeased, CountingStrict, f.Capacity.Mode)
+	}
+	if f.Capacity.Mode == CountingStrict && len(f.Capacity.Stores) > 0 {
+		bad("capacity", "stores", "strict counting uses the one --redis store; per-region stores need mode %s", CountingLeased)
+	}
+	stores := map[string]bool{}
+	regions := map[string]string{}
+	for i, s := range f.Capacity.Stores {
+		where := fmt.Sprintf("capacity.stores[%d]", i)
+		switch {
+		case s.Name == "":
+			bad(where, "name", "required")
+		case s.Name == "default":
+			bad(where, "name", "%q is the --redis store's name", s.Name)
+		case stores[s.Name]:
+			bad(where, "name", "duplicate store")
+		}
+		stores[s.Name] = true
+		if (s.URL == "") == (s.URLEnv == "") {
+			bad(where, "url", "exactly one of url and url_env is required")
+		}
+		for _, r := range s.Regions {
+			if other, dup := regions[r]; dup {
+				bad(where, "regions", "region %q is already homed in store %q", r, other)
+			}
+			regions[r] = s.Name
+		}
+	}
+	for i, p := range f.Pools {
+		if p.CapacityStore != "" && !stores[p.CapacityStore] {
+			where := fmt.Sprintf("pools[%d]", i)
+			if p.Name != "" {
+				where = fmt.Sprintf("pool %q", p.Name)
+			}
+			bad(where, "capacity_store", "%q is not one of capacity.stores", p.CapacityStore)
+		}
+	}
+}
+
 // Validate checks the whole fleet and returns every problem found, joined.
 func (f *Fleet) Validate() error {
 	var errs []error
@@ -526,6 +626,7 @@ func (f *Fleet) Validate() error {
 			bad(where, "weight", "must be >= 0, got %v", *p.Weight)
 		}
 	}
+	f.validateCapacity(bad)
 	for m := range models {
 		if !served[m] {
 			errs = append(errs, fmt.Errorf("%s: model %q: no pool serves it", f.source, m))

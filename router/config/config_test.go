@@ -189,3 +189,47 @@ pools:
 		t.Fatalf("default health check interval %s", f.Routing.HealthCheckInterval.Std())
 	}
 }
+
+func TestCapacityStoresHomePoolsByRegion(t *testing.T) {
+	base := `models:
+  - {name: m, max_input_tokens: 100, max_output_tokens: 10}
+pools:
+  - {name: use1, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 4}}
+  - {name: euw1, cloud: aws, region: eu-west-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 4}}
+  - {name: apne1, cloud: aws, region: ap-northeast-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 4}}
+  - {name: pinned, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [sim], limits: {max_concurrent: 4}, capacity_store: eu}
+`
+	f, err := Parse([]byte(base+`capacity:
+  stores:
+    - {name: us, url: "redis://10.0.0.1:6379", regions: [us-east-1, us-east4]}
+    - {name: eu, url_env: EU_REDIS_URL, regions: [eu-west-1]}
+`), "fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.PoolHomes()
+	want := map[string]string{"use1": "us", "euw1": "eu", "pinned": "eu"} // apne1: the default store
+	if len(got) != len(want) {
+		t.Fatalf("homes %v, want %v", got, want)
+	}
+	for p, h := range want {
+		if got[p] != h {
+			t.Errorf("pool %s homed in %q, want %q", p, got[p], h)
+		}
+	}
+	for _, c := range []struct{ section, wantErr string }{
+		{"capacity:\n  mode: eventual\n", `capacity: mode: must be leased or strict, got "eventual"`},
+		{"capacity:\n  mode: strict\n  stores: [{name: us, url: \"redis://h:1\"}]\n", "capacity: stores: strict counting uses the one --redis store"},
+		{"capacity:\n  stores: [{name: us}]\n", "capacity.stores[0]: url: exactly one of url and url_env is required"},
+		{"capacity:\n  stores: [{name: us, url: \"redis://h:1\", url_env: X}]\n", "capacity.stores[0]: url: exactly one of url and url_env"},
+		{"capacity:\n  stores: [{name: default, url: \"redis://h:1\"}]\n", `capacity.stores[0]: name: "default" is the --redis store's name`},
+		{"capacity:\n  stores: [{name: a, url: \"redis://h:1\", regions: [us-east-1]}, {name: a, url: \"redis://h:2\", regions: [us-east-1]}]\n", "capacity.stores[1]: name: duplicate store"},
+		{"capacity:\n  stores: [{name: a, url: \"redis://h:1\", regions: [us-east-1]}, {name: b, url: \"redis://h:2\", regions: [us-east-1]}]\n", `region "us-east-1" is already homed in store "a"`},
+		{"capacity:\n  stores: [{name: us, url: \"redis://h:1\"}]\n", `pool "pinned": capacity_store: "eu" is not one of capacity.stores`},
+	} {
+		_, err := Parse([]byte(base+c.section), "fleet.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+			t.Errorf("%q: got %v, want an error containing %q", c.section, err, c.wantErr)
+		}
+	}
+}
