@@ -48,11 +48,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Resolver for dns:/// endpoints (default: net.DefaultResolver).
 	Resolver Resolver
+	// RoundTripper, when set, wraps the pool's HTTP transport: a cloud
+	// identity's bearer token (BearerTransport; Azure Entra ID in azure.go,
+	// Vertex AI in backends/vertex).
+	RoundTripper func(http.RoundTripper) http.RoundTripper
 }
 
 // Register adds the adapter to r under AdapterName.
 func Register(r *backends.Registry, o Options) {
-	r.Register(AdapterName, func(s backends.Spec) (backends.Backend, error) { return New(s, o) })
+	r.Register(AdapterName, func(s backends.Spec) (backends.Backend, error) { return newPool(s, o) })
 }
 
 // Backend is one pool of OpenAI-compatible servers. Safe for concurrent use.
@@ -114,9 +118,13 @@ func New(spec backends.Spec, o Options) (*Backend, error) {
 			tr.TLSClientConfig.ServerName = t.host
 		}
 	}
+	var rt http.RoundTripper = tr
+	if o.RoundTripper != nil {
+		rt = o.RoundTripper(tr)
+	}
 	b := &Backend{
 		cfg: cfg, eps: newEndpointSet(cfg, o.Resolver), log: o.Logger, now: time.Now,
-		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		client: &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		done:   make(chan struct{}),
 	}
 	if err := b.loadKey(); err != nil {

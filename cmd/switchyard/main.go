@@ -38,6 +38,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/backends/vertex"
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -215,6 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sim.Register(reg, sim.RegistryOptions{Host: simHost, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
 	openai.Register(reg, openai.Options{Logger: log})
 	bedrock.Register(reg, bedrock.Options{Logger: log})
+	vertex.Register(reg, vertex.Options{Logger: log})
 
 	var rtp atomic.Pointer[router.Server]
 	store, ctl, closeRedis, err := newStores(f, log, func(from, to capacity.Mode) {

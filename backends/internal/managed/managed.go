@@ -5,7 +5,9 @@
 package managed
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,4 +179,137 @@ func Quote(s string) string {
 		s = s[:cut] + "…"
 	}
 	return s
+}
+
+// Token is a bearer token and when it stops being valid.
+type Token struct {
+	Value  string
+	Expiry time.Time // zero: unknown (valid until a refresh replaces it)
+}
+
+// Refresher keeps one pool's bearer token fresh off the request path: it
+// fetches at Start, then every Every, and the fetch function decides
+// whether a new token is due (the cloud SDKs' caches renew ahead of
+// expiry). Bearer never blocks. A failed fetch keeps the previous token
+// while it is valid and fails the pool's health (Gate) until one succeeds.
+type Refresher struct {
+	Pool  string
+	Every time.Duration
+	// Fetch returns the current token, renewing it when due. It must honour ctx.
+	Fetch func(ctx context.Context) (Token, error)
+	// Gate receives the refresh results (health); may be nil.
+	Gate *Gate
+	Log  *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	mu      sync.Mutex
+	tok     Token
+	err     error
+	fetched int
+	stop    context.CancelFunc
+	done    chan struct{}
+	first   chan struct{} // closed after the first fetch ends
+}
+
+// FetchTimeout bounds one token fetch.
+const FetchTimeout = 30 * time.Second
+
+func (r *Refresher) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Start runs the refresh loop until Close. ctx carries values the fetch
+// needs (not its end: Close ends the loop).
+func (r *Refresher) Start(ctx context.Context) {
+	ctx, r.stop = context.WithCancel(context.WithoutCancel(ctx))
+	r.done, r.first = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.Every)
+		defer t.Stop()
+		r.refresh(ctx)
+		close(r.first)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			r.refresh(ctx)
+		}
+	}()
+}
+
+// WaitFirst waits (within ctx) for the first fetch after Start to end, so
+// the calls of a pool that has just started do not fail for want of a
+// token; later calls never wait.
+func (r *Refresher) WaitFirst(ctx context.Context) {
+	if r.first == nil {
+		return
+	}
+	select {
+	case <-r.first:
+	case <-ctx.Done():
+	}
+}
+
+func (r *Refresher) refresh(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	tok, err := r.Fetch(fctx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil && tok.Value == "" {
+		err = fmt.Errorf("empty token")
+	}
+	r.mu.Lock()
+	changed := err == nil && tok.Value != r.tok.Value
+	if err == nil {
+		r.tok = tok
+		if changed {
+			r.fetched++
+		}
+	}
+	r.err = err
+	r.mu.Unlock()
+	if r.Gate != nil && r.Gate.CredentialsRefreshed(err, changed) && r.Log != nil {
+		if err != nil {
+			r.Log.Error("token refresh failed: the pool fails its health checks until it works", "pool", r.Pool, "err", Quote(err.Error()))
+		} else {
+			r.Log.Info("token refreshed", "pool", r.Pool)
+		}
+	}
+}
+
+// Bearer is the current token, or why there is none (never blocks).
+func (r *Refresher) Bearer() (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tok.Value == "" || (!r.tok.Expiry.IsZero() && !r.now().Before(r.tok.Expiry)) {
+		if r.err != nil {
+			return "", fmt.Errorf("no valid token: %w", r.err)
+		}
+		return "", fmt.Errorf("no valid token yet")
+	}
+	return r.tok.Value, nil
+}
+
+// Fetched counts the distinct tokens obtained so far.
+func (r *Refresher) Fetched() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fetched
+}
+
+// Close stops the loop and waits for it.
+func (r *Refresher) Close() {
+	if r.stop != nil {
+		r.stop()
+		<-r.done
+	}
 }
