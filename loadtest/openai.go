@@ -161,6 +161,7 @@ func (c *OpenAIClient) post(ctx context.Context, req *pb.GenerateRequest, stream
 		setIf(h, "X-Switchyard-Residency", r.GetResidency())
 		setIf(h, "X-Switchyard-Preferred-Cloud", r.GetPreferredCloud())
 		setIf(h, "X-Switchyard-Preferred-Accelerator", r.GetPreferredAccelerator())
+		setIf(h, "X-Switchyard-Prefix-Key", r.GetPrefixKey())
 	}
 	if req.GetPriority() != pb.Priority_PRIORITY_UNSPECIFIED {
 		h.Set("X-Switchyard-Priority", priorityName(req.GetPriority()))

@@ -71,8 +71,11 @@ type attempt struct {
 	cand     *policy.Candidate
 	policy   string
 	streamed int32 // tokens already delivered to the client before it
-	// took is how long the backend call ran (set before attemptDone).
-	took time.Duration
+	// took is how long the backend call ran (set before attemptDone); ttft
+	// how long its first chunk took (streams; 0 when none came).
+	took, ttft time.Duration
+	// busy is the pool's share of its limit in use as the attempt began, it included.
+	busy float64
 	// span is the observer's handle for the attempt (telemetry's trace span).
 	span any
 }
@@ -132,6 +135,10 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 	d.budget.call()
 	pol := d.policy()
 	c.preq.Explain = d.obs.explain(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		// The client's deadline is wall time, whatever clock the router runs on.
+		c.preq.Deadline = max(time.Until(dl), time.Nanosecond)
+	}
 	route := &pb.Route{Policy: pol.Name()}
 	sc, _ := d.scratch.Get().(*decision)
 	if sc == nil {
@@ -213,12 +220,23 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 			}
 			a := &sc.att
 			*a = attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog)}
+			if v := &sc.views[cand.Index]; v.Limit > 0 {
+				a.busy = float64(v.InFlight+1) / float64(v.Limit)
+			}
 			var usage *pb.Usage
 			usage, err = d.attempt(ctx, c, a, lease, req, do)
 			oc := classify(ctx, err)
 			d.obs.attemptDone(ctx, a, oc, err)
 			if fb, ok := pol.(policy.Feedback); ok {
-				fb.AttemptDone(policy.AttemptResult{Pool: p.cfg.Name, Outcome: policyOutcome(oc), Duration: a.took})
+				r := policy.AttemptResult{Pool: p.cfg.Name, Outcome: policyOutcome(oc), Duration: a.took, TTFT: a.ttft,
+					InputTokens: c.inputTokens, Busy: a.busy, Prefix: c.preq.Prefix}
+				if usage != nil {
+					r.OutputTokens, r.CachedTokens = int(usage.GetOutputTokens()), int(usage.GetCachedInputTokens())
+					if in := int(usage.GetInputTokens()); in > 0 {
+						r.InputTokens = in
+					}
+				}
+				fb.AttemptDone(r)
 			}
 			switch oc {
 			case outcomeOK:
@@ -317,7 +335,15 @@ func (d *dispatcher) attempt(ctx context.Context, c *call, a *attempt, lease cap
 		defer func() { started(); <-exited; cancel(nil) }()
 	}
 	begin := d.clock.Now()
-	usage, err = do(actx, a.pool, req, started)
+	// first notes the first chunk's time, then ends the attempt timeout.
+	var firstOnce sync.Once
+	first := func() {
+		firstOnce.Do(func() { a.ttft = d.clock.Now().Sub(begin) })
+		if started != nil {
+			started()
+		}
+	}
+	usage, err = do(actx, a.pool, req, first)
 	a.took = d.clock.Now().Sub(begin)
 	if err != nil && timeout > 0 && ctx.Err() == nil && errors.Is(context.Cause(actx), errAttemptTimeout) {
 		// The backend's own error is a cancellation; say what happened instead.

@@ -87,8 +87,37 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		preq: policy.Request{
 			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
+			Prefix: prefixKeys(req), InputTokens: backends.EstimateInputTokens(req), MaxTokens: int(req.GetMaxTokens()),
 		},
 	}, nil
+}
+
+// prefixKeys are the request's prefix-cache keys (policy/prefix.go): the
+// client's explicit prefix key when it sent one, else the chained keys of
+// the prompt's (or the messages') leading blocks.
+func prefixKeys(req *pb.GenerateRequest) []uint64 {
+	if k := req.GetRouting().GetPrefixKey(); k != "" {
+		return []uint64{policy.SessionPrefix(k)}
+	}
+	var h policy.PrefixHasher
+	if p := req.GetPrompt(); p != "" {
+		if len(p) < policy.PrefixBlockBytes {
+			return nil
+		}
+		h.Reset(make([]uint64, 0, min(len(p)/policy.PrefixBlockBytes, policy.MaxPrefixBlocks)))
+		h.WriteString(p)
+		return h.Keys()
+	}
+	for _, m := range req.GetMessages() {
+		h.WriteString(m.GetRole())
+		h.WriteString(": ")
+		h.WriteString(m.GetContent())
+		h.WriteString("\n")
+		if len(h.Keys()) >= policy.MaxPrefixBlocks {
+			break
+		}
+	}
+	return h.Keys()
 }
 
 // Generate implements pb.InferenceServer.

@@ -103,6 +103,9 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 	if r := req.GetRouting().GetResidency(); !policy.ValidResidency(r) {
 		return invalid("routing.residency", "%s is not one of %q", echo(r), policy.Residencies)
 	}
+	if k := req.GetRouting().GetPrefixKey(); len(k) > policy.MaxPrefixKeyBytes {
+		return invalid("routing.prefix_key", "at most %d bytes, got %d", policy.MaxPrefixKeyBytes, len(k))
+	}
 	if len(req.GetRequestId()) > maxRequestIDLen || strings.ContainsAny(req.GetRequestId(), "{}\n\r ") {
 		return invalid("request_id", "at most %d characters, no spaces or braces", maxRequestIDLen)
 	}

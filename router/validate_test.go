@@ -44,6 +44,7 @@ func TestValidateRequest(t *testing.T) {
 		{"frequency penalty", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1, Sampling: &pb.SamplingParameters{FrequencyPenalty: proto.Float32(2.1)}}, "sampling.frequency_penalty"},
 		{"five stops", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1, Sampling: &pb.SamplingParameters{Stop: []string{"a", "b", "c", "d", "e"}}}, "sampling.stop"},
 		{"empty stop", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1, Sampling: &pb.SamplingParameters{Stop: []string{"a", ""}}}, "sampling.stop[1]"},
+		{"prefix key over 256 bytes", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1, Routing: &pb.RoutingHints{PrefixKey: strings.Repeat("k", 257)}}, "routing.prefix_key"},
 		{"long residency is not echoed", &pb.GenerateRequest{Prompt: "p", MaxTokens: 1, Routing: &pb.RoutingHints{Residency: strings.Repeat("r", 5000)}}, "routing.residency"},
 	}
 	for _, c := range cases {

@@ -47,7 +47,7 @@ const corsMaxAge = "600"
 // Authorization must be named, the wildcard does not cover it.
 var corsAllowHeaders = strings.Join([]string{
 	"Authorization", "Content-Type", "X-Api-Key", HeaderCallerRegion, HeaderResidency, HeaderPriority,
-	HeaderPreferredCloud, HeaderPreferredAccelerator, HeaderTimeout, HeaderRequestID, "Traceparent", "Tracestate", "*",
+	HeaderPreferredCloud, HeaderPreferredAccelerator, HeaderPrefixKey, HeaderTimeout, HeaderRequestID, "Traceparent", "Tracestate", "*",
 }, ", ")
 
 // corsExposeHeaders are the response headers a browser app may read.

@@ -21,7 +21,10 @@ const (
 	HeaderPreferredCloud       = "X-Switchyard-Preferred-Cloud"
 	HeaderPreferredAccelerator = "X-Switchyard-Preferred-Accelerator"
 	HeaderTimeout              = "X-Switchyard-Timeout"
-	HeaderRequestID            = "X-Request-Id"
+	// HeaderPrefixKey is an explicit prefix-cache affinity key (a session
+	// or conversation id): RoutingHints.prefix_key, kept as sent.
+	HeaderPrefixKey = "X-Switchyard-Prefix-Key"
+	HeaderRequestID = "X-Request-Id"
 )
 
 // Response headers (and, for streams, trailers) that say where a call was served.
@@ -39,8 +42,10 @@ var routeHeaders = []string{HeaderPool, HeaderCloud, HeaderRegion, HeaderAcceler
 
 // Bounds on client-chosen values the router does not check itself.
 const (
-	maxHintBytes = 64  // a routing hint header
-	maxUserBytes = 256 // the "user" field
+	maxHintBytes = 64 // a routing hint header
+	// maxPrefixKeyBytes bounds X-Switchyard-Prefix-Key (routing.prefix_key's bound).
+	maxPrefixKeyBytes = 256
+	maxUserBytes      = 256 // the "user" field
 	// maxTimeout bounds X-Switchyard-Timeout.
 	maxTimeout = 10 * time.Minute
 	// completionsDefaultMaxTokens is OpenAI's default max_tokens for /v1/completions.
@@ -364,7 +369,13 @@ func parseCommon(c *commonRequest, h http.Header, defaultMaxTokens int32) (*pars
 		}
 		*hint.dst = strings.ToLower(v)
 	}
-	if routing.CallerRegion != "" || routing.Residency != "" || routing.PreferredCloud != "" || routing.PreferredAccelerator != "" {
+	if v := strings.TrimSpace(h.Get(HeaderPrefixKey)); v != "" {
+		if len(v) > maxPrefixKeyBytes {
+			return nil, badField(strings.ToLower(HeaderPrefixKey), "at most %d bytes, got %d", maxPrefixKeyBytes, len(v))
+		}
+		routing.PrefixKey = v
+	}
+	if routing.CallerRegion != "" || routing.Residency != "" || routing.PreferredCloud != "" || routing.PreferredAccelerator != "" || routing.PrefixKey != "" {
 		req.Routing = routing
 	}
 	req.RequestId = strings.TrimSpace(h.Get(HeaderRequestID))

@@ -66,6 +66,13 @@ func TestParseChat(t *testing.T) {
 					t.Fatalf("%+v %v %v", r, p.req.Priority, p.timeout)
 				}
 			}},
+		{name: "prefix key header is kept as sent", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			header: map[string]string{HeaderPrefixKey: " Session-42 "},
+			check: func(t *testing.T, p *parsed) {
+				if p.req.GetRouting().GetPrefixKey() != "Session-42" {
+					t.Fatalf("routing %+v", p.req.Routing)
+				}
+			}},
 		{name: "service_tier priority is interactive", body: `{"model":"m","service_tier":"priority","messages":[{"role":"user","content":"hi"}]}`, check: func(t *testing.T, p *parsed) {
 			if p.req.Priority != pb.Priority_PRIORITY_INTERACTIVE {
 				t.Fatal(p.req.Priority)

@@ -29,6 +29,15 @@ type Request struct {
 	Residency            string // "", "eu", "us", ...
 	PreferredCloud       string
 	PreferredAccelerator string
+	// Prefix holds the prompt's prefix keys (prefix.go): the chained keys of
+	// its leading blocks, or the one key of an explicit prefix (session) key.
+	// Empty for prompts shorter than a block. Policies must not modify it.
+	Prefix []uint64
+	// InputTokens is the router's estimate of the prompt; MaxTokens the
+	// most the call may generate.
+	InputTokens, MaxTokens int
+	// Deadline is the time the call has left when it is ranked (0: no deadline).
+	Deadline time.Duration
 	// Explain asks policies for human-readable reasons (ExplainRoute, logs);
 	// off on the hot path, where reasons would cost allocations.
 	Explain bool
@@ -387,6 +396,17 @@ type AttemptResult struct {
 	Outcome Outcome
 	// Duration is how long the backend call took.
 	Duration time.Duration
+	// TTFT is the time to the backend's first chunk (0 for unary calls and
+	// for attempts that got none).
+	TTFT time.Duration
+	// InputTokens, OutputTokens and CachedTokens are the attempt's usage
+	// (cached: prompt tokens the backend took from its prefix cache).
+	InputTokens, OutputTokens, CachedTokens int
+	// Busy is the pool's share of its limit in use when the attempt began,
+	// the attempt included.
+	Busy float64
+	// Prefix is the request's prefix keys (Request.Prefix); not to be modified.
+	Prefix []uint64
 }
 
 // LimitAdvisor is implemented by policies that cap a pool's concurrency
@@ -670,12 +690,15 @@ func (r *Registry) Names() []string {
 }
 
 // Builtins returns a registry with every built-in policy: switchyard (the
-// default), round_robin, random and least_request.
+// default), round_robin, random, least_request, and the same-signal
+// baselines gie and envoy_locality.
 func Builtins() *Registry {
 	r := NewRegistry()
 	r.Register(&Switchyard{})
 	r.Register(&RoundRobin{})
 	r.Register(Random{})
 	r.Register(LeastRequest{})
+	r.Register(&GIE{})
+	r.Register(EnvoyLocality{})
 	return r
 }
