@@ -63,6 +63,10 @@ type Options struct {
 	Models []Model
 	// Cloud and Region are copied into GenerateResponse.route.
 	Cloud, Region string
+	// PrefixCacheBlocks bounds the pool's prefix cache, in blocks of
+	// CacheBlockTokens tokens: 0 = DefaultCacheBlocksPerSlot × MaxBatch,
+	// negative = no prefix cache (every prompt is prefilled in full).
+	PrefixCacheBlocks int
 	// OnFaultChange, when set, is called after every fault change with the
 	// new fault (e.g. to flip a gRPC health status). Calls are serialized
 	// and made with no pool lock held; the callback must not change the
@@ -88,6 +92,10 @@ type Stats struct {
 	// (outage, error rate, stream broken by an outage). Calls the caller
 	// cancelled or let time out are in none of them.
 	Served, Rejected, Failed int64
+	// CachedTokens counts prompt tokens served from the prefix cache;
+	// CacheBlocks is the blocks it holds now.
+	CachedTokens int64
+	CacheBlocks  int
 	// Fault in force (zero fields = none).
 	Fault *pb.Fault
 }
@@ -162,6 +170,10 @@ type Pool struct {
 	rejected  int64
 	failed    int64
 	host      *Host
+	// cache is the prefix cache (nil: none); cachedTokens counts the prompt
+	// tokens served from it.
+	cache        *prefixCache
+	cachedTokens int64
 }
 
 var _ backends.Backend = (*Pool)(nil)
@@ -205,7 +217,11 @@ func NewPool(opts Options) (*Pool, error) {
 	}
 	opts.Models = slices.Clone(opts.Models)
 	seed := uint64(opts.Seed)
+	if opts.PrefixCacheBlocks == 0 {
+		opts.PrefixCacheBlocks = DefaultCacheBlocksPerSlot * opts.MaxBatch
+	}
 	return &Pool{
+		cache:    newPrefixCache(opts.PrefixCacheBlocks),
 		name:     opts.Name,
 		prof:     prof,
 		opts:     opts,
@@ -320,6 +336,7 @@ func (p *Pool) Stats() Stats {
 		MaxBatch: p.opts.MaxBatch, EffectiveBatch: p.effBatch,
 		Running: p.running, Queued: len(p.queue), MaxRunningSeen: p.maxSeen, MaxQueuedSeen: p.maxQueued,
 		Served: p.served, Rejected: p.rejected, Failed: p.failed,
+		CachedTokens: p.cachedTokens, CacheBlocks: p.cache.len(),
 		Fault: p.faultProtoLocked(),
 	}
 }
@@ -448,10 +465,14 @@ type plan struct {
 	factor    float64 // model size factor
 	// call, when set, is the tool call the plan answers with instead of text.
 	call *toolCall
+	// blocks are the prompt's cache-block keys; cached is how many prompt
+	// tokens the prefix cache held (set once the call is admitted).
+	blocks []uint64
+	cached int
 }
 
 func (pl *plan) usage() *pb.Usage {
-	return &pb.Usage{InputTokens: clamp32(pl.inTokens), OutputTokens: clamp32(pl.outTokens)}
+	return &pb.Usage{InputTokens: clamp32(pl.inTokens), OutputTokens: clamp32(pl.outTokens), CachedInputTokens: clamp32(min(pl.cached, pl.inTokens))}
 }
 
 // emitFunc receives each chunk of text, its token count, whether it is the
@@ -482,9 +503,18 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 	defer p.release()
 
 	clock := time.Now()
-	// Prefill covers prompt and already generated text.
+	// Prefill covers prompt and already generated text, less what the
+	// prefix cache holds.
+	if p.cache != nil {
+		pl.cached = min(p.cache.use(pl.blocks)*CacheBlockTokens, pl.inTokens)
+		if pl.cached > 0 {
+			p.mu.Lock()
+			p.cachedTokens += int64(pl.cached)
+			p.mu.Unlock()
+		}
+	}
 	_, slow := p.step()
-	clock = clock.Add(p.scaled(p.prof.PrefillTime(pl.inTokens), pl.factor*slow))
+	clock = clock.Add(p.scaled(p.prof.PrefillTime(pl.inTokens-pl.cached), pl.factor*slow))
 	if err := p.waitUntil(ctx, clock, brk); err != nil {
 		return nil, err
 	}
@@ -573,6 +603,9 @@ func (p *Pool) plan(req *pb.GenerateRequest) (*plan, error) {
 		outTokens: max(0, total-done),
 		finish:    finish,
 		factor:    ModelSizeFactor(model),
+	}
+	if p.cache != nil {
+		pl.blocks = blockKeys(prompt)
 	}
 	if pl.call = simTool(req, key, maxTokens); pl.call != nil {
 		need := toolTokens(pl.call.args)

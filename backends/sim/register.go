@@ -36,9 +36,12 @@ const (
 	OptModels        = "models"          // comma-separated model names; empty = any
 	OptCloud         = "cloud"           // copied into routes
 	OptRegion        = "region"          // copied into routes
+	// OptPrefixCacheBlocks sizes the prefix cache in 512-token blocks (int;
+	// 0 = the default, negative = no prefix cache).
+	OptPrefixCacheBlocks = "prefix_cache_blocks"
 )
 
-var knownOptions = []string{OptCloud, OptEarlyStopRate, OptModels, OptQueueLength, OptRegion, OptSeed, OptTimeScale}
+var knownOptions = []string{OptCloud, OptEarlyStopRate, OptModels, OptPrefixCacheBlocks, OptQueueLength, OptRegion, OptSeed, OptTimeScale}
 
 // Register adds the "sim" adapter to r. Its factory builds a Pool from a
 // backends.Spec (Pool → Name, Accelerator, MaxConcurrent → MaxBatch, Options
@@ -85,6 +88,8 @@ func NewFromSpec(spec backends.Spec, opts RegistryOptions) (*Pool, error) {
 					o.Models = append(o.Models, Model{Name: m})
 				}
 			}
+		case OptPrefixCacheBlocks:
+			o.PrefixCacheBlocks, err = strconv.Atoi(v)
 		case OptCloud:
 			o.Cloud = v
 		case OptRegion:
