@@ -510,13 +510,17 @@ func TestCrashedRouterHelperProcess(t *testing.T) {
 		return
 	}
 	fleet := parseFleet(t, os.Getenv(crashRouterEnv+"_FLEET"))
-	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: os.Getenv(crashRouterEnv + "_REDIS"), Replica: "crashing-a", LeaseTTL: crashLeaseTTL, RenewEvery: crashRenew})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared})
-	if err != nil {
-		t.Fatal(err)
+	var store capacity.Store
+	if os.Getenv(crashRouterEnv+"_MODE") == "leased" {
+		store = newLeasedStore(t, os.Getenv(crashRouterEnv+"_REDIS"), "crashing-a")
+	} else {
+		shared, err := capacity.NewRedis(capacity.RedisOptions{URL: os.Getenv(crashRouterEnv + "_REDIS"), Replica: "crashing-a", LeaseTTL: crashLeaseTTL, RenewEvery: crashRenew})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if store, err = capacity.NewResilient(capacity.ResilientOptions{Shared: shared}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{})
@@ -562,10 +566,10 @@ func (l *lockedBuffer) String() string {
 
 // startCrashableRouter runs router A as a child process (this test binary,
 // TestCrashedRouterHelperProcess) and returns it with a client.
-func startCrashableRouter(t *testing.T, fleetYAML, redisURL string) (*exec.Cmd, pb.InferenceClient, *lockedBuffer) {
+func startCrashableRouter(t *testing.T, fleetYAML, redisURL string, env ...string) (*exec.Cmd, pb.InferenceClient, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashedRouterHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashRouterEnv+"=1", crashRouterEnv+"_FLEET="+fleetYAML, crashRouterEnv+"_REDIS="+redisURL)
+	cmd.Env = append(append(os.Environ(), crashRouterEnv+"=1", crashRouterEnv+"_FLEET="+fleetYAML, crashRouterEnv+"_REDIS="+redisURL), env...)
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()

@@ -44,7 +44,6 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
-	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -73,6 +72,9 @@ type flags struct {
 	simTimeScale    float64
 	shutdownTimeout time.Duration
 	leaseTTL        time.Duration
+	capacityMode    string
+	blockTTL        time.Duration
+	blockRefresh    time.Duration
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
@@ -103,7 +105,10 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.region, "region", os.Getenv("SWITCHYARD_REGION"), "region this replica runs in; calls without routing.caller_region are routed from it (default $SWITCHYARD_REGION)")
 	fs.Float64Var(&f.simTimeScale, "sim-time-scale", 0, "time scale of simulated pools, overriding sim.time_scale (10 = ten times faster)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM")
-	fs.DurationVar(&f.leaseTTL, "lease-ttl", 15*time.Second, "with --redis: how long a slot survives without renewal (a dead replica's slots come back within it)")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", 15*time.Second, "with --redis and strict counting: how long a slot survives without renewal (a dead replica's slots come back within it)")
+	fs.StringVar(&f.capacityMode, "capacity-mode", "", "with a shared store: leased (blocks of slots leased from each pool's home store, no round trip per call) or strict (one Redis reservation per call); default: the fleet file's capacity.mode, else leased")
+	fs.DurationVar(&f.blockTTL, "block-ttl", 10*time.Second, "leased counting: how long a block of slots lives without refresh (a dead replica's blocks come back within it; a store restarted empty grants nothing new for that long)")
+	fs.DurationVar(&f.blockRefresh, "block-refresh", 500*time.Millisecond, "leased counting: how often each replica refreshes its blocks (one round trip per home store)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve TLS with this certificate (PEM)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM)")
@@ -219,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	vertex.Register(reg, vertex.Options{Logger: log})
 
 	var rtp atomic.Pointer[router.Server]
-	store, ctl, closeRedis, err := newStores(f, log, func(from, to capacity.Mode) {
+	store, ctl, closeRedis, err := newStores(f, fleet, log, func(from, to capacity.Mode) {
 		if rt := rtp.Load(); rt != nil {
 			rt.CountingModeChanged(from, to)
 		}
@@ -342,13 +347,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case err := <-serveErr:
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
-			reload(rt, f.config, log)
+			reload(rt, store, f.config, log)
 			continue
 		case <-fileChanged:
 			if m := modTime(f.config); !m.Equal(lastMod) {
 				lastMod = m
 				log.Info("config file changed; reloading", "path", f.config)
-				reload(rt, f.config, log)
+				reload(rt, store, f.config, log)
 			}
 			continue
 		case <-ctx.Done():
@@ -465,14 +470,20 @@ func instrumented(fullMethod string) bool {
 // traced is instrumented in the form otelgrpc's filter takes.
 func traced(info *stats.RPCTagInfo) bool { return instrumented(info.FullMethodName) }
 
-func reload(rt *router.Server, path string, log *slog.Logger) {
+func reload(rt *router.Server, store capacity.Store, path string, log *slog.Logger) {
 	if path == "" {
 		log.Info("SIGHUP ignored: serving the embedded demo fleet (no --config)")
 		return
 	}
 	fleet, err := config.Load(path)
 	if err == nil {
+		err = checkHomes(store, fleet, log) // before anything changes
+	}
+	if err == nil {
 		err = rt.Reload(fleet)
+	}
+	if err == nil {
+		err = rehome(store, fleet)
 	}
 	if err != nil {
 		log.Error("config reload rejected; the running config stays", "err", err)
@@ -488,33 +499,6 @@ func modTime(path string) time.Time {
 		return time.Time{}
 	}
 	return st.ModTime()
-}
-
-// newStores builds the capacity store and the control store: in-memory
-// without --redis; with it, Redis behind a circuit breaker that falls back to
-// conservative local counting, and Redis for operator changes.
-func newStores(f *flags, log *slog.Logger, onMode func(from, to capacity.Mode)) (capacity.Store, control.Store, func(), error) {
-	if f.redis == "" {
-		return capacity.NewMemory(capacity.MemoryOptions{}), control.NewMemory(0), func() {}, nil
-	}
-	if f.redisTimeout <= 0 {
-		return nil, nil, nil, fmt.Errorf("--redis-timeout must be positive, got %s", f.redisTimeout)
-	}
-	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: f.redis, Timeout: f.redisTimeout, LeaseTTL: f.leaseTTL, Replica: f.replica, Logger: log})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
-	}
-	store, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Timeout: f.redisTimeout, Logger: log, OnModeChange: onMode})
-	if err != nil {
-		_ = shared.Close()
-		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
-	}
-	client, err := capacity.NewRedisClient(f.redis)
-	if err != nil {
-		_ = store.Close()
-		return nil, nil, nil, fmt.Errorf("--redis: %w", err)
-	}
-	return store, control.NewRedis(control.RedisOptions{Client: client, Logger: log}), func() { _ = client.Close() }, nil
 }
 
 // serverTLS returns the TLS server option when --tls-cert is set.

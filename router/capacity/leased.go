@@ -1061,3 +1061,13 @@ func (l *Leased) abandon() {
 		<-l.done
 	})
 }
+
+// HomeNames lists the homes' names, sorted.
+func (l *Leased) HomeNames() []string {
+	out := make([]string, 0, len(l.homes))
+	for name := range l.homes {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}

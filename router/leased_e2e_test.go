@@ -1,0 +1,165 @@
+package router_test
+
+// Router-level proofs of leased counting (capacity.Leased over RedisBlocks on
+// a real redis-server), issue 18's "Done when": two router replicas in front
+// of one simulated pool whose batch is far above the router limit (so only
+// the routers hold its concurrency down; the simulator records the most calls
+// it ran at once), hammered past the limit, never push it past the limit:
+// with no fault, with one replica (a separate process) killed with SIGKILL
+// mid-load, with redis-server frozen (SIGSTOP) for 4s, and with redis-server
+// killed and restarted empty. Clients see only successes or
+// RESOURCE_EXHAUSTED sheds.
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
+	"github.com/switchyard-dev/switchyard/router/control"
+)
+
+// Leased counting in these tests: blocks live 6s (longer than the 4s
+// freeze), refreshed every 200ms.
+const (
+	e2eBlockTTL     = 6 * time.Second
+	e2eBlockRefresh = 200 * time.Millisecond
+)
+
+// newLeasedStore is a Leased store on the redis-server at url, with the
+// default key prefix, as cmd/switchyard builds it.
+func newLeasedStore(t testing.TB, url, name string) *capacity.Leased {
+	t.Helper()
+	home, err := capacity.NewRedisBlocks(capacity.RedisBlocksOptions{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := capacity.NewLeased(capacity.LeasedOptions{
+		Homes: map[string]capacity.BlockStore{"default": home}, Replica: name,
+		LeaseTTL: e2eBlockTTL, RefreshEvery: e2eBlockRefresh, Timeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// callerLoad sends calls through the clients until stop closes, counting
+// successes and sheds; any other outcome fails the test unless the client
+// is one the test kills (mayDie) after dying.
+type callerLoad struct {
+	ok, shed, other atomic.Int64
+	wg              sync.WaitGroup
+}
+
+func runLoad(t *testing.T, clients []pb.InferenceClient, workers int, stop <-chan struct{}, dead *atomic.Int32) *callerLoad {
+	t.Helper()
+	l := &callerLoad{}
+	for w := 0; w < workers; w++ {
+		l.wg.Add(1)
+		go func(w int) {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := (w + i) % len(clients)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := clients[k].Generate(ctx, req("us-east-1", 48))
+				cancel()
+				switch status.Code(err) {
+				case codes.OK:
+					l.ok.Add(1)
+				case codes.ResourceExhausted:
+					l.shed.Add(1)
+				default:
+					if dead != nil && int(dead.Load()) == k {
+						continue // the killed replica's own clients lose their connection
+					}
+					l.other.Add(1)
+					t.Errorf("call through replica %d: %v", k, err)
+					return
+				}
+			}
+		}(w)
+	}
+	return l
+}
+
+func TestLeasedRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
+	const limit, simBatch, workers = 4, 64, 12
+	for _, fault := range []string{"none", "replica SIGKILL", "redis SIGSTOP 4s", "redis killed and restarted empty"} {
+		t.Run(fault, func(t *testing.T) {
+			srv := redistest.StartServerWith(t)
+			if err := redistest.Establish(srv.Addr(), ""); err != nil {
+				t.Fatal(err)
+			}
+			sp := &simPool{name: e2ePool, cloud: "aws", region: "us-east-1", accel: "h100", limit: simBatch, timeScale: 50}
+			startSimPool(t, sp)
+			yaml := oneHotPoolYAML(sp.addr, limit, "500ms")
+			fleet := parseFleet(t, yaml)
+			mk := func(name string) *replica {
+				store := newLeasedStore(t, srv.URL(), name)
+				return startReplica(t, fleet, store, control.NewMemory(0)) // closes the router, hence the store
+			}
+			clients := []pb.InferenceClient{mk("r1").inf, mk("r2").inf}
+			var dead atomic.Int32
+			dead.Store(-1)
+			var kill func()
+			if fault == "replica SIGKILL" {
+				cmd, c, stderr := startCrashableRouter(t, yaml, srv.URL(), crashRouterEnv+"_MODE=leased")
+				clients = append(clients, c)
+				kill = func() {
+					dead.Store(int32(len(clients) - 1))
+					if err := cmd.Process.Kill(); err != nil {
+						t.Errorf("kill router process: %v (%s)", err, stderr.String())
+					}
+				}
+			}
+			stop := make(chan struct{})
+			load := runLoad(t, clients, workers, stop, &dead)
+			time.Sleep(time.Second) // load before the fault: each replica holds a block
+			switch fault {
+			case "replica SIGKILL":
+				kill()
+				time.Sleep(2 * time.Second) // load goes on without it
+			case "redis SIGSTOP 4s":
+				if err := srv.Pause(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(4 * time.Second) // the freeze
+				if err := srv.Continue(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Second)
+			case "redis killed and restarted empty":
+				srv.Restart()
+				time.Sleep(3 * time.Second) // inside the learning lease and after
+			default:
+				time.Sleep(2 * time.Second)
+			}
+			close(stop)
+			load.wg.Wait()
+			st := sp.pool.Stats()
+			t.Logf("%s: %d ok, %d shed; the simulator ran at most %d at once (limit %d, batch %d)", fault, load.ok.Load(), load.shed.Load(), st.MaxRunningSeen, limit, simBatch)
+			if st.MaxRunningSeen > limit {
+				t.Fatalf("%s: the simulator saw %d calls at once, router limit %d", fault, st.MaxRunningSeen, limit)
+			}
+			if st.MaxRunningSeen < limit {
+				t.Errorf("%s: at most %d calls at once: the load never filled the pool, so it proves nothing", fault, st.MaxRunningSeen)
+			}
+			if load.ok.Load() == 0 {
+				t.Errorf("%s: no call succeeded", fault)
+			}
+		})
+	}
+}
