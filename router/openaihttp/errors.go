@@ -76,6 +76,10 @@ var routerFields = map[string]string{
 	"routing.residency":             strings.ToLower(HeaderResidency),
 	"request_id":                    strings.ToLower(HeaderRequestID),
 	"continuation.generated_tokens": "max_tokens",
+	"response_format.schema_json":   "response_format.json_schema.schema",
+	"response_format.schema_name":   "response_format.json_schema.name",
+	"tool_choice.mode":              "tool_choice",
+	"tool_choice.function_name":     "tool_choice",
 }
 
 // violatedField is the first field path an INVALID_ARGUMENT status names in its
@@ -97,8 +101,8 @@ func paramFor(field string, p *parsed) string {
 	}
 	base, index, _ := strings.Cut(field, "[")
 	if index != "" {
-		// messages[3].role keeps its index and sub-field; sampling.stop[1] is "stop".
-		if base == "messages" {
+		// messages[3].role and tools[0].name keep their index and sub-field; sampling.stop[1] is "stop".
+		if base == "messages" || base == "tools" {
 			return field
 		}
 		field = base

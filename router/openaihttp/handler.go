@@ -404,6 +404,8 @@ type call struct {
 	rc      *http.ResponseController
 	out     []byte    // events not yet written
 	route   *pb.Route // the pool serving now (StreamOptions.OnRoute), for the headers
+	// textOffset is where the next text completion chunk starts (logprobs' text_offset).
+	textOffset int
 }
 
 func (c *call) chat() bool { return c.rpc == RPCChat }
@@ -422,14 +424,18 @@ func (c *call) unary(ctx context.Context) int {
 	ri := toRouteInfo(resp.GetRoute(), resp.GetRequestId())
 	var body any
 	if c.chat() {
+		msg := assistantOutput{Role: "assistant", ToolCalls: toToolCalls(resp.GetToolCalls())}
+		if text := resp.GetText(); text != "" || len(msg.ToolCalls) == 0 {
+			msg.Content = &text
+		}
 		body = &chatCompletion{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
-			Choices:    []chatChoice{{Index: 0, Message: assistantOutput{Role: "assistant", Content: resp.GetText()}, FinishReason: fr}},
+			Choices:    []chatChoice{{Index: 0, Message: msg, Logprobs: toChatLogprobs(resp.GetLogprobs()), FinishReason: fr}},
 			Usage:      toUsage(resp.GetUsage()),
 			Switchyard: ri,
 		}
 	} else {
 		body = &textCompletion{ID: c.id, Object: "text_completion", Created: c.created, Model: c.model,
-			Choices:    []textChoice{{Text: resp.GetText(), Index: 0, FinishReason: &fr}},
+			Choices:    []textChoice{{Text: resp.GetText(), Index: 0, Logprobs: toTextLogprobs(resp.GetLogprobs(), 0), FinishReason: &fr}},
 			Usage:      toUsage(resp.GetUsage()),
 			Switchyard: ri,
 		}
@@ -505,13 +511,22 @@ func (c *call) send(ch *pb.GenerateChunk) error {
 		}
 	}
 	last := ch.GetRoute() != nil || ch.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED
-	if ch.GetText() != "" {
+	if ch.GetText() != "" || len(ch.GetToolCalls()) > 0 || len(ch.GetLogprobs()) > 0 {
 		text := ch.GetText()
 		var err error
 		if c.chat() {
-			err = c.add(c.chatChunk(delta{Content: &text}, nil))
+			d := delta{ToolCalls: toToolCallDeltas(ch.GetToolCalls())}
+			if text != "" || len(d.ToolCalls) == 0 {
+				d.Content = &text
+			}
+			cc := c.chatChunk(d, nil)
+			cc.Choices[0].Logprobs = toChatLogprobs(ch.GetLogprobs())
+			err = c.add(cc)
 		} else {
-			err = c.add(c.textChunk(text, nil))
+			tc := c.textChunk(text, nil)
+			tc.Choices[0].Logprobs = toTextLogprobs(ch.GetLogprobs(), c.textOffset)
+			c.textOffset += len(text)
+			err = c.add(tc)
 		}
 		if err != nil {
 			return err

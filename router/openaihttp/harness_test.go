@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	openaiadapter "github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
@@ -54,6 +55,8 @@ type doorOpts struct {
 	timeScale float64
 	// extraYAML is appended to the demo fleet (tenants:).
 	extraYAML string
+	// fleetYAML replaces the demo fleet (pools may use the sim and openai adapters).
+	fleetYAML string
 	// server overrides the HTTP server's timeouts.
 	server  openaihttp.ServerOptions
 	handler openaihttp.Options
@@ -67,13 +70,18 @@ func startFrontDoor(t *testing.T, o doorOpts) *frontDoor {
 	if o.timeScale == 0 {
 		o.timeScale = 50
 	}
-	fleet, err := config.Parse(append(config.DemoYAML(), o.extraYAML...), "demo fleet")
+	src := config.DemoYAML()
+	if o.fleetYAML != "" {
+		src = []byte(o.fleetYAML)
+	}
+	fleet, err := config.Parse(append(src, o.extraYAML...), "demo fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	host := sim.NewHost()
 	reg := backends.NewRegistry()
 	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: o.timeScale, QueueLength: fleet.Sim.QueueLength})
+	openaiadapter.Register(reg, openaiadapter.Options{Logger: slog.New(slog.DiscardHandler)})
 	rt, err := router.New(router.Options{
 		Fleet: fleet, Backends: reg, Replica: "front-test", UsageRefresh: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		MeterProvider: o.meter, TracerProvider: o.tracer,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,19 +126,60 @@ func (c *content) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// chatMessage is one entry of "messages". Fields other than role and content
-// (name, tool_calls, ...) are ignored.
+// chatMessage is one entry of "messages".
 type chatMessage struct {
-	Role    string  `json:"role"`
-	Content content `json:"content"`
+	Role       string         `json:"role"`
+	Content    content        `json:"content"`
+	Name       string         `json:"name"`
+	ToolCalls  []toolCallJSON `json:"tool_calls"`
+	ToolCallID string         `json:"tool_call_id"`
+	// Refused when set (deprecated, or not served): never dropped.
+	FunctionCall json.RawMessage `json:"function_call"`
+	Audio        json.RawMessage `json:"audio"`
+}
+
+// toolCallJSON is a tool call: an assistant message's (request) or an answer's.
+type toolCallJSON struct {
+	Index    *int         `json:"index,omitempty"` // streamed pieces only
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function functionCall `json:"function"`
+}
+
+type functionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+// toolJSON is one entry of "tools".
+type toolJSON struct {
+	Type     string `json:"type"`
+	Function struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+	} `json:"function"`
+}
+
+// responseFormatJSON is "response_format".
+type responseFormatJSON struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Schema      json.RawMessage `json:"schema"`
+		Strict      *bool           `json:"strict"`
+	} `json:"json_schema"`
 }
 
 type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// commonRequest holds the fields chat and text completions share. Unknown
-// fields are ignored, as OpenAI's clients expect.
+// commonRequest holds the fields chat and text completions share. A field
+// outside the documented ones (docs/http.md) is refused with 400 naming it,
+// as OpenAI's API refuses an unrecognized argument: nothing is dropped.
 type commonRequest struct {
 	Model               string         `json:"model"`
 	Stream              bool           `json:"stream"`
@@ -154,12 +196,78 @@ type commonRequest struct {
 	FrequencyPenalty    *float64       `json:"frequency_penalty"`
 	User                string         `json:"user"`
 	ServiceTier         string         `json:"service_tier"`
+	// Logprobs is a bool on chat completions and a count (0..5) on text completions.
+	Logprobs       json.RawMessage     `json:"logprobs"`
+	ResponseFormat *responseFormatJSON `json:"response_format"`
+	// Known but not served: refused when set to anything but their default.
+	LogitBias json.RawMessage `json:"logit_bias"`
 }
 
 // chatRequest is the body of POST /v1/chat/completions.
 type chatRequest struct {
 	commonRequest
-	Messages []chatMessage `json:"messages"`
+	Messages          []chatMessage   `json:"messages"`
+	Tools             []toolJSON      `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	TopLogprobs       *int64          `json:"top_logprobs"`
+}
+
+// Fields each endpoint takes (docs/http.md lists what happens to each); any
+// other field of the body is refused with 400 naming it.
+var (
+	commonFields = []string{"model", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
+		"presence_penalty", "frequency_penalty", "user", "service_tier", "logprobs", "response_format", "logit_bias", "max_completion_tokens"}
+	chatFields       = append(slices.Clone(commonFields), "messages", "tools", "tool_choice", "parallel_tool_calls", "top_logprobs")
+	completionFields = append(slices.Clone(commonFields), "prompt", "best_of", "echo", "suffix")
+	// notServed are OpenAI fields the router knows and cannot honour: each
+	// gets its own 400 saying so.
+	notServed = map[string]string{
+		"functions":          "deprecated: use tools",
+		"function_call":      "deprecated: use tool_choice",
+		"audio":              "audio output is not served",
+		"modalities":         "only text output is served",
+		"prediction":         "predicted outputs are not served",
+		"web_search_options": "web search is not served",
+		"store":              "stored completions are not served",
+		"metadata":           "stored completions are not served",
+		"reasoning_effort":   "reasoning effort is not passed to model servers",
+		"verbosity":          "verbosity is not passed to model servers",
+		"prompt_cache_key":   "use the X-Switchyard-Prefix-Key header",
+		"safety_identifier":  "not passed to model servers",
+	}
+)
+
+// checkFields refuses a body field the endpoint does not take. A field
+// whose value is null counts as absent.
+func checkFields(body []byte, known []string) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil // decodeJSON reports it
+	}
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if slices.Contains(known, k) || string(bytes.TrimSpace(fields[k])) == "null" {
+			continue
+		}
+		if why := notServed[k]; why != "" {
+			return badField(k, "%s", why)
+		}
+		return badField(quoteParam(k), "unrecognized request argument (docs/http.md lists the fields served)")
+	}
+	return nil
+}
+
+// quoteParam is a client's field name as an error's param, bounded.
+func quoteParam(k string) string {
+	if len(k) > maxHintBytes {
+		return k[:maxHintBytes]
+	}
+	return k
 }
 
 // completionRequest is the body of POST /v1/completions.
@@ -216,39 +324,169 @@ func parseChat(body []byte, h http.Header, defaultMaxTokens func(model string) i
 	if err := decodeJSON(body, &cr); err != nil {
 		return nil, err
 	}
+	if err := checkFields(body, chatFields); err != nil {
+		return nil, err
+	}
 	if len(cr.Messages) == 0 {
 		return nil, badField("messages", "required: at least one message")
 	}
 	msgs := make([]*pb.ChatMessage, 0, len(cr.Messages))
 	for i, m := range cr.Messages {
+		at := func(f string) string { return fmt.Sprintf("messages[%d].%s", i, f) }
 		role := m.Role
 		switch role {
-		case "system", "user", "assistant":
+		case "system", "user", "assistant", "tool":
 		case "developer":
 			// OpenAI's newer name for system instructions.
 			role = "system"
-		case "tool", "function":
-			return nil, badField(fmt.Sprintf("messages[%d].role", i), "tool and function messages are not supported")
+		case "function":
+			return nil, badField(at("role"), "function messages are deprecated: send the result as a tool message")
 		default:
-			return nil, badField(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, got %s", quote(m.Role))
+			return nil, badField(at("role"), "must be one of system, developer, user, assistant, tool, got %s", quote(m.Role))
 		}
 		if m.Content.parts < 0 {
-			return nil, badField(fmt.Sprintf("messages[%d].content", i), "content parts of type %s are not supported (only text)", quote(m.Content.kind))
+			return nil, badField(at("content"), "content parts of type %s are not supported (only text)", quote(m.Content.kind))
 		}
-		msgs = append(msgs, &pb.ChatMessage{Role: role, Content: m.Content.text})
+		if len(m.FunctionCall) > 0 && string(m.FunctionCall) != "null" {
+			return nil, badField(at("function_call"), "deprecated: use tool_calls")
+		}
+		if len(m.Audio) > 0 && string(m.Audio) != "null" {
+			return nil, badField(at("audio"), "audio is not served")
+		}
+		pm := &pb.ChatMessage{Role: role, Content: m.Content.text, Name: m.Name, ToolCallId: m.ToolCallID}
+		for j, tc := range m.ToolCalls {
+			if tc.Type != "" && tc.Type != "function" {
+				return nil, badField(fmt.Sprintf("messages[%d].tool_calls[%d].type", i, j), "only function tool calls are served, got %s", quote(tc.Type))
+			}
+			pm.ToolCalls = append(pm.ToolCalls, &pb.ToolCall{Id: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		msgs = append(msgs, pm)
 	}
 	p, err := parseCommon(&cr.commonRequest, h, defaultMaxTokens(cr.Model))
 	if err != nil {
 		return nil, err
 	}
 	p.req.Messages = msgs
+	if err := parseTools(&cr, p); err != nil {
+		return nil, err
+	}
+	if err := parseLogprobs(cr.Logprobs, cr.TopLogprobs, true, p); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// parseTools reads tools, tool_choice and parallel_tool_calls; the router
+// checks names, schemas and consistency.
+func parseTools(cr *chatRequest, p *parsed) error {
+	for i, t := range cr.Tools {
+		if t.Type != "function" {
+			return badField(fmt.Sprintf("tools[%d].type", i), "only function tools are served, got %s", quote(t.Type))
+		}
+		pt := &pb.Tool{Name: t.Function.Name, Description: t.Function.Description, Strict: t.Function.Strict}
+		if raw := bytes.TrimSpace(t.Function.Parameters); len(raw) > 0 && string(raw) != "null" {
+			pt.ParametersJson = string(raw)
+		}
+		p.req.Tools = append(p.req.Tools, pt)
+	}
+	if raw := bytes.TrimSpace(cr.ToolChoice); len(raw) > 0 && string(raw) != "null" {
+		tc := &pb.ToolChoice{}
+		if raw[0] == '"' {
+			if err := json.Unmarshal(raw, &tc.Mode); err != nil {
+				return badField("tool_choice", "not a valid JSON string")
+			}
+			if tc.Mode == "function" {
+				return badField("tool_choice", "must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}")
+			}
+		} else {
+			var obj struct {
+				Type     string `json:"type"`
+				Function struct {
+					Name string `json:"name"`
+				} `json:"function"`
+			}
+			if err := json.Unmarshal(raw, &obj); err != nil || obj.Type != "function" {
+				return badField("tool_choice", "must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}")
+			}
+			tc.Mode, tc.FunctionName = "function", obj.Function.Name
+		}
+		p.req.ToolChoice = tc
+	}
+	p.req.ParallelToolCalls = cr.ParallelToolCalls
+	return nil
+}
+
+// parseLogprobs reads logprobs: a bool with top_logprobs on chat, a count
+// of alternatives (0..5) on text completions.
+func parseLogprobs(raw json.RawMessage, top *int64, chat bool, p *parsed) error {
+	raw = bytes.TrimSpace(raw)
+	if chat {
+		var on bool
+		if len(raw) > 0 && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &on); err != nil {
+				return badField("logprobs", "must be a boolean")
+			}
+		}
+		p.req.Logprobs = on
+		if top != nil {
+			if *top < 0 || *top > 20 {
+				return badField("top_logprobs", "must be in 0..20, got %d", *top)
+			}
+			n := int32(*top)
+			p.req.TopLogprobs = &n
+		}
+		return nil
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil || n < 0 || n > 5 {
+		return badField("logprobs", "must be an integer in 0..5 on text completions")
+	}
+	p.req.Logprobs = true
+	if n > 0 {
+		k := int32(n)
+		p.req.TopLogprobs = &k
+	}
+	return nil
+}
+
+// parseResponseFormat reads response_format.
+func parseResponseFormat(rf *responseFormatJSON, req *pb.GenerateRequest) error {
+	if rf == nil {
+		return nil
+	}
+	switch rf.Type {
+	case "text":
+		return nil
+	case "json_object":
+		req.ResponseFormat = &pb.ResponseFormat{Type: rf.Type}
+	case "json_schema":
+		js := rf.JSONSchema
+		if js == nil {
+			return badField("response_format.json_schema", "required with type json_schema")
+		}
+		if len(bytes.TrimSpace(js.Schema)) == 0 {
+			return badField("response_format.json_schema.schema", "required")
+		}
+		if js.Description != "" {
+			return badField("response_format.json_schema.description", "not passed to model servers: put it in the schema's own description")
+		}
+		req.ResponseFormat = &pb.ResponseFormat{Type: rf.Type, SchemaName: js.Name, SchemaJson: string(bytes.TrimSpace(js.Schema)), Strict: js.Strict}
+	default:
+		return badField("response_format.type", "must be text, json_object or json_schema, got %s", quote(rf.Type))
+	}
+	return nil
 }
 
 // parseCompletion turns a text completions body and its headers into a request.
 func parseCompletion(body []byte, h http.Header) (*parsed, error) {
 	var cr completionRequest
 	if err := decodeJSON(body, &cr); err != nil {
+		return nil, err
+	}
+	if err := checkFields(body, completionFields); err != nil {
 		return nil, err
 	}
 	prompt, err := completionPrompt(cr.Prompt)
@@ -269,6 +507,9 @@ func parseCompletion(body []byte, h http.Header) (*parsed, error) {
 		return nil, err
 	}
 	p.req.Prompt = prompt
+	if err := parseLogprobs(cr.Logprobs, nil, false, p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -322,6 +563,9 @@ func parseCommon(c *commonRequest, h http.Header, defaultMaxTokens int32) (*pars
 	}
 	if len(c.User) > maxUserBytes {
 		return nil, badField("user", "at most %d bytes, got %d", maxUserBytes, len(c.User))
+	}
+	if lb := bytes.TrimSpace(c.LogitBias); len(lb) > 0 && string(lb) != "null" && string(lb) != "{}" {
+		return nil, badField("logit_bias", "not served: token ids differ between the pools' tokenizers")
 	}
 	req := &pb.GenerateRequest{Model: c.Model, MaxTokens: int32(maxTokens)}
 	sp := &pb.SamplingParameters{Stop: c.Stop, Seed: c.Seed}
@@ -377,6 +621,9 @@ func parseCommon(c *commonRequest, h http.Header, defaultMaxTokens int32) (*pars
 	}
 	if routing.CallerRegion != "" || routing.Residency != "" || routing.PreferredCloud != "" || routing.PreferredAccelerator != "" || routing.PrefixKey != "" {
 		req.Routing = routing
+	}
+	if err := parseResponseFormat(c.ResponseFormat, req); err != nil {
+		return nil, err
 	}
 	req.RequestId = strings.TrimSpace(h.Get(HeaderRequestID))
 	if v := strings.TrimSpace(h.Get(HeaderTimeout)); v != "" {

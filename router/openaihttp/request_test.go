@@ -57,7 +57,11 @@ func TestParseChat(t *testing.T) {
 				t.Fatal("stream options lost")
 			}
 		}},
-		{name: "unknown fields are ignored", body: `{"model":"m","tools":[{"type":"function"}],"response_format":{"type":"text"},"logit_bias":{"1":2},"metadata":{"a":"b"},"messages":[{"role":"user","content":"hi","name":"bob"}]}`, check: func(t *testing.T, p *parsed) {}},
+		{name: "null and default values of fields not served are accepted", body: `{"model":"m","tools":null,"response_format":{"type":"text"},"logit_bias":{},"metadata":null,"messages":[{"role":"user","content":"hi","name":"bob"}]}`, check: func(t *testing.T, p *parsed) {
+			if p.req.ResponseFormat != nil || p.req.Messages[0].Name != "bob" {
+				t.Fatalf("%v", p.req)
+			}
+		}},
 		{name: "headers become hints", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
 			header: map[string]string{HeaderCallerRegion: "US-East-1", HeaderResidency: "EU", HeaderPriority: "batch", HeaderPreferredCloud: "gcp", HeaderPreferredAccelerator: "tpu-v6e", HeaderRequestID: "abc", HeaderTimeout: "1500ms"},
 			check: func(t *testing.T, p *parsed) {
@@ -81,7 +85,17 @@ func TestParseChat(t *testing.T) {
 		{name: "n 2", body: `{"model":"m","n":2,"messages":[{"role":"user","content":"hi"}]}`, param: "n"},
 		{name: "n 0", body: `{"model":"m","n":0,"messages":[{"role":"user","content":"hi"}]}`, param: "n"},
 		{name: "no messages", body: `{"model":"m"}`, param: "messages"},
-		{name: "tool role", body: `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, param: "messages[0].role"},
+		{name: "function role", body: `{"model":"m","messages":[{"role":"function","content":"x"}]}`, param: "messages[0].role"},
+		{name: "an unrecognized field is refused, named", body: `{"model":"m","some_future_field":1,"messages":[{"role":"user","content":"hi"}]}`, param: "some_future_field"},
+		{name: "logit_bias is not served", body: `{"model":"m","logit_bias":{"1":2},"messages":[{"role":"user","content":"hi"}]}`, param: "logit_bias"},
+		{name: "deprecated functions", body: `{"model":"m","functions":[{"name":"f"}],"messages":[{"role":"user","content":"hi"}]}`, param: "functions"},
+		{name: "metadata", body: `{"model":"m","metadata":{"a":"b"},"messages":[{"role":"user","content":"hi"}]}`, param: "metadata"},
+		{name: "non-function tool", body: `{"model":"m","tools":[{"type":"code_interpreter"}],"messages":[{"role":"user","content":"hi"}]}`, param: "tools[0].type"},
+		{name: "bad tool_choice", body: `{"model":"m","tool_choice":{"type":"file_search"},"messages":[{"role":"user","content":"hi"}]}`, param: "tool_choice"},
+		{name: "unknown response_format", body: `{"model":"m","response_format":{"type":"yaml"},"messages":[{"role":"user","content":"hi"}]}`, param: "response_format.type"},
+		{name: "json_schema without schema", body: `{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"x"}},"messages":[{"role":"user","content":"hi"}]}`, param: "response_format.json_schema.schema"},
+		{name: "logprobs not a bool on chat", body: `{"model":"m","logprobs":3,"messages":[{"role":"user","content":"hi"}]}`, param: "logprobs"},
+		{name: "top_logprobs over 20", body: `{"model":"m","logprobs":true,"top_logprobs":21,"messages":[{"role":"user","content":"hi"}]}`, param: "top_logprobs"},
 		{name: "image part", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, param: "messages[0].content"},
 		{name: "stream_options without stream", body: `{"model":"m","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, param: "stream_options"},
 		{name: "max_tokens beyond int32", body: `{"model":"m","max_tokens":99999999999,"messages":[{"role":"user","content":"hi"}]}`, param: "max_tokens"},

@@ -78,6 +78,8 @@ func finishReason(f pb.FinishReason) string {
 		return "length"
 	case pb.FinishReason_FINISH_REASON_CONTENT_FILTER:
 		return "content_filter"
+	case pb.FinishReason_FINISH_REASON_TOOL_CALLS:
+		return "tool_calls"
 	default: // STOP, STOP_SEQUENCE
 		return "stop"
 	}
@@ -98,14 +100,114 @@ type chatCompletion struct {
 type chatChoice struct {
 	Index        int             `json:"index"`
 	Message      assistantOutput `json:"message"`
-	Logprobs     *struct{}       `json:"logprobs"`
+	Logprobs     *chatLogprobs   `json:"logprobs"`
 	FinishReason string          `json:"finish_reason"`
 }
 
 type assistantOutput struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string         `json:"role"`
+	Content   *string        `json:"content"` // null when the answer is tool calls only
+	Refusal   *string        `json:"refusal"`
+	ToolCalls []toolCallJSON `json:"tool_calls,omitempty"`
+}
+
+// chatLogprobs is a chat choice's logprobs: {"content": [...]}.
+type chatLogprobs struct {
+	Content []tokenLogprob `json:"content"`
+	Refusal []tokenLogprob `json:"refusal"`
+}
+
+type tokenLogprob struct {
+	Token       string        `json:"token"`
+	Logprob     float32       `json:"logprob"`
+	Bytes       []int         `json:"bytes"`
+	TopLogprobs []topLogprobJ `json:"top_logprobs"`
+}
+
+type topLogprobJ struct {
+	Token   string  `json:"token"`
+	Logprob float32 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+func intBytes(b []byte) []int {
+	if b == nil {
+		return nil
+	}
+	out := make([]int, len(b))
+	for i, x := range b {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// toChatLogprobs is OpenAI's chat logprobs for lp (nil when none).
+func toChatLogprobs(lp []*pb.TokenLogprob) *chatLogprobs {
+	if len(lp) == 0 {
+		return nil
+	}
+	out := &chatLogprobs{Content: make([]tokenLogprob, 0, len(lp)), Refusal: []tokenLogprob{}}
+	for _, t := range lp {
+		e := tokenLogprob{Token: t.GetToken(), Logprob: t.GetLogprob(), Bytes: intBytes(t.GetBytes()), TopLogprobs: []topLogprobJ{}}
+		for _, a := range t.GetTopLogprobs() {
+			e.TopLogprobs = append(e.TopLogprobs, topLogprobJ{Token: a.GetToken(), Logprob: a.GetLogprob(), Bytes: intBytes(a.GetBytes())})
+		}
+		out.Content = append(out.Content, e)
+	}
+	return out
+}
+
+// textLogprobs is the completions endpoint's logprobs object.
+type textLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float32            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+// toTextLogprobs is OpenAI's completions logprobs for lp; offset is where
+// the first token starts in the completion's text.
+func toTextLogprobs(lp []*pb.TokenLogprob, offset int) *textLogprobs {
+	if len(lp) == 0 {
+		return nil
+	}
+	out := &textLogprobs{}
+	for _, t := range lp {
+		out.Tokens = append(out.Tokens, t.GetToken())
+		out.TokenLogprobs = append(out.TokenLogprobs, t.GetLogprob())
+		top := map[string]float32{}
+		for _, a := range t.GetTopLogprobs() {
+			top[a.GetToken()] = a.GetLogprob()
+		}
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, offset)
+		offset += len(t.GetToken())
+	}
+	return out
+}
+
+// toToolCalls is OpenAI's tool_calls for a whole answer.
+func toToolCalls(calls []*pb.ToolCall) []toolCallJSON {
+	var out []toolCallJSON
+	for _, c := range calls {
+		out = append(out, toolCallJSON{ID: c.GetId(), Type: "function", Function: functionCall{Name: c.GetName(), Arguments: c.GetArguments()}})
+	}
+	return out
+}
+
+// toToolCallDeltas is OpenAI's streamed tool_calls: the first piece of a
+// call carries id, type and name; later ones the index and arguments only.
+func toToolCallDeltas(ds []*pb.ToolCallDelta) []toolCallJSON {
+	var out []toolCallJSON
+	for _, d := range ds {
+		i := int(d.GetIndex())
+		tc := toolCallJSON{Index: &i, ID: d.GetId(), Function: functionCall{Name: d.GetName(), Arguments: d.GetArguments()}}
+		if d.GetId() != "" || d.GetName() != "" {
+			tc.Type = "function"
+		}
+		out = append(out, tc)
+	}
+	return out
 }
 
 // Chat completion chunk object (object "chat.completion.chunk").
@@ -124,15 +226,16 @@ type chatChunk struct {
 }
 
 type chatChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        delta     `json:"delta"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int           `json:"index"`
+	Delta        delta         `json:"delta"`
+	Logprobs     *chatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 type delta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string         `json:"role,omitempty"`
+	Content   *string        `json:"content,omitempty"`
+	ToolCalls []toolCallJSON `json:"tool_calls,omitempty"`
 }
 
 // Text completion object (object "text_completion"), also each streamed chunk.
@@ -149,10 +252,10 @@ type textCompletion struct {
 }
 
 type textChoice struct {
-	Text         string    `json:"text"`
-	Index        int       `json:"index"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Text         string        `json:"text"`
+	Index        int           `json:"index"`
+	Logprobs     *textLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 // Model object and list.
