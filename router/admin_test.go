@@ -56,7 +56,7 @@ func fleetYAML(pools []*simPool) string {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func startReplica(t *testing.T, fleet *config.Fleet, store capacity.Store, ctl control.Store) *replica {
+func startReplica(t testing.TB, fleet *config.Fleet, store capacity.Store, ctl control.Store) *replica {
 	t.Helper()
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{})

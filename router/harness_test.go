@@ -39,7 +39,7 @@ type simPool struct {
 // kill stops the pool's server hard, like a crashed process.
 func (p *simPool) kill() { p.gs.Stop() }
 
-func startSimPool(t *testing.T, p *simPool) {
+func startSimPool(t testing.TB, p *simPool) {
 	t.Helper()
 	if p.timeScale == 0 {
 		p.timeScale = 50

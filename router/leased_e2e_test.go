@@ -12,6 +12,7 @@ package router_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -160,6 +161,110 @@ func TestLeasedRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 			if load.ok.Load() == 0 {
 				t.Errorf("%s: no call succeeded", fault)
 			}
+		})
+	}
+}
+
+// distantStores starts a fast simulated pool, a redis-server behind a
+// toxiproxy adding each way latency, and three replicas in front of the pool:
+// in-memory counting, leased counting and strict counting, both of these on
+// the distant store.
+func distantStores(t testing.TB, each time.Duration) (mem, leased, strict *replica, leasedStore *capacity.Leased) {
+	srv := redistest.StartServer(t)
+	if err := redistest.Establish(srv.Addr(), ""); err != nil {
+		t.Fatal(err)
+	}
+	far := redistest.StartLatencyProxy(t, srv.Addr(), each)
+	sp := &simPool{name: e2ePool, cloud: "aws", region: "us-east-1", accel: "h100", limit: 64, timeScale: 1000}
+	startSimPool(t, sp)
+	fleet := parseFleet(t, oneHotPoolYAML(sp.addr, 32, "2s"))
+	mem = startReplica(t, fleet, nil, nil)
+	home, err := capacity.NewRedisBlocks(capacity.RedisBlocksOptions{URL: far.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leasedStore, err = capacity.NewLeased(capacity.LeasedOptions{Homes: map[string]capacity.BlockStore{"default": home}, Replica: "leased", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leased = startReplica(t, fleet, leasedStore, nil)
+	shared, err := capacity.NewRedis(capacity.RedisOptions{URL: far.URL(), Replica: "strict", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictStore, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict = startReplica(t, fleet, strictStore, nil)
+	return mem, leased, strict, leasedStore
+}
+
+// TestDistantStoreIsOffTheRequestPath: with the store 20ms away each way
+// (toxiproxy), leased counting makes no store round trip on the request
+// path once its block is held (counted by the store itself), while strict
+// counting pays a round trip, at least 40ms, on every call.
+func TestDistantStoreIsOffTheRequestPath(t *testing.T) {
+	const each = 20 * time.Millisecond
+	_, leased, strict, store := distantStores(t, each)
+	call := func(r *replica) time.Duration {
+		start := time.Now()
+		if _, err := r.inf.Generate(ctxT(t, 10*time.Second), req("us-east-1", 2)); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for i := 0; i < 5; i++ { // the first call fetches the block
+		call(leased)
+	}
+	before := store.Blocks()
+	for i := 0; i < 30; i++ {
+		call(leased)
+	}
+	after := store.Blocks()
+	if n := after.SyncTrips - before.SyncTrips; n != 0 {
+		t.Fatalf("30 calls with a block held made %d synchronous store round trips, want 0", n)
+	}
+	if after.Acquires-before.Acquires != 30 {
+		t.Fatalf("%d acquires counted, want 30", after.Acquires-before.Acquires)
+	}
+	for i := 0; i < 5; i++ {
+		// A physical floor, not a performance target: a round trip through
+		// the proxy cannot take less than twice its added latency.
+		if d := call(strict); d < 2*each {
+			t.Fatalf("a strict call through a store %s away each way took %s: it cannot have made its round trip", each, d)
+		}
+	}
+}
+
+// BenchmarkCallWithDistantStore measures one unary call through the router
+// (p50 per sub-benchmark, ms) with in-memory counting, and with leased and
+// strict counting on a store 20ms away each way, in the same run:
+// go test -run '^$' -bench CallWithDistantStore -benchtime 200x ./router/
+func BenchmarkCallWithDistantStore(b *testing.B) {
+	mem, leased, strict, _ := distantStores(b, 20*time.Millisecond)
+	for _, c := range []struct {
+		name string
+		r    *replica
+	}{{"in-memory", mem}, {"leased-20ms-away", leased}, {"strict-20ms-away", strict}} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			for i := 0; i < 5; i++ {
+				_, _ = c.r.inf.Generate(ctx, req("us-east-1", 2))
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if _, err := c.r.inf.Generate(ctx, req("us-east-1", 2)); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
 }

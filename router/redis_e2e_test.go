@@ -63,7 +63,7 @@ routing:
 `, e2ePool, addr, limit, queueWait)
 }
 
-func parseFleet(t *testing.T, yaml string) *config.Fleet {
+func parseFleet(t testing.TB, yaml string) *config.Fleet {
 	t.Helper()
 	f, err := config.Parse([]byte(yaml), "redis e2e fleet")
 	if err != nil {
