@@ -132,8 +132,11 @@ type PoolStatus struct {
 	OverrideExpires  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=override_expires,json=overrideExpires,proto3" json:"override_expires,omitempty"`
 	Health           string                 `protobuf:"bytes,16,opt,name=health,proto3" json:"health,omitempty"` // SERVING, NOT_SERVING, UNKNOWN
 	Geography        string                 `protobuf:"bytes,17,opt,name=geography,proto3" json:"geography,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// This replica's block of the pool's slots under leased counting (unset
+	// with in-memory or strict counting).
+	Block         *CapacityBlock `protobuf:"bytes,30,opt,name=block,proto3" json:"block,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolStatus) Reset() {
@@ -285,19 +288,143 @@ func (x *PoolStatus) GetGeography() string {
 	return ""
 }
 
-type ListPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*PoolStatus          `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
-	CountingMode  CountingMode           `protobuf:"varint,2,opt,name=counting_mode,json=countingMode,proto3,enum=switchyard.v1.CountingMode" json:"counting_mode,omitempty"`
-	Replica       string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
-	Policy        string                 `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+func (x *PoolStatus) GetBlock() *CapacityBlock {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
+// CapacityBlock is one replica's lease on a block of a pool's slots, granted
+// by the pool's home capacity store (docs/capacity.md).
+type CapacityBlock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The home store's name ("default" is --redis).
+	Home string `protobuf:"bytes,1,opt,name=home,proto3" json:"home,omitempty"`
+	// Slots this replica may use now, of which free are not in use.
+	Granted int64 `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
+	Free    int64 `protobuf:"varint,3,opt,name=free,proto3" json:"free,omitempty"`
+	// Slots of the block no call of this replica used over the last two
+	// refresh periods (granted but idle).
+	Stranded int64 `protobuf:"varint,4,opt,name=stranded,proto3" json:"stranded,omitempty"`
+	// When this replica stops using the block unless it is refreshed.
+	Expires *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	// The home store restarted empty (or was away) less than a lease ago and
+	// grants nothing beyond what replicas re-assert.
+	Learning bool `protobuf:"varint,6,opt,name=learning,proto3" json:"learning,omitempty"`
+	// Replicas holding or wanting slots of the pool, and their blocks' sum
+	// (never above the limit).
+	Holders       int32 `protobuf:"varint,7,opt,name=holders,proto3" json:"holders,omitempty"`
+	GrantedAll    int64 `protobuf:"varint,8,opt,name=granted_all,json=grantedAll,proto3" json:"granted_all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *CapacityBlock) Reset() {
+	*x = CapacityBlock{}
+	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapacityBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapacityBlock) ProtoMessage() {}
+
+func (x *CapacityBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapacityBlock.ProtoReflect.Descriptor instead.
+func (*CapacityBlock) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CapacityBlock) GetHome() string {
+	if x != nil {
+		return x.Home
+	}
+	return ""
+}
+
+func (x *CapacityBlock) GetGranted() int64 {
+	if x != nil {
+		return x.Granted
+	}
+	return 0
+}
+
+func (x *CapacityBlock) GetFree() int64 {
+	if x != nil {
+		return x.Free
+	}
+	return 0
+}
+
+func (x *CapacityBlock) GetStranded() int64 {
+	if x != nil {
+		return x.Stranded
+	}
+	return 0
+}
+
+func (x *CapacityBlock) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *CapacityBlock) GetLearning() bool {
+	if x != nil {
+		return x.Learning
+	}
+	return false
+}
+
+func (x *CapacityBlock) GetHolders() int32 {
+	if x != nil {
+		return x.Holders
+	}
+	return 0
+}
+
+func (x *CapacityBlock) GetGrantedAll() int64 {
+	if x != nil {
+		return x.GrantedAll
+	}
+	return 0
+}
+
+type ListPoolsResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Pools        []*PoolStatus          `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	CountingMode CountingMode           `protobuf:"varint,2,opt,name=counting_mode,json=countingMode,proto3,enum=switchyard.v1.CountingMode" json:"counting_mode,omitempty"`
+	Replica      string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	Policy       string                 `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Leased counting: this replica's capacity acquisitions and the store
+	// round trips it made (background refreshes and synchronous ones on the
+	// request path) since it started; round trips per call is their ratio.
+	Acquires        int64 `protobuf:"varint,10,opt,name=acquires,proto3" json:"acquires,omitempty"`
+	StoreRoundTrips int64 `protobuf:"varint,11,opt,name=store_round_trips,json=storeRoundTrips,proto3" json:"store_round_trips,omitempty"`
+	SyncRoundTrips  int64 `protobuf:"varint,12,opt,name=sync_round_trips,json=syncRoundTrips,proto3" json:"sync_round_trips,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +436,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +449,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListPoolsResponse) GetPools() []*PoolStatus {
@@ -353,6 +480,27 @@ func (x *ListPoolsResponse) GetPolicy() string {
 	return ""
 }
 
+func (x *ListPoolsResponse) GetAcquires() int64 {
+	if x != nil {
+		return x.Acquires
+	}
+	return 0
+}
+
+func (x *ListPoolsResponse) GetStoreRoundTrips() int64 {
+	if x != nil {
+		return x.StoreRoundTrips
+	}
+	return 0
+}
+
+func (x *ListPoolsResponse) GetSyncRoundTrips() int64 {
+	if x != nil {
+		return x.SyncRoundTrips
+	}
+	return 0
+}
+
 type SetWeightRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -363,7 +511,7 @@ type SetWeightRequest struct {
 
 func (x *SetWeightRequest) Reset() {
 	*x = SetWeightRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +523,7 @@ func (x *SetWeightRequest) String() string {
 func (*SetWeightRequest) ProtoMessage() {}
 
 func (x *SetWeightRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +536,7 @@ func (x *SetWeightRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetWeightRequest.ProtoReflect.Descriptor instead.
 func (*SetWeightRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetWeightRequest) GetPool() string {
@@ -414,7 +562,7 @@ type PoolChangeResponse struct {
 
 func (x *PoolChangeResponse) Reset() {
 	*x = PoolChangeResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +574,7 @@ func (x *PoolChangeResponse) String() string {
 func (*PoolChangeResponse) ProtoMessage() {}
 
 func (x *PoolChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +587,7 @@ func (x *PoolChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolChangeResponse.ProtoReflect.Descriptor instead.
 func (*PoolChangeResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PoolChangeResponse) GetPool() *PoolStatus {
@@ -462,7 +610,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +622,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +635,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DrainRequest) GetPool() string {
@@ -526,7 +674,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +686,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +699,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainResponse) GetPool() *PoolStatus {
@@ -600,7 +748,7 @@ type DrainTarget struct {
 
 func (x *DrainTarget) Reset() {
 	*x = DrainTarget{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +760,7 @@ func (x *DrainTarget) String() string {
 func (*DrainTarget) ProtoMessage() {}
 
 func (x *DrainTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +773,7 @@ func (x *DrainTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainTarget.ProtoReflect.Descriptor instead.
 func (*DrainTarget) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainTarget) GetModel() string {
@@ -658,7 +806,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +818,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +831,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResumeRequest) GetPool() string {
@@ -707,7 +855,7 @@ type SetCapacityOverrideRequest struct {
 
 func (x *SetCapacityOverrideRequest) Reset() {
 	*x = SetCapacityOverrideRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +867,7 @@ func (x *SetCapacityOverrideRequest) String() string {
 func (*SetCapacityOverrideRequest) ProtoMessage() {}
 
 func (x *SetCapacityOverrideRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +880,7 @@ func (x *SetCapacityOverrideRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCapacityOverrideRequest.ProtoReflect.Descriptor instead.
 func (*SetCapacityOverrideRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetCapacityOverrideRequest) GetPool() string {
@@ -772,7 +920,7 @@ type ExplainRouteRequest struct {
 
 func (x *ExplainRouteRequest) Reset() {
 	*x = ExplainRouteRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +932,7 @@ func (x *ExplainRouteRequest) String() string {
 func (*ExplainRouteRequest) ProtoMessage() {}
 
 func (x *ExplainRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +945,7 @@ func (x *ExplainRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRouteRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRouteRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExplainRouteRequest) GetRequest() *GenerateRequest {
@@ -823,7 +971,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +983,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +996,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Candidate) GetPool() string {
@@ -917,7 +1065,7 @@ type ExplainRouteResponse struct {
 
 func (x *ExplainRouteResponse) Reset() {
 	*x = ExplainRouteResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1077,7 @@ func (x *ExplainRouteResponse) String() string {
 func (*ExplainRouteResponse) ProtoMessage() {}
 
 func (x *ExplainRouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1090,7 @@ func (x *ExplainRouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRouteResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRouteResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExplainRouteResponse) GetPolicy() string {
@@ -968,7 +1116,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1128,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1141,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1013,7 +1161,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1173,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1186,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetPolicyResponse) GetPrevious() string {
@@ -1063,7 +1211,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1223,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1236,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type Event struct {
@@ -1104,7 +1252,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1264,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1277,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -1176,7 +1324,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1336,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1349,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListAuditRequest) GetLimit() int32 {
@@ -1225,7 +1373,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1385,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1398,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
@@ -1304,7 +1452,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1464,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1477,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1344,7 +1492,7 @@ var File_switchyard_v1_admin_proto protoreflect.FileDescriptor
 const file_switchyard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x19switchyard/v1/admin.proto\x12\rswitchyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dswitchyard/v1/inference.proto\"\x12\n" +
-	"\x10ListPoolsRequest\"\xaf\x04\n" +
+	"\x10ListPoolsRequest\"\xe3\x04\n" +
 	"\n" +
 	"PoolStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1364,12 +1512,27 @@ const file_switchyard_v1_admin_proto_rawDesc = "" +
 	"\x11capacity_override\x18\x0e \x01(\x05R\x10capacityOverride\x12E\n" +
 	"\x10override_expires\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0foverrideExpires\x12\x16\n" +
 	"\x06health\x18\x10 \x01(\tR\x06health\x12\x1c\n" +
-	"\tgeography\x18\x11 \x01(\tR\tgeography\"\xb8\x01\n" +
+	"\tgeography\x18\x11 \x01(\tR\tgeography\x122\n" +
+	"\x05block\x18\x1e \x01(\v2\x1c.switchyard.v1.CapacityBlockR\x05block\"\xfa\x01\n" +
+	"\rCapacityBlock\x12\x12\n" +
+	"\x04home\x18\x01 \x01(\tR\x04home\x12\x18\n" +
+	"\agranted\x18\x02 \x01(\x03R\agranted\x12\x12\n" +
+	"\x04free\x18\x03 \x01(\x03R\x04free\x12\x1a\n" +
+	"\bstranded\x18\x04 \x01(\x03R\bstranded\x124\n" +
+	"\aexpires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x1a\n" +
+	"\blearning\x18\x06 \x01(\bR\blearning\x12\x18\n" +
+	"\aholders\x18\a \x01(\x05R\aholders\x12\x1f\n" +
+	"\vgranted_all\x18\b \x01(\x03R\n" +
+	"grantedAll\"\xaa\x02\n" +
 	"\x11ListPoolsResponse\x12/\n" +
 	"\x05pools\x18\x01 \x03(\v2\x19.switchyard.v1.PoolStatusR\x05pools\x12@\n" +
 	"\rcounting_mode\x18\x02 \x01(\x0e2\x1b.switchyard.v1.CountingModeR\fcountingMode\x12\x18\n" +
 	"\areplica\x18\x03 \x01(\tR\areplica\x12\x16\n" +
-	"\x06policy\x18\x04 \x01(\tR\x06policy\">\n" +
+	"\x06policy\x18\x04 \x01(\tR\x06policy\x12\x1a\n" +
+	"\bacquires\x18\n" +
+	" \x01(\x03R\bacquires\x12*\n" +
+	"\x11store_round_trips\x18\v \x01(\x03R\x0fstoreRoundTrips\x12(\n" +
+	"\x10sync_round_trips\x18\f \x01(\x03R\x0esyncRoundTrips\">\n" +
 	"\x10SetWeightRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x01R\x06weight\"C\n" +
@@ -1465,68 +1628,71 @@ func file_switchyard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_switchyard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_switchyard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_switchyard_v1_admin_proto_goTypes = []any{
 	(CountingMode)(0),                  // 0: switchyard.v1.CountingMode
 	(*ListPoolsRequest)(nil),           // 1: switchyard.v1.ListPoolsRequest
 	(*PoolStatus)(nil),                 // 2: switchyard.v1.PoolStatus
-	(*ListPoolsResponse)(nil),          // 3: switchyard.v1.ListPoolsResponse
-	(*SetWeightRequest)(nil),           // 4: switchyard.v1.SetWeightRequest
-	(*PoolChangeResponse)(nil),         // 5: switchyard.v1.PoolChangeResponse
-	(*DrainRequest)(nil),               // 6: switchyard.v1.DrainRequest
-	(*DrainResponse)(nil),              // 7: switchyard.v1.DrainResponse
-	(*DrainTarget)(nil),                // 8: switchyard.v1.DrainTarget
-	(*ResumeRequest)(nil),              // 9: switchyard.v1.ResumeRequest
-	(*SetCapacityOverrideRequest)(nil), // 10: switchyard.v1.SetCapacityOverrideRequest
-	(*ExplainRouteRequest)(nil),        // 11: switchyard.v1.ExplainRouteRequest
-	(*Candidate)(nil),                  // 12: switchyard.v1.Candidate
-	(*ExplainRouteResponse)(nil),       // 13: switchyard.v1.ExplainRouteResponse
-	(*SetPolicyRequest)(nil),           // 14: switchyard.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),          // 15: switchyard.v1.SetPolicyResponse
-	(*WatchEventsRequest)(nil),         // 16: switchyard.v1.WatchEventsRequest
-	(*Event)(nil),                      // 17: switchyard.v1.Event
-	(*ListAuditRequest)(nil),           // 18: switchyard.v1.ListAuditRequest
-	(*AuditEntry)(nil),                 // 19: switchyard.v1.AuditEntry
-	(*ListAuditResponse)(nil),          // 20: switchyard.v1.ListAuditResponse
-	(*timestamppb.Timestamp)(nil),      // 21: google.protobuf.Timestamp
-	(*GenerateRequest)(nil),            // 22: switchyard.v1.GenerateRequest
+	(*CapacityBlock)(nil),              // 3: switchyard.v1.CapacityBlock
+	(*ListPoolsResponse)(nil),          // 4: switchyard.v1.ListPoolsResponse
+	(*SetWeightRequest)(nil),           // 5: switchyard.v1.SetWeightRequest
+	(*PoolChangeResponse)(nil),         // 6: switchyard.v1.PoolChangeResponse
+	(*DrainRequest)(nil),               // 7: switchyard.v1.DrainRequest
+	(*DrainResponse)(nil),              // 8: switchyard.v1.DrainResponse
+	(*DrainTarget)(nil),                // 9: switchyard.v1.DrainTarget
+	(*ResumeRequest)(nil),              // 10: switchyard.v1.ResumeRequest
+	(*SetCapacityOverrideRequest)(nil), // 11: switchyard.v1.SetCapacityOverrideRequest
+	(*ExplainRouteRequest)(nil),        // 12: switchyard.v1.ExplainRouteRequest
+	(*Candidate)(nil),                  // 13: switchyard.v1.Candidate
+	(*ExplainRouteResponse)(nil),       // 14: switchyard.v1.ExplainRouteResponse
+	(*SetPolicyRequest)(nil),           // 15: switchyard.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 16: switchyard.v1.SetPolicyResponse
+	(*WatchEventsRequest)(nil),         // 17: switchyard.v1.WatchEventsRequest
+	(*Event)(nil),                      // 18: switchyard.v1.Event
+	(*ListAuditRequest)(nil),           // 19: switchyard.v1.ListAuditRequest
+	(*AuditEntry)(nil),                 // 20: switchyard.v1.AuditEntry
+	(*ListAuditResponse)(nil),          // 21: switchyard.v1.ListAuditResponse
+	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
+	(*GenerateRequest)(nil),            // 23: switchyard.v1.GenerateRequest
 }
 var file_switchyard_v1_admin_proto_depIdxs = []int32{
-	21, // 0: switchyard.v1.PoolStatus.override_expires:type_name -> google.protobuf.Timestamp
-	2,  // 1: switchyard.v1.ListPoolsResponse.pools:type_name -> switchyard.v1.PoolStatus
-	0,  // 2: switchyard.v1.ListPoolsResponse.counting_mode:type_name -> switchyard.v1.CountingMode
-	2,  // 3: switchyard.v1.PoolChangeResponse.pool:type_name -> switchyard.v1.PoolStatus
-	2,  // 4: switchyard.v1.DrainResponse.pool:type_name -> switchyard.v1.PoolStatus
-	8,  // 5: switchyard.v1.DrainResponse.targets:type_name -> switchyard.v1.DrainTarget
-	21, // 6: switchyard.v1.SetCapacityOverrideRequest.expires:type_name -> google.protobuf.Timestamp
-	22, // 7: switchyard.v1.ExplainRouteRequest.request:type_name -> switchyard.v1.GenerateRequest
-	12, // 8: switchyard.v1.ExplainRouteResponse.candidates:type_name -> switchyard.v1.Candidate
-	21, // 9: switchyard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	21, // 10: switchyard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	19, // 11: switchyard.v1.ListAuditResponse.entries:type_name -> switchyard.v1.AuditEntry
-	1,  // 12: switchyard.v1.Admin.ListPools:input_type -> switchyard.v1.ListPoolsRequest
-	4,  // 13: switchyard.v1.Admin.SetWeight:input_type -> switchyard.v1.SetWeightRequest
-	6,  // 14: switchyard.v1.Admin.Drain:input_type -> switchyard.v1.DrainRequest
-	9,  // 15: switchyard.v1.Admin.Resume:input_type -> switchyard.v1.ResumeRequest
-	10, // 16: switchyard.v1.Admin.SetCapacityOverride:input_type -> switchyard.v1.SetCapacityOverrideRequest
-	11, // 17: switchyard.v1.Admin.ExplainRoute:input_type -> switchyard.v1.ExplainRouteRequest
-	14, // 18: switchyard.v1.Admin.SetPolicy:input_type -> switchyard.v1.SetPolicyRequest
-	16, // 19: switchyard.v1.Admin.WatchEvents:input_type -> switchyard.v1.WatchEventsRequest
-	18, // 20: switchyard.v1.Admin.ListAudit:input_type -> switchyard.v1.ListAuditRequest
-	3,  // 21: switchyard.v1.Admin.ListPools:output_type -> switchyard.v1.ListPoolsResponse
-	5,  // 22: switchyard.v1.Admin.SetWeight:output_type -> switchyard.v1.PoolChangeResponse
-	7,  // 23: switchyard.v1.Admin.Drain:output_type -> switchyard.v1.DrainResponse
-	5,  // 24: switchyard.v1.Admin.Resume:output_type -> switchyard.v1.PoolChangeResponse
-	5,  // 25: switchyard.v1.Admin.SetCapacityOverride:output_type -> switchyard.v1.PoolChangeResponse
-	13, // 26: switchyard.v1.Admin.ExplainRoute:output_type -> switchyard.v1.ExplainRouteResponse
-	15, // 27: switchyard.v1.Admin.SetPolicy:output_type -> switchyard.v1.SetPolicyResponse
-	17, // 28: switchyard.v1.Admin.WatchEvents:output_type -> switchyard.v1.Event
-	20, // 29: switchyard.v1.Admin.ListAudit:output_type -> switchyard.v1.ListAuditResponse
-	21, // [21:30] is the sub-list for method output_type
-	12, // [12:21] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	22, // 0: switchyard.v1.PoolStatus.override_expires:type_name -> google.protobuf.Timestamp
+	3,  // 1: switchyard.v1.PoolStatus.block:type_name -> switchyard.v1.CapacityBlock
+	22, // 2: switchyard.v1.CapacityBlock.expires:type_name -> google.protobuf.Timestamp
+	2,  // 3: switchyard.v1.ListPoolsResponse.pools:type_name -> switchyard.v1.PoolStatus
+	0,  // 4: switchyard.v1.ListPoolsResponse.counting_mode:type_name -> switchyard.v1.CountingMode
+	2,  // 5: switchyard.v1.PoolChangeResponse.pool:type_name -> switchyard.v1.PoolStatus
+	2,  // 6: switchyard.v1.DrainResponse.pool:type_name -> switchyard.v1.PoolStatus
+	9,  // 7: switchyard.v1.DrainResponse.targets:type_name -> switchyard.v1.DrainTarget
+	22, // 8: switchyard.v1.SetCapacityOverrideRequest.expires:type_name -> google.protobuf.Timestamp
+	23, // 9: switchyard.v1.ExplainRouteRequest.request:type_name -> switchyard.v1.GenerateRequest
+	13, // 10: switchyard.v1.ExplainRouteResponse.candidates:type_name -> switchyard.v1.Candidate
+	22, // 11: switchyard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	22, // 12: switchyard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	20, // 13: switchyard.v1.ListAuditResponse.entries:type_name -> switchyard.v1.AuditEntry
+	1,  // 14: switchyard.v1.Admin.ListPools:input_type -> switchyard.v1.ListPoolsRequest
+	5,  // 15: switchyard.v1.Admin.SetWeight:input_type -> switchyard.v1.SetWeightRequest
+	7,  // 16: switchyard.v1.Admin.Drain:input_type -> switchyard.v1.DrainRequest
+	10, // 17: switchyard.v1.Admin.Resume:input_type -> switchyard.v1.ResumeRequest
+	11, // 18: switchyard.v1.Admin.SetCapacityOverride:input_type -> switchyard.v1.SetCapacityOverrideRequest
+	12, // 19: switchyard.v1.Admin.ExplainRoute:input_type -> switchyard.v1.ExplainRouteRequest
+	15, // 20: switchyard.v1.Admin.SetPolicy:input_type -> switchyard.v1.SetPolicyRequest
+	17, // 21: switchyard.v1.Admin.WatchEvents:input_type -> switchyard.v1.WatchEventsRequest
+	19, // 22: switchyard.v1.Admin.ListAudit:input_type -> switchyard.v1.ListAuditRequest
+	4,  // 23: switchyard.v1.Admin.ListPools:output_type -> switchyard.v1.ListPoolsResponse
+	6,  // 24: switchyard.v1.Admin.SetWeight:output_type -> switchyard.v1.PoolChangeResponse
+	8,  // 25: switchyard.v1.Admin.Drain:output_type -> switchyard.v1.DrainResponse
+	6,  // 26: switchyard.v1.Admin.Resume:output_type -> switchyard.v1.PoolChangeResponse
+	6,  // 27: switchyard.v1.Admin.SetCapacityOverride:output_type -> switchyard.v1.PoolChangeResponse
+	14, // 28: switchyard.v1.Admin.ExplainRoute:output_type -> switchyard.v1.ExplainRouteResponse
+	16, // 29: switchyard.v1.Admin.SetPolicy:output_type -> switchyard.v1.SetPolicyResponse
+	18, // 30: switchyard.v1.Admin.WatchEvents:output_type -> switchyard.v1.Event
+	21, // 31: switchyard.v1.Admin.ListAudit:output_type -> switchyard.v1.ListAuditResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_admin_proto_init() }
@@ -1541,7 +1707,7 @@ func file_switchyard_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_admin_proto_rawDesc), len(file_switchyard_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
