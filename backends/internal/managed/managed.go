@@ -292,7 +292,8 @@ func (r *Refresher) Bearer() (string, error) {
 	defer r.mu.Unlock()
 	if r.tok.Value == "" || (!r.tok.Expiry.IsZero() && !r.now().Before(r.tok.Expiry)) {
 		if r.err != nil {
-			return "", fmt.Errorf("no valid token: %w", r.err)
+			// One bounded line: the SDKs' messages span lines and quote responses.
+			return "", fmt.Errorf("no valid token: %s", Quote(r.err.Error()))
 		}
 		return "", fmt.Errorf("no valid token yet")
 	}
