@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -28,12 +29,75 @@ import (
 //  4. Pools with no headroom or zero weight come last in their tier: the
 //     router still tries them when everything else is full, since the view
 //     can be a few milliseconds stale.
-type Switchyard struct{}
+//  5. Deadline-aware: from the attempts it hears of (Feedback) it learns per
+//     pool the time to first token against the uncached prompt and the time
+//     per output token against the batch share a call joins (predict.go).
+//     A call with a deadline predicts its completion (TTFT + max_tokens ×
+//     TPOT at the batch it would join) on each pool: a tier none of whose
+//     pools would meet the deadline spills behind a farther tier that has
+//     one that would, and inside a tier a pool that would miss ranks behind
+//     those that would not. Pools with too few samples are taken on trust.
+//  6. Prefix-cache affinity, as consistent hashing with bounded loads: a
+//     call with prefix keys (Request.Prefix) goes first to the pool of its
+//     tier remembered to hold the longest run of its leading blocks (an
+//     approximate index fed by the pools that served each prompt), or, with
+//     no pool remembered, to the pool its first two blocks hash to
+//     (rendezvous hashing) — either only while that pool's busy share after
+//     taking the call stays within 1.25× the tier's mean (the bound that
+//     keeps a hot prefix from piling onto one pool), it has headroom and it
+//     would meet the deadline. Otherwise the weighted draw decides.
+type Switchyard struct {
+	prefix PrefixIndex
+	perf   perfTable
+}
 
 var (
 	_ Policy    = (*Switchyard)(nil)
 	_ Segmenter = (*Switchyard)(nil)
+	_ Feedback  = (*Switchyard)(nil)
 )
+
+// PrefixLoadBound is the bound on a prefix-affine pool's load against the
+// tier's mean (Mirrokni, Thorup, Zadimoghaddam: consistent hashing with
+// bounded loads, c = 1.25).
+const PrefixLoadBound = 1.25
+
+// AttemptDone implements Feedback: a successful attempt teaches the pool's
+// speed, and that it now holds the prompt's prefix blocks.
+func (sy *Switchyard) AttemptDone(r AttemptResult) {
+	if r.Outcome != OutcomeOK {
+		return
+	}
+	sy.perf.record(r)
+	sy.prefix.Record(r.Prefix, r.Pool)
+}
+
+// busyAfter is the share of p's limit in use once one more call joins.
+func busyAfter(p *PoolView, ef float64) float64 {
+	return math.Min(1, 1-ef+1/float64(max(p.Limit, 1)))
+}
+
+// candidateFree is c's free share, honouring the load report.
+func candidateFree(c *Candidate, p *PoolView) float64 {
+	if p.Reported != nil {
+		return p.EffectiveFree()
+	}
+	return float64(c.Headroom) / float64(max(p.Limit, 1))
+}
+
+// meets predicts whether the call would finish on p within its deadline;
+// known is false when there is no deadline or the pool has too few samples.
+func (sy *Switchyard) meets(req *Request, p *PoolView, ef float64, cachedShare float64) (meets, known bool, pr prediction) {
+	if req.Deadline <= 0 || req.MaxTokens <= 0 {
+		return true, false, pr
+	}
+	uncached := int(float64(req.InputTokens) * (1 - cachedShare))
+	pr = sy.perf.predict(p.Name, uncached, req.MaxTokens, busyAfter(p, ef))
+	if !pr.ok {
+		return true, false, pr
+	}
+	return float64(pr.done) <= deadlineMargin*float64(req.Deadline), true, pr
+}
 
 func (*Switchyard) Name() string { return "switchyard" }
 
@@ -118,6 +182,34 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			}
 		}
 	}
+	// Deadline: a kept tier none of whose pools would meet the call's
+	// deadline spills behind a farther tier that has one that would.
+	if req.Deadline > 0 && req.MaxTokens > 0 {
+		var meetsAny, known [3]bool
+		for i := range eligible {
+			c := &eligible[i]
+			p := &pools[c.Index]
+			ok, k, _ := sy.meets(req, p, candidateFree(c, p), 0)
+			known[c.Tier] = known[c.Tier] || k
+			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
+		}
+		for t := range TierAnywhere {
+			if spilled[t] || tiers[t].Count == 0 || meetsAny[t] || !known[t] {
+				continue
+			}
+			for f := t + 1; f <= TierAnywhere; f++ {
+				if tiers[f].Count > 0 && meetsAny[f] && !spilled[f] {
+					spilled[t], anySpilled = true, true
+					for i := 0; req.Explain && i < len(eligible); i++ {
+						if eligible[i].Tier == t {
+							eligible[i].Reason += fmt.Sprintf("; no pool of this tier is predicted to finish within the deadline (%s): spilled behind the %s tier", req.Deadline.Round(time.Millisecond), f)
+						}
+					}
+					break
+				}
+			}
+		}
+	}
 	// Visiting order: kept tiers nearest first, then spilled ones.
 	var group, groups [3]int // tier -> group, group -> tier
 	n := 0
@@ -157,8 +249,108 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 var _ Scorer = (*Switchyard)(nil)
 
 // Score implements Scorer: score = weight × free fraction × nearness ×
-// preference × cost factor, for eligible[start:end].
-func (*Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
+// preference × cost factor, for eligible[start:end]; a pool predicted to
+// miss the deadline keeps a fiftieth of it; the prefix-affine pool, within
+// the load bound, is taken first.
+func (sy *Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
+	sy.score(req, pools, eligible, start, end, env)
+	if len(req.Prefix) > 0 && end-start > 1 {
+		// Per tier: a segment is one tier, except when reasons are asked
+		// for and every tier is scored at once.
+		for t := TierRegion; t <= TierAnywhere; t++ {
+			sy.affinity(req, pools, eligible[start:end], t)
+		}
+	}
+}
+
+// missFactor scales the score of a pool predicted to miss the deadline.
+const missFactor = 0.02
+
+// affinity gives the segment's prefix-affine pool a score that the weighted
+// draw takes first, when it is within the load bound.
+func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, tier Tier) {
+	// The tier's load after this call, for the bound.
+	var busy, limit float64
+	for i := range seg {
+		if seg[i].Tier != tier {
+			continue
+		}
+		p := &pools[seg[i].Index]
+		busy += float64(p.Limit) * (1 - candidateFree(&seg[i], p))
+		limit += float64(p.Limit)
+	}
+	if limit <= 0 {
+		return
+	}
+	// A pool may take the call while its busy slots after it stay within
+	// ⌈1.25 × its share of the tier's load after the call⌉.
+	within := func(c *Candidate) bool {
+		if c.Tier != tier {
+			return false
+		}
+		p := &pools[c.Index]
+		ef := candidateFree(c, p)
+		allowed := math.Ceil(PrefixLoadBound*(busy+1)*float64(p.Limit)/limit - 1e-9)
+		return ef > 0 && c.Score > 0 && float64(p.Limit)*(1-ef)+1 <= allowed+1e-9
+	}
+	best, bestMatch := -1, 0
+	for i := range seg {
+		c := &seg[i]
+		if c.Tier != tier {
+			continue
+		}
+		m := sy.prefix.Matched(req.Prefix, pools[c.Index].Name)
+		if m > bestMatch && within(c) {
+			best, bestMatch = i, m
+		}
+	}
+	how := "holds"
+	if best < 0 {
+		// No pool remembered: rendezvous hashing on the first two blocks.
+		key := req.Prefix[min(1, len(req.Prefix)-1)]
+		var top uint64
+		for i := range seg {
+			c := &seg[i]
+			if h := rendezvous(key, pools[c.Index].Name); within(c) && (best < 0 || h > top) {
+				best, top = i, h
+			}
+		}
+		how = "hashes to"
+	}
+	if best < 0 {
+		return
+	}
+	c := &seg[best]
+	c.Score *= affinityBoost
+	if req.Explain {
+		if how == "holds" {
+			c.Reason += fmt.Sprintf("; prefix affinity: remembered to hold %d of the prompt's %d leading blocks, load within %.2f× the tier's mean: taken first", bestMatch, len(req.Prefix), PrefixLoadBound)
+		} else {
+			c.Reason += fmt.Sprintf("; prefix affinity: the prompt's first blocks hash to this pool (no pool remembered), load within %.2f× the tier's mean: taken first", PrefixLoadBound)
+		}
+	}
+}
+
+// affinityBoost makes the weighted draw take the affine pool first (the
+// others' scores are at most a few units).
+const affinityBoost = 1e12
+
+// rendezvous is the highest-random-weight hash of key and pool.
+func rendezvous(key uint64, pool string) uint64 {
+	h := key ^ 0x9e3779b97f4a7c15
+	for i := 0; i < len(pool); i++ {
+		h ^= uint64(pool[i])
+		h *= 0x100000001b3
+	}
+	// splitmix64 finaliser
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
+}
+
+func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
 	minCost, maxCost := costRange(pools, eligible, env)
 	budget := math.Max(env.LatencyBudgetMillis, 1)
 	var rtt RTTMemo
@@ -187,10 +379,21 @@ func (*Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate, s
 			ef = p.EffectiveFree()
 		}
 		c.Score = p.Weight * ef * near * pref * costF
+		ok, known, pr := sy.meets(req, p, ef, 0)
+		if !ok {
+			c.Score *= missFactor
+		}
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
 			if r := p.Reported; r != nil {
 				c.Reason += fmt.Sprintf("; backend reports %d running, %d queued, capacity %d", r.Running, r.Queued, r.Capacity)
+			}
+			if known {
+				verdict := "meets"
+				if !ok {
+					verdict = "would miss"
+				}
+				c.Reason += fmt.Sprintf("; predicted TTFT %s, completion %s: %s the deadline %s", pr.ttft.Round(time.Millisecond), pr.done.Round(time.Millisecond), verdict, req.Deadline.Round(time.Millisecond))
 			}
 		}
 	}

@@ -1,0 +1,164 @@
+package policy
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/clock"
+)
+
+// teach feeds sy attempts on pool timed on a fake clock: TTFT ttft, then
+// 100 tokens at perToken(busy), alternately at busy shares 0.2 and 0.9.
+func teach(sy *Switchyard, pool string, ttft time.Duration, perToken func(busy float64) time.Duration) {
+	fake := clock.NewFake(time.Unix(1_700_000_000, 0))
+	for i := range 2 * minPerfSamples {
+		busy := 0.2
+		if i%2 == 1 {
+			busy = 0.9
+		}
+		start := fake.Now()
+		fake.Advance(ttft)
+		first := fake.Now().Sub(start)
+		fake.Advance(99 * perToken(busy))
+		sy.AttemptDone(AttemptResult{Pool: pool, Outcome: OutcomeOK, Duration: fake.Now().Sub(start), TTFT: first,
+			InputTokens: 1000, OutputTokens: 100, Busy: busy})
+	}
+}
+
+// Deadline-aware ranking: a nearby pool running a nearly full batch (decode
+// slowed) would miss a long call's deadline; the farther pool that meets it
+// goes first. A short call, or one without a deadline, stays near.
+func TestDeadlineSpillsToAFartherPoolThatMeetsIt(t *testing.T) {
+	sy := &Switchyard{}
+	slowWhenFull := func(busy float64) time.Duration {
+		return time.Duration(float64(5*time.Millisecond) + busy*float64(50*time.Millisecond))
+	}
+	teach(sy, "aws-use1", 100*time.Millisecond, slowWhenFull)
+	teach(sy, "gcp-use4", 100*time.Millisecond, slowWhenFull)
+	pools := []PoolView{pv("aws-use1", "us-east-1", "us", 10, 8), pv("gcp-use4", "us-east4", "us", 10, 1)}
+	e := env(t)
+	cases := []struct {
+		name      string
+		maxTokens int
+		deadline  time.Duration
+		first     string
+	}{
+		// near: busy 0.9 after joining → ~50 ms/token × 399 ≈ 20 s; far: busy 0.2 → ~15 ms × 399 ≈ 6 s.
+		{"long call, 10s deadline", 400, 10 * time.Second, "gcp-use4"},
+		{"long call, 60s deadline", 400, 60 * time.Second, "aws-use1"},
+		{"short call, 10s deadline", 20, 10 * time.Second, "aws-use1"},
+		{"no deadline", 400, 0, "aws-use1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: c.maxTokens, Deadline: c.deadline}
+			for i := range 200 {
+				d := Decide(sy, req, pools, e)
+				if d.Ranked[0].Pool != c.first {
+					t.Fatalf("draw %d: ranked %v, want %s first", i, names(d.Ranked), c.first)
+				}
+			}
+			req.Explain = true
+			d := Decide(sy, req, pools, e)
+			if c.first == "gcp-use4" && !contains(d.Ranked[1].Reason, "would miss the deadline") {
+				t.Errorf("the near pool's reason does not say it would miss: %q", d.Ranked[1].Reason)
+			}
+		})
+	}
+	// A pool with too few samples is taken on trust.
+	fresh := &Switchyard{}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 400, Deadline: 10 * time.Second}
+	if d := Decide(fresh, req, pools, e); d.Ranked[0].Pool != "aws-use1" {
+		t.Fatalf("untrained: ranked %v, want the near pool first", names(d.Ranked))
+	}
+}
+
+// Inside a tier, a pool predicted to miss ranks behind one that meets it.
+func TestDeadlineOrdersInsideATier(t *testing.T) {
+	sy := &Switchyard{}
+	teach(sy, "a", 50*time.Millisecond, func(float64) time.Duration { return 60 * time.Millisecond }) // slow accelerator
+	teach(sy, "b", 50*time.Millisecond, func(float64) time.Duration { return 10 * time.Millisecond })
+	pools := []PoolView{pv("a", "us-east-1", "us", 10, 0), pv("b", "us-east-1", "us", 10, 5)}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 200, Deadline: 10 * time.Second}
+	e := env(t)
+	n := 0
+	for range 500 {
+		if Decide(sy, req, pools, e).Ranked[0].Pool == "b" {
+			n++
+		}
+	}
+	// a: 60 ms × 199 ≈ 12 s misses; b: ≈ 2 s meets. b keeps its weighted draw
+	// against a's fiftieth: 0.5 / (0.5 + 0.02) ≈ 96 %.
+	if n < 450 {
+		t.Fatalf("b first in %d of 500 draws, want ≳ 96 %%", n)
+	}
+}
+
+// Prefix affinity: calls sharing a prefix go to the pool that served it,
+// and new prefixes hash to one pool, but never beyond the load bound.
+func TestPrefixAffinityWithinTheLoadBound(t *testing.T) {
+	e := env(t)
+	sy := &Switchyard{}
+	four := func(inflight ...int) []PoolView {
+		var ps []PoolView
+		for i, n := range inflight {
+			ps = append(ps, pv(fmt.Sprintf("p%d", i), "us-east-1", "us", 10, n))
+		}
+		return ps
+	}
+	prefix := []uint64{11, 22, 33}
+	sy.AttemptDone(AttemptResult{Pool: "p2", Outcome: OutcomeOK, Prefix: prefix})
+	cases := []struct {
+		name     string
+		inflight []int
+		prefix   []uint64
+		want     string // "": not forced
+	}{
+		{"hit on an idle fleet", []int{0, 0, 0, 0}, prefix, "p2"},
+		{"hit on a busier pool within 1.25× the mean", []int{3, 3, 3, 4}, prefix, "p2"},
+		// mean after the call (10+1)/40 = 0.275; p2 after it 0.6 > 1.25 × 0.275.
+		{"hit beyond the load bound", []int{1, 1, 5, 3}, prefix, ""},
+		{"longer shared prefix still hits", []int{0, 0, 0, 0}, []uint64{11, 22, 33, 44}, "p2"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pools := four(c.inflight...)
+			req := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: c.prefix}
+			firsts := map[string]int{}
+			for range 300 {
+				firsts[Decide(sy, req, pools, e).Ranked[0].Pool]++
+			}
+			if c.want != "" && firsts[c.want] != 300 {
+				t.Fatalf("first picks %v, want %s every time", firsts, c.want)
+			}
+			if c.want == "" && firsts["p2"] == 300 {
+				t.Fatalf("first picks %v: the hit pool took every call beyond the bound", firsts)
+			}
+		})
+	}
+	// No pool remembered: calls sharing their first two blocks hash to one pool.
+	a := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{7, 8, 100}}
+	b := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{7, 8, 200}}
+	pools := four(0, 0, 0, 0)
+	pa := Decide(&Switchyard{}, a, pools, e).Ranked[0].Pool
+	for range 100 {
+		if pb := Decide(&Switchyard{}, b, pools, e).Ranked[0].Pool; pb != pa {
+			t.Fatalf("shared first blocks went to %s and %s", pa, pb)
+		}
+	}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: prefix, Explain: true}
+	d := Decide(sy, req, four(0, 0, 0, 0), e)
+	if d.Ranked[0].Pool != "p2" || !contains(d.Ranked[0].Reason, "prefix affinity") {
+		t.Fatalf("explained: %v %q", names(d.Ranked), d.Ranked[0].Reason)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
