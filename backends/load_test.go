@@ -17,3 +17,11 @@ func TestLoadRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestDeltaTokens(t *testing.T) {
+	for n, want := range map[int]int32{0: 1, 1: 1, 64: 1, 65: 2, 128: 2, 129: 3, 1 << 20: 16384} {
+		if got := DeltaTokens(n); got != want {
+			t.Errorf("DeltaTokens(%d) = %d, want %d", n, got, want)
+		}
+	}
+}

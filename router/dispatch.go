@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -53,6 +54,10 @@ type observer interface {
 	attemptStarted(ctx context.Context, a *attempt) context.Context
 	// attemptDone: the attempt ended with oc (its slot is already released).
 	attemptDone(ctx context.Context, a *attempt, oc outcome, err error)
+	// overrun: p's backend produced more than the call allows (reason
+	// "max_tokens": output past it, stopped; "bytes": an answer longer than
+	// max_tokens can take, refused by the adapter).
+	overrun(ctx context.Context, p *pool, reason string, maxTokens, tokens int32, err error)
 	// ejected: p was just taken out of rotation after consecutive failures.
 	ejected(ctx context.Context, p *pool, err error)
 	// shed: the call is refused for want of capacity or retry budget.
@@ -345,6 +350,9 @@ func (d *dispatcher) attempt(ctx context.Context, c *call, a *attempt, lease cap
 	}
 	usage, err = do(actx, a.pool, req, first)
 	a.took = d.clock.Now().Sub(begin)
+	if re := (*backends.RunawayError)(nil); errors.As(err, &re) {
+		d.obs.overrun(actx, a.pool, "bytes", c.req.GetMaxTokens(), usage.GetOutputTokens(), err)
+	}
 	if err != nil && timeout > 0 && ctx.Err() == nil && errors.Is(context.Cause(actx), errAttemptTimeout) {
 		// The backend's own error is a cancellation; say what happened instead.
 		err = fmt.Errorf("pool %s: %w (%s): %v", a.pool.cfg.Name, errAttemptTimeout, timeout, err)

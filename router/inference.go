@@ -120,6 +120,10 @@ func prefixKeys(req *pb.GenerateRequest) []uint64 {
 	return h.Keys()
 }
 
+// errMaxTokensPassed stops a backend's stream that went on past the call's
+// max_tokens (CompleteStreamWith finishes the call with LENGTH).
+var errMaxTokensPassed = errors.New("backend output passed max_tokens")
+
 // Generate implements pb.InferenceServer.
 func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
 	return s.Complete(ctx, rpcGenerate, req)
@@ -149,6 +153,11 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 		r, err := p.backend.Generate(ctx, req)
 		if err != nil {
 			return nil, err
+		}
+		if out := r.GetUsage().GetOutputTokens(); out > c.req.GetMaxTokens() {
+			// Too late to stop: recorded, so the operator sees the backend
+			// ignoring max_tokens (a stream is stopped at it).
+			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), out, nil)
 		}
 		resp = r
 		return r.GetUsage(), nil
@@ -212,6 +221,7 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		if announce {
 			tried = append(tried, p.cfg.Name)
 		}
+		overran := false
 		err := p.backend.GenerateStream(ctx, req, func(ch *pb.GenerateChunk) error {
 			if started != nil {
 				started()
@@ -227,6 +237,13 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 				final = ch
 				return nil
 			}
+			if ch.Tokens > 0 && prog.tokens >= c.req.GetMaxTokens() {
+				// Output past max_tokens: the backend ignores it. Stop the
+				// attempt here and finish the call with LENGTH, never
+				// passing on what the client did not ask for.
+				overran = true
+				return errMaxTokensPassed
+			}
 			if len(ch.GetToolCalls()) > 0 {
 				prog.toolCall = true
 			}
@@ -240,6 +257,11 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 			prog.tokens += ch.Tokens
 			return nil
 		})
+		if overran {
+			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), prog.tokens, nil)
+			final = &pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH}
+			return &pb.Usage{OutputTokens: prog.tokens - before}, nil
+		}
 		if err != nil {
 			return &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens - before}, err
 		}

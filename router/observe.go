@@ -332,6 +332,19 @@ func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, 
 	}
 }
 
+// overrun records that p's backend produced more than the call allows
+// (reason "max_tokens" or "bytes"): a metric and a warning, since a backend
+// ignoring max_tokens costs the fleet capacity and the client tokens it did
+// not ask for.
+func (t *telemetryObs) overrun(ctx context.Context, p *pool, reason string, maxTokens, tokens int32, err error) {
+	t.inst.BackendOverruns.Add(ctx, 1, metric.WithAttributes(attribute.String(telemetry.KeyPool, p.cfg.Name), attribute.String(telemetry.KeyReason, reason)))
+	args := []any{"pool", p.cfg.Name, "reason", reason, "max_tokens", maxTokens, "tokens", tokens}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	t.log.WarnContext(ctx, "backend ignores max_tokens: attempt stopped", args...)
+}
+
 // ejected logs and announces a pool taken out of rotation.
 func (t *telemetryObs) ejected(ctx context.Context, p *pool, err error) {
 	t.log.WarnContext(ctx, "pool ejected", "pool", p.cfg.Name, "err", err)

@@ -365,8 +365,44 @@ func scrub(err error) error {
 	return err
 }
 
-// maxResponseBody bounds a unary response.
+// maxResponseBody bounds a unary response (embeddings; a completion's bound
+// is answerLimits').
 const maxResponseBody = 16 << 20
+
+// answerLimits bound a backend's answer to a call of maxTokens output
+// tokens, from what those tokens can take: one SSE line (event) at most
+// 16 KiB plus every token's text JSON-escaped (6 bytes a byte), up to
+// maxEventBytes; the whole answer (a stream's bytes, or a unary body) 64 KiB
+// plus 8 KiB a token (an event with logprobs and its framing), up to
+// maxResponseBody for a unary one. A backend that ignores max_tokens and
+// writes without end is cut off there (backends.RunawayError).
+func answerLimits(maxTokens int32) (line, total int64) {
+	n := int64(max(maxTokens, 1))
+	line = min(maxEventBytes, 16<<10+n*backends.MaxTokenBytes*6)
+	total = 64<<10 + n*(8<<10)
+	return line, total
+}
+
+// errTooLong: a backend's answer passed answerLimits' total.
+var errTooLong = errors.New("answer longer than allowed")
+
+// limitedBody reads at most limit bytes, then fails with errTooLong.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errTooLong
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
 
 // Generate implements backends.Backend.
 func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
@@ -375,12 +411,15 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 		return nil, err
 	}
 	defer c.close()
-	body, err := io.ReadAll(io.LimitReader(c.resp.Body, maxResponseBody+1))
+	_, limit := answerLimits(req.GetMaxTokens())
+	limit = min(limit, maxResponseBody)
+	body, err := io.ReadAll(io.LimitReader(c.resp.Body, limit+1))
 	if err != nil {
 		return nil, b.transportError(ctx, c, err)
 	}
-	if len(body) > maxResponseBody {
-		return nil, status.Errorf(codes.Unavailable, "pool %s endpoint %s: response larger than %d bytes", b.cfg.pool, c.ep.name, maxResponseBody)
+	if int64(len(body)) > limit {
+		c.ep.failed(b.now())
+		return nil, &backends.RunawayError{Pool: b.cfg.pool, MaxTokens: req.GetMaxTokens(), What: fmt.Sprintf("response of more than %d bytes", limit)}
 	}
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil || w.isError() || len(w.Choices) == 0 {
@@ -418,8 +457,10 @@ const maxEventBytes = 1 << 20
 // GenerateStream implements backends.Backend. Every content delta becomes a
 // chunk of one token (servers send one token per event; a server that sends
 // more is corrected on the final chunk, which carries the rest of the
-// server's completion_tokens, the usage and the finish reason). A stream
-// that ends without a finish reason or [DONE] is UNAVAILABLE.
+// server's completion_tokens, the usage and the finish reason), or of more
+// for a delta longer than backends.MaxTokenBytes. A stream that ends without
+// a finish reason or [DONE] is UNAVAILABLE; one longer than answerLimits
+// allows for its max_tokens is a backends.RunawayError.
 func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
 	c, err := b.start(ctx, req, true)
 	if err != nil {
@@ -432,8 +473,10 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	total := time.AfterFunc(b.cfg.requestMax, func() { c.timedOut.Store(true); c.cancel() })
 	defer total.Stop()
 
-	sc := bufio.NewScanner(c.resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), maxEventBytes)
+	lineMax, totalMax := answerLimits(req.GetMaxTokens())
+	body := &limitedBody{r: c.resp.Body, left: totalMax}
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, min(64<<10, lineMax)), int(lineMax))
 	var (
 		sent     int32
 		finish   pb.FinishReason
@@ -456,6 +499,10 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		anyEvent = true
 		var w wireResponse
 		if err := json.Unmarshal(data, &w); err != nil {
+			if body.left <= 0 { // the last line, cut at the limit
+				c.ep.failed(b.now())
+				return &backends.RunawayError{Pool: b.cfg.pool, MaxTokens: req.GetMaxTokens(), What: fmt.Sprintf("stream of more than %d bytes after %d tokens", totalMax, sent)}
+			}
 			return status.Errorf(codes.Unavailable, "pool %s endpoint %s: bad stream event: %s", b.cfg.pool, c.ep.name, quote(string(data)))
 		}
 		if w.isError() {
@@ -469,7 +516,13 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 			ch := &w.Choices[i]
 			t, calls := ch.Content(), ch.ToolCalls()
 			if t != "" || len(calls) > 0 {
-				out := &pb.GenerateChunk{Text: t, Tokens: 1, Logprobs: ParseLogprobs(ch.Logprobs)}
+				size := len(t)
+				for j := range calls {
+					size += len(calls[j].Function.Arguments)
+				}
+				// One token per event, or more for a delta longer than a
+				// token can be: the router stops the call at its max_tokens.
+				out := &pb.GenerateChunk{Text: t, Tokens: backends.DeltaTokens(size), Logprobs: ParseLogprobs(ch.Logprobs)}
 				for j := range calls {
 					d := &pb.ToolCallDelta{Id: calls[j].ID, Name: calls[j].Function.Name, Arguments: calls[j].Function.Arguments}
 					if calls[j].Index != nil {
@@ -485,7 +538,7 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 					return err
 				}
 				c.idle.Reset(b.cfg.idleMax)
-				sent++
+				sent += out.Tokens
 			}
 			if fr := ch.Finish(); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 				finish = fr
@@ -497,6 +550,12 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		c.ep.failed(b.now())
+		switch {
+		case errors.Is(err, errTooLong):
+			return &backends.RunawayError{Pool: b.cfg.pool, MaxTokens: req.GetMaxTokens(), What: fmt.Sprintf("stream of more than %d bytes after %d tokens", totalMax, sent)}
+		case errors.Is(err, bufio.ErrTooLong):
+			return &backends.RunawayError{Pool: b.cfg.pool, MaxTokens: req.GetMaxTokens(), What: fmt.Sprintf("stream event longer than %d bytes", lineMax)}
+		}
 		if c.timedOut.Load() {
 			return status.Errorf(codes.Unavailable, "pool %s endpoint %s: stream silent for %s or longer than %s after %d tokens", b.cfg.pool, c.ep.name, b.cfg.idleMax, b.cfg.requestMax, sent)
 		}

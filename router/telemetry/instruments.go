@@ -43,6 +43,10 @@ type Instruments struct {
 	QueueWait       metric.Float64Histogram
 	AcquireDuration metric.Float64Histogram
 	StoreErrors     metric.Int64Counter
+	// BackendOverruns counts attempts a pool's backend produced more than
+	// the call allows (reason max_tokens: output past max_tokens, which the
+	// router stopped; bytes: an answer longer than max_tokens can take).
+	BackendOverruns metric.Int64Counter
 
 	PoolInFlight metric.Int64ObservableGauge
 	PoolLimit    metric.Int64ObservableGauge
@@ -100,6 +104,7 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason, priority and caller region.", "{request}")
 	in.QueueWait = fh("switchyard.queue.wait", "Time a call spent in one wait in the queue for capacity, by priority and result.", "s", secondsBuckets)
 	in.AcquireDuration = fh("switchyard.capacity.acquire.duration", "Capacity-store Acquire latency, by pool and result (ok, full, quota, error).", "s", storeBuckets)
+	in.BackendOverruns = c("switchyard.backend.overruns", "Attempts whose backend produced more than the call allows (it ignores max_tokens), by pool and reason (max_tokens, bytes); the router stopped them.", "{attempt}")
 	in.StoreErrors = c("switchyard.capacity.errors", "Capacity-store errors (store unreachable), by operation.", "{error}")
 	in.PoolInFlight = g("switchyard.pool.in_flight", "Calls in flight on the pool (max of this replica's and the shared count).", "{request}")
 	in.PoolLimit = g("switchyard.pool.limit", "Effective max concurrent requests (capacity overrides applied).", "{request}")
