@@ -47,6 +47,7 @@ type adminView struct {
 	policies    *policy.Registry
 	control     control.Store
 	counting    func() capacity.Status
+	blocks      capacity.BlockReporter // nil unless counting is leased
 	events      *eventBus
 	clock       clock.Clock
 	log         *slog.Logger
@@ -65,6 +66,7 @@ func (s *Server) Admin() *Admin {
 		policies:    s.policies,
 		control:     s.control,
 		counting:    s.store.Status,
+		blocks:      blockReporter(s.store),
 		events:      s.events,
 		clock:       s.clock,
 		log:         s.log,
@@ -206,10 +208,40 @@ func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.List
 	}
 	now := a.v.clock.Now()
 	resp := &pb.ListPoolsResponse{CountingMode: countingMode(a.v.counting().Mode), Replica: a.v.replica, Policy: a.v.policy().Name()}
+	var blocks map[string]*pb.CapacityBlock
+	if a.v.blocks != nil {
+		st := a.v.blocks.Blocks()
+		resp.Acquires, resp.StoreRoundTrips, resp.SyncRoundTrips = st.Acquires, st.Trips, st.SyncTrips
+		blocks = make(map[string]*pb.CapacityBlock, len(st.Pools))
+		for _, b := range st.Pools {
+			blocks[b.Pool] = blockStatus(b)
+		}
+	}
 	for _, p := range a.v.state().pools {
-		resp.Pools = append(resp.Pools, poolStatus(p, now))
+		ps := poolStatus(p, now)
+		ps.Block = blocks[p.cfg.Name]
+		resp.Pools = append(resp.Pools, ps)
 	}
 	return resp, nil
+}
+
+// blockReporter is the store's block view when it leases blocks, else nil.
+func blockReporter(s capacity.Store) capacity.BlockReporter {
+	if br, ok := s.(capacity.BlockReporter); ok {
+		return br
+	}
+	return nil
+}
+
+func blockStatus(b capacity.PoolBlock) *pb.CapacityBlock {
+	out := &pb.CapacityBlock{
+		Home: b.Home, Granted: b.Granted, Free: b.Free, Stranded: b.Stranded, Learning: b.Learning,
+		Holders: int32(b.Holders), GrantedAll: b.GrantedAll,
+	}
+	if !b.Expires.IsZero() {
+		out.Expires = timestamppb.New(b.Expires)
+	}
+	return out
 }
 
 // change applies an operator change through the control store, audits it and

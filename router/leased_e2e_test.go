@@ -12,19 +12,29 @@ package router_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // Leased counting in these tests: blocks live 6s (longer than the 4s
@@ -266,5 +276,69 @@ func BenchmarkCallWithDistantStore(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
+	}
+}
+
+// TestLeasedBlocksInAdminAndMetrics: an operator sees this replica's block
+// of each pool (Admin ListPools, what switchyardctl pools and the console
+// show) and Prometheus gets it on /metrics, with the store round trips.
+func TestLeasedBlocksInAdminAndMetrics(t *testing.T) {
+	srv := redistest.StartServer(t)
+	if err := redistest.Establish(srv.Addr(), ""); err != nil {
+		t.Fatal(err)
+	}
+	sp := &simPool{name: e2ePool, cloud: "aws", region: "us-east-1", accel: "h100", limit: 64, timeScale: 1000}
+	startSimPool(t, sp)
+	fleet := parseFleet(t, oneHotPoolYAML(sp.addr, 16, "2s"))
+	store := newLeasedStore(t, srv.URL(), "observed")
+	tel, err := telemetry.New(context.Background(), telemetry.Options{Metrics: true, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := backends.NewRegistry()
+	grpcnative.Register(reg, grpcnative.Options{})
+	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Store: store, AdminTokens: adminTokens, MeterProvider: tel.MeterProvider, UsageRefresh: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(router.ServerOptions()...)
+	rt.Register(gs)
+	rt.RegisterAdmin(gs)
+	go func() { _ = gs.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(tel.Handler)
+	t.Cleanup(func() { hs.Close(); _ = cc.Close(); gs.Stop(); _ = rt.Close(); _ = tel.Shutdown(context.Background()) })
+	inf, admin := pb.NewInferenceClient(cc), pb.NewAdminClient(cc)
+	for i := 0; i < 3; i++ {
+		if _, err := inf.Generate(ctxT(t, 5*time.Second), req("us-east-1", 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := admin.ListPools(bearer(ctxT(t, 5*time.Second), "view-secret"), &pb.ListPoolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := resp.GetPools()[0].GetBlock()
+	if b == nil || b.GetHome() != "default" || b.GetGranted() < 1 || b.GetFree() != b.GetGranted() || b.GetExpires() == nil || b.GetGrantedAll() < b.GetGranted() {
+		t.Fatalf("block of the pool after 3 calls: %+v, want a granted block at home default, all free", b)
+	}
+	if resp.GetAcquires() != 3 || resp.GetStoreRoundTrips() < 1 || resp.GetSyncRoundTrips() < 1 {
+		t.Fatalf("acquires %d, round trips %d (sync %d): want 3 acquires and the first call's synchronous round trip", resp.GetAcquires(), resp.GetStoreRoundTrips(), resp.GetSyncRoundTrips())
+	}
+	m := scrape(t, hs.URL+"/metrics")
+	wantSeries(t, m, "switchyard_capacity_block_granted", fmt.Sprint(b.GetGranted()), `pool="hot"`)
+	wantSeries(t, m, "switchyard_capacity_block_free", fmt.Sprint(b.GetGranted()), `pool="hot"`)
+	if !strings.Contains(m, `switchyard_capacity_store_round_trips_total{`) || !strings.Contains(m, `switchyard_trip="sync"`) {
+		t.Errorf("no store round trips on /metrics:\n%s", grepLines(m, "switchyard_capacity_store"))
+	}
+	if !strings.Contains(m, "switchyard_capacity_block_stranded{") {
+		t.Errorf("no stranded-slots gauge:\n%s", grepLines(m, "switchyard_capacity_block"))
 	}
 }

@@ -242,12 +242,34 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), po...)
 	}
 	o.ObserveInt64(in.QueueLength, int64(s.queue.length()))
+	if br := blockReporter(s.store); br != nil {
+		bs := br.Blocks()
+		byName := make(map[string]capacity.PoolBlock, len(bs.Pools))
+		for _, b := range bs.Pools {
+			byName[b.Pool] = b
+		}
+		for _, p := range st.pools {
+			if b, ok := byName[p.cfg.Name]; ok {
+				po := p.obs.pool.obs
+				o.ObserveInt64(in.BlockGranted, b.Granted, po...)
+				o.ObserveInt64(in.BlockFree, b.Free, po...)
+				o.ObserveInt64(in.BlockStranded, b.Stranded, po...)
+			}
+		}
+		o.ObserveInt64(in.StoreRoundTrips, bs.Trips-bs.SyncTrips, tripBackground)
+		o.ObserveInt64(in.StoreRoundTrips, bs.SyncTrips, tripSync)
+	}
 	mode := s.store.Status().Mode
 	for _, m := range s.tel.modeOpts {
 		o.ObserveInt64(in.CountingMode, b2i(m.mode == mode), m.opt.obs...)
 	}
 	return nil
 }
+
+var (
+	tripBackground = metric.WithAttributes(attribute.String("switchyard.trip", "background"))
+	tripSync       = metric.WithAttributes(attribute.String("switchyard.trip", "sync"))
+)
 
 func b2i(b bool) int64 {
 	if b {

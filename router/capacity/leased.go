@@ -878,6 +878,15 @@ type BlockStats struct {
 	Pools                      []PoolBlock
 }
 
+// BlockReporter is implemented by stores that lease blocks of slots
+// (Leased): the router's metrics, Admin and console read it. Safe for
+// concurrent use.
+type BlockReporter interface {
+	Blocks() BlockStats
+}
+
+var _ BlockReporter = (*Leased)(nil)
+
 // Blocks reports this replica's blocks, sorted by pool.
 func (l *Leased) Blocks() BlockStats {
 	l.mu.Lock()

@@ -56,11 +56,18 @@ type Instruments struct {
 	PoolHealthy  metric.Int64ObservableGauge
 	QueueLength  metric.Int64ObservableGauge
 	CountingMode metric.Int64ObservableGauge
+
+	// Leased counting (capacity.BlockReporter), per pool and in all.
+	BlockGranted    metric.Int64ObservableGauge
+	BlockFree       metric.Int64ObservableGauge
+	BlockStranded   metric.Int64ObservableGauge
+	StoreRoundTrips metric.Int64ObservableCounter
 }
 
 // Observables lists the observable instruments, for RegisterCallback.
 func (in *Instruments) Observables() []metric.Observable {
-	return []metric.Observable{in.PoolInFlight, in.PoolLimit, in.PoolHeadroom, in.PoolEjected, in.PoolDrained, in.PoolHealthy, in.QueueLength, in.CountingMode}
+	return []metric.Observable{in.PoolInFlight, in.PoolLimit, in.PoolHeadroom, in.PoolEjected, in.PoolDrained, in.PoolHealthy, in.QueueLength, in.CountingMode,
+		in.BlockGranted, in.BlockFree, in.BlockStranded, in.StoreRoundTrips}
 }
 
 var (
@@ -114,6 +121,14 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.PoolHealthy = g("switchyard.pool.healthy", "1 while the pool passes active health checks.", "")
 	in.QueueLength = g("switchyard.queue.length", "Calls waiting for capacity on this replica.", "{request}")
 	in.CountingMode = g("switchyard.capacity.mode", "1 for the capacity counting mode in force (local, shared, degraded), 0 for the others.", "")
+	in.BlockGranted = g("switchyard.capacity.block.granted", "Leased counting: slots of the pool this replica may use (its block).", "{slot}")
+	in.BlockFree = g("switchyard.capacity.block.free", "Leased counting: slots of this replica's block not in use.", "{slot}")
+	in.BlockStranded = g("switchyard.capacity.block.stranded", "Leased counting: slots of this replica's block no call used over the last two refresh periods.", "{slot}")
+	rt, err := m.Int64ObservableCounter("switchyard.capacity.store.round_trips",
+		metric.WithDescription("Leased counting: capacity-store round trips, by switchyard.trip (background refresh, or sync on the request path); per call: its rate over the rate of switchyard.capacity.acquire.duration's count."),
+		metric.WithUnit("{round_trip}"))
+	errs = append(errs, err)
+	in.StoreRoundTrips = rt
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
