@@ -18,6 +18,10 @@ import (
 // A Prompts is safe for concurrent use (it is read-only after NewPrompts).
 type Prompts struct {
 	filler string // enough prose for the longest prompt
+	// salt goes into every request head and block head: runs with
+	// different salts share no prompt text, so one run's prompts never
+	// find another's in a server's prefix cache.
+	salt string
 }
 
 // MooncakeBlockTokens is the size of one Mooncake hash_id block.
@@ -30,6 +34,14 @@ drain pools set weights and override capacity during a shortage so that clients 
 // NewPrompts prepares filler text for prompts of up to maxTokens tokens.
 func NewPrompts(maxTokens int) *Prompts {
 	return &Prompts{filler: prose(0, max(maxTokens, 1)*backends.BytesPerToken)}
+}
+
+// Salted returns Prompts whose text carries salt (at most 32 bytes are used).
+func (p *Prompts) Salted(salt string) *Prompts {
+	if len(salt) > 32 {
+		salt = salt[:32]
+	}
+	return &Prompts{filler: p.filler, salt: salt}
 }
 
 // prose returns n bytes of words starting at word seed.
@@ -55,14 +67,14 @@ func (p *Prompts) Build(id int, tokens int, hashIDs []int64) string {
 			if b.Len() >= n {
 				break
 			}
-			b.WriteString(block(h))
+			b.WriteString(block(h, p.salt))
 		}
 		if b.Len() < n {
 			b.WriteString(p.filler[:n-b.Len()])
 		}
 		return b.String()[:n]
 	}
-	head := "[request " + strconv.Itoa(id) + "] "
+	head := "[request " + p.salt + strconv.Itoa(id) + "] "
 	if len(head) >= n {
 		return p.filler[:n]
 	}
@@ -70,8 +82,8 @@ func (p *Prompts) Build(id int, tokens int, hashIDs []int64) string {
 }
 
 // block is the text of one Mooncake prefix-cache block.
-func block(id int64) string {
-	head := "[block " + strconv.FormatInt(id, 10) + "] "
+func block(id int64, salt string) string {
+	head := "[block " + salt + strconv.FormatInt(id, 10) + "] "
 	size := MooncakeBlockTokens * backends.BytesPerToken
 	return head + prose(int(uint64(id)%uint64(len(words))), size-len(head))
 }

@@ -46,6 +46,11 @@ type ReplayOptions struct {
 	Timeout time.Duration
 	// Seed makes priority assignment reproducible. Default 1.
 	Seed uint64
+	// PromptSalt, when set, goes into every prompt (at most 32 bytes), so
+	// runs with different salts share no prompt prefixes: a run never finds
+	// the previous run's prompts in the servers' prefix caches. Prompts that
+	// share Mooncake hash_ids still share their blocks within the run.
+	PromptSalt string
 	// OnBadLine is called for every bad trace line (default: ignored; they are reported by the pre-pass).
 	OnBadLine func(error)
 	// OnDone is called after every finished or dropped arrival (progress display).
@@ -108,6 +113,9 @@ func Replay(ctx context.Context, o ReplayOptions) error {
 		maxIn = DefaultMaxPromptTokens
 	}
 	prompts := NewPrompts(maxIn)
+	if o.PromptSalt != "" {
+		prompts = prompts.Salted(o.PromptSalt + " ")
+	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15))
 	slots := make(chan struct{}, o.MaxConcurrency)
 	var wg sync.WaitGroup

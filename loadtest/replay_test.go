@@ -209,6 +209,18 @@ func TestPromptsExactTokens(t *testing.T) {
 	if p.Build(1, 50, nil) == p.Build(2, 50, nil) {
 		t.Error("prompts of different requests are identical")
 	}
+	// A salted run shares blocks within itself, never with another run.
+	s1, s2 := p.Salted("run1 "), p.Salted("run2 ")
+	x, y := s1.Build(1, 1100, []int64{7, 8, 9}), s1.Build(2, 1100, []int64{7, 8, 10})
+	if x[:2*MooncakeBlockTokens*4] != y[:2*MooncakeBlockTokens*4] || backends.EstimateTokens(x) != 1100 {
+		t.Error("a salted run's shared hash_ids do not share a prefix")
+	}
+	if z := s2.Build(1, 1100, []int64{7, 8, 9}); z[:64] == x[:64] || z[:64] == a[:64] {
+		t.Error("runs with different salts share a prompt head")
+	}
+	if s1.Build(5, 100, nil)[:20] == s2.Build(5, 100, nil)[:20] {
+		t.Error("salted request heads are equal across runs")
+	}
 }
 
 func TestParsePriorityMix(t *testing.T) {

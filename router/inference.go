@@ -87,7 +87,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		preq: policy.Request{
 			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
-			Prefix: prefixKeys(req), InputTokens: backends.EstimateInputTokens(req), MaxTokens: int(req.GetMaxTokens()),
+			Prefix: prefixKeys(req), PrefixKeyed: h.GetPrefixKey() != "", InputTokens: backends.EstimateInputTokens(req), MaxTokens: int(req.GetMaxTokens()),
 		},
 	}, nil
 }

@@ -507,6 +507,9 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 		Speedup: c.speedup, MaxConcurrency: c.maxConcurrency, MaxRequests: c.maxRequests,
 		Model: p.model.GetName(), MaxInputTokens: int(p.model.GetMaxInputTokens()), MaxOutputTokens: int(p.model.GetMaxOutputTokens()),
 		Unary: c.unary, Priorities: p.mix, Routing: p.routing, Timeout: c.timeout, Seed: c.seed, OnDone: onDone,
+		// Each run its own prompt text: no run finds another's prompts in
+		// the servers' prefix caches.
+		PromptSalt: fmt.Sprintf("%x", start.UnixNano()),
 	})
 	stopScenario()
 	results := <-steps

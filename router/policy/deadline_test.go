@@ -137,15 +137,32 @@ func TestPrefixAffinityWithinTheLoadBound(t *testing.T) {
 			}
 		})
 	}
-	// No pool remembered: calls sharing their first two blocks hash to one pool.
-	a := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{7, 8, 100}}
-	b := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{7, 8, 200}}
+	// A session key with no pool remembered: calls carrying it hash to one
+	// pool; a prefix seen before but held only by a pool beyond the bound
+	// hashes the same way.
+	a := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{SessionPrefix("s")}, PrefixKeyed: true}
 	pools := four(0, 0, 0, 0)
 	pa := Decide(&Switchyard{}, a, pools, e).Ranked[0].Pool
 	for range 100 {
-		if pb := Decide(&Switchyard{}, b, pools, e).Ranked[0].Pool; pb != pa {
-			t.Fatalf("shared first blocks went to %s and %s", pa, pb)
+		if pb := Decide(&Switchyard{}, a, pools, e).Ranked[0].Pool; pb != pa {
+			t.Fatalf("one session key went to %s and %s", pa, pb)
 		}
+	}
+	busy := four(1, 1, 5, 3) // p2 holds the prefix but is beyond the bound
+	r := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{11, 22, 99}}
+	first := Decide(sy, r, busy, e).Ranked[0].Pool
+	for range 100 {
+		if got := Decide(sy, r, busy, e).Ranked[0].Pool; got != first || got == "p2" {
+			t.Fatalf("shared prefix over the bound went to %s then %s (p2 is over the bound)", first, got)
+		}
+	}
+	// A prefix never seen is placed by the weighted draw.
+	seen := map[string]bool{}
+	for range 200 {
+		seen[Decide(sy, &Request{Model: "m", CallerRegion: "us-east-1", Prefix: []uint64{1234, 5678}}, pools, e).Ranked[0].Pool] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("a new prefix went only to %v", seen)
 	}
 	req := &Request{Model: "m", CallerRegion: "us-east-1", Prefix: prefix, Explain: true}
 	d := Decide(sy, req, four(0, 0, 0, 0), e)

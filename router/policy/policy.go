@@ -33,6 +33,8 @@ type Request struct {
 	// its leading blocks, or the one key of an explicit prefix (session) key.
 	// Empty for prompts shorter than a block. Policies must not modify it.
 	Prefix []uint64
+	// PrefixKeyed: Prefix is the one key of the client's explicit prefix key.
+	PrefixKeyed bool
 	// InputTokens is the router's estimate of the prompt; MaxTokens the
 	// most the call may generate.
 	InputTokens, MaxTokens int

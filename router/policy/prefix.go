@@ -165,6 +165,13 @@ func (x *PrefixIndex) Matched(keys []uint64, pool string) int {
 	return n
 }
 
+// Known reports whether any pool is remembered to hold key.
+func (x *PrefixIndex) Known(key uint64) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.m[key] != nil
+}
+
 // Len is the number of keys held.
 func (x *PrefixIndex) Len() int {
 	x.mu.Lock()

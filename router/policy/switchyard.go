@@ -40,8 +40,9 @@ import (
 //  6. Prefix-cache affinity, as consistent hashing with bounded loads: a
 //     call with prefix keys (Request.Prefix) goes first to the pool of its
 //     tier remembered to hold the longest run of its leading blocks (an
-//     approximate index fed by the pools that served each prompt), or, with
-//     no pool remembered, to the pool its first two blocks hash to
+//     approximate index fed by the pools that served each prompt), or, when
+//     the prefix was seen before (or is a client's session key) but no pool
+//     holding it qualifies, to the pool its first two blocks hash to
 //     (rendezvous hashing) — either only while that pool's busy share after
 //     taking the call stays within 1.25× the tier's mean (the bound that
 //     keeps a hot prefix from piling onto one pool), it has headroom and it
@@ -305,9 +306,12 @@ func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, 
 		}
 	}
 	how := "holds"
-	if best < 0 {
-		// No pool remembered: rendezvous hashing on the first two blocks.
-		key := req.Prefix[min(1, len(req.Prefix)-1)]
+	key := req.Prefix[min(1, len(req.Prefix)-1)]
+	if best < 0 && (req.PrefixKeyed || sy.prefix.Known(key)) {
+		// A shared prefix (or session) with no remembered pool within the
+		// bound: rendezvous hashing on the first two blocks, so calls
+		// sharing them meet on one pool. A prefix never seen before is
+		// likely unique: the weighted draw places it.
 		var top uint64
 		for i := range seg {
 			c := &seg[i]
