@@ -169,14 +169,35 @@ func runPools(ctx context.Context, c *cli, _ []string, _ *cmdFlags) error {
 		return c.printJSON(resp, false)
 	}
 	fmt.Fprintf(c.stdout, "replica %s  policy %s  counting %s\n", resp.GetReplica(), resp.GetPolicy(), describeMode(resp.GetCountingMode()))
-	t := newTable(c.stdout, "NAME", "CLOUD", "REGION", "ACCEL", "MODELS", "LIMIT", "INFLIGHT", "HEADROOM", "WEIGHT", "STATE", "COST")
+	if resp.GetAcquires() > 0 || resp.GetStoreRoundTrips() > 0 {
+		fmt.Fprintf(c.stdout, "leased blocks: %d acquires, %d store round trips (%d on the request path), %.3f per call\n",
+			resp.GetAcquires(), resp.GetStoreRoundTrips(), resp.GetSyncRoundTrips(), float64(resp.GetStoreRoundTrips())/float64(max(resp.GetAcquires(), 1)))
+	}
+	t := newTable(c.stdout, "NAME", "CLOUD", "REGION", "ACCEL", "MODELS", "LIMIT", "INFLIGHT", "HEADROOM", "WEIGHT", "STATE", "COST", "BLOCK")
 	now := time.Now()
 	for _, p := range resp.GetPools() {
 		t.row(p.GetName(), p.GetCloud(), p.GetRegion(), p.GetAccelerator(), strings.Join(p.GetModels(), ","),
 			p.GetLimit(), p.GetInFlight(), p.GetHeadroom(), fmtWeight(p.GetWeight()), poolState(p, now),
-			fmt.Sprintf("$%.2f/M", p.GetCostPerMillionTokens()))
+			fmt.Sprintf("$%.2f/M", p.GetCostPerMillionTokens()), fmtBlock(p.GetBlock()))
 	}
 	return t.flush()
+}
+
+// fmtBlock is the BLOCK column: this replica's leased block of the pool
+// ("8 (3 free, 2 stranded) @us"), or "-" without leased counting.
+func fmtBlock(b *pb.CapacityBlock) string {
+	if b == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%d (%d free", b.GetGranted(), b.GetFree())
+	if b.GetStranded() > 0 {
+		s += fmt.Sprintf(", %d stranded", b.GetStranded())
+	}
+	s += ")@" + b.GetHome()
+	if b.GetLearning() {
+		s += " learning"
+	}
+	return s
 }
 
 func describeMode(m pb.CountingMode) string {
@@ -184,7 +205,7 @@ func describeMode(m pb.CountingMode) string {
 	case pb.CountingMode_COUNTING_MODE_LOCAL:
 		return "local (in-memory: this replica alone)"
 	case pb.CountingMode_COUNTING_MODE_SHARED:
-		return "shared (Redis: every replica)"
+		return "shared (Redis: every replica; leased blocks or one reservation per call)"
 	case pb.CountingMode_COUNTING_MODE_DEGRADED:
 		return "DEGRADED (Redis unreachable: conservative local share of each limit)"
 	}

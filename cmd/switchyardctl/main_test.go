@@ -154,12 +154,12 @@ func TestPoolsTableListsEveryPool(t *testing.T) {
 	if !strings.Contains(lines[0], "replica test-replica") || !strings.Contains(lines[0], "policy switchyard") || !strings.Contains(lines[0], "counting local") {
 		t.Errorf("header line lacks replica, policy or counting mode: %q", lines[0])
 	}
-	if got := strings.Fields(lines[1]); strings.Join(got, " ") != "NAME CLOUD REGION ACCEL MODELS LIMIT INFLIGHT HEADROOM WEIGHT STATE COST" {
+	if got := strings.Fields(lines[1]); strings.Join(got, " ") != "NAME CLOUD REGION ACCEL MODELS LIMIT INFLIGHT HEADROOM WEIGHT STATE COST BLOCK" {
 		t.Errorf("columns = %v", got)
 	}
 	for i, name := range poolNames {
-		if f := strings.Fields(lines[2+i]); f[0] != name || f[9] != "ok" {
-			t.Errorf("row %d = %q, want pool %s in state ok", i, lines[2+i], name)
+		if f := strings.Fields(lines[2+i]); f[0] != name || f[9] != "ok" || f[len(f)-1] != "-" {
+			t.Errorf("row %d = %q, want pool %s in state ok, no block (in-memory counting)", i, lines[2+i], name)
 		}
 	}
 	if !strings.Contains(out, "a     aws    us-east-1     h100     m-big         8") {
@@ -697,5 +697,21 @@ func TestPlaintextTokenOnlyToLoopback(t *testing.T) {
 	}
 	if err := (&globals{addr: "10.0.0.7:50051"}).plaintextCheck(); err == nil {
 		t.Error("plaintext to 10.0.0.7 passed the check")
+	}
+}
+
+func TestBlockColumn(t *testing.T) {
+	for _, c := range []struct {
+		b    *pb.CapacityBlock
+		want string
+	}{
+		{nil, "-"},
+		{&pb.CapacityBlock{Home: "default", Granted: 8, Free: 3}, "8 (3 free)@default"},
+		{&pb.CapacityBlock{Home: "eu", Granted: 8, Free: 8, Stranded: 5}, "8 (8 free, 5 stranded)@eu"},
+		{&pb.CapacityBlock{Home: "us", Learning: true}, "0 (0 free)@us learning"},
+	} {
+		if got := fmtBlock(c.b); got != c.want {
+			t.Errorf("fmtBlock(%v) = %q, want %q", c.b, got, c.want)
+		}
 	}
 }
