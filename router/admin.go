@@ -55,6 +55,9 @@ type adminView struct {
 	region      string
 	adminTokens []config.AdminToken
 	stop        <-chan struct{}
+	// watchCredential ends a stream's context when a reload revokes its
+	// token (revoke.go).
+	watchCredential func(context.Context, func(*fleetState) error) (context.Context, func())
 }
 
 // Admin returns the control-plane service for this router.
@@ -74,6 +77,8 @@ func (s *Server) Admin() *Admin {
 		region:      s.opts.Region,
 		adminTokens: s.opts.AdminTokens,
 		stop:        s.stop,
+
+		watchCredential: s.watchCredential,
 	}}
 }
 
@@ -99,7 +104,12 @@ func HashToken(token string) string {
 
 // authorize checks the bearer token and role; it returns the token's name.
 func (a *Admin) authorize(ctx context.Context, role string) (string, error) {
-	tokens := append(append([]config.AdminToken(nil), a.v.state().fleet.Admin.Tokens...), a.v.adminTokens...)
+	return a.authorizeIn(ctx, a.v.state(), role)
+}
+
+// authorizeIn is authorize against the config of st.
+func (a *Admin) authorizeIn(ctx context.Context, st *fleetState, role string) (string, error) {
+	tokens := append(append([]config.AdminToken(nil), st.fleet.Admin.Tokens...), a.v.adminTokens...)
 	if len(tokens) == 0 {
 		return "", fmt.Errorf("%w: the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)", errUnauthenticated)
 	}
@@ -493,6 +503,12 @@ func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamin
 	if _, err := a.authorize(stream.Context(), roleViewer); err != nil {
 		return adminStatus(err)
 	}
+	// A reload that removes the token (or its viewer role) ends the stream.
+	ctx, unwatch := a.v.watchCredential(stream.Context(), func(st *fleetState) error {
+		_, err := a.authorizeIn(stream.Context(), st, roleViewer)
+		return err
+	})
+	defer unwatch()
 	sub := a.v.events.subscribe()
 	defer a.v.events.unsubscribe(sub)
 	if err := stream.Send(&pb.Event{Time: timestamppb.New(a.v.clock.Now()), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.v.replica, a.v.policy().Name(), a.v.counting().Mode)}); err != nil {
@@ -500,7 +516,10 @@ func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamin
 	}
 	for {
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
+			if err := revokedCause(ctx); err != nil {
+				return adminStatus(err)
+			}
 			return nil
 		case <-a.v.stop:
 			return status.Error(codes.Unavailable, "router shutting down")

@@ -210,6 +210,16 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		return err
 	}
 	ctx = withCall(ctx, c)
+	if c.tenant != "" {
+		// A reload that removes the caller's key ends the stream.
+		var unwatch func()
+		authCtx := ctx
+		ctx, unwatch = s.watchCredential(ctx, func(st *fleetState) error {
+			_, err := s.authenticate(authCtx, st)
+			return err
+		})
+		defer unwatch()
+	}
 	prog := &progress{}
 	var firstTok time.Time
 	var final *pb.GenerateChunk
@@ -271,6 +281,9 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		return final.GetUsage(), nil
 	})
 	cs := callStats{rpc: rpc, model: c.model, route: route, start: start, firstTok: firstTok, input: int32(c.inputTokens), output: prog.tokens}
+	if rerr := revokedCause(ctx); err != nil && rerr != nil {
+		err = rerr // the stream was cut because its key was removed
+	}
 	if err != nil {
 		s.log.InfoContext(ctx, "stream failed", "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
 		err = toStatus(err)

@@ -100,9 +100,11 @@ type Server struct {
 	metricCB metric.Registration
 
 	reloadMu sync.Mutex
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	closed   atomic.Bool
+	// creds are the open streams' credential checks (revoke.go).
+	creds  credWatches
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
 }
 
 type policyHolder struct{ p policy.Policy }
@@ -427,6 +429,9 @@ func (s *Server) Reload(f *config.Fleet) error {
 		}
 	}
 	s.closeBackends(prev, st)
+	if n := s.revokeStale(st); n > 0 {
+		s.log.Info("streams ended: their token or key was removed by the reload", "streams", n)
+	}
 	s.log.Info("fleet config reloaded", "source", f.Source(), "pools", len(st.pools))
 	s.events.publish("config_reload", "", fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools)), "")
 	return nil
