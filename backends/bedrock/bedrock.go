@@ -569,6 +569,10 @@ func (b *Backend) fail(ctx context.Context, c *call, err error, in *input, sent 
 	if c.timedOut.Load() {
 		return status.Errorf(codes.Unavailable, "%s: no answer within %s (or a stream silent for %s) after %d tokens", where, b.cfg.requestMax, b.cfg.idleMax, sent)
 	}
+	if m := err.Error(); strings.Contains(m, "retrieve credentials") || strings.Contains(m, "refresh cached credentials") {
+		// No request reached Bedrock: the credential chain (or STS) failed.
+		return status.Errorf(codes.Unavailable, "%s: AWS credentials: %s", where, credentialError(err))
+	}
 	code, msg, httpStatus := "", "", 0
 	var ae smithy.APIError
 	if errors.As(err, &ae) {

@@ -364,3 +364,38 @@ func TestBedrockOptionsValidated(t *testing.T) {
 	}
 	_ = b.Close()
 }
+
+// With role_arn the chain's credentials only call STS AssumeRole (the fake
+// verifies that signature, the role and the external id); Bedrock is called
+// with the role's temporary credentials, which the background refresh
+// renews before they expire without a call asking for it. A wrong external
+// id is refused by STS: the pool fails its health check and its calls.
+func TestBedrockAssumeRoleRefreshedInTheBackground(t *testing.T) {
+	awsEnv(t, bedrocktest.AccessKeyID, bedrocktest.SecretAccessKey)
+	fake := bedrocktest.Start(t, bedrocktest.Options{})
+	fake.Revoke(bedrocktest.AccessKeyID) // only the role may call Bedrock
+	const role = "arn:aws:iam::123456789012:role/switchyard-bedrock"
+	// 5 min 1.5 s: inside the SDK cache's 5-minute window after 1.5 s, so it renews.
+	sts := bedrocktest.StartSTS(t, fake, role, "ext-1", 5*time.Minute+1500*time.Millisecond)
+	t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
+	b := build(t, fake.URL, map[string]string{OptRoleARN: role, OptExternalID: "ext-1", OptCredentialRefresh: "50ms"}, nil)
+	ctx := ctxT(t, 20*time.Second)
+	req := &pb.GenerateRequest{Model: "claude", Prompt: "hello", MaxTokens: 3}
+	if _, err := b.Generate(ctx, req); err != nil {
+		t.Fatalf("with the role's credentials: %v", err)
+	}
+	testwait.For(t, 10*time.Second, "the role's credentials renewed twice in the background", func() bool { return sts.Issued.Load() >= 3 })
+	last := sts.Last()
+	if _, err := b.Generate(ctx, req); err != nil || fake.BadSignatures.Load() != 0 || sts.Refused.Load() != 0 {
+		t.Fatalf("after renewal: %v (%d bad signatures at Bedrock, %d refusals at STS)", err, fake.BadSignatures.Load(), sts.Refused.Load())
+	}
+	if fake.Used(last.AccessKeyID) == 0 && fake.Used(sts.Last().AccessKeyID) == 0 {
+		t.Fatal("the call was not signed with the renewed credentials")
+	}
+
+	wrong := build(t, fake.URL, map[string]string{OptRoleARN: role, OptExternalID: "not-ext-1", OptCredentialRefresh: "50ms"}, nil)
+	testwait.For(t, 10*time.Second, "the refused AssumeRole failing the health check", func() bool { return wrong.Check(ctx) != nil })
+	if _, err := wrong.Generate(ctx, req); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "AWS credentials") {
+		t.Fatalf("wrong external id: %v, want UNAVAILABLE naming the AWS credentials", err)
+	}
+}

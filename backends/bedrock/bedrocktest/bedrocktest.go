@@ -210,14 +210,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.converseStream(w, r, in)
 }
 
-// verify checks the request's SigV4 signature by signing a copy of it with
-// the SDK's signer and the allowed secret for its access key. It returns the
-// error kind and message Bedrock would answer, or "" when the signature holds.
+// verify checks a Bedrock request's SigV4 signature against the allowed
+// credentials; it returns the error kind and message Bedrock would answer,
+// or "" when the signature holds.
 func (s *Server) verify(r *http.Request, body []byte) (kind, msg string) {
+	kind, msg, akid := VerifySigV4(r, body, s.opts.Region, "bedrock", func(id string) (aws.Credentials, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		c, ok := s.keys[id]
+		return c, ok
+	})
+	if kind == "" {
+		s.mu.Lock()
+		s.used[akid]++
+		s.mu.Unlock()
+	}
+	return kind, msg
+}
+
+// VerifySigV4 checks a request's SigV4 signature the way an AWS service
+// does, by signing a copy of it again with the SDK's own signer
+// (aws/signer/v4) and the secret that lookup knows for its access key: the
+// credential scope must name region and service, the date must be within 5
+// minutes, a session token must match. It returns the error kind and
+// message the service would answer ("" when the signature holds) and the
+// access key id.
+func VerifySigV4(r *http.Request, body []byte, wantRegion, wantService string, lookup func(accessKeyID string) (aws.Credentials, bool)) (kind, msg, akid string) {
 	auth := r.Header.Get("Authorization")
 	rest, ok := strings.CutPrefix(auth, "AWS4-HMAC-SHA256 ")
 	if !ok {
-		return "MissingAuthenticationTokenException", "Missing Authentication Token"
+		return "MissingAuthenticationTokenException", "Missing Authentication Token", ""
 	}
 	fields := map[string]string{}
 	for _, f := range strings.Split(rest, ",") {
@@ -226,31 +248,29 @@ func (s *Server) verify(r *http.Request, body []byte) (kind, msg string) {
 	}
 	scope := strings.Split(fields["Credential"], "/")
 	if len(scope) != 5 || scope[4] != "aws4_request" {
-		return "IncompleteSignatureException", "Authorization header requires a valid Credential"
+		return "IncompleteSignatureException", "Authorization header requires a valid Credential", ""
 	}
 	akid, region, service := scope[0], scope[2], scope[3]
-	s.mu.Lock()
-	creds, known := s.keys[akid]
-	s.mu.Unlock()
+	creds, known := lookup(akid)
 	if !known {
-		return "UnrecognizedClientException", "The security token included in the request is invalid."
+		return "UnrecognizedClientException", "The security token included in the request is invalid.", akid
 	}
-	if region != s.opts.Region || service != "bedrock" {
-		return "InvalidSignatureException", fmt.Sprintf("Credential should be scoped to a valid region (%s) and service (bedrock)", s.opts.Region)
+	if region != wantRegion || service != wantService {
+		return "InvalidSignatureException", fmt.Sprintf("Credential should be scoped to a valid region (%s) and service (%s)", wantRegion, wantService), akid
 	}
 	when, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
 	if err != nil {
-		return "IncompleteSignatureException", "X-Amz-Date is missing or malformed"
+		return "IncompleteSignatureException", "X-Amz-Date is missing or malformed", akid
 	}
 	if d := time.Since(when); d > 5*time.Minute || d < -5*time.Minute {
-		return "InvalidSignatureException", "Signature expired"
+		return "InvalidSignatureException", "Signature expired", akid
 	}
 	if creds.SessionToken != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Amz-Security-Token")), []byte(creds.SessionToken)) != 1 {
-		return "UnrecognizedClientException", "The security token included in the request is invalid."
+		return "UnrecognizedClientException", "The security token included in the request is invalid.", akid
 	}
 	u, err := url.Parse("http://" + r.Host + r.URL.RequestURI())
 	if err != nil {
-		return "InvalidSignatureException", "bad request URI"
+		return "InvalidSignatureException", "bad request URI", akid
 	}
 	cp := &http.Request{Method: r.Method, URL: u, Host: r.Host, Header: http.Header{}}
 	for _, h := range strings.Split(fields["SignedHeaders"], ";") {
@@ -266,16 +286,12 @@ func (s *Server) verify(r *http.Request, body []byte) (kind, msg string) {
 	}
 	sum := sha256.Sum256(body)
 	if err := v4.NewSigner().SignHTTP(context.Background(), creds, cp, hex.EncodeToString(sum[:]), service, region, when); err != nil {
-		return "InvalidSignatureException", "cannot verify the signature"
+		return "InvalidSignatureException", "cannot verify the signature", akid
 	}
-	want := cp.Header.Get("Authorization")
-	if subtle.ConstantTimeCompare([]byte(want), []byte(auth)) != 1 {
-		return "InvalidSignatureException", "The request signature we calculated does not match the signature you provided."
+	if subtle.ConstantTimeCompare([]byte(cp.Header.Get("Authorization")), []byte(auth)) != 1 {
+		return "InvalidSignatureException", "The request signature we calculated does not match the signature you provided.", akid
 	}
-	s.mu.Lock()
-	s.used[akid]++
-	s.mu.Unlock()
-	return "", ""
+	return "", "", akid
 }
 
 // converseRequest mirrors the Converse body the fake accepts (unknown
