@@ -171,11 +171,16 @@ func TestBadConfigAndFlagsAreClearErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	huge := filepath.Join(dir, "huge.yaml") // the outside probe's 2^62: its 4-bytes-a-token receive limit overflowed
+	if err := os.WriteFile(huge, []byte(strings.Replace(string(config.DemoYAML()), "max_input_tokens: 8192", "max_input_tokens: 4611686018427387904", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--config", bad}, `pool "aws-use1-trn2": limits.max_concurrent`},
+		{[]string{"--config", huge}, `max_input_tokens: must be at most 16777216`},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 		{[]string{"--log-level", "loud"}, "--log-level"},
 		{[]string{"--policy", "fastest"}, "unknown policy"},

@@ -39,10 +39,20 @@ type Fleet struct {
 	source string
 }
 
+// Bounds on config sizes, checked against what they multiply into: a
+// model's max_input_tokens becomes the gRPC receive limit (4 bytes a token)
+// and the HTTP body limit (4 times that), and max_tokens is a 32-bit count;
+// a pool's max_concurrent sizes connection pools and per-replica shares.
+const (
+	MaxModelTokens    = 1 << 24 // 16,777,216 tokens: a 64 MiB prompt, a 256 MiB JSON body
+	MaxPoolConcurrent = 1 << 20
+	MaxQueueLength    = 1 << 20
+)
+
 // Model is a served model and its request limits.
 type Model struct {
 	Name            string `yaml:"name"`
-	MaxInputTokens  int    `yaml:"max_input_tokens"`
+	MaxInputTokens  int    `yaml:"max_input_tokens"` // at most MaxModelTokens
 	MaxOutputTokens int    `yaml:"max_output_tokens"` // not used by (and optional for) an embedding model
 	// Kind is what the model serves: KindChat (the default: Generate,
 	// chat and text completions) or KindEmbedding (Embed, /v1/embeddings).
@@ -538,6 +548,11 @@ func (f *Fleet) Validate() error {
 		models[m.Name] = true
 		if m.MaxInputTokens <= 0 {
 			bad(where, "max_input_tokens", "must be > 0, got %d", m.MaxInputTokens)
+		} else if m.MaxInputTokens > MaxModelTokens {
+			bad(where, "max_input_tokens", "must be at most %d (the receive limits are 4 bytes a token and 4 times that for JSON bodies), got %d", MaxModelTokens, m.MaxInputTokens)
+		}
+		if m.MaxOutputTokens > MaxModelTokens {
+			bad(where, "max_output_tokens", "must be at most %d (max_tokens is a 32-bit count, answers are bounded per token), got %d", MaxModelTokens, m.MaxOutputTokens)
 		}
 		switch m.Kind {
 		case "", KindChat:
@@ -612,6 +627,8 @@ func (f *Fleet) Validate() error {
 		}
 		if p.Limits.MaxConcurrent <= 0 {
 			bad(where, "limits.max_concurrent", "must be > 0, got %d", p.Limits.MaxConcurrent)
+		} else if p.Limits.MaxConcurrent > MaxPoolConcurrent {
+			bad(where, "limits.max_concurrent", "must be at most %d (connection pools and shares are sized from it), got %d", MaxPoolConcurrent, p.Limits.MaxConcurrent)
 		}
 		if p.Limits.RequestsPerMinute < 0 {
 			bad(where, "limits.requests_per_minute", "must be >= 0")
@@ -698,6 +715,8 @@ func (f *Fleet) Validate() error {
 	}
 	if r.QueueMaxLength < 0 {
 		errs = append(errs, fmt.Errorf("%s: routing.queue_max_length: must be >= 0, got %d", f.source, r.QueueMaxLength))
+	} else if r.QueueMaxLength > MaxQueueLength {
+		errs = append(errs, fmt.Errorf("%s: routing.queue_max_length: must be at most %d, got %d", f.source, MaxQueueLength, r.QueueMaxLength))
 	}
 	if r.EjectAfterFailures < 0 {
 		errs = append(errs, fmt.Errorf("%s: routing.eject_after_failures: must be >= 0, got %d", f.source, r.EjectAfterFailures))

@@ -148,6 +148,31 @@ pools:
 // Durations and counts that would panic or misbehave at start are refused
 // with the field named (routing.health_check_interval: -1s used to pass and
 // panic in time.NewTicker).
+// TestSizesBoundedByWhatTheyMultiplyInto is the outside probe's overflow
+// (2026-12-02): max_input_tokens of 2^61 and more passed validation, its
+// 4-bytes-a-token receive limit overflowed, and every call was refused. Sizes
+// are now bounded, the field named.
+func TestSizesBoundedByWhatTheyMultiplyInto(t *testing.T) {
+	fleet := func(model, limits string) string {
+		return "models:\n  - {name: m, " + model + "}\npools:\n  - {name: p, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [sim], limits: {" + limits + "}}\n"
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{fleet("max_input_tokens: 4611686018427387904, max_output_tokens: 10", "max_concurrent: 4"), `model "m": max_input_tokens: must be at most 16777216`},
+		{fleet("max_input_tokens: 2305843009213693952, max_output_tokens: 10", "max_concurrent: 4"), `model "m": max_input_tokens: must be at most 16777216`},
+		{fleet("max_input_tokens: 16777217, max_output_tokens: 10", "max_concurrent: 4"), `max_input_tokens: must be at most 16777216`},
+		{fleet("max_input_tokens: 100, max_output_tokens: 4294967296", "max_concurrent: 4"), `model "m": max_output_tokens: must be at most 16777216`},
+		{fleet("max_input_tokens: 100, max_output_tokens: 10", "max_concurrent: 9223372036854775807"), `limits.max_concurrent: must be at most 1048576`},
+	} {
+		_, err := Parse([]byte(tc.yaml), "fleet.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	if _, err := Parse([]byte(fleet("max_input_tokens: 16777216, max_output_tokens: 16777216", "max_concurrent: 1048576")), "fleet.yaml"); err != nil {
+		t.Fatalf("the largest sizes: %v", err)
+	}
+}
+
 func TestNonPositiveDurationsRejected(t *testing.T) {
 	base := `models:
   - name: m
@@ -169,6 +194,7 @@ pools:
 		{"routing:\n  eject_max: -2m\n", "routing.eject_max: must be a positive duration"},
 		{"routing:\n  eject_base: 10s\n  eject_max: 1s\n", "routing.eject_max: 1s is shorter than routing.eject_base 10s"},
 		{"routing:\n  queue_max_length: -1\n", "routing.queue_max_length: must be >= 0"},
+		{"routing:\n  queue_max_length: 9223372036854775807\n", "routing.queue_max_length: must be at most 1048576"},
 		{"routing:\n  eject_after_failures: -3\n", "routing.eject_after_failures: must be >= 0"},
 		{"routing:\n  latency_budget_ms: -1\n", "routing.latency_budget_ms: must be >= 0"},
 		{"sim:\n  time_scale: -2\n", "sim.time_scale: must be > 0"},
