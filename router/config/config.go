@@ -52,7 +52,7 @@ const (
 // Model is a served model and its request limits.
 type Model struct {
 	Name            string `yaml:"name"`
-	MaxInputTokens  int    `yaml:"max_input_tokens"` // at most MaxModelTokens
+	MaxInputTokens  int    `yaml:"max_input_tokens"`  // at most MaxModelTokens
 	MaxOutputTokens int    `yaml:"max_output_tokens"` // not used by (and optional for) an embedding model
 	// Kind is what the model serves: KindChat (the default: Generate,
 	// chat and text completions) or KindEmbedding (Embed, /v1/embeddings).
