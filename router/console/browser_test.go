@@ -494,3 +494,23 @@ func TestBrowserChartsCatchUpAfterAStreamGap(t *testing.T) {
 	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
 	b.waitFor("every shed counted", `[...document.querySelectorAll('#legend-sheds-region .item')].map(e => e.dataset.series + ' ' + e.textContent.split(' · ')[1]).join(', ') === 'eu-west-1 2 in 15 min, us-east-1 1 in 15 min'`)
 }
+
+// Leased counting: each pool's row shows this replica's block and the
+// header the store round trips per call. (A replica gives an idle block
+// back within two refresh periods, so the pools are kept busy.)
+func TestBrowserShowsLeasedBlocks(t *testing.T) {
+	store, err := capacity.NewLeased(capacity.LeasedOptions{
+		Homes: map[string]capacity.BlockStore{"us": capacity.NewMemoryBlocks(true)}, Replica: "console-test", Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, fixtureOptions{Store: store})
+	f.fillFleet(t) // every pool limited to 1, with one call held on it
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("the block of a busy pool", `(() => { const e = document.querySelector('[data-block="aws-use1-h100"]'); return !!e && e.textContent === 'block 1 (0 free)' && /from store "us"/.test(e.title); })()`)
+	b.waitFor("round trips per call in the header", `!document.querySelector('#leased').hidden && /^leased blocks · [0-9.]+ store round trips per call$/.test(document.querySelector('#leased').textContent)`)
+	b.checkContrast()
+	b.shot("leased")
+}

@@ -106,6 +106,11 @@
     c.textContent = mode === 'degraded' ? 'DEGRADED' : mode;
     c.className = 'badge mode-' + mode;
     c.title = { local: 'in-memory: this replica alone', shared: 'Redis: every replica', degraded: 'Redis unreachable: a conservative local share of every limit' }[mode] || '';
+    const acq = Number(f.list.acquires || 0), trips = Number(f.list.storeRoundTrips || 0);
+    const lz = $('leased');
+    lz.hidden = !(acq > 0 || trips > 0);
+    setText(lz, 'leased blocks · ' + (trips / Math.max(acq, 1)).toFixed(3) + ' store round trips per call');
+    lz.title = acq + ' acquires, ' + trips + ' store round trips (' + Number(f.list.syncRoundTrips || 0) + ' on the request path) since this replica started';
     renderFleet();
     fillForms();
   }
@@ -218,9 +223,18 @@
   function updateRow(r, p) {
     const [, , load, headroom, weight, st, actions] = r.children;
     const sig = p.inFlight + '/' + p.limit;
-    if (load.dataset.sig !== sig) {
-      load.dataset.sig = sig;
-      load.replaceChildren(el('div', { class: 'loadbox' }, bar(p.inFlight, p.limit), el('span', { class: 'num', text: p.inFlight + ' / ' + p.limit })));
+    const b = p.block;
+    const bsig = b ? [b.granted, b.free, b.stranded, b.learning, b.home].join('/') : '';
+    if (load.dataset.sig !== sig + '|' + bsig) {
+      load.dataset.sig = sig + '|' + bsig;
+      const box = el('div', { class: 'loadbox' }, bar(p.inFlight, p.limit), el('span', { class: 'num', text: p.inFlight + ' / ' + p.limit }));
+      if (b) {
+        // This replica's leased block of the pool (docs/capacity.md).
+        box.append(el('span', { class: 'block' + (b.learning ? ' learning' : ''), 'data-block': p.name,
+          text: 'block ' + Number(b.granted) + ' (' + Number(b.free) + ' free' + (Number(b.stranded) > 0 ? ', ' + Number(b.stranded) + ' idle' : '') + ')' + (b.learning ? ' learning' : ''),
+          title: 'this replica holds ' + Number(b.granted) + ' slots of the pool from store "' + b.home + '"; ' + (b.holders || 0) + ' replicas hold ' + Number(b.grantedAll) + ' in all' }));
+      }
+      load.replaceChildren(box);
     }
     setText(headroom, String(p.headroom));
     setText(weight, String(p.weight));
