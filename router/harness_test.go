@@ -90,6 +90,12 @@ func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 			break
 		}
 	}
+	for _, p := range pools {
+		if strings.Contains(strings.Join(p.models, ","), "embed") {
+			b.WriteString("  - {name: embed, kind: embedding, max_input_tokens: 500}\n")
+			break
+		}
+	}
 	b.WriteString("pools:\n")
 	tf := &testFleet{pools: map[string]*simPool{}}
 	for _, p := range pools {

@@ -293,7 +293,7 @@ func TestErrorsHaveOpenAIShapeAndStatus(t *testing.T) {
 		{"prompt array", "/v1/completions", `{"model":"llama-3.1-8b","prompt":["a","b"]}`, [2]string{}, 400, "invalid_request_error", "invalid_value", "prompt"},
 		{"completion prompt too long", "/v1/completions", `{"model":"llama-3.1-8b","prompt":"` + strings.Repeat("x", 40000) + `"}`, [2]string{}, 400, "invalid_request_error", "invalid_value", "prompt"},
 		{"too large", "/v1/completions", `{"model":"llama-3.1-8b","prompt":"` + strings.Repeat("x", int(openaihttp.DefaultMaxBodyBytes(fd.rt.RecvLimit(0)))) + `"}`, [2]string{}, 413, "invalid_request_error", "request_too_large", ""},
-		{"unknown path", "/v1/embeddings", `{}`, [2]string{}, 404, "invalid_request_error", "unknown_url", ""},
+		{"unknown path", "/v1/images/generations", `{}`, [2]string{}, 404, "invalid_request_error", "unknown_url", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -237,3 +237,11 @@ func TestOpenAIGoJSONModeAndLogprobsOnLlamaServer(t *testing.T) {
 		t.Fatalf("completion logprobs %s", l.RawJSON())
 	}
 }
+
+func startLlamaEmbed(t *testing.T) *llamatest.Server {
+	return llamatest.Start(t, llamatest.Options{Slots: 2, Args: []string{"--embeddings", "--pooling", "mean"}})
+}
+
+func faultOutage(pool string) *pb.InjectFaultRequest {
+	return &pb.InjectFaultRequest{Fault: &pb.Fault{Pool: pool, Outage: true}}
+}

@@ -51,7 +51,8 @@ func docFields(t *testing.T, heading string) []docRow {
 			name = name[i+1:]
 			name = name[:strings.Index(name, "`")]
 		} else {
-			name = "some_future_field"
+			// "anything else": the example's field.
+			name = strings.Trim(strings.SplitN(strings.Trim(strings.TrimSpace(cells[2]), "`"), ":", 2)[0], `"`)
 		}
 		r.field = name
 		for _, e := range strings.Split(cells[1], ",") {
@@ -70,13 +71,15 @@ func docFields(t *testing.T, heading string) []docRow {
 // served gets 200, one documented as refused gets 400 naming it.
 func TestEveryDocumentedFieldIsServedOrRefused(t *testing.T) {
 	srv := startLlamaChat(t)
-	fd := startFrontDoor(t, doorOpts{fleetYAML: llamaFleet(srv, nil)})
+	emb := startLlamaEmbed(t)
+	fd := startFrontDoor(t, doorOpts{fleetYAML: llamaFleet(srv, emb)})
 	bases := map[string]struct{ path, body string }{
 		"chat":        {"/v1/chat/completions", `"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3`},
 		"completions": {"/v1/completions", `"model": "tiny", "prompt": "hi", "max_tokens": 3`},
+		"embeddings":  {"/v1/embeddings", `"model": "tiny-embed", "input": "hi"`},
 	}
 	seen := map[string]bool{}
-	for _, row := range docFields(t, "### Request fields") {
+	for _, row := range append(docFields(t, "### Request fields"), docFields(t, "### Embeddings fields")...) {
 		for _, ep := range row.endpoints {
 			base, ok := bases[ep]
 			if !ok {
@@ -112,7 +115,7 @@ func TestEveryDocumentedFieldIsServedOrRefused(t *testing.T) {
 			seen[row.field] = true
 		}
 	}
-	for _, f := range []string{"tools", "tool_choice", "response_format", "logprobs", "top_logprobs", "seed", "stop", "some_future_field"} {
+	for _, f := range []string{"tools", "tool_choice", "response_format", "logprobs", "top_logprobs", "seed", "stop", "some_future_field", "input", "encoding_format", "truncate"} {
 		if !seen[f] {
 			t.Errorf("docs/http.md does not list %s", f)
 		}

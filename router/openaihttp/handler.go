@@ -138,6 +138,7 @@ func New(o Options) (*Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", h.chat)
 	mux.HandleFunc("POST /v1/completions", h.completions)
+	mux.HandleFunc("POST /v1/embeddings", h.embeddings)
 	mux.HandleFunc("GET /v1/models", h.models)
 	mux.HandleFunc("GET /v1/models/{model...}", h.model)
 	mux.HandleFunc("/", h.notFound)
@@ -223,7 +224,7 @@ func (h *Handler) maxBody() int64 {
 
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case "/v1/chat/completions", "/v1/completions", "/v1/models":
+	case "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models":
 		writeError(w, newHTTPError(http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "", fmt.Sprintf("method %s is not allowed on %s", quote(r.Method), r.URL.Path)))
 		return
 	}
