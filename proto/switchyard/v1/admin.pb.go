@@ -118,7 +118,11 @@ type PoolStatus struct {
 	Region      string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
 	Accelerator string                 `protobuf:"bytes,4,opt,name=accelerator,proto3" json:"accelerator,omitempty"`
 	Models      []string               `protobuf:"bytes,5,rep,name=models,proto3" json:"models,omitempty"`
-	// Effective max concurrent requests (override applied).
+	// Effective max concurrent requests: the smallest of the configured limit,
+	// an operator's capacity override and the capacity the backend reports
+	// (limit_reason says which, when it is below configured_limit). Headroom is
+	// limit less what is busy: in_flight, or the backend's running and queued
+	// calls when more.
 	Limit                int32   `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	ConfiguredLimit      int32   `protobuf:"varint,7,opt,name=configured_limit,json=configuredLimit,proto3" json:"configured_limit,omitempty"`
 	InFlight             int32   `protobuf:"varint,8,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
@@ -132,6 +136,12 @@ type PoolStatus struct {
 	OverrideExpires  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=override_expires,json=overrideExpires,proto3" json:"override_expires,omitempty"`
 	Health           string                 `protobuf:"bytes,16,opt,name=health,proto3" json:"health,omitempty"` // SERVING, NOT_SERVING, UNKNOWN
 	Geography        string                 `protobuf:"bytes,17,opt,name=geography,proto3" json:"geography,omitempty"`
+	// The backend's own fresh load report, when it sends them (native
+	// backends, simulated pools, OpenAI-compatible servers' /metrics).
+	BackendLoad *BackendLoad `protobuf:"bytes,18,opt,name=backend_load,json=backendLoad,proto3" json:"backend_load,omitempty"`
+	// Why limit is below configured_limit: "short: backend reports 2 of 64",
+	// "override 8 of 64"; empty when it is not.
+	LimitReason string `protobuf:"bytes,19,opt,name=limit_reason,json=limitReason,proto3" json:"limit_reason,omitempty"`
 	// This replica's block of the pool's slots under leased counting (unset
 	// with in-memory or strict counting).
 	Block         *CapacityBlock `protobuf:"bytes,30,opt,name=block,proto3" json:"block,omitempty"`
@@ -288,11 +298,88 @@ func (x *PoolStatus) GetGeography() string {
 	return ""
 }
 
+func (x *PoolStatus) GetBackendLoad() *BackendLoad {
+	if x != nil {
+		return x.BackendLoad
+	}
+	return nil
+}
+
+func (x *PoolStatus) GetLimitReason() string {
+	if x != nil {
+		return x.LimitReason
+	}
+	return ""
+}
+
 func (x *PoolStatus) GetBlock() *CapacityBlock {
 	if x != nil {
 		return x.Block
 	}
 	return nil
+}
+
+// BackendLoad is a backend's report of its own load.
+type BackendLoad struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequences running, calls queued for a batch slot, and the calls it can
+	// run at once now (below the pool's limit when it lost chips or is full).
+	Running       int32 `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	Queued        int32 `protobuf:"varint,2,opt,name=queued,proto3" json:"queued,omitempty"`
+	Capacity      int32 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendLoad) Reset() {
+	*x = BackendLoad{}
+	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendLoad) ProtoMessage() {}
+
+func (x *BackendLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendLoad.ProtoReflect.Descriptor instead.
+func (*BackendLoad) Descriptor() ([]byte, []int) {
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BackendLoad) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *BackendLoad) GetQueued() int32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *BackendLoad) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
 }
 
 // CapacityBlock is one replica's lease on a block of a pool's slots, granted
@@ -322,7 +409,7 @@ type CapacityBlock struct {
 
 func (x *CapacityBlock) Reset() {
 	*x = CapacityBlock{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +421,7 @@ func (x *CapacityBlock) String() string {
 func (*CapacityBlock) ProtoMessage() {}
 
 func (x *CapacityBlock) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[2]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +434,7 @@ func (x *CapacityBlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityBlock.ProtoReflect.Descriptor instead.
 func (*CapacityBlock) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CapacityBlock) GetHome() string {
@@ -424,7 +511,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +523,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[3]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +536,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListPoolsResponse) GetPools() []*PoolStatus {
@@ -511,7 +598,7 @@ type SetWeightRequest struct {
 
 func (x *SetWeightRequest) Reset() {
 	*x = SetWeightRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +610,7 @@ func (x *SetWeightRequest) String() string {
 func (*SetWeightRequest) ProtoMessage() {}
 
 func (x *SetWeightRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[4]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +623,7 @@ func (x *SetWeightRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetWeightRequest.ProtoReflect.Descriptor instead.
 func (*SetWeightRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetWeightRequest) GetPool() string {
@@ -562,7 +649,7 @@ type PoolChangeResponse struct {
 
 func (x *PoolChangeResponse) Reset() {
 	*x = PoolChangeResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +661,7 @@ func (x *PoolChangeResponse) String() string {
 func (*PoolChangeResponse) ProtoMessage() {}
 
 func (x *PoolChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[5]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +674,7 @@ func (x *PoolChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolChangeResponse.ProtoReflect.Descriptor instead.
 func (*PoolChangeResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PoolChangeResponse) GetPool() *PoolStatus {
@@ -610,7 +697,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +709,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[6]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +722,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainRequest) GetPool() string {
@@ -674,7 +761,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +773,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[7]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +786,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainResponse) GetPool() *PoolStatus {
@@ -748,7 +835,7 @@ type DrainTarget struct {
 
 func (x *DrainTarget) Reset() {
 	*x = DrainTarget{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +847,7 @@ func (x *DrainTarget) String() string {
 func (*DrainTarget) ProtoMessage() {}
 
 func (x *DrainTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[8]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +860,7 @@ func (x *DrainTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainTarget.ProtoReflect.Descriptor instead.
 func (*DrainTarget) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainTarget) GetModel() string {
@@ -806,7 +893,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +905,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[9]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +918,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeRequest) GetPool() string {
@@ -855,7 +942,7 @@ type SetCapacityOverrideRequest struct {
 
 func (x *SetCapacityOverrideRequest) Reset() {
 	*x = SetCapacityOverrideRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +954,7 @@ func (x *SetCapacityOverrideRequest) String() string {
 func (*SetCapacityOverrideRequest) ProtoMessage() {}
 
 func (x *SetCapacityOverrideRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[10]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +967,7 @@ func (x *SetCapacityOverrideRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCapacityOverrideRequest.ProtoReflect.Descriptor instead.
 func (*SetCapacityOverrideRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetCapacityOverrideRequest) GetPool() string {
@@ -920,7 +1007,7 @@ type ExplainRouteRequest struct {
 
 func (x *ExplainRouteRequest) Reset() {
 	*x = ExplainRouteRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1019,7 @@ func (x *ExplainRouteRequest) String() string {
 func (*ExplainRouteRequest) ProtoMessage() {}
 
 func (x *ExplainRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[11]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1032,7 @@ func (x *ExplainRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRouteRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRouteRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExplainRouteRequest) GetRequest() *GenerateRequest {
@@ -971,7 +1058,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1070,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[12]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1083,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Candidate) GetPool() string {
@@ -1065,7 +1152,7 @@ type ExplainRouteResponse struct {
 
 func (x *ExplainRouteResponse) Reset() {
 	*x = ExplainRouteResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1164,7 @@ func (x *ExplainRouteResponse) String() string {
 func (*ExplainRouteResponse) ProtoMessage() {}
 
 func (x *ExplainRouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[13]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1177,7 @@ func (x *ExplainRouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRouteResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRouteResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExplainRouteResponse) GetPolicy() string {
@@ -1116,7 +1203,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1215,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[14]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1228,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1161,7 +1248,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1260,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[15]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1273,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetPolicyResponse) GetPrevious() string {
@@ -1211,7 +1298,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1310,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[16]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1323,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type Event struct {
@@ -1252,7 +1339,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1351,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[17]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1364,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -1324,7 +1411,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1423,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[18]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1436,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListAuditRequest) GetLimit() int32 {
@@ -1373,7 +1460,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1472,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[19]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1485,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
@@ -1452,7 +1539,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1551,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_v1_admin_proto_msgTypes[20]
+	mi := &file_switchyard_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1564,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1492,7 +1579,7 @@ var File_switchyard_v1_admin_proto protoreflect.FileDescriptor
 const file_switchyard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x19switchyard/v1/admin.proto\x12\rswitchyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dswitchyard/v1/inference.proto\"\x12\n" +
-	"\x10ListPoolsRequest\"\xe3\x04\n" +
+	"\x10ListPoolsRequest\"\xc5\x05\n" +
 	"\n" +
 	"PoolStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1512,8 +1599,14 @@ const file_switchyard_v1_admin_proto_rawDesc = "" +
 	"\x11capacity_override\x18\x0e \x01(\x05R\x10capacityOverride\x12E\n" +
 	"\x10override_expires\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0foverrideExpires\x12\x16\n" +
 	"\x06health\x18\x10 \x01(\tR\x06health\x12\x1c\n" +
-	"\tgeography\x18\x11 \x01(\tR\tgeography\x122\n" +
-	"\x05block\x18\x1e \x01(\v2\x1c.switchyard.v1.CapacityBlockR\x05block\"\xfa\x01\n" +
+	"\tgeography\x18\x11 \x01(\tR\tgeography\x12=\n" +
+	"\fbackend_load\x18\x12 \x01(\v2\x1a.switchyard.v1.BackendLoadR\vbackendLoad\x12!\n" +
+	"\flimit_reason\x18\x13 \x01(\tR\vlimitReason\x122\n" +
+	"\x05block\x18\x1e \x01(\v2\x1c.switchyard.v1.CapacityBlockR\x05block\"[\n" +
+	"\vBackendLoad\x12\x18\n" +
+	"\arunning\x18\x01 \x01(\x05R\arunning\x12\x16\n" +
+	"\x06queued\x18\x02 \x01(\x05R\x06queued\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"\xfa\x01\n" +
 	"\rCapacityBlock\x12\x12\n" +
 	"\x04home\x18\x01 \x01(\tR\x04home\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\x03R\agranted\x12\x12\n" +
@@ -1628,71 +1721,73 @@ func file_switchyard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_switchyard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_switchyard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_switchyard_v1_admin_proto_goTypes = []any{
 	(CountingMode)(0),                  // 0: switchyard.v1.CountingMode
 	(*ListPoolsRequest)(nil),           // 1: switchyard.v1.ListPoolsRequest
 	(*PoolStatus)(nil),                 // 2: switchyard.v1.PoolStatus
-	(*CapacityBlock)(nil),              // 3: switchyard.v1.CapacityBlock
-	(*ListPoolsResponse)(nil),          // 4: switchyard.v1.ListPoolsResponse
-	(*SetWeightRequest)(nil),           // 5: switchyard.v1.SetWeightRequest
-	(*PoolChangeResponse)(nil),         // 6: switchyard.v1.PoolChangeResponse
-	(*DrainRequest)(nil),               // 7: switchyard.v1.DrainRequest
-	(*DrainResponse)(nil),              // 8: switchyard.v1.DrainResponse
-	(*DrainTarget)(nil),                // 9: switchyard.v1.DrainTarget
-	(*ResumeRequest)(nil),              // 10: switchyard.v1.ResumeRequest
-	(*SetCapacityOverrideRequest)(nil), // 11: switchyard.v1.SetCapacityOverrideRequest
-	(*ExplainRouteRequest)(nil),        // 12: switchyard.v1.ExplainRouteRequest
-	(*Candidate)(nil),                  // 13: switchyard.v1.Candidate
-	(*ExplainRouteResponse)(nil),       // 14: switchyard.v1.ExplainRouteResponse
-	(*SetPolicyRequest)(nil),           // 15: switchyard.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),          // 16: switchyard.v1.SetPolicyResponse
-	(*WatchEventsRequest)(nil),         // 17: switchyard.v1.WatchEventsRequest
-	(*Event)(nil),                      // 18: switchyard.v1.Event
-	(*ListAuditRequest)(nil),           // 19: switchyard.v1.ListAuditRequest
-	(*AuditEntry)(nil),                 // 20: switchyard.v1.AuditEntry
-	(*ListAuditResponse)(nil),          // 21: switchyard.v1.ListAuditResponse
-	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
-	(*GenerateRequest)(nil),            // 23: switchyard.v1.GenerateRequest
+	(*BackendLoad)(nil),                // 3: switchyard.v1.BackendLoad
+	(*CapacityBlock)(nil),              // 4: switchyard.v1.CapacityBlock
+	(*ListPoolsResponse)(nil),          // 5: switchyard.v1.ListPoolsResponse
+	(*SetWeightRequest)(nil),           // 6: switchyard.v1.SetWeightRequest
+	(*PoolChangeResponse)(nil),         // 7: switchyard.v1.PoolChangeResponse
+	(*DrainRequest)(nil),               // 8: switchyard.v1.DrainRequest
+	(*DrainResponse)(nil),              // 9: switchyard.v1.DrainResponse
+	(*DrainTarget)(nil),                // 10: switchyard.v1.DrainTarget
+	(*ResumeRequest)(nil),              // 11: switchyard.v1.ResumeRequest
+	(*SetCapacityOverrideRequest)(nil), // 12: switchyard.v1.SetCapacityOverrideRequest
+	(*ExplainRouteRequest)(nil),        // 13: switchyard.v1.ExplainRouteRequest
+	(*Candidate)(nil),                  // 14: switchyard.v1.Candidate
+	(*ExplainRouteResponse)(nil),       // 15: switchyard.v1.ExplainRouteResponse
+	(*SetPolicyRequest)(nil),           // 16: switchyard.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 17: switchyard.v1.SetPolicyResponse
+	(*WatchEventsRequest)(nil),         // 18: switchyard.v1.WatchEventsRequest
+	(*Event)(nil),                      // 19: switchyard.v1.Event
+	(*ListAuditRequest)(nil),           // 20: switchyard.v1.ListAuditRequest
+	(*AuditEntry)(nil),                 // 21: switchyard.v1.AuditEntry
+	(*ListAuditResponse)(nil),          // 22: switchyard.v1.ListAuditResponse
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*GenerateRequest)(nil),            // 24: switchyard.v1.GenerateRequest
 }
 var file_switchyard_v1_admin_proto_depIdxs = []int32{
-	22, // 0: switchyard.v1.PoolStatus.override_expires:type_name -> google.protobuf.Timestamp
-	3,  // 1: switchyard.v1.PoolStatus.block:type_name -> switchyard.v1.CapacityBlock
-	22, // 2: switchyard.v1.CapacityBlock.expires:type_name -> google.protobuf.Timestamp
-	2,  // 3: switchyard.v1.ListPoolsResponse.pools:type_name -> switchyard.v1.PoolStatus
-	0,  // 4: switchyard.v1.ListPoolsResponse.counting_mode:type_name -> switchyard.v1.CountingMode
-	2,  // 5: switchyard.v1.PoolChangeResponse.pool:type_name -> switchyard.v1.PoolStatus
-	2,  // 6: switchyard.v1.DrainResponse.pool:type_name -> switchyard.v1.PoolStatus
-	9,  // 7: switchyard.v1.DrainResponse.targets:type_name -> switchyard.v1.DrainTarget
-	22, // 8: switchyard.v1.SetCapacityOverrideRequest.expires:type_name -> google.protobuf.Timestamp
-	23, // 9: switchyard.v1.ExplainRouteRequest.request:type_name -> switchyard.v1.GenerateRequest
-	13, // 10: switchyard.v1.ExplainRouteResponse.candidates:type_name -> switchyard.v1.Candidate
-	22, // 11: switchyard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	22, // 12: switchyard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	20, // 13: switchyard.v1.ListAuditResponse.entries:type_name -> switchyard.v1.AuditEntry
-	1,  // 14: switchyard.v1.Admin.ListPools:input_type -> switchyard.v1.ListPoolsRequest
-	5,  // 15: switchyard.v1.Admin.SetWeight:input_type -> switchyard.v1.SetWeightRequest
-	7,  // 16: switchyard.v1.Admin.Drain:input_type -> switchyard.v1.DrainRequest
-	10, // 17: switchyard.v1.Admin.Resume:input_type -> switchyard.v1.ResumeRequest
-	11, // 18: switchyard.v1.Admin.SetCapacityOverride:input_type -> switchyard.v1.SetCapacityOverrideRequest
-	12, // 19: switchyard.v1.Admin.ExplainRoute:input_type -> switchyard.v1.ExplainRouteRequest
-	15, // 20: switchyard.v1.Admin.SetPolicy:input_type -> switchyard.v1.SetPolicyRequest
-	17, // 21: switchyard.v1.Admin.WatchEvents:input_type -> switchyard.v1.WatchEventsRequest
-	19, // 22: switchyard.v1.Admin.ListAudit:input_type -> switchyard.v1.ListAuditRequest
-	4,  // 23: switchyard.v1.Admin.ListPools:output_type -> switchyard.v1.ListPoolsResponse
-	6,  // 24: switchyard.v1.Admin.SetWeight:output_type -> switchyard.v1.PoolChangeResponse
-	8,  // 25: switchyard.v1.Admin.Drain:output_type -> switchyard.v1.DrainResponse
-	6,  // 26: switchyard.v1.Admin.Resume:output_type -> switchyard.v1.PoolChangeResponse
-	6,  // 27: switchyard.v1.Admin.SetCapacityOverride:output_type -> switchyard.v1.PoolChangeResponse
-	14, // 28: switchyard.v1.Admin.ExplainRoute:output_type -> switchyard.v1.ExplainRouteResponse
-	16, // 29: switchyard.v1.Admin.SetPolicy:output_type -> switchyard.v1.SetPolicyResponse
-	18, // 30: switchyard.v1.Admin.WatchEvents:output_type -> switchyard.v1.Event
-	21, // 31: switchyard.v1.Admin.ListAudit:output_type -> switchyard.v1.ListAuditResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	23, // 0: switchyard.v1.PoolStatus.override_expires:type_name -> google.protobuf.Timestamp
+	3,  // 1: switchyard.v1.PoolStatus.backend_load:type_name -> switchyard.v1.BackendLoad
+	4,  // 2: switchyard.v1.PoolStatus.block:type_name -> switchyard.v1.CapacityBlock
+	23, // 3: switchyard.v1.CapacityBlock.expires:type_name -> google.protobuf.Timestamp
+	2,  // 4: switchyard.v1.ListPoolsResponse.pools:type_name -> switchyard.v1.PoolStatus
+	0,  // 5: switchyard.v1.ListPoolsResponse.counting_mode:type_name -> switchyard.v1.CountingMode
+	2,  // 6: switchyard.v1.PoolChangeResponse.pool:type_name -> switchyard.v1.PoolStatus
+	2,  // 7: switchyard.v1.DrainResponse.pool:type_name -> switchyard.v1.PoolStatus
+	10, // 8: switchyard.v1.DrainResponse.targets:type_name -> switchyard.v1.DrainTarget
+	23, // 9: switchyard.v1.SetCapacityOverrideRequest.expires:type_name -> google.protobuf.Timestamp
+	24, // 10: switchyard.v1.ExplainRouteRequest.request:type_name -> switchyard.v1.GenerateRequest
+	14, // 11: switchyard.v1.ExplainRouteResponse.candidates:type_name -> switchyard.v1.Candidate
+	23, // 12: switchyard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	23, // 13: switchyard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	21, // 14: switchyard.v1.ListAuditResponse.entries:type_name -> switchyard.v1.AuditEntry
+	1,  // 15: switchyard.v1.Admin.ListPools:input_type -> switchyard.v1.ListPoolsRequest
+	6,  // 16: switchyard.v1.Admin.SetWeight:input_type -> switchyard.v1.SetWeightRequest
+	8,  // 17: switchyard.v1.Admin.Drain:input_type -> switchyard.v1.DrainRequest
+	11, // 18: switchyard.v1.Admin.Resume:input_type -> switchyard.v1.ResumeRequest
+	12, // 19: switchyard.v1.Admin.SetCapacityOverride:input_type -> switchyard.v1.SetCapacityOverrideRequest
+	13, // 20: switchyard.v1.Admin.ExplainRoute:input_type -> switchyard.v1.ExplainRouteRequest
+	16, // 21: switchyard.v1.Admin.SetPolicy:input_type -> switchyard.v1.SetPolicyRequest
+	18, // 22: switchyard.v1.Admin.WatchEvents:input_type -> switchyard.v1.WatchEventsRequest
+	20, // 23: switchyard.v1.Admin.ListAudit:input_type -> switchyard.v1.ListAuditRequest
+	5,  // 24: switchyard.v1.Admin.ListPools:output_type -> switchyard.v1.ListPoolsResponse
+	7,  // 25: switchyard.v1.Admin.SetWeight:output_type -> switchyard.v1.PoolChangeResponse
+	9,  // 26: switchyard.v1.Admin.Drain:output_type -> switchyard.v1.DrainResponse
+	7,  // 27: switchyard.v1.Admin.Resume:output_type -> switchyard.v1.PoolChangeResponse
+	7,  // 28: switchyard.v1.Admin.SetCapacityOverride:output_type -> switchyard.v1.PoolChangeResponse
+	15, // 29: switchyard.v1.Admin.ExplainRoute:output_type -> switchyard.v1.ExplainRouteResponse
+	17, // 30: switchyard.v1.Admin.SetPolicy:output_type -> switchyard.v1.SetPolicyResponse
+	19, // 31: switchyard.v1.Admin.WatchEvents:output_type -> switchyard.v1.Event
+	22, // 32: switchyard.v1.Admin.ListAudit:output_type -> switchyard.v1.ListAuditResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_v1_admin_proto_init() }
@@ -1707,7 +1802,7 @@ func file_switchyard_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_v1_admin_proto_rawDesc), len(file_switchyard_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
