@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -202,9 +203,10 @@ func (b *Backend) refresh(ctx context.Context) {
 func (b *Backend) Load() (backends.Load, bool) { return b.gate.Load() }
 
 // Capabilities implements backends.Backend: with continuation on, a trailing
-// assistant turn is continued (Anthropic models on Bedrock do this).
+// assistant turn is continued (Anthropic models on Bedrock do this); tools
+// go through Converse's toolConfig. JSON mode and logprobs are not offered.
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: b.cfg.continuation}
+	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: true}
 }
 
 // Close stops the refresh loop and closes idle connections.
@@ -284,15 +286,27 @@ type input struct {
 	messages []types.Message
 	system   []types.SystemContentBlock
 	inf      *types.InferenceConfiguration
+	tools    *types.ToolConfiguration
 	extra    document.Interface
 	field    string // the client's input in errors: prompt or messages
 	trimmed  bool   // trailing whitespace was cut from the continued turn
 }
 
+// jsonDoc parses JSON text into a document for the SDK.
+func jsonDoc(text string) (document.Interface, error) {
+	var v any
+	if err := json.Unmarshal([]byte(text), &v); err != nil {
+		return nil, err
+	}
+	return document.NewLazyDocument(v), nil
+}
+
 // build maps the request: a prompt is one user turn; system messages go to
-// system; a continuation (or a client's own trailing assistant turn) is a
-// trailing assistant turn the model continues, asking only for the
-// remaining max_tokens.
+// system; consecutive turns of one role are joined (Converse wants them to
+// alternate; a tool result is a user turn); an assistant's tool calls are
+// toolUse blocks; a continuation (or a client's own trailing assistant
+// turn) is a trailing assistant turn the model continues, asking only for
+// the remaining max_tokens; tools and tool_choice go to toolConfig.
 func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 	cont := req.GetContinuation()
 	maxTokens := req.GetMaxTokens() - max(cont.GetGeneratedTokens(), 0)
@@ -300,15 +314,22 @@ func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 		maxTokens = 1
 	}
 	in := &input{model: c.modelID(req.GetModel()), field: "prompt"}
-	turn := func(role types.ConversationRole, text string) {
+	add := func(role types.ConversationRole, blocks ...types.ContentBlock) {
 		if n := len(in.messages); n > 0 && in.messages[n-1].Role == role {
-			// Bedrock wants turns to alternate: consecutive turns of one role are joined.
-			prev := in.messages[n-1].Content[0].(*types.ContentBlockMemberText)
-			prev.Value += "\n\n" + text
+			last := &in.messages[n-1]
+			if t, ok := blocks[0].(*types.ContentBlockMemberText); ok && len(blocks) == 1 {
+				if prev, ok := last.Content[len(last.Content)-1].(*types.ContentBlockMemberText); ok {
+					prev.Value += "\n\n" + t.Value
+					return
+				}
+			}
+			last.Content = append(last.Content, blocks...)
 			return
 		}
-		in.messages = append(in.messages, types.Message{Role: role, Content: []types.ContentBlock{&types.ContentBlockMemberText{Value: text}}})
+		in.messages = append(in.messages, types.Message{Role: role, Content: blocks})
 	}
+	text := func(s string) types.ContentBlock { return &types.ContentBlockMemberText{Value: s} }
+	toolTurns := false
 	if msgs := req.GetMessages(); len(msgs) > 0 {
 		in.field = "messages"
 		for i, m := range msgs {
@@ -317,13 +338,41 @@ func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 				if m.GetContent() != "" {
 					in.system = append(in.system, &types.SystemContentBlockMemberText{Value: m.GetContent()})
 				}
-			case "user", "assistant":
+			case "user":
 				if m.GetContent() == "" {
 					return nil, status.Errorf(codes.InvalidArgument, "messages[%d].content: empty (Bedrock refuses empty turns)", i)
 				}
-				turn(types.ConversationRole(m.GetRole()), m.GetContent())
+				add(types.ConversationRoleUser, text(m.GetContent()))
+			case "assistant":
+				var blocks []types.ContentBlock
+				if m.GetContent() != "" {
+					blocks = append(blocks, text(m.GetContent()))
+				}
+				for j, tc := range m.GetToolCalls() {
+					args := tc.GetArguments()
+					if args == "" {
+						args = "{}"
+					}
+					doc, err := jsonDoc(args)
+					if err != nil {
+						return nil, status.Errorf(codes.InvalidArgument, "messages[%d].tool_calls[%d].arguments: not JSON (Bedrock takes tool input as a JSON document)", i, j)
+					}
+					blocks = append(blocks, &types.ContentBlockMemberToolUse{Value: types.ToolUseBlock{ToolUseId: aws.String(tc.GetId()), Name: aws.String(tc.GetName()), Input: doc}})
+					toolTurns = true
+				}
+				if len(blocks) == 0 {
+					return nil, status.Errorf(codes.InvalidArgument, "messages[%d].content: empty (Bedrock refuses empty turns)", i)
+				}
+				add(types.ConversationRoleAssistant, blocks...)
+			case "tool":
+				if m.GetContent() == "" {
+					return nil, status.Errorf(codes.InvalidArgument, "messages[%d].content: an empty tool result (Bedrock refuses empty text)", i)
+				}
+				add(types.ConversationRoleUser, &types.ContentBlockMemberToolResult{Value: types.ToolResultBlock{ToolUseId: aws.String(m.GetToolCallId()),
+					Content: []types.ToolResultContentBlock{&types.ToolResultContentBlockMemberText{Value: m.GetContent()}}}})
+				toolTurns = true
 			default:
-				return nil, status.Errorf(codes.InvalidArgument, "messages[%d].role: %q is not system, user or assistant", i, managed.Quote(m.GetRole()))
+				return nil, status.Errorf(codes.InvalidArgument, "messages[%d].role: %q is not system, user, assistant or tool", i, managed.Quote(m.GetRole()))
 			}
 		}
 		if len(in.messages) == 0 || in.messages[0].Role != types.ConversationRoleUser {
@@ -333,21 +382,25 @@ func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 		if req.GetPrompt() == "" {
 			return nil, status.Errorf(codes.InvalidArgument, "prompt: empty")
 		}
-		turn(types.ConversationRoleUser, req.GetPrompt())
+		add(types.ConversationRoleUser, text(req.GetPrompt()))
 	}
 	if g := cont.GetGeneratedText(); g != "" {
-		turn(types.ConversationRoleAssistant, g)
+		add(types.ConversationRoleAssistant, text(g))
 	}
 	if last := &in.messages[len(in.messages)-1]; last.Role == types.ConversationRoleAssistant {
 		// A continued turn may not end in whitespace; the model's next
 		// token then brings its own leading space, which is cut.
-		tb := last.Content[0].(*types.ContentBlockMemberText)
-		if t := strings.TrimRightFunc(tb.Value, unicode.IsSpace); t != tb.Value {
-			tb.Value, in.trimmed = t, true
+		if tb, ok := last.Content[len(last.Content)-1].(*types.ContentBlockMemberText); ok {
+			if t := strings.TrimRightFunc(tb.Value, unicode.IsSpace); t != tb.Value {
+				tb.Value, in.trimmed = t, true
+			}
+			if tb.Value == "" && len(last.Content) == 1 {
+				in.messages = in.messages[:len(in.messages)-1]
+			}
 		}
-		if tb.Value == "" {
-			in.messages = in.messages[:len(in.messages)-1]
-		}
+	}
+	if err := c.buildTools(req, in, toolTurns); err != nil {
+		return nil, err
 	}
 	in.inf = &types.InferenceConfiguration{MaxTokens: aws.Int32(maxTokens)}
 	if sp := req.GetSampling(); sp != nil {
@@ -359,6 +412,52 @@ func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 	return in, nil
 }
 
+// buildTools maps tools and tool_choice to toolConfig. Converse has no
+// "none" choice and no switch for parallel calls: tool_choice none leaves
+// the tools out (refused when the conversation already has tool turns,
+// which Converse only takes with toolConfig), parallel_tool_calls false is
+// refused, naming the field.
+func (c *poolConfig) buildTools(req *pb.GenerateRequest, in *input, toolTurns bool) error {
+	if p := req.ParallelToolCalls; p != nil && !*p && len(req.GetTools()) > 0 {
+		return status.Errorf(codes.InvalidArgument, "parallel_tool_calls: false cannot be honoured by Bedrock's Converse (no such switch)")
+	}
+	choice := req.GetToolChoice()
+	if len(req.GetTools()) == 0 || choice.GetMode() == "none" {
+		if toolTurns {
+			return status.Errorf(codes.InvalidArgument, "tools: Bedrock needs the tools declared when the conversation has tool calls or results (tool_choice none cannot be honoured there)")
+		}
+		return nil
+	}
+	tc := &types.ToolConfiguration{}
+	for i, t := range req.GetTools() {
+		schema := t.GetParametersJson()
+		if schema == "" {
+			schema = `{"type":"object","properties":{}}`
+		}
+		doc, err := jsonDoc(schema)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "tools[%d].parameters: not JSON", i)
+		}
+		spec := types.ToolSpecification{Name: aws.String(t.GetName()), InputSchema: &types.ToolInputSchemaMemberJson{Value: doc}, Strict: t.Strict}
+		if t.GetDescription() != "" {
+			spec.Description = aws.String(t.GetDescription())
+		}
+		tc.Tools = append(tc.Tools, &types.ToolMemberToolSpec{Value: spec})
+	}
+	switch choice.GetMode() {
+	case "", "auto":
+		tc.ToolChoice = &types.ToolChoiceMemberAuto{}
+	case "required":
+		tc.ToolChoice = &types.ToolChoiceMemberAny{}
+	case "function":
+		tc.ToolChoice = &types.ToolChoiceMemberTool{Value: types.SpecificToolChoice{Name: aws.String(choice.GetFunctionName())}}
+	default:
+		return status.Errorf(codes.InvalidArgument, "tool_choice.mode: %q is not auto, none, required or function", managed.Quote(choice.GetMode()))
+	}
+	in.tools = tc
+	return nil
+}
+
 // stop maps Bedrock's stop reasons.
 func stop(r types.StopReason) pb.FinishReason {
 	switch r {
@@ -368,7 +467,9 @@ func stop(r types.StopReason) pb.FinishReason {
 		return pb.FinishReason_FINISH_REASON_STOP_SEQUENCE
 	case types.StopReasonContentFiltered, types.StopReasonGuardrailIntervened:
 		return pb.FinishReason_FINISH_REASON_CONTENT_FILTER
-	default: // end_turn, tool_use, anything newer
+	case types.StopReasonToolUse:
+		return pb.FinishReason_FINISH_REASON_TOOL_CALLS
+	default: // end_turn, anything newer
 		return pb.FinishReason_FINISH_REASON_STOP
 	}
 }
@@ -425,17 +526,27 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	defer c.cancel()
 	out, err := b.client.Converse(c.ctx, &bedrockruntime.ConverseInput{
 		ModelId: aws.String(in.model), Messages: in.messages, System: in.system, InferenceConfig: in.inf,
-		AdditionalModelRequestFields: in.extra,
+		ToolConfig: in.tools, AdditionalModelRequestFields: in.extra,
 	})
 	if err != nil {
 		return nil, b.fail(ctx, c, err, in, 0)
 	}
 	b.gate.Succeeded()
 	var text strings.Builder
+	var calls []*pb.ToolCall
 	if m, ok := out.Output.(*types.ConverseOutputMemberMessage); ok {
 		for _, cb := range m.Value.Content {
-			if t, ok := cb.(*types.ContentBlockMemberText); ok {
-				text.WriteString(t.Value)
+			switch v := cb.(type) {
+			case *types.ContentBlockMemberText:
+				text.WriteString(v.Value)
+			case *types.ContentBlockMemberToolUse:
+				args := []byte("{}")
+				if v.Value.Input != nil {
+					if b, err := v.Value.Input.MarshalSmithyDocument(); err == nil {
+						args = b
+					}
+				}
+				calls = append(calls, &pb.ToolCall{Id: aws.ToString(v.Value.ToolUseId), Name: aws.ToString(v.Value.Name), Arguments: string(args)})
 			}
 		}
 	}
@@ -443,7 +554,7 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	if in.trimmed {
 		s = strings.TrimLeftFunc(s, unicode.IsSpace)
 	}
-	resp := &pb.GenerateResponse{Text: s, FinishReason: stop(out.StopReason)}
+	resp := &pb.GenerateResponse{Text: s, FinishReason: stop(out.StopReason), ToolCalls: calls}
 	if u := out.Usage; u != nil && (clamp(u.InputTokens) > 0 || clamp(u.OutputTokens) > 0) {
 		resp.Usage = &pb.Usage{InputTokens: clamp(u.InputTokens), OutputTokens: clamp(u.OutputTokens)}
 	} else {
@@ -467,7 +578,7 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	defer c.cancel()
 	out, err := b.client.ConverseStream(c.ctx, &bedrockruntime.ConverseStreamInput{
 		ModelId: aws.String(in.model), Messages: in.messages, System: in.system, InferenceConfig: in.inf,
-		AdditionalModelRequestFields: in.extra,
+		ToolConfig: in.tools, AdditionalModelRequestFields: in.extra,
 	}, ownProtocol)
 	if err != nil {
 		return b.fail(ctx, c, err, in, 0)
@@ -483,10 +594,40 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 		stopped bool
 		trim    = in.trimmed
 	)
+	toolIndex := map[int32]int32{} // content block index -> tool call index
+	emit := func(out *pb.GenerateChunk) error {
+		idle.Stop() // a slow client is not a silent service
+		if err := send(out); err != nil {
+			return err
+		}
+		idle.Reset(b.cfg.idleMax)
+		sent += out.Tokens
+		return nil
+	}
 	for ev := range es.Events() {
 		idle.Reset(b.cfg.idleMax)
 		switch v := ev.(type) {
+		case *types.ConverseStreamOutputMemberContentBlockStart:
+			st, ok := v.Value.Start.(*types.ContentBlockStartMemberToolUse)
+			if !ok || len(toolIndex) >= maxToolCalls {
+				continue
+			}
+			ti := int32(len(toolIndex))
+			toolIndex[aws.ToInt32(v.Value.ContentBlockIndex)] = ti
+			d := &pb.ToolCallDelta{Index: ti, Id: aws.ToString(st.Value.ToolUseId), Name: aws.ToString(st.Value.Name)}
+			if err := emit(&pb.GenerateChunk{Tokens: 1, ToolCalls: []*pb.ToolCallDelta{d}}); err != nil {
+				return err
+			}
 		case *types.ConverseStreamOutputMemberContentBlockDelta:
+			if tu, ok := v.Value.Delta.(*types.ContentBlockDeltaMemberToolUse); ok {
+				ti, known := toolIndex[aws.ToInt32(v.Value.ContentBlockIndex)]
+				if a := aws.ToString(tu.Value.Input); known && a != "" {
+					if err := emit(&pb.GenerateChunk{Tokens: backends.DeltaTokens(len(a)), ToolCalls: []*pb.ToolCallDelta{{Index: ti, Arguments: a}}}); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			d, ok := v.Value.Delta.(*types.ContentBlockDeltaMemberText)
 			if !ok {
 				continue
@@ -499,12 +640,9 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 			if t == "" {
 				continue
 			}
-			idle.Stop() // a slow client is not a silent service
-			if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
+			if err := emit(&pb.GenerateChunk{Text: t, Tokens: backends.DeltaTokens(len(t))}); err != nil {
 				return err
 			}
-			idle.Reset(b.cfg.idleMax)
-			sent++
 		case *types.ConverseStreamOutputMemberMessageStop:
 			finish, stopped = stop(v.Value.StopReason), true
 		case *types.ConverseStreamOutputMemberMetadata:
@@ -543,6 +681,9 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 func ownProtocol(o *bedrockruntime.Options) {
 	o.Protocol = restjson1.New(schemas.AmazonBedrockFrontendService)
 }
+
+// maxToolCalls bounds the tool calls one streamed answer may carry.
+const maxToolCalls = 128
 
 // Error codes that mean the caller's credentials were refused.
 var deniedCodes = map[string]bool{

@@ -275,7 +275,7 @@ func TestBedrockConverseBody(t *testing.T) {
 		t.Fatal("the ARN model id broke the signature")
 	}
 	// A turn the client left empty or a role Bedrock lacks: the client's fault, named.
-	for _, m := range [][]*pb.ChatMessage{{{Role: "user", Content: ""}}, {{Role: "tool", Content: "x"}}, {{Role: "assistant", Content: "x"}}} {
+	for _, m := range [][]*pb.ChatMessage{{{Role: "user", Content: ""}}, {{Role: "function", Content: "x"}}, {{Role: "assistant", Content: "x"}}} {
 		if _, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", MaxTokens: 2, Messages: m}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "messages") {
 			t.Fatalf("messages %v: %v, want INVALID_ARGUMENT naming messages", m, err)
 		}
@@ -397,5 +397,79 @@ func TestBedrockAssumeRoleRefreshedInTheBackground(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the refused AssumeRole failing the health check", func() bool { return wrong.Check(ctx) != nil })
 	if _, err := wrong.Generate(ctx, req); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "AWS credentials") {
 		t.Fatalf("wrong external id: %v, want UNAVAILABLE naming the AWS credentials", err)
+	}
+}
+
+// Tools through Converse: tools and tool_choice become toolConfig, the
+// model's toolUse comes back as tool calls (whole, or streamed as deltas
+// whose pieces join into the arguments) with finish TOOL_CALLS, and the
+// next turn sends the assistant's calls as toolUse blocks and the results
+// as toolResult blocks. What Converse cannot honour is refused by name.
+func TestBedrockToolCalls(t *testing.T) {
+	awsEnv(t, bedrocktest.AccessKeyID, bedrocktest.SecretAccessKey)
+	fake := bedrocktest.Start(t, bedrocktest.Options{})
+	b := build(t, fake.URL, nil, nil)
+	if !b.Capabilities().Tools {
+		t.Fatal("the bedrock adapter does not claim tools")
+	}
+	ctx := ctxT(t, 20*time.Second)
+	tools := []*pb.Tool{{Name: "lookup", Description: "Look a part up.", ParametersJson: `{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}`}}
+	ask := []*pb.ChatMessage{{Role: "user", Content: "What is a frog in a railway?"}}
+	req := &pb.GenerateRequest{Model: "claude", MaxTokens: 50, Messages: ask, Tools: tools, ToolChoice: &pb.ToolChoice{Mode: "auto"}}
+	resp, err := b.Generate(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetToolCalls()) != 1 || resp.ToolCalls[0].GetName() != "lookup" || resp.ToolCalls[0].GetId() == "" ||
+		!json.Valid([]byte(resp.ToolCalls[0].GetArguments())) || resp.GetFinishReason() != pb.FinishReason_FINISH_REASON_TOOL_CALLS {
+		t.Fatalf("unary tool call: %+v", resp)
+	}
+	if body := string(fake.LastBody()); !strings.Contains(body, `"toolConfig"`) || !strings.Contains(body, `"auto":{}`) || !strings.Contains(body, `"name":"lookup"`) {
+		t.Fatalf("toolConfig missing from %s", body)
+	}
+	chunks := backendtest.Stream(t, ctx, b, req)
+	var args strings.Builder
+	var id, name string
+	for _, c := range chunks {
+		for _, d := range c.GetToolCalls() {
+			if d.GetIndex() != 0 {
+				t.Fatalf("tool call index %d", d.GetIndex())
+			}
+			id, name = id+d.GetId(), name+d.GetName()
+			args.WriteString(d.GetArguments())
+		}
+	}
+	if id != resp.ToolCalls[0].GetId() || name != "lookup" || args.String() != resp.ToolCalls[0].GetArguments() ||
+		chunks[len(chunks)-1].GetFinishReason() != pb.FinishReason_FINISH_REASON_TOOL_CALLS {
+		t.Fatalf("streamed call %q %q %q, unary %+v", id, name, args.String(), resp.ToolCalls[0])
+	}
+	// The result goes back: the model answers in text.
+	next := append(append([]*pb.ChatMessage{}, ask...),
+		&pb.ChatMessage{Role: "assistant", ToolCalls: resp.ToolCalls},
+		&pb.ChatMessage{Role: "tool", ToolCallId: resp.ToolCalls[0].GetId(), Content: "A frog is where two rails cross."})
+	after, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", MaxTokens: 5, Messages: next, Tools: tools})
+	if err != nil || after.GetText() == "" || len(after.GetToolCalls()) != 0 || after.GetFinishReason() != pb.FinishReason_FINISH_REASON_LENGTH {
+		t.Fatalf("after the tool result: %+v %v", after, err)
+	}
+	if body := string(fake.LastBody()); !strings.Contains(body, `"toolUse":{`) || !strings.Contains(body, `"toolResult":{`) {
+		t.Fatalf("tool turns missing from %s", body)
+	}
+	forced := &pb.GenerateRequest{Model: "claude", MaxTokens: 50, Messages: ask, Tools: append(tools, &pb.Tool{Name: "other"}),
+		ToolChoice: &pb.ToolChoice{Mode: "function", FunctionName: "other"}}
+	if r, err := b.Generate(ctx, forced); err != nil || r.GetToolCalls()[0].GetName() != "other" || !strings.Contains(string(fake.LastBody()), `"tool":{"name":"other"}`) {
+		t.Fatalf("forced tool: %+v %v", r, err)
+	}
+	no := false
+	for _, bad := range []struct {
+		req   *pb.GenerateRequest
+		field string
+	}{
+		{&pb.GenerateRequest{Model: "claude", MaxTokens: 5, Messages: ask, Tools: tools, ParallelToolCalls: &no}, "parallel_tool_calls"},
+		{&pb.GenerateRequest{Model: "claude", MaxTokens: 5, Messages: next}, "tools"},
+		{&pb.GenerateRequest{Model: "claude", MaxTokens: 5, Messages: ask, Tools: []*pb.Tool{{Name: "x", ParametersJson: "{"}}}, "tools[0].parameters"},
+	} {
+		if _, err := b.Generate(ctx, bad.req); status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), bad.field) {
+			t.Fatalf("%s: %v, want INVALID_ARGUMENT naming it", bad.field, err)
+		}
 	}
 }

@@ -300,9 +300,41 @@ type converseRequest struct {
 	Messages []struct {
 		Role    string `json:"role"`
 		Content []struct {
-			Text *string `json:"text"`
+			Text    *string `json:"text"`
+			ToolUse *struct {
+				ToolUseID string          `json:"toolUseId"`
+				Name      string          `json:"name"`
+				Input     json.RawMessage `json:"input"`
+			} `json:"toolUse"`
+			ToolResult *struct {
+				ToolUseID string `json:"toolUseId"`
+				Content   []struct {
+					Text *string         `json:"text"`
+					JSON json.RawMessage `json:"json"`
+				} `json:"content"`
+				Status string `json:"status"`
+			} `json:"toolResult"`
 		} `json:"content"`
 	} `json:"messages"`
+	ToolConfig *struct {
+		Tools []struct {
+			ToolSpec *struct {
+				Name        string `json:"name"`
+				Description string `json:"description"`
+				InputSchema struct {
+					JSON json.RawMessage `json:"json"`
+				} `json:"inputSchema"`
+				Strict *bool `json:"strict"`
+			} `json:"toolSpec"`
+		} `json:"tools"`
+		ToolChoice *struct {
+			Auto *struct{} `json:"auto"`
+			Any  *struct{} `json:"any"`
+			Tool *struct {
+				Name string `json:"name"`
+			} `json:"tool"`
+		} `json:"toolChoice"`
+	} `json:"toolConfig"`
 	System []struct {
 		Text *string `json:"text"`
 	} `json:"system"`
@@ -320,6 +352,9 @@ type parsed struct {
 	prefill     string
 	maxTokens   int
 	inputTokens int
+	// tool is the tool the answer calls ("": a text answer): tools were
+	// given and the last user turn is not a tool result.
+	tool string
 }
 
 func parseConverse(body []byte) (*parsed, error) {
@@ -346,6 +381,8 @@ func parseConverse(body []byte) (*parsed, error) {
 		}
 		texts = append(texts, "system:"+*sys.Text)
 	}
+	used := map[string]bool{}
+	lastIsResult := false
 	for i, m := range in.Messages {
 		want := "user"
 		if i%2 == 1 {
@@ -358,11 +395,33 @@ func parseConverse(body []byte) (*parsed, error) {
 			return nil, fmt.Errorf("messages.%d.content: at least one content block is required", i)
 		}
 		var b strings.Builder
+		lastIsResult = false
 		for _, c := range m.Content {
-			if c.Text == nil || *c.Text == "" {
-				return nil, errors.New("The text field in the ContentBlock object is blank.")
+			switch {
+			case c.Text != nil && c.ToolUse == nil && c.ToolResult == nil:
+				if *c.Text == "" {
+					return nil, errors.New("The text field in the ContentBlock object is blank.")
+				}
+				b.WriteString(*c.Text)
+			case c.ToolUse != nil && c.Text == nil && c.ToolResult == nil:
+				if m.Role != "assistant" || in.ToolConfig == nil || c.ToolUse.ToolUseID == "" || !json.Valid(c.ToolUse.Input) {
+					return nil, errors.New("The toolConfig field must be defined when using toolUse and toolResult content blocks.")
+				}
+				used[c.ToolUse.ToolUseID] = true
+				b.WriteString("[call " + c.ToolUse.Name + " " + string(c.ToolUse.Input) + "]")
+			case c.ToolResult != nil && c.Text == nil && c.ToolUse == nil:
+				if m.Role != "user" || in.ToolConfig == nil || !used[c.ToolResult.ToolUseID] || len(c.ToolResult.Content) == 0 {
+					return nil, errors.New("The toolUseId in a toolResult block must match a toolUse block in the previous assistant turn.")
+				}
+				for _, rc := range c.ToolResult.Content {
+					if rc.Text != nil {
+						b.WriteString("[result " + *rc.Text + "]")
+					}
+				}
+				lastIsResult = true
+			default:
+				return nil, errors.New("A content block must set exactly one of text, toolUse or toolResult.")
 			}
-			b.WriteString(*c.Text)
 		}
 		last := i == len(in.Messages)-1
 		if last && m.Role == "assistant" {
@@ -373,6 +432,22 @@ func parseConverse(body []byte) (*parsed, error) {
 			continue
 		}
 		texts = append(texts, m.Role+":"+b.String())
+	}
+	if tc := in.ToolConfig; tc != nil {
+		if len(tc.Tools) == 0 {
+			return nil, errors.New("The toolConfig field must have at least one tool.")
+		}
+		for _, t := range tc.Tools {
+			if t.ToolSpec == nil || t.ToolSpec.Name == "" || !json.Valid(t.ToolSpec.InputSchema.JSON) {
+				return nil, errors.New("A tool must have a name and a JSON input schema.")
+			}
+		}
+		if p.prefill == "" && !lastIsResult {
+			p.tool = tc.Tools[0].ToolSpec.Name
+			if ch := tc.ToolChoice; ch != nil && ch.Tool != nil {
+				p.tool = ch.Tool.Name
+			}
+		}
 	}
 	p.key = strings.Join(texts, "\n")
 	p.inputTokens = fakemodel.InputTokens(p.key, p.prefill)
@@ -385,7 +460,21 @@ type usage struct {
 	TotalTokens  int `json:"totalTokens"`
 }
 
+// toolArgs is the fake's tool call input for a conversation.
+func toolArgs(in *parsed) string {
+	return `{"query":"` + strings.TrimSpace(fakemodel.Token(in.key, 0)) + `"}`
+}
+
 func (s *Server) converse(w http.ResponseWriter, r *http.Request, in *parsed) {
+	if in.tool != "" {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"output": map[string]any{"message": map[string]any{"role": "assistant", "content": []any{
+				map[string]any{"toolUse": map[string]any{"toolUseId": "tooluse_fake1", "name": in.tool, "input": json.RawMessage(toolArgs(in))}}}}},
+			"stopReason": "tool_use", "usage": usage{in.inputTokens, 3, in.inputTokens + 3}, "metrics": map[string]int{"latencyMs": 1},
+		})
+		return
+	}
 	var text strings.Builder
 	n, err := fakemodel.Generate(r.Context(), in.key, in.prefill, in.maxTokens, s.opts.TokenDelay, func(tok string) error {
 		text.WriteString(tok)
@@ -425,6 +514,17 @@ func (s *Server) converseStream(w http.ResponseWriter, r *http.Request, in *pars
 		return nil
 	}
 	if event("messageStart", map[string]string{"role": "assistant"}) != nil {
+		return
+	}
+	if in.tool != "" {
+		args := toolArgs(in)
+		half := len(args) / 2
+		_ = event("contentBlockStart", map[string]any{"contentBlockIndex": 0, "start": map[string]any{"toolUse": map[string]string{"toolUseId": "tooluse_fake1", "name": in.tool}}})
+		_ = event("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]any{"toolUse": map[string]string{"input": args[:half]}}})
+		_ = event("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]any{"toolUse": map[string]string{"input": args[half:]}}})
+		_ = event("contentBlockStop", map[string]int{"contentBlockIndex": 0})
+		_ = event("messageStop", map[string]string{"stopReason": "tool_use"})
+		_ = event("metadata", map[string]any{"usage": usage{in.inputTokens, 3, in.inputTokens + 3}, "metrics": map[string]int{"latencyMs": 1}})
 		return
 	}
 	cut, throttleAt := int(s.CutAfter.Load()), int(s.ThrottleInStream.Load())
