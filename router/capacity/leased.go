@@ -489,26 +489,29 @@ func (l *Leased) usable(p *leasedPool, now time.Time) int64 {
 	return 0
 }
 
-// errNeedRefresh: admit found no slot or no allowance; a synchronous
-// refresh may find one.
-var errNeedRefresh = errors.New("need a refresh")
+// errNeedSlot and errNeedAllowance: admit found no slot in the block, or
+// not enough of a per-minute allowance; a synchronous refresh may find it.
+var (
+	errNeedSlot      = errors.New("need a slot")
+	errNeedAllowance = errors.New("need an allowance")
+)
 
 // admit takes a slot and the allowances for r if this replica has them;
 // mu held.
 func (l *Leased) admit(p *leasedPool, t *leasedTenant, r Reservation, member string, now time.Time) (Lease, error) {
 	if r.Limits.MaxConcurrent > 0 && int64(len(p.leases)) >= l.usable(p, now) {
-		return Lease{}, errNeedRefresh
+		return Lease{}, errNeedSlot
 	}
 	cur := minuteOf(now)
 	p.allow.roll(cur)
 	degraded := l.degraded(p.home, now)
 	if !degraded && !p.allow.has(r.Limits, r.Tokens) {
-		return Lease{}, errNeedRefresh
+		return Lease{}, errNeedAllowance
 	}
 	if t != nil {
 		t.allow.roll(cur)
 		if !l.degraded(l.defaultHome, now) && !t.allow.has(r.TenantLimits, r.Tokens) {
-			return Lease{}, errNeedRefresh
+			return Lease{}, errNeedAllowance
 		}
 	}
 	if degraded {
@@ -589,19 +592,20 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 	var refusal error
 	for round := 0; ; round++ {
 		lease, err := l.admit(p, t, r, member, now)
-		if !errors.Is(err, errNeedRefresh) {
+		needSlot := errors.Is(err, errNeedSlot)
+		if !needSlot && !errors.Is(err, errNeedAllowance) {
 			return lease, err
 		}
-		if round == 1 || now.Before(p.fullUntil) {
-			p.misses++
+		if needSlot {
+			p.misses++ // the block is too small: the next refresh grows it
+		}
+		if round == 1 || (needSlot && now.Before(p.fullUntil)) {
 			if refusal != nil {
 				return Lease{}, refusal
 			}
 			return Lease{}, ErrPoolFull
 		}
-		refusal, err = l.refreshFor(ctx, p, t, r)
-		if err != nil {
-			p.misses++
+		if refusal, err = l.refreshFor(ctx, p, t, r, needSlot); err != nil {
 			return Lease{}, err
 		}
 		now = l.clock.Now()
@@ -613,7 +617,7 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 // is out wait for it instead of sending another. It returns the refusal to
 // give if admit still fails (a *QuotaError from a window, or nil for a full
 // pool), or an error when the caller's context ended.
-func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant, r Reservation) (refusal, err error) {
+func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant, r Reservation, needSlot bool) (refusal, err error) {
 	if p.refilling != nil {
 		wait := p.refilling
 		p.waiting++
@@ -636,7 +640,7 @@ func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant,
 
 	cur := minuteOf(now)
 	req := BlockRefresh{Replica: l.replica, Now: now, TTL: l.ttl}
-	pq := l.poolRequest(p, now, true, r.Tokens)
+	pq := l.poolRequest(p, now, &r, needSlot)
 	req.Pools = []BlockRequest{pq}
 	var tq *TenantRequest
 	if t != nil {
@@ -668,7 +672,7 @@ func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant,
 			refusal = &QuotaError{Scope: "tenant", Name: t.name, Kind: tenantAns.Refused, RetryAfter: tenantAns.RetryAfter}
 		}
 	}
-	if refusal == nil && r.Limits.MaxConcurrent > 0 && int64(len(p.leases)) >= l.usable(p, l.clock.Now()) {
+	if needSlot && refusal == nil && r.Limits.MaxConcurrent > 0 && int64(len(p.leases)) >= l.usable(p, l.clock.Now()) {
 		p.fullUntil = l.clock.Now().Add(fullBackoff)
 	}
 	return refusal, nil
@@ -723,8 +727,9 @@ func (l *Leased) roundTrip(ctx context.Context, h *home, req BlockRefresh) (Bloc
 }
 
 // poolRequest builds p's refresh and lowers p's ceiling to what it keeps;
-// mu held. urgent: a call is waiting (a synchronous refresh).
-func (l *Leased) poolRequest(p *leasedPool, now time.Time, urgent bool, callTokens int64) BlockRequest {
+// mu held. call: a synchronous refresh for a waiting call, which needs a
+// request and its tokens of the allowance; urgent: it also needs a slot.
+func (l *Leased) poolRequest(p *leasedPool, now time.Time, call *Reservation, urgent bool) BlockRequest {
 	inUse := int64(len(p.leases))
 	p.demand.inUse(now, inUse)
 	rate := p.demand.rate(now)
@@ -759,9 +764,9 @@ func (l *Leased) poolRequest(p *leasedPool, now time.Time, urgent bool, callToke
 	}
 	p.seq++
 	cur := minuteOf(now)
-	needReq, needTok := int64(0), int64(0)
-	if urgent {
-		needReq, needTok = 1, callTokens
+	needReq, needTok, callTokens := int64(0), int64(0), int64(0)
+	if call != nil {
+		needReq, needTok, callTokens = 1, call.Tokens, call.Tokens
 	}
 	wantReq, wantTok := chunks(p.limits, rate, float64(p.tokens.estimate(now))/60, l.refresh, callTokens)
 	return BlockRequest{
@@ -953,7 +958,7 @@ func (l *Leased) RefreshNow(ctx context.Context) {
 			continue // a synchronous refresh is out; it does this one's work
 		}
 		b := get(p.home)
-		b.req.Pools = append(b.req.Pools, l.poolRequest(p, now, false, 0))
+		b.req.Pools = append(b.req.Pools, l.poolRequest(p, now, nil, false))
 		b.pools = append(b.pools, p)
 		p.misses = 0
 	}

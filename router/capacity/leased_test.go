@@ -602,3 +602,97 @@ func holdUpTo(l *capacity.Leased, pool string, lim capacity.Limits, n int, deadl
 	}
 	return held
 }
+
+// Per-minute budgets under leased counting: four replicas take allowances
+// in advance from a pool's requests- and tokens-per-minute budgets while
+// calls arrive faster than the budgets allow, some calls using up to 5 %
+// more tokens than they were charged (the router's input estimate is only
+// an estimate). Per minute, the admitted requests never exceed the budget
+// and the tokens used stay within 1 % of it; and the binding budget is
+// used (at least 85 %), not stranded in the replicas' allowances.
+func TestLeasedMinuteBudgetsOvershootBound(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		rpm, tpm int64
+	}{{"requests bind", 600, 1_000_000}, {"tokens bind", 100_000, 150_000}} {
+		t.Run(c.name, func(t *testing.T) { minuteBudgets(t, c.rpm, c.tpm) })
+	}
+}
+
+func minuteBudgets(t *testing.T, rpm, tpm int64) {
+	clk := clock.NewFake(capacitytest.Start.Truncate(time.Minute))
+	store := capacity.NewMemoryBlocks(true)
+	refresh := 250 * time.Millisecond
+	var reps []*capacity.Leased
+	for i := 0; i < 4; i++ {
+		reps = append(reps, newLeased(t, store, clk, func(o *capacity.LeasedOptions) { o.RefreshEvery, o.NoLoop = refresh, true }))
+	}
+	lim := capacity.Limits{MaxConcurrent: 1000, RequestsPerMinute: rpm, TokensPerMinute: tpm}
+	rng := rand.New(rand.NewSource(3))
+	type held struct {
+		l    capacity.Lease
+		rep  int
+		ends time.Time
+		used int64
+	}
+	var inFlight []held
+	admitted := map[int64]int64{} // minute -> requests admitted
+	charged := map[int64]int64{}  // minute of admission -> tokens charged
+	used := map[int64]int64{}     // minute of admission -> tokens used
+	ctx := context.Background()
+	id := 0
+	end := clk.Now().Add(4 * time.Minute)
+	for step := 0; clk.Now().Before(end); step++ {
+		// 50ms steps: every replica sees ~1 call a step (80 calls/s, far
+		// above what either budget allows).
+		for r, l := range reps {
+			if rng.Intn(5) == 0 {
+				continue
+			}
+			id++
+			charge := int64(200 + rng.Intn(400))
+			lease, err := l.Acquire(ctx, capacity.Reservation{ID: fmt.Sprint(id), Pool: "p", Limits: lim, Tokens: charge})
+			var q *capacity.QuotaError
+			switch {
+			case err == nil:
+				m := clk.Now().Unix() / 60
+				admitted[m]++
+				charged[m] += charge
+				u := charge * int64(50+rng.Intn(56)) / 100 // 50 %..105 % of the charge
+				used[m] += u
+				inFlight = append(inFlight, held{lease, r, clk.Now().Add(time.Duration(100+rng.Intn(2000)) * time.Millisecond), u})
+			case errors.As(err, &q):
+			default:
+				t.Fatalf("step %d replica %d: acquire: %v; blocks %+v", step, r, err, l.Blocks())
+			}
+		}
+		clk.Advance(50 * time.Millisecond)
+		kept := inFlight[:0]
+		for _, h := range inFlight {
+			if !clk.Now().Before(h.ends) {
+				reps[h.rep].Release(h.l, h.used)
+				continue
+			}
+			kept = append(kept, h)
+		}
+		inFlight = kept
+		if step%5 == 4 {
+			for _, l := range reps {
+				l.RefreshNow(ctx)
+			}
+		}
+	}
+	first := capacitytest.Start.Truncate(time.Minute).Unix() / 60
+	for m := first; m < first+4; m++ {
+		t.Logf("minute %d: %d requests (budget %d), tokens %d charged, %d used (budget %d: %.2f %%)", m-first, admitted[m], rpm, charged[m], used[m], tpm, 100*float64(used[m])/float64(tpm))
+		if admitted[m] > rpm {
+			t.Errorf("minute %d: %d requests admitted, budget %d", m-first, admitted[m], rpm)
+		}
+		if used[m] > tpm*101/100 {
+			t.Errorf("minute %d: %d tokens used, more than 1 %% over the budget of %d", m-first, used[m], tpm)
+		}
+		if admitted[m] < rpm*85/100 && charged[m] < tpm*85/100 {
+			t.Errorf("minute %d: only %d requests and %d tokens charged: the budgets were stranded, not used", m-first, admitted[m], charged[m])
+		}
+	}
+}
