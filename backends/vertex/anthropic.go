@@ -41,21 +41,62 @@ var (
 // MessagesRequest is the Anthropic Messages body as Vertex takes it: no
 // model field (the model is in the URL) and anthropic_version set.
 type MessagesRequest struct {
-	AnthropicVersion string    `json:"anthropic_version"`
-	Messages         []Message `json:"messages"`
-	System           string    `json:"system,omitempty"`
-	MaxTokens        int32     `json:"max_tokens"`
-	Stream           bool      `json:"stream,omitempty"`
-	Temperature      *float32  `json:"temperature,omitempty"`
-	TopP             *float32  `json:"top_p,omitempty"`
-	TopK             *int32    `json:"top_k,omitempty"`
-	StopSequences    []string  `json:"stop_sequences,omitempty"`
+	AnthropicVersion string      `json:"anthropic_version"`
+	Messages         []Message   `json:"messages"`
+	System           string      `json:"system,omitempty"`
+	MaxTokens        int32       `json:"max_tokens"`
+	Stream           bool        `json:"stream,omitempty"`
+	Temperature      *float32    `json:"temperature,omitempty"`
+	TopP             *float32    `json:"top_p,omitempty"`
+	TopK             *int32      `json:"top_k,omitempty"`
+	StopSequences    []string    `json:"stop_sequences,omitempty"`
+	Tools            []ToolDef   `json:"tools,omitempty"`
+	ToolChoice       *ToolChoice `json:"tool_choice,omitempty"`
 }
 
-// Message is one turn.
+// Message is one turn: one text block is sent as a plain string.
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role   string
+	Blocks []Block
+}
+
+// Block is a content block: text, tool_use or tool_result.
+type Block struct {
+	Type      string          `json:"type"`
+	Text      string          `json:"text,omitempty"`
+	ID        string          `json:"id,omitempty"`
+	Name      string          `json:"name,omitempty"`
+	Input     json.RawMessage `json:"input,omitempty"`
+	ToolUseID string          `json:"tool_use_id,omitempty"`
+	Content   string          `json:"content,omitempty"`
+}
+
+// MarshalJSON writes the turn as the Messages API takes it.
+func (m Message) MarshalJSON() ([]byte, error) {
+	if len(m.Blocks) == 1 && m.Blocks[0].Type == "text" {
+		return json.Marshal(struct {
+			Content string `json:"content"`
+			Role    string `json:"role"`
+		}{m.Blocks[0].Text, m.Role})
+	}
+	return json.Marshal(struct {
+		Content []Block `json:"content"`
+		Role    string  `json:"role"`
+	}{m.Blocks, m.Role})
+}
+
+// ToolDef is a tool the model may call.
+type ToolDef struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"input_schema"`
+}
+
+// ToolChoice is auto, any, tool (with name) or none.
+type ToolChoice struct {
+	Type                   string `json:"type"`
+	Name                   string `json:"name,omitempty"`
+	DisableParallelToolUse *bool  `json:"disable_parallel_tool_use,omitempty"`
 }
 
 type built struct {
@@ -67,8 +108,11 @@ type built struct {
 
 // build maps a request to the Messages body: system messages joined into
 // system, consecutive turns of one role joined (the API wants them to
-// alternate from the user's), a continuation as a trailing assistant turn
-// without trailing whitespace, max_tokens less what was generated.
+// alternate from the user's; a tool result is a user turn), an assistant's
+// tool calls as tool_use blocks, a continuation as a trailing assistant
+// turn without trailing whitespace, max_tokens less what was generated,
+// tools and tool_choice (parallel_tool_calls false as
+// disable_parallel_tool_use).
 func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error) {
 	cont := req.GetContinuation()
 	maxTokens := req.GetMaxTokens() - max(cont.GetGeneratedTokens(), 0)
@@ -77,13 +121,19 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 	}
 	out := &built{model: c.model(req.GetModel()), field: "prompt"}
 	m := MessagesRequest{AnthropicVersion: c.version, MaxTokens: maxTokens, Stream: stream}
-	turn := func(role, text string) {
+	add := func(role string, blocks ...Block) {
 		if n := len(m.Messages); n > 0 && m.Messages[n-1].Role == role {
-			m.Messages[n-1].Content += "\n\n" + text
+			last := &m.Messages[n-1]
+			if prev := &last.Blocks[len(last.Blocks)-1]; len(blocks) == 1 && blocks[0].Type == "text" && prev.Type == "text" {
+				prev.Text += "\n\n" + blocks[0].Text
+				return
+			}
+			last.Blocks = append(last.Blocks, blocks...)
 			return
 		}
-		m.Messages = append(m.Messages, Message{Role: role, Content: text})
+		m.Messages = append(m.Messages, Message{Role: role, Blocks: blocks})
 	}
+	text := func(s string) Block { return Block{Type: "text", Text: s} }
 	var system []string
 	if msgs := req.GetMessages(); len(msgs) > 0 {
 		out.field = "messages"
@@ -93,13 +143,34 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 				if msg.GetContent() != "" {
 					system = append(system, msg.GetContent())
 				}
-			case "user", "assistant":
+			case "user":
 				if msg.GetContent() == "" {
 					return nil, status.Errorf(codes.InvalidArgument, "messages[%d].content: empty (the Messages API refuses empty turns)", i)
 				}
-				turn(msg.GetRole(), msg.GetContent())
+				add("user", text(msg.GetContent()))
+			case "assistant":
+				var blocks []Block
+				if msg.GetContent() != "" {
+					blocks = append(blocks, text(msg.GetContent()))
+				}
+				for j, tc := range msg.GetToolCalls() {
+					args := tc.GetArguments()
+					if args == "" {
+						args = "{}"
+					}
+					if !json.Valid([]byte(args)) {
+						return nil, status.Errorf(codes.InvalidArgument, "messages[%d].tool_calls[%d].arguments: not JSON (the Messages API takes tool input as an object)", i, j)
+					}
+					blocks = append(blocks, Block{Type: "tool_use", ID: tc.GetId(), Name: tc.GetName(), Input: json.RawMessage(args)})
+				}
+				if len(blocks) == 0 {
+					return nil, status.Errorf(codes.InvalidArgument, "messages[%d].content: empty (the Messages API refuses empty turns)", i)
+				}
+				add("assistant", blocks...)
+			case "tool":
+				add("user", Block{Type: "tool_result", ToolUseID: msg.GetToolCallId(), Content: msg.GetContent()})
 			default:
-				return nil, status.Errorf(codes.InvalidArgument, "messages[%d].role: %q is not system, user or assistant", i, managed.Quote(msg.GetRole()))
+				return nil, status.Errorf(codes.InvalidArgument, "messages[%d].role: %q is not system, user, assistant or tool", i, managed.Quote(msg.GetRole()))
 			}
 		}
 		if len(m.Messages) == 0 || m.Messages[0].Role != "user" {
@@ -109,22 +180,59 @@ func (c *poolConfig) build(req *pb.GenerateRequest, stream bool) (*built, error)
 		if req.GetPrompt() == "" {
 			return nil, status.Errorf(codes.InvalidArgument, "prompt: empty")
 		}
-		turn("user", req.GetPrompt())
+		add("user", text(req.GetPrompt()))
 	}
 	if g := cont.GetGeneratedText(); g != "" {
-		turn("assistant", g)
+		add("assistant", text(g))
 	}
 	if last := &m.Messages[len(m.Messages)-1]; last.Role == "assistant" {
-		if t := strings.TrimRightFunc(last.Content, unicode.IsSpace); t != last.Content {
-			last.Content, out.trimmed = t, true
-		}
-		if last.Content == "" {
-			m.Messages = m.Messages[:len(m.Messages)-1]
+		if tb := &last.Blocks[len(last.Blocks)-1]; tb.Type == "text" {
+			if t := strings.TrimRightFunc(tb.Text, unicode.IsSpace); t != tb.Text {
+				tb.Text, out.trimmed = t, true
+			}
+			if tb.Text == "" {
+				last.Blocks = last.Blocks[:len(last.Blocks)-1]
+				if len(last.Blocks) == 0 {
+					m.Messages = m.Messages[:len(m.Messages)-1]
+				}
+			}
 		}
 	}
 	m.System = strings.Join(system, "\n\n")
 	if sp := req.GetSampling(); sp != nil {
 		m.Temperature, m.TopP, m.TopK, m.StopSequences = sp.Temperature, sp.TopP, sp.TopK, sp.GetStop()
+	}
+	for i, t := range req.GetTools() {
+		if t.GetStrict() {
+			return nil, status.Errorf(codes.InvalidArgument, "tools[%d].strict: cannot be honoured by Anthropic models on Vertex AI", i)
+		}
+		schema := t.GetParametersJson()
+		if schema == "" {
+			schema = `{"type":"object","properties":{}}`
+		}
+		if !json.Valid([]byte(schema)) {
+			return nil, status.Errorf(codes.InvalidArgument, "tools[%d].parameters: not JSON", i)
+		}
+		m.Tools = append(m.Tools, ToolDef{Name: t.GetName(), Description: t.GetDescription(), InputSchema: json.RawMessage(schema)})
+	}
+	if len(m.Tools) > 0 {
+		ch := req.GetToolChoice()
+		switch ch.GetMode() {
+		case "", "auto":
+			m.ToolChoice = &ToolChoice{Type: "auto"}
+		case "required":
+			m.ToolChoice = &ToolChoice{Type: "any"}
+		case "function":
+			m.ToolChoice = &ToolChoice{Type: "tool", Name: ch.GetFunctionName()}
+		case "none":
+			m.ToolChoice = &ToolChoice{Type: "none"}
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "tool_choice.mode: %q is not auto, none, required or function", managed.Quote(ch.GetMode()))
+		}
+		if p := req.ParallelToolCalls; p != nil && !*p && m.ToolChoice.Type != "none" {
+			disable := true
+			m.ToolChoice.DisableParallelToolUse = &disable
+		}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -144,7 +252,9 @@ func stop(r string) pb.FinishReason {
 		return pb.FinishReason_FINISH_REASON_STOP_SEQUENCE
 	case "refusal":
 		return pb.FinishReason_FINISH_REASON_CONTENT_FILTER
-	default: // end_turn, tool_use, pause_turn
+	case "tool_use":
+		return pb.FinishReason_FINISH_REASON_TOOL_CALLS
+	default: // end_turn, pause_turn
 		return pb.FinishReason_FINISH_REASON_STOP
 	}
 }
@@ -154,7 +264,7 @@ func (b *Backend) Load() (backends.Load, bool) { return b.gate.Load() }
 
 // Capabilities implements backends.Backend.
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: b.cfg.continuation}
+	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: true}
 }
 
 // Close stops the token refresh and closes idle connections.
@@ -309,6 +419,9 @@ func (b *Backend) httpError(resp *http.Response, in *built) error {
 	return status.Errorf(codes.Unavailable, "%s: HTTP %d %s: %s", where, code, kind, msg)
 }
 
+// maxToolCalls bounds the tool calls one streamed answer may carry.
+const maxToolCalls = 128
+
 // maxResponseBody bounds a unary response; maxEvent one SSE line.
 const (
 	maxResponseBody = 16 << 20
@@ -333,8 +446,11 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	}
 	var v struct {
 		Content []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
+			Type  string          `json:"type"`
+			Text  string          `json:"text"`
+			ID    string          `json:"id"`
+			Name  string          `json:"name"`
+			Input json.RawMessage `json:"input"`
 		} `json:"content"`
 		StopReason string `json:"stop_reason"`
 		Usage      *usage `json:"usage"`
@@ -344,16 +460,24 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 	}
 	b.gate.Succeeded()
 	var text strings.Builder
+	var calls []*pb.ToolCall
 	for _, cb := range v.Content {
-		if cb.Type == "text" {
+		switch cb.Type {
+		case "text":
 			text.WriteString(cb.Text)
+		case "tool_use":
+			args := string(cb.Input)
+			if args == "" {
+				args = "{}"
+			}
+			calls = append(calls, &pb.ToolCall{Id: cb.ID, Name: cb.Name, Arguments: args})
 		}
 	}
 	s := text.String()
 	if c.in.trimmed {
 		s = strings.TrimLeftFunc(s, unicode.IsSpace)
 	}
-	resp := &pb.GenerateResponse{Text: s, FinishReason: stop(v.StopReason)}
+	resp := &pb.GenerateResponse{Text: s, FinishReason: stop(v.StopReason), ToolCalls: calls}
 	if u := v.Usage; u != nil && (u.InputTokens > 0 || u.OutputTokens > 0) {
 		resp.Usage = &pb.Usage{InputTokens: max(u.InputTokens, 0), OutputTokens: max(u.OutputTokens, 0)}
 	} else {
@@ -364,14 +488,21 @@ func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.Ge
 
 // streamEvent is the part of a Messages stream event the adapter reads.
 type streamEvent struct {
-	Type    string `json:"type"`
+	Type         string `json:"type"`
+	Index        int    `json:"index"`
+	ContentBlock *struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"content_block"`
 	Message *struct {
 		Usage *usage `json:"usage"`
 	} `json:"message"`
 	Delta *struct {
-		Type       string `json:"type"`
-		Text       string `json:"text"`
-		StopReason string `json:"stop_reason"`
+		Type        string `json:"type"`
+		Text        string `json:"text"`
+		PartialJSON string `json:"partial_json"`
+		StopReason  string `json:"stop_reason"`
 	} `json:"delta"`
 	Usage *usage `json:"usage"`
 	Error *struct {
@@ -395,8 +526,18 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 	defer idle.Stop()
 	sc := bufio.NewScanner(c.resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxEvent)
+	toolIndex := map[int]int32{} // content block index -> tool call index
+	var sent int32
+	emit := func(out *pb.GenerateChunk) error {
+		idle.Stop() // a slow client is not a silent service
+		if err := send(out); err != nil {
+			return err
+		}
+		idle.Reset(b.cfg.idleMax)
+		sent += out.Tokens
+		return nil
+	}
 	var (
-		sent          int32
 		in, out       int32
 		finish        pb.FinishReason
 		stopped, trim = false, c.in.trimmed
@@ -416,7 +557,24 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 			if ev.Message != nil && ev.Message.Usage != nil {
 				in = ev.Message.Usage.InputTokens
 			}
+		case "content_block_start":
+			if cb := ev.ContentBlock; cb != nil && cb.Type == "tool_use" && len(toolIndex) < maxToolCalls {
+				ti := int32(len(toolIndex))
+				toolIndex[ev.Index] = ti
+				if err := emit(&pb.GenerateChunk{Tokens: 1, ToolCalls: []*pb.ToolCallDelta{{Index: ti, Id: cb.ID, Name: cb.Name}}}); err != nil {
+					return err
+				}
+			}
 		case "content_block_delta":
+			if ev.Delta != nil && ev.Delta.Type == "input_json_delta" {
+				if ti, ok := toolIndex[ev.Index]; ok && ev.Delta.PartialJSON != "" {
+					a := ev.Delta.PartialJSON
+					if err := emit(&pb.GenerateChunk{Tokens: backends.DeltaTokens(len(a)), ToolCalls: []*pb.ToolCallDelta{{Index: ti, Arguments: a}}}); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			if ev.Delta == nil || ev.Delta.Type != "text_delta" {
 				continue
 			}
@@ -428,12 +586,9 @@ func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, s
 			if t == "" {
 				continue
 			}
-			idle.Stop()
-			if err := send(&pb.GenerateChunk{Text: t, Tokens: 1}); err != nil {
+			if err := emit(&pb.GenerateChunk{Text: t, Tokens: backends.DeltaTokens(len(t))}); err != nil {
 				return err
 			}
-			idle.Reset(b.cfg.idleMax)
-			sent++
 		case "message_delta":
 			if ev.Delta != nil && ev.Delta.StopReason != "" {
 				finish = stop(ev.Delta.StopReason)

@@ -305,3 +305,57 @@ func TestVertexOptionsValidated(t *testing.T) {
 		}
 	}
 }
+
+// Tools in the Anthropic body: tools with input_schema, tool_choice (auto,
+// any, tool, none; parallel_tool_calls false as disable_parallel_tool_use),
+// the model's tool_use answered as tool calls (whole, or streamed from
+// input_json_delta pieces) with finish TOOL_CALLS, and the next turn's
+// tool_use and tool_result blocks, which the fake pairs as the API does.
+func TestAnthropicBodyToolsOnVertex(t *testing.T) {
+	fake := vertextest.Start(t, vertextest.Options{})
+	b := build(t, fake.URL, map[string]string{OptCredentialsFile: fake.ServiceAccountFile(t)}, nil)
+	if !b.Capabilities().Tools {
+		t.Fatal("the Anthropic pool does not claim tools")
+	}
+	ctx := ctxT(t, 20*time.Second)
+	tools := []*pb.Tool{{Name: "lookup", Description: "Look a part up.", ParametersJson: `{"type":"object","properties":{"query":{"type":"string"}}}`}}
+	ask := []*pb.ChatMessage{{Role: "user", Content: "What is a frog in a railway?"}}
+	no := false
+	req := &pb.GenerateRequest{Model: "claude", MaxTokens: 50, Messages: ask, Tools: tools, ToolChoice: &pb.ToolChoice{Mode: "required"}, ParallelToolCalls: &no}
+	resp, err := b.Generate(ctx, req)
+	if err != nil || len(resp.GetToolCalls()) != 1 || resp.ToolCalls[0].GetName() != "lookup" || resp.GetFinishReason() != pb.FinishReason_FINISH_REASON_TOOL_CALLS ||
+		!json.Valid([]byte(resp.ToolCalls[0].GetArguments())) {
+		t.Fatalf("tool call: %+v %v", resp, err)
+	}
+	if body := string(fake.LastBody()); !strings.Contains(body, `"tool_choice":{"type":"any","disable_parallel_tool_use":true}`) || !strings.Contains(body, `"input_schema":{"type":"object"`) {
+		t.Fatalf("tools in body: %s", body)
+	}
+	chunks := backendtest.Stream(t, ctx, b, req)
+	var args, id string
+	for _, c := range chunks {
+		for _, d := range c.GetToolCalls() {
+			id += d.GetId()
+			args += d.GetArguments()
+		}
+	}
+	if id != resp.ToolCalls[0].GetId() || args != resp.ToolCalls[0].GetArguments() || chunks[len(chunks)-1].GetFinishReason() != pb.FinishReason_FINISH_REASON_TOOL_CALLS {
+		t.Fatalf("streamed call %q %q, unary %+v", id, args, resp.ToolCalls[0])
+	}
+	next := append(append([]*pb.ChatMessage{}, ask...),
+		&pb.ChatMessage{Role: "assistant", Content: "Let me look.", ToolCalls: resp.ToolCalls},
+		&pb.ChatMessage{Role: "tool", ToolCallId: resp.ToolCalls[0].GetId(), Content: "Where two rails cross."})
+	after, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", MaxTokens: 4, Messages: next, Tools: tools, ToolChoice: &pb.ToolChoice{Mode: "none"}})
+	if err != nil || after.GetText() == "" || len(after.GetToolCalls()) != 0 {
+		t.Fatalf("after the result: %+v %v", after, err)
+	}
+	body := string(fake.LastBody())
+	for _, want := range []string{`{"type":"tool_use","id":"toolu_fake1","name":"lookup","input":{"query":`, `{"type":"tool_result","tool_use_id":"toolu_fake1","content":"Where two rails cross."}`, `"tool_choice":{"type":"none"}`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("body lacks %s:\n%s", want, body)
+		}
+	}
+	strict := true
+	if _, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", MaxTokens: 4, Messages: ask, Tools: []*pb.Tool{{Name: "x", Strict: &strict}}}); status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), "tools[0].strict") {
+		t.Fatalf("strict: %v, want INVALID_ARGUMENT naming tools[0].strict", err)
+	}
+}

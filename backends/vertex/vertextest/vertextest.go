@@ -303,12 +303,33 @@ func decode(seg string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
+type block struct {
+	Type      string          `json:"type"`
+	Text      *string         `json:"text"`
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Input     json.RawMessage `json:"input"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
+	IsError   bool            `json:"is_error"`
+}
+
 type messagesRequest struct {
 	AnthropicVersion string `json:"anthropic_version"`
 	Messages         []struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
 	} `json:"messages"`
+	Tools []struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		InputSchema json.RawMessage `json:"input_schema"`
+	} `json:"tools"`
+	ToolChoice *struct {
+		Type                   string `json:"type"`
+		Name                   string `json:"name"`
+		DisableParallelToolUse *bool  `json:"disable_parallel_tool_use"`
+	} `json:"tool_choice"`
 	System        string   `json:"system"`
 	MaxTokens     *int     `json:"max_tokens"`
 	Stream        bool     `json:"stream"`
@@ -323,6 +344,7 @@ type conversation struct {
 	key, prefill string
 	maxTokens    int
 	input        int
+	tool         string // the tool the answer calls, or "" for text
 }
 
 func validateMessages(body []byte, stream bool) (*conversation, error) {
@@ -347,6 +369,8 @@ func validateMessages(body []byte, stream bool) (*conversation, error) {
 	if m.System != "" {
 		texts = append(texts, "system:"+m.System)
 	}
+	used := map[string]bool{}
+	lastIsResult := false
 	for i, msg := range m.Messages {
 		want := "user"
 		if i%2 == 1 {
@@ -355,17 +379,60 @@ func validateMessages(body []byte, stream bool) (*conversation, error) {
 		if msg.Role != want {
 			return nil, fmt.Errorf("messages: roles must alternate between \"user\" and \"assistant\", starting with \"user\"")
 		}
-		if msg.Content == "" {
-			return nil, fmt.Errorf("messages.%d: all messages must have non-empty content", i)
+		var blocks []block
+		var plain string
+		if json.Unmarshal(msg.Content, &plain) == nil {
+			blocks = []block{{Type: "text", Text: &plain}}
+		} else if err := json.Unmarshal(msg.Content, &blocks); err != nil || len(blocks) == 0 {
+			return nil, fmt.Errorf("messages.%d.content: a string or a non-empty list of content blocks", i)
 		}
+		var b strings.Builder
+		lastIsResult = false
+		for j, bl := range blocks {
+			switch bl.Type {
+			case "text":
+				if bl.Text == nil || *bl.Text == "" {
+					return nil, fmt.Errorf("messages.%d: all messages must have non-empty content", i)
+				}
+				b.WriteString(*bl.Text)
+			case "tool_use":
+				if msg.Role != "assistant" || len(m.Tools) == 0 || bl.ID == "" || !json.Valid(bl.Input) || bl.Input[0] != '{' {
+					return nil, fmt.Errorf("messages.%d.content.%d: tool_use blocks need tools defined and an object input", i, j)
+				}
+				used[bl.ID] = true
+				b.WriteString("[call " + bl.Name + " " + string(bl.Input) + "]")
+			case "tool_result":
+				if msg.Role != "user" || len(m.Tools) == 0 || !used[bl.ToolUseID] {
+					return nil, fmt.Errorf("messages.%d.content.%d: unexpected `tool_use_id` found in `tool_result` blocks", i, j)
+				}
+				var rs string
+				_ = json.Unmarshal(bl.Content, &rs)
+				b.WriteString("[result " + rs + "]")
+				lastIsResult = true
+			default:
+				return nil, fmt.Errorf("messages.%d.content.%d.type: %q is not a content block type", i, j, bl.Type)
+			}
+		}
+		content := b.String()
 		if i == len(m.Messages)-1 && msg.Role == "assistant" {
-			if strings.TrimRightFunc(msg.Content, unicode.IsSpace) != msg.Content {
+			if strings.TrimRightFunc(content, unicode.IsSpace) != content {
 				return nil, errors.New("messages: final assistant content cannot end with trailing whitespace")
 			}
-			c.prefill = msg.Content
+			c.prefill = content
 			continue
 		}
-		texts = append(texts, msg.Role+":"+msg.Content)
+		texts = append(texts, msg.Role+":"+content)
+	}
+	for _, t := range m.Tools {
+		if t.Name == "" || !json.Valid(t.InputSchema) {
+			return nil, errors.New("tools: each tool needs a name and an input_schema")
+		}
+	}
+	if len(m.Tools) > 0 && c.prefill == "" && !lastIsResult && (m.ToolChoice == nil || m.ToolChoice.Type != "none") {
+		c.tool = m.Tools[0].Name
+		if m.ToolChoice != nil && m.ToolChoice.Type == "tool" {
+			c.tool = m.ToolChoice.Name
+		}
 	}
 	c.key = strings.Join(texts, "\n")
 	c.input = fakemodel.InputTokens(c.key, c.prefill)
@@ -380,6 +447,16 @@ func (s *Server) anthropic(w http.ResponseWriter, r *http.Request, body []byte, 
 	}
 	if c.input > s.opts.ContextWindow {
 		anthropicError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("prompt is too long: %d tokens > %d maximum", c.input, s.opts.ContextWindow))
+		return
+	}
+	args := `{"query":"` + strings.TrimSpace(fakemodel.Token(c.key, 0)) + `"}`
+	if !stream && c.tool != "" {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": "claude-fake",
+			"content":     []any{map[string]any{"type": "tool_use", "id": "toolu_fake1", "name": c.tool, "input": json.RawMessage(args)}},
+			"stop_reason": "tool_use", "usage": map[string]int{"input_tokens": c.input, "output_tokens": 3},
+		})
 		return
 	}
 	if !stream {
@@ -412,6 +489,16 @@ func (s *Server) anthropic(w http.ResponseWriter, r *http.Request, body []byte, 
 	}
 	_ = event("message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": "msg_vrtx_fake", "type": "message", "role": "assistant",
 		"content": []any{}, "usage": map[string]int{"input_tokens": c.input, "output_tokens": 1}}})
+	if c.tool != "" {
+		half := len(args) / 2
+		_ = event("content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "tool_use", "id": "toolu_fake1", "name": c.tool, "input": map[string]any{}}})
+		_ = event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "input_json_delta", "partial_json": args[:half]}})
+		_ = event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "input_json_delta", "partial_json": args[half:]}})
+		_ = event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0})
+		_ = event("message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": "tool_use"}, "usage": map[string]int{"output_tokens": 3}})
+		_ = event("message_stop", map[string]string{"type": "message_stop"})
+		return
+	}
 	_ = event("content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]string{"type": "text", "text": ""}})
 	_ = event("ping", map[string]string{"type": "ping"})
 	cut := int(s.CutAfter.Load())
