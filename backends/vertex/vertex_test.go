@@ -359,3 +359,27 @@ func TestAnthropicBodyToolsOnVertex(t *testing.T) {
 		t.Fatalf("strict: %v, want INVALID_ARGUMENT naming tools[0].strict", err)
 	}
 }
+
+// On GKE with Workload Identity (or on GCE) Application Default
+// Credentials come from the metadata server: with GCE_METADATA_HOST at the
+// fake one (no key file, no gcloud file), the pool's token comes from it
+// and Vertex accepts it.
+func TestVertexWorkloadIdentityFromTheMetadataServer(t *testing.T) {
+	fake := vertextest.Start(t, vertextest.Options{})
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HOME", t.TempDir()) // no gcloud ADC file
+	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
+	t.Setenv("GCE_METADATA_HOST", fake.StartMetadata(t))
+	b := build(t, fake.URL, nil, nil)
+	ctx := ctxT(t, 20*time.Second)
+	resp, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", Prompt: "hello", MaxTokens: 3})
+	if err != nil || resp.GetUsage().GetOutputTokens() != 3 {
+		t.Fatalf("with a metadata-server token: %+v %v", resp, err)
+	}
+	if fake.Granted.Load() == 0 || fake.BadAssertions.Load() != 0 || fake.Unauthorized.Load() != 0 {
+		t.Fatalf("metadata server granted %d, refused %d; Vertex refused %d", fake.Granted.Load(), fake.BadAssertions.Load(), fake.Unauthorized.Load())
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+}

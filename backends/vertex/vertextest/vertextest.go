@@ -574,3 +574,47 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, body []byte) {
 	u, _ := json.Marshal(map[string]any{"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": []any{}, "usage": map[string]int{"prompt_tokens": in, "completion_tokens": n, "total_tokens": in + n}})
 	_, _ = fmt.Fprintf(w, "data: %s\n\ndata: %s\n\ndata: [DONE]\n\n", b, u)
 }
+
+// StartMetadata runs a fake GCE/GKE metadata server (give its host to the
+// Google libraries as GCE_METADATA_HOST) whose default service account's
+// tokens the Vertex fake accepts. Like the real one it answers only
+// requests with "Metadata-Flavor: Google", and it asks clients not to keep
+// connections alive.
+func (s *Server) StartMetadata(t testing.TB) (host string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Metadata-Flavor", "Google")
+		if r.Header.Get("Metadata-Flavor") != "Google" {
+			s.BadAssertions.Add(1)
+			http.Error(w, "Missing Metadata-Flavor:Google header.", http.StatusForbidden)
+			return
+		}
+		switch r.URL.Path {
+		case "/computeMetadata/v1/project/project-id":
+			_, _ = io.WriteString(w, s.opts.Project)
+		case "/computeMetadata/v1/instance/service-accounts/default/token":
+			if !strings.Contains(r.URL.Query().Get("scopes"), "https://www.googleapis.com/auth/cloud-platform") {
+				s.BadAssertions.Add(1)
+				http.Error(w, "scope not granted", http.StatusForbidden)
+				return
+			}
+			n := s.Granted.Add(1)
+			tok := fmt.Sprintf("ya29.metadata-%d-%d", n, time.Now().UnixNano())
+			s.mu.Lock()
+			s.tokens[tok] = time.Now().Add(s.opts.TokenTTL)
+			s.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "expires_in": int(s.opts.TokenTTL / time.Second), "token_type": "Bearer"})
+		default:
+			http.Error(w, "not found", http.StatusNotFound)
+		}
+	})}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return lis.Addr().String()
+}
