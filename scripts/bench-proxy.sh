@@ -6,9 +6,12 @@
 # (grpc_pass to a keepalive upstream; worker_processes auto, or 1 with PIN=1),
 # the smallest grpc-go proxy
 # (scripts/grpc-floor-proxy: forwards bytes, nothing else — the floor any
-# grpc-go proxy pays here), a real redis-server, and switchyard in front of the
-# simulator twice: with Redis counters and with in-memory ones. It also times
-# one bare Redis round trip (redis-benchmark PING, one connection).
+# grpc-go proxy pays here), two real redis-servers, and switchyard in front of
+# the simulator three times: with strict Redis counting (one reservation per
+# call), with leased Redis counting (blocks of slots, the default with
+# --redis; its own redis-server, so its commands per call are counted apart)
+# and with in-memory counters. It also times one bare Redis round trip
+# (redis-benchmark PING, one connection).
 # ghz drives every path the same way: 100 concurrent callers over 4
 # connections at a fixed rate (default 1,000 calls/s for 15 s), then 20,000
 # calls with 64 concurrent callers unthrottled (saturation). ROUNDS repeats
@@ -17,7 +20,7 @@
 #
 #   ./scripts/bench-proxy.sh                 # or: make bench-proxy
 #   ROUNDS=3 RATE=1000 DURATION=15s ./scripts/bench-proxy.sh
-#   PROFILE=1 ./scripts/bench-proxy.sh       # also CPU and alloc profiles of switchyard (Redis) under the fixed rate
+#   PROFILE=1 ./scripts/bench-proxy.sh       # also CPU and alloc profiles of switchyard (strict Redis) under the fixed rate
 #   PIN=1 ./scripts/bench-proxy.sh           # load generator and backend on CPU 0, each proxy on CPU 1
 #
 # Installs nginx (Debian) and ghz (go install, into a cache directory) when
@@ -131,6 +134,14 @@ REDIS=$(freeport)
 $PROXY redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 waitport "$REDIS" redis-server
+REDIS2=$(freeport)
+$PROXY redis-server --port "$REDIS2" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis2.log" 2>&1 &
+PIDS+=($!)
+waitport "$REDIS2" redis-server
+# The leased router's store has been up for longer than a lease (its epoch is
+# old): the steady state, without the one lease of learning mode a store
+# starts with (docs/capacity.md).
+redis-cli -p "$REDIS2" set sy:epoch 0 >/dev/null
 
 cat >"$WORK/fleet.yaml" <<EOF
 models:
@@ -151,7 +162,10 @@ start_router() { # start_router PORT DEBUGPORT METRICSPORT [extra flags]
 SYR=$(freeport)
 SYR_DBG=$(freeport)
 SYR_MET=$(freeport)
-start_router "$SYR" "$SYR_DBG" "$SYR_MET" --redis "redis://127.0.0.1:$REDIS/0"
+start_router "$SYR" "$SYR_DBG" "$SYR_MET" --redis "redis://127.0.0.1:$REDIS/0" --capacity-mode strict
+SYL=$(freeport)
+SYL_MET=$(freeport)
+start_router "$SYL" "$(freeport)" "$SYL_MET" --redis "redis://127.0.0.1:$REDIS2/0"
 SYM=$(freeport)
 start_router "$SYM" "$(freeport)" "$(freeport)"
 
@@ -160,8 +174,8 @@ $PROXY "$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0
 PIDS+=($!)
 waitport "$FLOOR" grpc-floor-proxy
 
-declare -A ADDR=([direct]="127.0.0.1:$SIM" [nginx]="127.0.0.1:$NGX" [floor]="127.0.0.1:$FLOOR" [redis]="127.0.0.1:$SYR" [memory]="127.0.0.1:$SYM")
-PATHS=(direct nginx floor redis memory)
+declare -A ADDR=([direct]="127.0.0.1:$SIM" [nginx]="127.0.0.1:$NGX" [floor]="127.0.0.1:$FLOOR" [redis]="127.0.0.1:$SYR" [leased]="127.0.0.1:$SYL" [memory]="127.0.0.1:$SYM")
+PATHS=(direct nginx floor redis leased memory)
 DATA='{"model":"bench","prompt":"hello from the proxy benchmark","max_tokens":4}'
 ghz_run() { # ghz_run ADDR OUT [ghz flags]
 	local addr=$1 out=$2
@@ -181,6 +195,9 @@ acquire_stats() {
 		END {printf "%.9f %d\n", s, c}'
 }
 redis_evals() { redis-cli -p "$REDIS" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ {n+=$3} END {print n+0}'; }
+# leased_commands: every command the leased router's redis-server processed
+# (scripts, pipelined heartbeats; this INFO call included).
+leased_commands() { redis-cli -p "$REDIS2" info stats | tr -d '\r' | awk -F: '/^total_commands_processed:/ {print $2}'; }
 
 for r in $(seq 1 "$ROUNDS"); do
 	# Rotate the order each round, so no path always runs first or last.
@@ -200,7 +217,9 @@ for r in $(seq 1 "$ROUNDS"); do
 			curl -sf -o "$WORK/cpu.pprof" "http://127.0.0.1:$SYR_DBG/debug/pprof/profile?seconds=$((secs > 4 ? secs - 3 : secs))" &
 			prof=$!
 		fi
+		[ "$p" = leased ] && lbefore=$(leased_commands)
 		ghz_run "${ADDR[$p]}" "$WORK/$p-rate-$r.json" -c 100 -r "$RATE" -z "$DURATION"
+		[ "$p" = leased ] && echo "$lbefore $(leased_commands)" >"$WORK/leased-commands-$r"
 		if [ "$p" = redis ]; then
 			after=$(redis_evals)
 			echo "$before $after" >"$WORK/redis-evals-$r"
@@ -236,7 +255,8 @@ def errors(rep):
         kinds[k[:120]] = kinds.get(k[:120], 0) + v
     return sum(v for k, v in (rep.get("statusCodeDistribution") or {}).items() if k != "OK")
 rows = {}
-for p in ["direct", "nginx", "floor", "redis", "memory"]:
+PATHS = ["direct", "nginx", "floor", "redis", "leased", "memory"]
+for p in PATHS:
     p50 = [pct(load(f"{work}/{p}-rate-{r}.json"), 50) for r in range(1, rounds + 1)]
     p99 = [pct(load(f"{work}/{p}-rate-{r}.json"), 99) for r in range(1, rounds + 1)]
     rps = [load(f"{work}/{p}-sat-{r}.json")["rps"] for r in range(1, rounds + 1)]
@@ -245,13 +265,14 @@ for p in ["direct", "nginx", "floor", "redis", "memory"]:
                    all50=p50, all99=p99, allrps=rps)
 d = rows["direct"]
 names = {"direct": "ghz → sim directly", "nginx": "via nginx `grpc_pass`", "floor": "via a bare grpc-go proxy (floor)",
-         "redis": "via switchyard, Redis counters", "memory": "via switchyard, in-memory counters"}
+         "redis": "via switchyard, strict Redis counting", "leased": "via switchyard, leased Redis blocks",
+         "memory": "via switchyard, in-memory counters"}
 print(f"\n{rounds} round(s); fixed rate {rate} calls/s for {dur}, 100 concurrent over 4 connections; saturation {sat} calls, 64 concurrent; medians over rounds\n")
 print("| path | p50 | p99 | added p50 over direct | added p99 over direct | saturation | errors |")
 print("|---|---|---|---|---|---|---|")
 n = rows["nginx"]
 n50, n99 = n["p50"] - d["p50"], n["p99"] - d["p99"]
-for p in ["direct", "nginx", "floor", "redis", "memory"]:
+for p in PATHS:
     r = rows[p]
     a50, a99 = r["p50"] - d["p50"], r["p99"] - d["p99"]
     if p == "direct":
@@ -267,7 +288,7 @@ for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:5]:
     print(f"\nerrors: {v} × {k}")
 if rounds > 1:
     print("\nper round (p50 / p99 ms at the fixed rate; saturation calls/s):")
-    for p in ["direct", "nginx", "floor", "redis", "memory"]:
+    for p in PATHS:
         r = rows[p]
         print(f"  {p:7s}", "  ".join(f"{a:.2f}/{b:.2f}/{c:,.0f}" for a, b, c in zip(r["all50"], r["all99"], r["allrps"])))
 calls = 0
@@ -291,6 +312,15 @@ if acq:
     print(f"\nRedis reservation inside the router (its own acquire histogram, mean per call at the fixed rate): "
           f"{statistics.median(acq):.3f} ms")
 print(f"\nRedis: {evals / calls:.3f} scripts (EVALSHA) per call at the fixed rate ({evals} for {calls} calls): one round trip per reservation.")
+lcalls = lcmds = 0
+for r in range(1, rounds + 1):
+    lcalls += load(f"{work}/leased-rate-{r}.json")["count"]
+    b, a = open(f"{work}/leased-commands-{r}").read().split()
+    lcmds += int(a) - int(b) - 1
+m = rows["memory"]
+l = rows["leased"]
+print(f"\nleased: {lcmds / lcalls:.4f} store commands per call at the fixed rate ({lcmds} for {lcalls} calls); "
+      f"added p50 {l['p50'] - m['p50']:+.3f} ms, p99 {l['p99'] - m['p99']:+.3f} ms over the in-memory router")
 EOF
 if [ "${PROFILE:-0}" = 1 ]; then
 	echo "profiles in bench-proxy-profiles/: go tool pprof -top bench-proxy-profiles/switchyard.bin bench-proxy-profiles/cpu.pprof" >&2
