@@ -124,6 +124,24 @@ func (a *entraAuthority) serve(w http.ResponseWriter, r *http.Request) {
 		a.tokens[tok] = time.Now().Add(time.Duration(ttl) * time.Second)
 		a.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": tok})
+	case r.URL.Path == "/msi/token":
+		// The managed identity endpoint App Service and Container Apps
+		// expose (IDENTITY_ENDPOINT, IDENTITY_HEADER).
+		q := r.URL.Query()
+		if r.Header.Get("X-Identity-Header") != "identity-header-secret" || q.Get("resource") != "https://cognitiveservices.azure.com" || q.Get("api-version") == "" || a.refuse.Load() {
+			a.badSecret.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"statusCode":400,"message":"No managed identity or bad request"}`)
+			return
+		}
+		n := a.issued.Add(1)
+		tok := fmt.Sprintf("entra-mi-token-%d-%d", n, time.Now().UnixNano())
+		ttl := a.ttl.Load()
+		a.mu.Lock()
+		a.tokens[tok] = time.Now().Add(time.Duration(ttl) * time.Second)
+		a.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "expires_on": fmt.Sprint(time.Now().Unix() + ttl),
+			"resource": q.Get("resource"), "token_type": "Bearer"})
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = io.WriteString(w, `{"error":"not_found"}`)
@@ -379,6 +397,22 @@ func TestEntraWorkloadIdentity(t *testing.T) {
 	resp, err := b.Generate(ctxFor(t, 20*time.Second), &pb.GenerateRequest{Model: "gpt", Messages: []*pb.ChatMessage{{Role: "user", Content: "hi"}}, MaxTokens: 3})
 	if err != nil || resp.GetUsage().GetOutputTokens() != 3 || a.issued.Load() == 0 {
 		t.Fatalf("workload identity: %v %v (issued %d)", resp, err, a.issued.Load())
+	}
+}
+
+// Managed identity (App Service / Container Apps style endpoint): the
+// token comes from IDENTITY_ENDPOINT with the IDENTITY_HEADER secret, for
+// the Azure OpenAI resource.
+func TestEntraManagedIdentity(t *testing.T) {
+	a := startEntra(t)
+	t.Setenv("IDENTITY_ENDPOINT", a.URL+"/msi/token")
+	t.Setenv("IDENTITY_HEADER", "identity-header-secret")
+	t.Setenv("AZURE_CLIENT_ID", "")
+	z := startAzureOpenAI(t, a, 0)
+	b := entraPoolFor(t, a, z.URL+"/openai/v1", map[string]string{OptAzureCredential: "managed"}, nil)
+	resp, err := b.Generate(ctxFor(t, 20*time.Second), &pb.GenerateRequest{Model: "gpt", Messages: []*pb.ChatMessage{{Role: "user", Content: "hi"}}, MaxTokens: 3})
+	if err != nil || resp.GetUsage().GetOutputTokens() != 3 || a.issued.Load() == 0 || a.badSecret.Load() != 0 {
+		t.Fatalf("managed identity: %v %v (issued %d, refused %d)", resp, err, a.issued.Load(), a.badSecret.Load())
 	}
 }
 
