@@ -177,16 +177,29 @@ func views(st *fleetState, now time.Time) []policy.PoolView {
 	return out
 }
 
+// effectiveHeadroom is a candidate's headroom as operators see it (the
+// backend's report applied, policy.PoolView.EffectiveHeadroom).
+func effectiveHeadroom(vs []policy.PoolView, c policy.Candidate) int {
+	if c.Index >= 0 && c.Index < len(vs) && vs[c.Index].Name == c.Pool {
+		return vs[c.Index].EffectiveHeadroom()
+	}
+	return c.Headroom
+}
+
 // poolStatus reports one pool as operators see it.
 func poolStatus(p *pool, now time.Time) *pb.PoolStatus {
 	v := p.view(now)
 	_, o := p.limit(now)
 	ps := &pb.PoolStatus{
 		Name: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Geography: p.cfg.Geography, Accelerator: p.cfg.Accelerator,
-		Models: p.cfg.Models, Limit: int32(v.Limit), ConfiguredLimit: int32(p.cfg.Limits.MaxConcurrent),
-		InFlight: int32(v.InFlight), Headroom: int32(v.Headroom()), Weight: v.Weight, Drained: v.Drained, Ejected: v.Ejected,
+		Models: p.cfg.Models, Limit: int32(v.EffectiveLimit()), ConfiguredLimit: int32(p.cfg.Limits.MaxConcurrent),
+		InFlight: int32(v.InFlight), Headroom: int32(v.EffectiveHeadroom()), Weight: v.Weight, Drained: v.Drained, Ejected: v.Ejected,
 		CostPerMillionTokens: p.cfg.CostPerMillionTokens, Health: "SERVING",
 	}
+	if r := v.Reported; r != nil {
+		ps.BackendLoad = &pb.BackendLoad{Running: int32(r.Running), Queued: int32(r.Queued), Capacity: int32(r.Capacity)}
+	}
+	ps.LimitReason = limitReason(&v, p.cfg.Limits.MaxConcurrent)
 	if v.Unhealthy {
 		ps.Health = "NOT_SERVING"
 	}
@@ -197,6 +210,21 @@ func poolStatus(p *pool, now time.Time) *pb.PoolStatus {
 		}
 	}
 	return ps
+}
+
+// limitReason says why a pool's effective limit is below its configured
+// one ("" when it is not): the backend's report when that is the smallest,
+// else the operator's override.
+func limitReason(v *policy.PoolView, configured int) string {
+	eff := v.EffectiveLimit()
+	switch {
+	case eff >= configured:
+		return ""
+	case eff < v.Limit:
+		return fmt.Sprintf("short: backend reports %d of %d", eff, configured)
+	default:
+		return fmt.Sprintf("override %d of %d", eff, configured)
+	}
 }
 
 func countingMode(m capacity.Mode) pb.CountingMode {
@@ -364,7 +392,7 @@ func (a *Admin) drainPlan(p *pool) *pb.DrainResponse {
 				continue
 			}
 			t.Pools = append(t.Pools, c.Pool)
-			t.Headroom += int32(c.Headroom)
+			t.Headroom += int32(effectiveHeadroom(views, c))
 		}
 		resp.Targets = append(resp.Targets, t)
 		if len(t.Pools) == 0 || int(t.Headroom) < max(load, 1) {
@@ -485,15 +513,16 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 	pol := a.v.policy()
 	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), a.v.region), Residency: h.GetResidency(),
 		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
-	dec := policy.Decide(pol, preq, views(st, a.v.clock.Now()), st.env)
+	vs := views(st, a.v.clock.Now())
+	dec := policy.Decide(pol, preq, vs, st.env)
 	resp := &pb.ExplainRouteResponse{Policy: dec.Policy}
 	for i, c := range dec.Ranked {
 		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Rank: int32(i + 1), Eligible: true, Reason: c.Reason,
-			Tier: c.Tier.String(), Headroom: int32(c.Headroom), Weight: c.Weight, Score: c.Score})
+			Tier: c.Tier.String(), Headroom: int32(effectiveHeadroom(vs, c)), Weight: c.Weight, Score: c.Score})
 	}
 	sort.SliceStable(dec.Skipped, func(i, j int) bool { return dec.Skipped[i].Pool < dec.Skipped[j].Pool })
 	for _, c := range dec.Skipped {
-		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Reason: c.Reason, Tier: c.Tier.String(), Headroom: int32(c.Headroom), Weight: c.Weight})
+		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Reason: c.Reason, Tier: c.Tier.String(), Headroom: int32(effectiveHeadroom(vs, c)), Weight: c.Weight})
 	}
 	return resp, nil
 }

@@ -235,8 +235,13 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 		v := p.view(now)
 		po := p.obs.pool.obs
 		o.ObserveInt64(in.PoolInFlight, int64(v.InFlight), po...)
-		o.ObserveInt64(in.PoolLimit, int64(v.Limit), po...)
-		o.ObserveInt64(in.PoolHeadroom, int64(max(v.Limit-v.InFlight, 0)), po...)
+		o.ObserveInt64(in.PoolLimit, int64(v.EffectiveLimit()), po...)
+		o.ObserveInt64(in.PoolHeadroom, int64(v.EffectiveHeadroom()), po...)
+		if r := v.Reported; r != nil {
+			o.ObserveInt64(in.BackendRunning, int64(r.Running), po...)
+			o.ObserveInt64(in.BackendQueued, int64(r.Queued), po...)
+			o.ObserveInt64(in.BackendCapacity, int64(r.Capacity), po...)
+		}
 		o.ObserveInt64(in.PoolEjected, b2i(v.Ejected), po...)
 		o.ObserveInt64(in.PoolDrained, b2i(v.Drained), po...)
 		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), po...)

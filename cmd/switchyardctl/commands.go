@@ -227,6 +227,9 @@ func poolState(p *pb.PoolStatus, now time.Time) string {
 	if o := overrideText(p, now); o != "" {
 		s = append(s, o)
 	}
+	if r := p.GetLimitReason(); strings.HasPrefix(r, "short:") {
+		s = append(s, r) // "short: backend reports 2 of 64"
+	}
 	if len(s) == 0 {
 		return "ok"
 	}
@@ -235,10 +238,10 @@ func poolState(p *pb.PoolStatus, now time.Time) string {
 
 // overrideText describes an active capacity override ("" when none).
 func overrideText(p *pb.PoolStatus, now time.Time) string {
-	if p.GetLimit() == p.GetConfiguredLimit() && p.GetCapacityOverride() == 0 && p.GetOverrideExpires() == nil {
+	if p.GetCapacityOverride() == 0 && p.GetOverrideExpires() == nil && !strings.HasPrefix(p.GetLimitReason(), "override") {
 		return ""
 	}
-	s := fmt.Sprintf("override %d", p.GetLimit())
+	s := fmt.Sprintf("override %d", p.GetCapacityOverride())
 	if e := p.GetOverrideExpires(); e != nil {
 		s += fmt.Sprintf(" (%s left)", fmtLeft(e.AsTime().Sub(now)))
 	}

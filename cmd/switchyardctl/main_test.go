@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -60,6 +61,8 @@ var poolNames = []string{"a", "b", "c"}
 type routerOpts struct {
 	store capacity.Store
 	creds grpc.ServerOption
+	// host, when set, serves the simulated pools (faults can be injected).
+	host *sim.Host
 }
 
 // startRouter serves a router with the Admin API on a loopback port, built
@@ -72,7 +75,10 @@ func startRouter(t *testing.T, o routerOpts) string {
 	}
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{})
-	sim.Register(reg, sim.RegistryOptions{Host: sim.NewHost(), TimeScale: 50})
+	if o.host == nil {
+		o.host = sim.NewHost()
+	}
+	sim.Register(reg, sim.RegistryOptions{Host: o.host, TimeScale: 50})
 	rt, err := router.New(router.Options{
 		Fleet: fleet, Backends: reg, Store: o.store, Replica: "test-replica",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -713,5 +719,38 @@ func TestBlockColumn(t *testing.T) {
 		if got := fmtBlock(c.b); got != c.want {
 			t.Errorf("fmtBlock(%v) = %q, want %q", c.b, got, c.want)
 		}
+	}
+}
+
+// TestPoolsShowWhatTheBackendLost: a simulated pool at 10 % of its capacity
+// (the simulator's capacity_loss 0.9, as a backend that lost chips reports
+// it) shows its effective limit and headroom below half the configured
+// limit, the backend's own figures, and a state that says why.
+func TestPoolsShowWhatTheBackendLost(t *testing.T) {
+	host := sim.NewHost()
+	addr := startRouter(t, routerOpts{host: host})
+	if _, err := host.InjectFault(context.Background(), &pb.InjectFaultRequest{Fault: &pb.Fault{Pool: "a", CapacityLoss: 0.9}}); err != nil {
+		t.Fatal(err)
+	}
+	var a *pb.PoolStatus
+	testwait.For(t, 5*time.Second, "pool a short of capacity", func() bool {
+		a = listPools(t, addr)["a"]
+		return a.GetBackendLoad() != nil && a.GetBackendLoad().GetCapacity() < 8
+	})
+	if a.GetConfiguredLimit() != 8 || a.GetLimit() != a.GetBackendLoad().GetCapacity() || a.GetHeadroom()*2 >= a.GetConfiguredLimit() {
+		t.Fatalf("pool a at 10%%: limit %d headroom %d configured %d backend %v; want limit = the backend's capacity, headroom < half of 8",
+			a.GetLimit(), a.GetHeadroom(), a.GetConfiguredLimit(), a.GetBackendLoad())
+	}
+	want := fmt.Sprintf("short: backend reports %d of 8", a.GetBackendLoad().GetCapacity())
+	if a.GetLimitReason() != want {
+		t.Fatalf("limit reason %q, want %q", a.GetLimitReason(), want)
+	}
+	out := mustCtl(t, addr, "pools")
+	if !strings.Contains(out, want) {
+		t.Fatalf("pools table does not say %q:\n%s", want, out)
+	}
+	// The others are whole.
+	if b := listPools(t, addr)["b"]; b.GetLimit() != 8 || b.GetLimitReason() != "" {
+		t.Fatalf("pool b: limit %d reason %q", b.GetLimit(), b.GetLimitReason())
 	}
 }

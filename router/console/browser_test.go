@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/switchyard-dev/switchyard/internal/testwait"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -513,4 +514,58 @@ func TestBrowserShowsLeasedBlocks(t *testing.T) {
 	b.waitFor("round trips per call in the header", `!document.querySelector('#leased').hidden && /^leased blocks · [0-9.]+ store round trips per call$/.test(document.querySelector('#leased').textContent)`)
 	b.checkContrast()
 	b.shot("leased")
+}
+
+// TestBrowserShowsLostCapacity: a simulated pool at 10 % of its capacity
+// (capacity_loss 0.9: the backend reports it can run a tenth of its
+// limit) shows that limit and its free slots in the fleet table and its
+// region's totals, with a state that says why; /metrics has the backend's
+// reduced capacity and the reduced limit.
+func TestBrowserShowsLostCapacity(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	const pool = "aws-use1-h100"
+	if _, err := f.host.InjectFault(context.Background(), &pb.InjectFaultRequest{Fault: &pb.Fault{Pool: pool, CapacityLoss: 0.9}}); err != nil {
+		t.Fatal(err)
+	}
+	configured := 0
+	for _, p := range f.rt.Fleet().Pools {
+		if p.Name == pool {
+			configured = p.Limits.MaxConcurrent
+		}
+	}
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("the pool's state says it is short", `(() => { const r = document.querySelector('[data-pool="`+pool+`"]'); return !!r && /^short: backend reports \d+ of `+strconv.Itoa(configured)+`$/.test(r.querySelector('.badge.st-lost')?.textContent || ''); })()`)
+	free := eval[int](b, `Number(document.querySelector('[data-pool="`+pool+`"] .headroom').textContent)`)
+	if free*2 >= configured {
+		t.Fatalf("the console shows %d free of %d configured at 10%% capacity; want below half", free, configured)
+	}
+	region := eval[string](b, `document.querySelector('[data-region="us-east-1"]').textContent`)
+	if !strings.Contains(region, "headroom") {
+		t.Fatalf("region row %q", region)
+	}
+
+	// /metrics: the backend's capacity and the limit operators see.
+	mfs, err := f.tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pool" && l.GetValue() == pool {
+					got[mf.GetName()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	if c, ok := got["switchyard_pool_backend_capacity"]; !ok || c*2 >= float64(configured) {
+		t.Fatalf("switchyard_pool_backend_capacity %v (present %v), want below half of %d; metrics for the pool: %v", c, ok, configured, got)
+	}
+	if l := got["switchyard_pool_limit"]; l != got["switchyard_pool_backend_capacity"] {
+		t.Fatalf("switchyard_pool_limit %v, want the backend's capacity %v", l, got["switchyard_pool_backend_capacity"])
+	}
+	b.checkContrast()
+	b.shot("lost-capacity")
 }

@@ -93,6 +93,28 @@ func (p *PoolView) EffectiveFree() float64 {
 // Headroom is how many more requests the pool can take now (never negative).
 func (p *PoolView) Headroom() int { return max(0, p.Limit-p.InFlight) }
 
+// EffectiveLimit is how many calls the pool can run at once as far as the
+// router knows: its limit (configured, or an operator's override), or the
+// capacity its backend's fresh load report gives when that is smaller (it
+// lost chips, or it is full). Operators see this figure (Admin, console,
+// metrics); admission counts against Limit.
+func (p *PoolView) EffectiveLimit() int {
+	if r := p.Reported; r != nil && r.Capacity < p.Limit {
+		return max(r.Capacity, 0)
+	}
+	return p.Limit
+}
+
+// EffectiveHeadroom is EffectiveLimit less what is busy: the calls in
+// flight, or the backend's running and queued calls when it reports more.
+func (p *PoolView) EffectiveHeadroom() int {
+	busy := p.InFlight
+	if r := p.Reported; r != nil {
+		busy = max(busy, r.Running+r.Queued)
+	}
+	return max(0, p.EffectiveLimit()-busy)
+}
+
 // Serves reports whether the pool serves model.
 func (p *PoolView) Serves(model string) bool {
 	for _, m := range p.Models {

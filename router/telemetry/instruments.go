@@ -54,8 +54,12 @@ type Instruments struct {
 	PoolEjected  metric.Int64ObservableGauge
 	PoolDrained  metric.Int64ObservableGauge
 	PoolHealthy  metric.Int64ObservableGauge
-	QueueLength  metric.Int64ObservableGauge
-	CountingMode metric.Int64ObservableGauge
+	// The backend's own load report per pool (while fresh).
+	BackendRunning  metric.Int64ObservableGauge
+	BackendQueued   metric.Int64ObservableGauge
+	BackendCapacity metric.Int64ObservableGauge
+	QueueLength     metric.Int64ObservableGauge
+	CountingMode    metric.Int64ObservableGauge
 
 	// Leased counting (capacity.BlockReporter), per pool and in all.
 	BlockGranted    metric.Int64ObservableGauge
@@ -66,7 +70,7 @@ type Instruments struct {
 
 // Observables lists the observable instruments, for RegisterCallback.
 func (in *Instruments) Observables() []metric.Observable {
-	return []metric.Observable{in.PoolInFlight, in.PoolLimit, in.PoolHeadroom, in.PoolEjected, in.PoolDrained, in.PoolHealthy, in.QueueLength, in.CountingMode,
+	return []metric.Observable{in.PoolInFlight, in.PoolLimit, in.PoolHeadroom, in.PoolEjected, in.PoolDrained, in.PoolHealthy, in.BackendRunning, in.BackendQueued, in.BackendCapacity, in.QueueLength, in.CountingMode,
 		in.BlockGranted, in.BlockFree, in.BlockStranded, in.StoreRoundTrips}
 }
 
@@ -114,10 +118,13 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.BackendOverruns = c("switchyard.backend.overruns", "Attempts whose backend produced more than the call allows (it ignores max_tokens), by pool and reason (max_tokens, bytes); the router stopped them.", "{attempt}")
 	in.StoreErrors = c("switchyard.capacity.errors", "Capacity-store errors (store unreachable), by operation.", "{error}")
 	in.PoolInFlight = g("switchyard.pool.in_flight", "Calls in flight on the pool (max of this replica's and the shared count).", "{request}")
-	in.PoolLimit = g("switchyard.pool.limit", "Effective max concurrent requests (capacity overrides applied).", "{request}")
-	in.PoolHeadroom = g("switchyard.pool.headroom", "Limit minus in flight, floored at 0.", "{request}")
+	in.PoolLimit = g("switchyard.pool.limit", "Effective max concurrent requests: the smallest of the configured limit, an override and the backend's reported capacity.", "{request}")
+	in.PoolHeadroom = g("switchyard.pool.headroom", "Effective limit minus what is busy (in flight, or the backend's running and queued when more), floored at 0.", "{request}")
 	in.PoolEjected = g("switchyard.pool.ejected", "1 while the pool is ejected by outlier detection.", "")
 	in.PoolDrained = g("switchyard.pool.drained", "1 while an operator has drained the pool.", "")
+	in.BackendRunning = g("switchyard.pool.backend.running", "Sequences the pool's backend reports running (while its load report is fresh).", "{request}")
+	in.BackendQueued = g("switchyard.pool.backend.queued", "Calls the pool's backend reports queued for a batch slot.", "{request}")
+	in.BackendCapacity = g("switchyard.pool.backend.capacity", "Calls the pool's backend reports it can run at once now (below the limit when it lost chips or is full).", "{request}")
 	in.PoolHealthy = g("switchyard.pool.healthy", "1 while the pool passes active health checks.", "")
 	in.QueueLength = g("switchyard.queue.length", "Calls waiting for capacity on this replica.", "{request}")
 	in.CountingMode = g("switchyard.capacity.mode", "1 for the capacity counting mode in force (local, shared, degraded), 0 for the others.", "")

@@ -115,7 +115,7 @@
     fillForms();
   }
 
-  const hasOverride = (p) => p.capacityOverride > 0 || !!p.overrideExpires || p.limit !== p.configuredLimit;
+  const hasOverride = (p) => p.capacityOverride > 0 || !!p.overrideExpires || (p.limitReason || '').startsWith('override');
 
   function left(ms) {
     if (ms <= 0) return 'expiring';
@@ -130,18 +130,19 @@
     if (p.ejected) out.push(el('span', { class: 'badge st-ejected', text: 'ejected' }));
     if (p.health === 'NOT_SERVING') out.push(el('span', { class: 'badge st-unhealthy', text: 'unhealthy' }));
     if (hasOverride(p)) {
-      const b = el('span', { class: 'badge st-override', 'data-override': p.limit });
+      const b = el('span', { class: 'badge st-override', 'data-override': p.capacityOverride });
       if (p.overrideExpires) {
         b.dataset.expires = String(Date.parse(p.overrideExpires));
-        b.textContent = 'override ' + p.limit + ' (' + left(Number(b.dataset.expires) - Date.now()) + ')';
+        b.textContent = 'override ' + p.capacityOverride + ' (' + left(Number(b.dataset.expires) - Date.now()) + ')';
       } else {
-        b.textContent = 'override ' + p.limit;
+        b.textContent = 'override ' + p.capacityOverride;
       }
       out.push(b);
     }
-    const l = S.loads[p.name];
-    if (l && l.capacity < p.configuredLimit) {
-      out.push(el('span', { class: 'badge st-lost', title: 'the backend reports it can run ' + l.capacity + ' calls at once (' + l.running + ' running, ' + l.queued + ' queued)', text: 'lost capacity: ' + l.capacity + '/' + p.configuredLimit }));
+    const reason = p.limitReason || '';
+    if (reason.startsWith('short')) {
+      const l = p.backendLoad || {};
+      out.push(el('span', { class: 'badge st-lost', title: 'the backend reports it can run ' + Number(l.capacity || 0) + ' calls at once (' + Number(l.running || 0) + ' running, ' + Number(l.queued || 0) + ' queued); limit, free and totals use it', text: reason }));
     }
     if (!out.length) out.push(el('span', { class: 'badge st-ok', text: 'ok' }));
     return out;
@@ -238,8 +239,7 @@
     }
     setText(headroom, String(p.headroom));
     setText(weight, String(p.weight));
-    const l = S.loads[p.name];
-    const stSig = JSON.stringify([p.drained, p.ejected, p.health, p.limit, p.configuredLimit, p.capacityOverride, p.overrideExpires, l && l.capacity < p.configuredLimit ? l.capacity : -1]);
+    const stSig = JSON.stringify([p.drained, p.ejected, p.health, p.limit, p.configuredLimit, p.capacityOverride, p.overrideExpires, p.limitReason]);
     if (st.dataset.sig !== stSig) { st.dataset.sig = stSig; st.replaceChildren(...stateBadges(p)); }
     r.classList.toggle('is-drained', !!p.drained);
     if (actions) {
