@@ -110,7 +110,7 @@ func TestMixedFleetRoutesAroundAThrottlingBedrockPool(t *testing.T) {
 	aws.Throttle.Store(true)
 	before, start := aws.Calls.Load(), time.Now()
 	served := map[string]int{}
-	movedOn := false
+	movedOn, triedBedrock := false, 0
 	for i := range 12 {
 		pool, tried := call(i)
 		if pool == "bedrock-use1" {
@@ -119,6 +119,7 @@ func TestMixedFleetRoutesAroundAThrottlingBedrockPool(t *testing.T) {
 		served[pool]++
 		if len(tried) > 1 && tried[0] == "bedrock-use1" {
 			movedOn = true
+			triedBedrock++
 		}
 	}
 	if !movedOn && aws.Calls.Load() == before {
@@ -128,10 +129,15 @@ func TestMixedFleetRoutesAroundAThrottlingBedrockPool(t *testing.T) {
 	if n, most := aws.Calls.Load()-before, 2+int64(time.Since(start)/(500*time.Millisecond)); n < 1 || n > most {
 		t.Fatalf("the throttling pool was asked %d times in %s, want 1 to %d", n, time.Since(start), most)
 	}
+	// The policy sees the pool's load report (no capacity while it backs
+	// off) and stops offering it calls, as for a pool that lost chips.
+	if most := 2 + int(time.Since(start)/(500*time.Millisecond)); triedBedrock > most {
+		t.Fatalf("%d of 12 calls were offered to the throttling pool first in %s, want at most %d: the policy did not shift traffic", triedBedrock, time.Since(start), most)
+	}
 	if served["vertex-use4"]+served["llama-usw2"] != 12 || gcp.Unauthorized.Load() != 0 {
 		t.Fatalf("served while Bedrock throttled: %v (vertex refused %d tokens)", served, gcp.Unauthorized.Load())
 	}
-	t.Logf("while Bedrock throttled: served %v; Bedrock asked %d times in %s", served, aws.Calls.Load()-before, time.Since(start).Round(time.Millisecond))
+	t.Logf("while Bedrock throttled: served %v; %d of 12 calls tried Bedrock first; Bedrock asked %d times in %s", served, triedBedrock, aws.Calls.Load()-before, time.Since(start).Round(time.Millisecond))
 	if p := f.pools(t)["bedrock-use1"]; p.Ejected {
 		t.Fatal("the throttling pool was ejected: throttling must be a shortage, not a failure")
 	}
