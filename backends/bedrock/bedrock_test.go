@@ -3,6 +3,7 @@ package bedrock
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -142,7 +143,7 @@ func TestBedrockWrongCredentialsFailThePoolOnceWithoutSecrets(t *testing.T) {
 func TestBedrockThrottlingIsAShortageAndRecovers(t *testing.T) {
 	awsEnv(t, bedrocktest.AccessKeyID, bedrocktest.SecretAccessKey)
 	fake := bedrocktest.Start(t, bedrocktest.Options{})
-	b := build(t, fake.URL, map[string]string{OptThrottleBackoff: "300ms"}, nil)
+	b := build(t, fake.URL, map[string]string{OptThrottleBackoff: "1s"}, nil) // long enough that the next call lands inside it on a busy machine
 	ctx := ctxT(t, 20*time.Second)
 	req := &pb.GenerateRequest{Model: "claude", Prompt: "hello", MaxTokens: 4}
 	for _, mode := range []string{"ThrottlingException", "ServiceQuotaExceededException", "in-stream throttlingException"} {
@@ -317,9 +318,12 @@ func TestBedrockCredentialRefreshInTheBackground(t *testing.T) {
 	// Rotate: the old key is revoked at the service, the new one is allowed.
 	fake.Allow(aws.Credentials{AccessKeyID: "ASIASECONDKEY000002", SecretAccessKey: "second-secret", SessionToken: "second-token"})
 	fake.Revoke("ASIAFIRSTKEY0000001")
-	mark := b.gate.LastRefresh()
 	write("ASIASECONDKEY000002", "second-secret", "second-token")
-	testwait.For(t, 10*time.Second, "a background refresh after the rotation", func() bool { return b.gate.LastRefresh().After(mark.Add(60 * time.Millisecond)) })
+	want := sha256.Sum256([]byte("ASIASECONDKEY000002\x00second-token"))
+	testwait.For(t, 10*time.Second, "the background refresh holding the rotated credentials", func() bool {
+		id := b.credID.Load()
+		return id != nil && *id == want
+	})
 	if _, err := b.Generate(ctx, req); err != nil || fake.Used("ASIASECONDKEY000002") != 1 {
 		t.Fatalf("after rotation: %v (second key used %d times)", err, fake.Used("ASIASECONDKEY000002"))
 	}
