@@ -3,6 +3,8 @@ package openai
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"net"
 	"sort"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // Resolver looks up the addresses of a DNS name (net.Resolver satisfies it).
@@ -189,10 +192,37 @@ func (s *endpointSet) resolve(ctx context.Context) error {
 // pick chooses the endpoint with the fewest calls outstanding among those
 // not refusing calls, preferring ones whose last call did not fail; ties
 // rotate. All endpoints cooling down after a 429/503 is a shortage.
-func (s *endpointSet) pick(now time.Time) (*endpoint, error) {
+//
+// With an affinity key (the prompt's leading blocks, affinityKey) it first
+// tries the endpoint the key hashes to (rendezvous hashing), so prompts that
+// share a prefix meet in one server's prefix cache, as the router's default
+// policy does across pools — as long as that endpoint is up, not refusing,
+// and its outstanding calls after this one stay within ⌈1.25 × the mean⌉
+// (consistent hashing with bounded loads).
+func (s *endpointSet) pick(now time.Time, affinity uint64) (*endpoint, error) {
 	eps := s.list()
 	if len(eps) == 0 {
 		return nil, status.Errorf(codes.Unavailable, "pool %s: no endpoint (dns:/// names resolved to nothing yet)", s.cfg.pool)
+	}
+	if affinity != 0 && len(eps) > 1 {
+		var total int64
+		for _, e := range eps {
+			total += e.outstanding.Load()
+		}
+		bound := int64(math.Ceil(1.25 * float64(total+1) / float64(len(eps))))
+		var best *endpoint
+		var top uint64
+		for _, e := range eps {
+			e.mu.Lock()
+			ok := !now.Before(e.coolUntil) && !now.Before(e.downUntil)
+			e.mu.Unlock()
+			if h := rendezvous(affinity, e.name); ok && e.outstanding.Load()+1 <= bound && (best == nil || h > top) {
+				best, top = e, h
+			}
+		}
+		if best != nil {
+			return best, nil
+		}
 	}
 	start := int(s.next.Add(1) % uint64(len(eps)))
 	var best *endpoint
@@ -261,4 +291,54 @@ func (s *endpointSet) load(now time.Time, fresh time.Duration) (backends.Load, b
 		}
 	}
 	return l, known
+}
+
+// affinityBlockBytes is the prompt span affinityKey hashes: two 512-token
+// blocks by the project's estimate (4 bytes a token).
+const affinityBlockBytes = 2 * 2048
+
+// affinityKey is the request's key for endpoint affinity: its explicit
+// prefix key, else a hash of the first two blocks of its prompt (or of its
+// messages, flattened); 0 (none) for prompts shorter than that.
+func affinityKey(req *pb.GenerateRequest) uint64 {
+	if k := req.GetRouting().GetPrefixKey(); k != "" {
+		return maphash.String(affinitySeed, k) | 1
+	}
+	var h maphash.Hash
+	h.SetSeed(affinitySeed)
+	n := 0
+	write := func(s string) {
+		if n < affinityBlockBytes {
+			s = s[:min(len(s), affinityBlockBytes-n)]
+			h.WriteString(s)
+			n += len(s)
+		}
+	}
+	if p := req.GetPrompt(); p != "" {
+		write(p)
+	} else {
+		for _, m := range req.GetMessages() {
+			write(m.GetRole())
+			write(": ")
+			write(m.GetContent())
+			write("\n")
+		}
+	}
+	if n < affinityBlockBytes {
+		return 0
+	}
+	return h.Sum64() | 1
+}
+
+var affinitySeed = maphash.MakeSeed()
+
+// rendezvous is the highest-random-weight hash of key and name.
+func rendezvous(key uint64, name string) uint64 {
+	h := maphash.String(affinitySeed, name) ^ key
+	// splitmix64's finaliser
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
 }

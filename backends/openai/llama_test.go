@@ -248,3 +248,25 @@ func TestLlamaServerReportsCachedPromptTokens(t *testing.T) {
 		t.Fatalf("stream sharing the prefix: %d cached of %d prompt tokens", c, u.GetInputTokens())
 	}
 }
+
+// A pool of two real llama-servers: prompts sharing their leading blocks go
+// to the same server (endpoint affinity within the load bound), so every
+// call after the first finds the shared prefix in that server's cache.
+func TestLlamaServerEndpointAffinityKeepsThePrefixCached(t *testing.T) {
+	a := llamatest.Start(t, llamatest.Options{Slots: 1, CtxSize: 4096})
+	b := llamatest.Start(t, llamatest.Options{Slots: 1, CtxSize: 4096})
+	be := newLlama(t, nil, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	prefix := strings.Repeat("the same long shared prefix ", 160) // > two 2 KiB blocks
+	for i := range 6 {
+		resp, err := be.Generate(ctx, &pb.GenerateRequest{Model: "tiny", Prompt: prefix + "tail " + strings.Repeat("x", i+1), MaxTokens: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := resp.GetUsage()
+		if i > 0 && u.GetCachedInputTokens() < u.GetInputTokens()/2 {
+			t.Fatalf("call %d: %d of %d prompt tokens cached: the shared prefix went to a server without it", i, u.GetCachedInputTokens(), u.GetInputTokens())
+		}
+	}
+}

@@ -279,6 +279,7 @@ func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream boo
 	if err != nil {
 		return nil, err
 	}
+	in.affinity = affinityKey(req)
 	return b.send(ctx, in, stream)
 }
 
@@ -288,7 +289,7 @@ func (b *Backend) send(ctx context.Context, in *built, stream bool) (*call, erro
 	if len(b.eps.list()) == 0 {
 		_ = b.eps.resolve(ctx)
 	}
-	ep, err := b.eps.pick(b.now())
+	ep, err := b.eps.pick(b.now(), in.affinity)
 	if err != nil {
 		return nil, err
 	}

@@ -197,6 +197,8 @@ type built struct {
 	prefill string
 	// field names the client's input in errors: "prompt" or "messages".
 	field string
+	// affinity is the request's prefix key for endpoint choice (0: none).
+	affinity uint64
 }
 
 // build turns a switchyard request into the server's request: the standard
