@@ -44,8 +44,9 @@ import (
 //     the prefix was seen before (or is a client's session key) but no pool
 //     holding it qualifies, to the pool its first two blocks hash to
 //     (rendezvous hashing) — either only while that pool's busy share after
-//     taking the call stays within 1.25× the tier's mean (the bound that
-//     keeps a hot prefix from piling onto one pool), it has headroom and it
+//     taking the call stays within 1.25× the tier's mean or under half its
+//     limit (the bound that keeps a hot prefix from piling onto one pool),
+//     it has headroom and it
 //     would meet the deadline. Otherwise the weighted draw decides.
 type Switchyard struct {
 	prefix PrefixIndex
@@ -62,6 +63,10 @@ var (
 // tier's mean (Mirrokni, Thorup, Zadimoghaddam: consistent hashing with
 // bounded loads, c = 1.25).
 const PrefixLoadBound = 1.25
+
+// PrefixLoadFloor: a pool under this share of its limit after taking the
+// call is within the bound whatever the tier's mean.
+const PrefixLoadFloor = 0.5
 
 // AttemptDone implements Feedback: a successful attempt teaches the pool's
 // speed, and that it now holds the prompt's prefix blocks.
@@ -284,14 +289,16 @@ func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, 
 		return
 	}
 	// A pool may take the call while its busy slots after it stay within
-	// ⌈1.25 × its share of the tier's load after the call⌉.
+	// ⌈1.25 × its share of the tier's load after the call⌉, or within
+	// PrefixLoadFloor of its limit (at low load the bound's integer
+	// granularity would scatter a prefix over idle pools for nothing).
 	within := func(c *Candidate) bool {
 		if c.Tier != tier {
 			return false
 		}
 		p := &pools[c.Index]
 		ef := candidateFree(c, p)
-		allowed := math.Ceil(PrefixLoadBound*(busy+1)*float64(p.Limit)/limit - 1e-9)
+		allowed := math.Max(math.Ceil(PrefixLoadBound*(busy+1)*float64(p.Limit)/limit-1e-9), math.Floor(PrefixLoadFloor*float64(p.Limit)))
 		return ef > 0 && c.Score > 0 && float64(p.Limit)*(1-ef)+1 <= allowed+1e-9
 	}
 	best, bestMatch := -1, 0
