@@ -528,7 +528,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 }
 
 // WatchEvents implements pb.AdminServer.
-func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
+func (a *Admin) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
 	if _, err := a.authorize(stream.Context(), roleViewer); err != nil {
 		return adminStatus(err)
 	}
@@ -538,10 +538,15 @@ func (a *Admin) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamin
 		return err
 	})
 	defer unwatch()
-	sub := a.v.events.subscribe()
+	sub, recent := a.v.events.subscribeRecent(int(req.GetRecent()))
 	defer a.v.events.unsubscribe(sub)
 	if err := stream.Send(&pb.Event{Time: timestamppb.New(a.v.clock.Now()), Kind: "hello", Detail: fmt.Sprintf("watching replica %s (policy %s, counting %s)", a.v.replica, a.v.policy().Name(), a.v.counting().Mode)}); err != nil {
 		return err
+	}
+	for _, ev := range recent {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
 	}
 	for {
 		select {

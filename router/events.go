@@ -24,7 +24,13 @@ type eventBus struct {
 	clock clock.Clock
 	mu    sync.Mutex
 	subs  map[*subscriber]struct{}
+	// recent are the last maxRecentEvents events, oldest first (a watcher
+	// that connects is shown them: WatchEventsRequest.recent).
+	recent []*pb.Event
 }
+
+// maxRecentEvents bounds the events kept for watchers that connect later.
+const maxRecentEvents = 100
 
 type subscriber struct {
 	ch      chan *pb.Event
@@ -36,11 +42,20 @@ func newEventBus(replica string, c clock.Clock) *eventBus {
 }
 
 func (b *eventBus) subscribe() *subscriber {
+	sub, _ := b.subscribeRecent(0)
+	return sub
+}
+
+// subscribeRecent subscribes and returns up to n of the most recent events,
+// oldest first: none is both in them and sent to the subscriber, none lost
+// between.
+func (b *eventBus) subscribeRecent(n int) (*subscriber, []*pb.Event) {
 	sub := &subscriber{ch: make(chan *pb.Event, 256)}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.subs[sub] = struct{}{}
-	b.mu.Unlock()
-	return sub
+	n = min(max(n, 0), len(b.recent))
+	return sub, append([]*pb.Event(nil), b.recent[len(b.recent)-n:]...)
 }
 
 func (b *eventBus) unsubscribe(sub *subscriber) {
@@ -58,6 +73,11 @@ func (b *eventBus) publish(kind, pool, detail, actor string) {
 	ev := &pb.Event{Time: timestamppb.New(b.clock.Now()), Kind: kind, Pool: pool, Detail: detail, Actor: actor}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(b.recent) == maxRecentEvents {
+		copy(b.recent, b.recent[1:])
+		b.recent = b.recent[:maxRecentEvents-1]
+	}
+	b.recent = append(b.recent, ev)
 	for sub := range b.subs {
 		if sub.dropped > 0 {
 			select {

@@ -569,3 +569,24 @@ func TestBrowserShowsLostCapacity(t *testing.T) {
 	b.checkContrast()
 	b.shot("lost-capacity")
 }
+
+// TestBrowserShowsRecentEventsOnConnect: changes made before the page
+// connected are in its event list (the router keeps the last 100), under
+// the hello and newest first; the spill-share chart starts on this
+// replica's region; the failed-calls legend counts the window, not the
+// last sample.
+func TestBrowserShowsRecentEventsOnConnect(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	for _, w := range []string{"2", "3"} {
+		if code, body := f.post(t, operatorToken, "SetWeight", `{"pool":"aws-use1-h100","weight":`+w+`}`); code != 200 {
+			t.Fatalf("SetWeight: %d %v", code, body)
+		}
+	}
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("the earlier changes listed under hello", `(() => { const k = [...document.querySelectorAll('#events li')].map((li) => li.dataset.kind + ':' + li.querySelector('.detail').textContent); return k.length >= 3 && k[0].startsWith('hello:') && /^weight:weight 2 -> 3/.test(k[1]) && /^weight:weight .* -> 2/.test(k[2]); })()`)
+	if home := eval[string](b, `document.querySelector('#home-region').value`); home != "us-east-1" {
+		t.Fatalf("spill-share chart for callers in %q, want this replica's region us-east-1", home)
+	}
+	b.waitFor("the failed-calls legend counts the window", `/^failed 0 · 0 in 15 min$/.test([...document.querySelectorAll('#legend-sheds .item')].map((e) => e.textContent).find((x) => x.startsWith('failed')) || '')`)
+}

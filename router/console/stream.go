@@ -49,6 +49,11 @@ func (s *watchStream) SendMsg(m any) error {
 	return s.Send(ev)
 }
 
+// recentEvents is how many of the router's recent events a live stream
+// starts with (after hello), so the page shows earlier ejections and
+// restores.
+const recentEvents = 50
+
 // writeTimeout bounds one write to a live stream: a browser that stops
 // reading is cut off rather than holding the handler.
 const writeTimeout = 10 * time.Second
@@ -75,7 +80,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ws := &watchStream{ctx: ctx, ch: make(chan *pb.Event, 16)}
 	done := make(chan error, 1)
-	go func() { done <- c.admin.WatchEvents(&pb.WatchEventsRequest{}, ws) }()
+	go func() { done <- c.admin.WatchEvents(&pb.WatchEventsRequest{Recent: recentEvents}, ws) }()
 	defer func() {
 		cancel()
 		<-done

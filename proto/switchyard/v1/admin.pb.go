@@ -1291,7 +1291,10 @@ func (x *SetPolicyResponse) GetPolicy() string {
 }
 
 type WatchEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Up to this many of the replica's most recent events (it keeps the last
+	// 100), sent after "hello", oldest first, before the live ones.
+	Recent        int32 `protobuf:"varint,1,opt,name=recent,proto3" json:"recent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1324,6 +1327,13 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
 	return file_switchyard_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchEventsRequest) GetRecent() int32 {
+	if x != nil {
+		return x.Recent
+	}
+	return 0
 }
 
 type Event struct {
@@ -1672,8 +1682,9 @@ const file_switchyard_v1_admin_proto_rawDesc = "" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\"G\n" +
 	"\x11SetPolicyResponse\x12\x1a\n" +
 	"\bprevious\x18\x01 \x01(\tR\bprevious\x12\x16\n" +
-	"\x06policy\x18\x02 \x01(\tR\x06policy\"\x14\n" +
-	"\x12WatchEventsRequest\"\x8d\x01\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\",\n" +
+	"\x12WatchEventsRequest\x12\x16\n" +
+	"\x06recent\x18\x01 \x01(\x05R\x06recent\"\x8d\x01\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +

@@ -417,9 +417,24 @@
       dl.dataset.sig = regions.join(',');
       dl.replaceChildren(...regions.map((n) => el('option', { value: n })));
       const h = $('home-region');
-      if (!S.home) S.home = regions[0] || '';
-      h.replaceChildren(...regions.map((n) => el('option', { value: n, selected: n === S.home, text: n + ' (' + S.geos[n] + ')' })));
+      h.replaceChildren(...regions.map((n) => el('option', { value: n, selected: n === (S.home || busiestRegion()), text: n + ' (' + S.geos[n] + ')' })));
     }
+  }
+
+  // busiestRegion is where the most calls were served or shed over the
+  // charts' window: the spill-share chart's default callers' region when
+  // this replica has no --region (and the operator picked none).
+  function busiestRegion() {
+    const pools = (S.list && S.list.pools) || [];
+    const regionOf = Object.fromEntries(pools.map((p) => [p.name, p.region]));
+    const calls = {};
+    for (const s of S.samples || []) {
+      for (const [n, v] of Object.entries(s.pools || {})) if (regionOf[n]) calls[regionOf[n]] = (calls[regionOf[n]] || 0) + (v.ok || 0);
+      for (const [r, v] of Object.entries(s.shedsByRegion || {})) if (S.geos[r]) calls[r] = (calls[r] || 0) + (v || 0);
+    }
+    let best = '', most = 0;
+    for (const [r, n] of Object.entries(calls)) if (n > most || (n === most && r < best)) { best = r; most = n; }
+    return best || Object.keys(S.geos).sort()[0] || '';
   }
 
   async function explain(ev) {
@@ -452,7 +467,17 @@
       el('time', { datetime: ev.time, text: hhmmss(ev.time) }), el('span', { class: 'badge kind kind-' + ev.kind, text: ev.kind }),
       el('span', { class: 'pool', text: ev.pool || '' }), el('span', { class: 'detail', text: ev.detail + (ev.actor ? ' (by ' + ev.actor + ')' : '') }));
     const list = $('events');
-    list.prepend(li);
+    const t = Date.parse(ev.time || '');
+    if (ev.kind === 'hello') {
+      // A (re)connected stream: hello, then the router's recent events
+      // (oldest first, all before hello), then live ones.
+      list.replaceChildren(li);
+      S.hello = li; S.helloAt = t;
+    } else if (S.hello && S.hello.isConnected && t < S.helloAt) {
+      S.hello.after(li); // a recent event: newest right under hello
+    } else {
+      list.prepend(li);
+    }
     while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
     if (CHANGES.has(ev.kind)) {
       clearTimeout(S.auditTimer);
@@ -658,10 +683,16 @@
     const prio = ['interactive', 'standard', 'batch'];
     lineChart($('chart-sheds'), $('legend-sheds'), [
       ...prio.map((p, i) => ({ name: 'shed ' + p, color: COLORS[[4, 1, 6][i]], points: seriesOf((s) => (s.shedsByPriority || {})[p] || 0) })),
-      { name: 'failed', color: '#334155', dashed: true, points: seriesOf((s) => Object.values(s.pools).reduce((a, v) => a + (v.failed || 0), 0)) },
+      { name: 'failed', color: '#334155', dashed: true, points: seriesOf((s) => Object.values(s.pools).reduce((a, v) => a + (v.failed || 0), 0)),
+        note: Math.round(S.samples.reduce((a, s, i) => a + (i > 0 && s.t >= t0 ? Object.values(s.pools).reduce((x, v) => x + (v.failed || 0), 0) * (s.t - S.samples[i - 1].t) / 1000 : 0), 0)) + ' in 15 min' },
     ], {});
     // Spill share by tier, from the chosen callers' region.
-    const home = $('home-region').value || S.home;
+    if (!S.home) {
+      // No replica region and no choice made: follow the busiest region.
+      const b = busiestRegion();
+      if (b && $('home-region').value !== b) $('home-region').value = b;
+    }
+    const home = S.home || $('home-region').value;
     const homeGeo = S.geos[home];
     const tierOf = (p) => (p.region === home ? 'region' : p.geography === homeGeo ? 'geography' : 'anywhere');
     const tierByPool = Object.fromEntries(pools.map((p) => [p.name, tierOf(p)]));
