@@ -104,6 +104,7 @@ type built struct {
 	model   string
 	field   string
 	trimmed bool
+	url     string
 }
 
 // build maps a request to the Messages body: system messages joined into
@@ -264,7 +265,7 @@ func (b *Backend) Load() (backends.Load, bool) { return b.gate.Load() }
 
 // Capabilities implements backends.Backend.
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: true}
+	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: b.cfg.api == "anthropic"}
 }
 
 // Close stops the token refresh and closes idle connections.
@@ -321,7 +322,13 @@ func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream boo
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	in, err := b.cfg.build(req, stream)
+	var in *built
+	var err error
+	if b.cfg.api == "gemini" {
+		in, err = b.cfg.buildGemini(req)
+	} else {
+		in, err = b.cfg.build(req, stream)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -344,6 +351,9 @@ func (b *Backend) start(ctx context.Context, req *pb.GenerateRequest, stream boo
 		return nil, status.Errorf(codes.Internal, "pool %s: build request: %v", b.cfg.pool, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
+	if stream {
+		hreq.Header.Set("Accept", "text/event-stream")
+	}
 	hreq.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := b.client.Do(hreq)
 	if err != nil {
@@ -433,8 +443,11 @@ type usage struct {
 	OutputTokens int32 `json:"output_tokens"`
 }
 
-// Generate implements backends.Backend with rawPredict.
+// Generate implements backends.Backend with rawPredict (or Gemini's generateContent).
 func (b *Backend) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	if b.cfg.api == "gemini" {
+		return b.generateGemini(ctx, req)
+	}
 	c, err := b.start(ctx, req, false)
 	if err != nil {
 		return nil, err
@@ -517,6 +530,9 @@ type streamEvent struct {
 // message_delta) and the stop reason. A stream that ends before
 // message_stop is UNAVAILABLE; an overloaded error event a shortage.
 func (b *Backend) GenerateStream(ctx context.Context, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	if b.cfg.api == "gemini" {
+		return b.streamGemini(ctx, req, send)
+	}
 	c, err := b.start(ctx, req, true)
 	if err != nil {
 		return err

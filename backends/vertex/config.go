@@ -17,7 +17,7 @@ import (
 const (
 	OptProject            = "project"              // Google Cloud project id (required)
 	OptLocation           = "location"             // Vertex AI location, e.g. us-east5, europe-west1, global (required)
-	OptAPI                = "api"                  // anthropic (rawPredict, default) or openai (a self-deployed endpoint's chat completions)
+	OptAPI                = "api"                  // anthropic (rawPredict, default), gemini (generateContent) or openai (a self-deployed endpoint's chat completions)
 	OptEndpointID         = "endpoint_id"          // the Vertex endpoint of a self-deployed model (api: openai)
 	OptModelNames         = "model_names"          // model_names.<fleet model>: the publisher model id (claude-sonnet-4@20250514) or served name
 	OptCredentialsFile    = "credentials_file"     // a service-account key file; default Application Default Credentials
@@ -111,8 +111,8 @@ func parseSpec(spec backends.Spec) (*poolConfig, error) {
 			name(k, v, 64)
 			c.location = v
 		case OptAPI:
-			if v != "anthropic" && v != "openai" {
-				bad(k, "%q is not anthropic or openai", v)
+			if v != "anthropic" && v != "gemini" && v != "openai" {
+				bad(k, "%q is not anthropic, gemini or openai", v)
 			}
 			c.api = v
 		case OptEndpointID:
@@ -156,11 +156,21 @@ func parseSpec(spec backends.Spec) (*poolConfig, error) {
 	if c.api == "openai" && c.endpointID == "" {
 		bad(OptEndpointID, "required with api: openai (the Vertex endpoint serving the model)")
 	}
-	if c.api == "anthropic" && c.endpointID != "" {
+	if c.api != "openai" && c.endpointID != "" {
 		bad(OptEndpointID, "only with api: openai")
 	}
-	if c.api == "anthropic" && len(c.openaiOptions) > 0 {
+	if c.api != "openai" && len(c.openaiOptions) > 0 {
 		bad(OptAPI, "tls options only with api: openai")
+	}
+	if c.api == "gemini" {
+		// Gemini does not continue a trailing model turn.
+		if spec.Options[OptContinuation] == "on" {
+			bad(OptContinuation, "gemini models do not continue a trailing model turn")
+		}
+		c.continuation = false
+		if _, set := spec.Options[OptAnthropicVersion]; set {
+			bad(OptAnthropicVersion, "only with api: anthropic")
+		}
 	}
 	if c.backoffMax < c.backoffMin {
 		bad(OptMaxThrottleBack, "%s is below %s %s", c.backoffMax, OptThrottleBackoff, c.backoffMin)
@@ -197,13 +207,20 @@ func (c *poolConfig) model(fleet string) string {
 	return fleet
 }
 
-// predictURL is the rawPredict or streamRawPredict URL of a publisher model.
+// predictURL is the URL of a publisher model's method: Anthropic's
+// rawPredict / streamRawPredict, Gemini's generateContent /
+// streamGenerateContent (as server-sent events).
 func (c *poolConfig) predictURL(model string, stream bool) string {
-	verb := "rawPredict"
-	if stream {
+	publisher, verb := "anthropic", "rawPredict"
+	switch {
+	case c.api == "gemini" && stream:
+		publisher, verb = "google", "streamGenerateContent?alt=sse"
+	case c.api == "gemini":
+		publisher, verb = "google", "generateContent"
+	case stream:
 		verb = "streamRawPredict"
 	}
-	return fmt.Sprintf("%s/v1/projects/%s/locations/%s/publishers/anthropic/models/%s:%s", c.base, c.project, c.location, url.PathEscape(model), verb)
+	return fmt.Sprintf("%s/v1/projects/%s/locations/%s/publishers/%s/models/%s:%s", c.base, c.project, c.location, publisher, url.PathEscape(model), verb)
 }
 
 // openaiBase is the OpenAI-compatible API base of a self-deployed endpoint.

@@ -1,6 +1,7 @@
 // Package vertex is the backend adapter for Google Vertex AI (`adapter:
 // vertex`): Anthropic models on Vertex through rawPredict and
-// streamRawPredict with the Anthropic Messages body (api: anthropic), and the
+// streamRawPredict with the Anthropic Messages body (api: anthropic), Gemini
+// through generateContent and streamGenerateContent (api: gemini), and the
 // OpenAI-compatible chat completions of a self-deployed model's endpoint
 // (api: openai, e.g. vLLM on TPU from Model Garden; served by the openai
 // adapter with this package's token).

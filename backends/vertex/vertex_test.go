@@ -52,6 +52,32 @@ func deadURL(t *testing.T) string {
 	return url
 }
 
+// On GKE with Workload Identity (or on GCE) Application Default
+// Credentials come from the metadata server: with GCE_METADATA_HOST at the
+// fake one (no key file, no gcloud file), the pool's token comes from it
+// and Vertex accepts it. It is the package's first test: the metadata
+// package decides once per process whether it runs on GCE, so no test may
+// look for credentials on the metadata server before this one.
+func TestVertexWorkloadIdentityFromTheMetadataServer(t *testing.T) {
+	fake := vertextest.Start(t, vertextest.Options{})
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HOME", t.TempDir()) // no gcloud ADC file
+	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
+	t.Setenv("GCE_METADATA_HOST", fake.StartMetadata(t))
+	b := build(t, fake.URL, nil, nil)
+	ctx := ctxT(t, 20*time.Second)
+	resp, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", Prompt: "hello", MaxTokens: 3})
+	if err != nil || resp.GetUsage().GetOutputTokens() != 3 {
+		t.Fatalf("with a metadata-server token: %+v %v", resp, err)
+	}
+	if fake.Granted.Load() == 0 || fake.BadAssertions.Load() != 0 || fake.Unauthorized.Load() != 0 {
+		t.Fatalf("metadata server granted %d, refused %d; Vertex refused %d", fake.Granted.Load(), fake.BadAssertions.Load(), fake.Unauthorized.Load())
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+}
+
 // The Anthropic-on-Vertex pool passes the backend contract against the
 // local fake, with Application Default Credentials from
 // GOOGLE_APPLICATION_CREDENTIALS: a service-account key whose JWT assertion
@@ -292,7 +318,7 @@ func TestVertexOptionsValidated(t *testing.T) {
 	}{
 		{map[string]string{OptLocation: "us-east5"}, "option project: required"},
 		{map[string]string{OptProject: "p"}, "option location: required"},
-		{map[string]string{OptProject: "p", OptLocation: "us-east5", OptAPI: "gemini"}, "option api"},
+		{map[string]string{OptProject: "p", OptLocation: "us-east5", OptAPI: "palm"}, "option api"},
 		{map[string]string{OptProject: "p", OptLocation: "us-east5", OptAPI: "openai"}, "option endpoint_id: required"},
 		{map[string]string{OptProject: "p/../x", OptLocation: "us-east5"}, "option project"},
 		{map[string]string{OptProject: "p", OptLocation: "us-east5", OptCredentialsFile: "/no/such/file"}, "option credentials_file"},
@@ -360,26 +386,74 @@ func TestAnthropicBodyToolsOnVertex(t *testing.T) {
 	}
 }
 
-// On GKE with Workload Identity (or on GCE) Application Default
-// Credentials come from the metadata server: with GCE_METADATA_HOST at the
-// fake one (no key file, no gcloud file), the pool's token comes from it
-// and Vertex accepts it.
-func TestVertexWorkloadIdentityFromTheMetadataServer(t *testing.T) {
+
+// api: gemini passes the backend contract against the fake's
+// generateContent / streamGenerateContent (server-sent events), with the
+// same OAuth-verified tokens; Gemini claims no continuation.
+func TestVertexGeminiContract(t *testing.T) {
+	fake := vertextest.Start(t, vertextest.Options{TokenDelay: 3 * time.Millisecond})
+	key := fake.ServiceAccountFile(t)
+	full := vertextest.Start(t, vertextest.Options{})
+	full.Throttle.Store(true)
+	gemini := func(url, keyFile string) func(t *testing.T) backends.Backend {
+		return func(t *testing.T) backends.Backend {
+			return build(t, url, map[string]string{OptAPI: "gemini", OptCredentialsFile: keyFile, OptModelNames + ".claude": "gemini-2.5-flash"}, nil)
+		}
+	}
+	backendtest.Run(t, backendtest.Harness{
+		New:           gemini(fake.URL, key),
+		Model:         "claude",
+		LongMaxTokens: 3000,
+		Broken:        func(t *testing.T) backends.Backend { return gemini(deadURL(t), key)(t) },
+		Full:          gemini(full.URL, full.ServiceAccountFile(t)),
+		ClientFault:   &pb.GenerateRequest{Model: "claude", Prompt: strings.Repeat("overflow ", 2000), MaxTokens: 4},
+	})
+	if fake.Unauthorized.Load() != 0 {
+		t.Fatalf("%d calls refused for their token", fake.Unauthorized.Load())
+	}
+}
+
+// The generateContent body: system messages in systemInstruction, user and
+// assistant turns as user and model contents, every sampling parameter in
+// generationConfig; a stream cut mid-answer is UNAVAILABLE; a continuation
+// is a shortage here (Gemini cannot continue a model turn), and
+// continuation: on is refused for it at start.
+func TestGeminiBodyOnVertex(t *testing.T) {
 	fake := vertextest.Start(t, vertextest.Options{})
-	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
-	t.Setenv("HOME", t.TempDir()) // no gcloud ADC file
-	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
-	t.Setenv("GCE_METADATA_HOST", fake.StartMetadata(t))
-	b := build(t, fake.URL, nil, nil)
+	key := fake.ServiceAccountFile(t)
+	b := build(t, fake.URL, map[string]string{OptAPI: "gemini", OptCredentialsFile: key, OptModelNames + ".claude": "gemini-2.5-flash"}, nil)
+	if b.Capabilities().Continuation || b.Capabilities().Tools {
+		t.Fatalf("gemini capabilities %+v, want neither continuation nor tools", b.Capabilities())
+	}
 	ctx := ctxT(t, 20*time.Second)
-	resp, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", Prompt: "hello", MaxTokens: 3})
-	if err != nil || resp.GetUsage().GetOutputTokens() != 3 {
-		t.Fatalf("with a metadata-server token: %+v %v", resp, err)
+	temp, seed, pp := float32(0.5), int64(7), float32(0.25)
+	resp, err := b.Generate(ctx, &pb.GenerateRequest{Model: "claude", MaxTokens: 6,
+		Sampling: &pb.SamplingParameters{Temperature: &temp, Seed: &seed, PresencePenalty: &pp, Stop: []string{"END"}},
+		Messages: []*pb.ChatMessage{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi."}, {Role: "assistant", Content: "Hello."}, {Role: "user", Content: "Name a part."}}})
+	if err != nil || resp.GetUsage().GetOutputTokens() != 6 || resp.GetFinishReason() != pb.FinishReason_FINISH_REASON_LENGTH ||
+		resp.GetText() != fakemodel.Answer("system:Be brief.\nuser:Hi.\nmodel:Hello.\nuser:Name a part.", 0, 6) {
+		t.Fatalf("generateContent: %+v %v", resp, err)
 	}
-	if fake.Granted.Load() == 0 || fake.BadAssertions.Load() != 0 || fake.Unauthorized.Load() != 0 {
-		t.Fatalf("metadata server granted %d, refused %d; Vertex refused %d", fake.Granted.Load(), fake.BadAssertions.Load(), fake.Unauthorized.Load())
+	var body map[string]any
+	_ = json.Unmarshal(fake.LastBody(), &body)
+	got, _ := json.Marshal(body)
+	want := `{"contents":[{"parts":[{"text":"Hi."}],"role":"user"},{"parts":[{"text":"Hello."}],"role":"model"},{"parts":[{"text":"Name a part."}],"role":"user"}],` +
+		`"generationConfig":{"maxOutputTokens":6,"presencePenalty":0.25,"seed":7,"stopSequences":["END"],"temperature":0.5},"systemInstruction":{"parts":[{"text":"Be brief."}]}}`
+	if string(got) != want {
+		t.Fatalf("body\n%s\nwant\n%s", got, want)
 	}
-	if err := b.Check(ctx); err != nil {
-		t.Fatalf("check: %v", err)
+	fake.CutAfter.Store(3)
+	var sent int32
+	err = b.GenerateStream(ctx, &pb.GenerateRequest{Model: "claude", Prompt: "go on", MaxTokens: 10}, func(c *pb.GenerateChunk) error { sent += c.GetTokens(); return nil })
+	if status.Code(err) != codes.Unavailable || sent != 3 {
+		t.Fatalf("cut stream: %v after %d tokens", err, sent)
+	}
+	fake.CutAfter.Store(0)
+	cont := &pb.GenerateRequest{Model: "claude", Prompt: "go on", MaxTokens: 10, Continuation: &pb.Continuation{GeneratedText: " switch yard", GeneratedTokens: 2}}
+	if _, err := b.Generate(ctx, cont); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("continuation on gemini: %v, want RESOURCE_EXHAUSTED (another pool must continue)", err)
+	}
+	if _, err := New(backends.Spec{Pool: "p", Endpoints: []string{"default"}, Options: map[string]string{OptProject: "p", OptLocation: "us-central1", OptAPI: "gemini", OptContinuation: "on"}}, Options{}); err == nil || !strings.Contains(err.Error(), "option continuation") {
+		t.Fatalf("continuation on for gemini: %v", err)
 	}
 }

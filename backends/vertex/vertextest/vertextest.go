@@ -231,6 +231,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.anthropic(w, r, body, verb == "streamRawPredict")
+	case parts[0] == "v1" && len(parts) == 9 && parts[5] == "publishers" && parts[6] == "google" && parts[7] == "models":
+		_, verb, _ := strings.Cut(parts[8], ":")
+		switch {
+		case verb == "generateContent":
+			s.gemini(w, r, body, false)
+		case verb == "streamGenerateContent" && r.URL.Query().Get("alt") == "sse":
+			s.gemini(w, r, body, true)
+		default:
+			googleError(w, http.StatusNotFound, "NOT_FOUND", "unknown method")
+		}
 	case parts[0] == "v1beta1" && len(parts) == 9 && parts[5] == "endpoints" && parts[7] == "chat" && parts[8] == "completions":
 		s.chat(w, r, body)
 	default:
@@ -617,4 +627,134 @@ func (s *Server) StartMetadata(t testing.TB) (host string) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return lis.Addr().String()
+}
+
+// gemini serves generateContent and streamGenerateContent (alt=sse),
+// validating the body as the API does: known fields only, contents of
+// role user or model with non-empty text parts, ending with the user's
+// turn, maxOutputTokens >= 1.
+func (s *Server) gemini(w http.ResponseWriter, r *http.Request, body []byte, stream bool) {
+	var req struct {
+		Contents []struct {
+			Role  string `json:"role"`
+			Parts []struct {
+				Text *string `json:"text"`
+			} `json:"parts"`
+		} `json:"contents"`
+		SystemInstruction *struct {
+			Role  string `json:"role"`
+			Parts []struct {
+				Text *string `json:"text"`
+			} `json:"parts"`
+		} `json:"systemInstruction"`
+		GenerationConfig *struct {
+			MaxOutputTokens  *int     `json:"maxOutputTokens"`
+			Temperature      *float64 `json:"temperature"`
+			TopP             *float64 `json:"topP"`
+			TopK             *float64 `json:"topK"`
+			StopSequences    []string `json:"stopSequences"`
+			Seed             *int64   `json:"seed"`
+			PresencePenalty  *float64 `json:"presencePenalty"`
+			FrequencyPenalty *float64 `json:"frequencyPenalty"`
+		} `json:"generationConfig"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	bad := func(msg string) { googleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", msg) }
+	if err := dec.Decode(&req); err != nil {
+		bad("Invalid JSON payload received. " + err.Error())
+		return
+	}
+	if len(req.Contents) == 0 {
+		bad("contents is not specified")
+		return
+	}
+	maxTokens := 8192
+	if gc := req.GenerationConfig; gc != nil && gc.MaxOutputTokens != nil {
+		if *gc.MaxOutputTokens < 1 {
+			bad("max_output_tokens must be positive")
+			return
+		}
+		maxTokens = *gc.MaxOutputTokens
+	}
+	var texts []string
+	if si := req.SystemInstruction; si != nil {
+		for _, p := range si.Parts {
+			if p.Text == nil || *p.Text == "" {
+				bad("system_instruction: text parts must not be empty")
+				return
+			}
+			texts = append(texts, "system:"+*p.Text)
+		}
+	}
+	for i, c := range req.Contents {
+		if c.Role != "user" && c.Role != "model" {
+			bad(fmt.Sprintf("contents[%d].role: Please use a valid role: user, model.", i))
+			return
+		}
+		if len(c.Parts) == 0 {
+			bad(fmt.Sprintf("contents[%d].parts: must not be empty", i))
+			return
+		}
+		for _, p := range c.Parts {
+			if p.Text == nil || *p.Text == "" {
+				bad(fmt.Sprintf("contents[%d].parts: text must not be empty", i))
+				return
+			}
+			texts = append(texts, c.Role+":"+*p.Text)
+		}
+	}
+	if req.Contents[len(req.Contents)-1].Role != "user" {
+		bad("Please ensure that multiturn requests end with a user role or a function response.")
+		return
+	}
+	key := strings.Join(texts, "\n")
+	in := fakemodel.InputTokens(key)
+	if in > s.opts.ContextWindow {
+		bad(fmt.Sprintf("The input token count (%d) exceeds the maximum number of tokens allowed (%d).", in, s.opts.ContextWindow))
+		return
+	}
+	answer := func(text, finish string, out int) map[string]any {
+		cand := map[string]any{"content": map[string]any{"role": "model", "parts": []any{map[string]string{"text": text}}}}
+		if finish != "" {
+			cand["finishReason"] = finish
+		}
+		v := map[string]any{"candidates": []any{cand}, "modelVersion": "gemini-fake"}
+		if finish != "" {
+			v["usageMetadata"] = map[string]int{"promptTokenCount": in, "candidatesTokenCount": out, "totalTokenCount": in + out}
+		}
+		return v
+	}
+	if !stream {
+		var text strings.Builder
+		n, err := fakemodel.Generate(r.Context(), key, "", maxTokens, s.opts.TokenDelay, func(t string) error { text.WriteString(t); return nil })
+		if err != nil {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(answer(text.String(), "MAX_TOKENS", n))
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	fl, _ := w.(http.Flusher)
+	cut, sent := int(s.CutAfter.Load()), 0
+	n, err := fakemodel.Generate(r.Context(), key, "", maxTokens, s.opts.TokenDelay, func(t string) error {
+		if cut > 0 && sent == cut {
+			panic(http.ErrAbortHandler) // the connection drops mid-answer
+		}
+		sent++
+		b, _ := json.Marshal(answer(t, "", 0))
+		if _, err := fmt.Fprintf(w, "data: %s\r\n\r\n", b); err != nil {
+			return err
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(answer("", "MAX_TOKENS", n))
+	_, _ = fmt.Fprintf(w, "data: %s\r\n\r\n", b)
 }
