@@ -386,7 +386,6 @@ func TestAnthropicBodyToolsOnVertex(t *testing.T) {
 	}
 }
 
-
 // api: gemini passes the backend contract against the fake's
 // generateContent / streamGenerateContent (server-sent events), with the
 // same OAuth-verified tokens; Gemini claims no continuation.
