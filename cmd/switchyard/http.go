@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/anthropichttp"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -36,8 +37,13 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if host, _, err := net.SplitHostPort(f.httpListen); err == nil && host != "" {
 		hosts = append(hosts, host)
 	}
+	messages, err := anthropichttp.New(anthropichttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator})
+	if err != nil {
+		return nil, err
+	}
 	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator,
-		AllowedOrigins: origins, AllowedHosts: hosts, AnyHost: !loopbackOnly(f.httpListen)})
+		AllowedOrigins: origins, AllowedHosts: hosts, AnyHost: !loopbackOnly(f.httpListen),
+		Mount: map[string]http.Handler{anthropichttp.Path: messages}})
 	if err != nil {
 		return nil, err
 	}

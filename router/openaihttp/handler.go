@@ -89,6 +89,10 @@ type Options struct {
 	// clients reach it under names nobody lists (service DNS names, load
 	// balancers) and a keyless fleet is open to whatever reaches it anyway.
 	AnyHost bool
+	// Mount serves other edges on the same listener, behind the same
+	// browser checks: pattern (http.ServeMux syntax) → handler. The command
+	// mounts the Anthropic Messages API (router/anthropichttp) at /v1/messages.
+	Mount map[string]http.Handler
 }
 
 // Handler serves the OpenAI-compatible API. Safe for concurrent use.
@@ -141,6 +145,9 @@ func New(o Options) (*Handler, error) {
 	mux.HandleFunc("POST /v1/embeddings", h.embeddings)
 	mux.HandleFunc("GET /v1/models", h.models)
 	mux.HandleFunc("GET /v1/models/{model...}", h.model)
+	for pattern, hh := range o.Mount {
+		mux.Handle(pattern, hh)
+	}
 	mux.HandleFunc("/", h.notFound)
 	h.mux = mux
 	return h, nil
