@@ -67,6 +67,20 @@ func handshake(cmd redis.Cmder) bool {
 // count that call locally, a different path).
 const benchTimeout = 5 * time.Second
 
+// newLeasedBench is a Leased store on its own established key prefix of srv,
+// its round trips counted by rt.
+func newLeasedBench(b *testing.B, srv *redistest.Server, rt *roundTrips) capacity.Store {
+	prefix := fmt.Sprintf("lb%d", prefixSeq.Add(1))
+	if err := redistest.Establish(srv.Addr(), prefix); err != nil {
+		b.Fatal(err)
+	}
+	home, err := capacity.NewRedisBlocks(capacity.RedisBlocksOptions{URL: srv.URL(), KeyPrefix: prefix, Hooks: []redis.Hook{rt}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return newLeased(b, home, clock.Real{}, func(o *capacity.LeasedOptions) { o.Timeout = benchTimeout })
+}
+
 // BenchmarkAcquireRelease: one Acquire + one Release per op from parallel
 // goroutines. rt/op is Redis round trips on the acquire path (must be <= 1),
 // bg-rt/op the pipelined releases and renewals per op.
@@ -91,6 +105,12 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		{"redis-tenant", true, func(b *testing.B, rt *roundTrips) capacity.Store {
 			return newRedis(b, srv.URL(), clock.Real{}, func(o *capacity.RedisOptions) { o.Hooks, o.Timeout = []redis.Hook{rt}, benchTimeout })
 		}},
+		{"leased", false, func(b *testing.B, rt *roundTrips) capacity.Store {
+			return newLeasedBench(b, srv, rt)
+		}},
+		{"leased-tenant", true, func(b *testing.B, rt *roundTrips) capacity.Store {
+			return newLeasedBench(b, srv, rt)
+		}},
 		{"resilient-redis-tenant", true, func(b *testing.B, rt *roundTrips) capacity.Store {
 			shared := newRedis(b, srv.URL(), clock.Real{}, func(o *capacity.RedisOptions) { o.Hooks, o.Timeout = []redis.Hook{rt}, benchTimeout })
 			s, err := capacity.NewResilient(capacity.ResilientOptions{Shared: shared, Timeout: benchTimeout})
@@ -107,6 +127,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			pool := fmt.Sprintf("bench-%s-%d", c.name, prefixSeq.Add(1))
 			ctx := context.WithValue(context.Background(), acquirePathKey{}, true)
 			var seq, failed atomic.Int64
+			var firstErr atomic.Value
 			// Warm up: the first EVALSHA on a fresh server answers NOSCRIPT
 			// and costs one more round trip, once per server.
 			if l, err := s.Acquire(ctx, capacity.Reservation{ID: "warm", Pool: pool, Limits: lim, Tenant: "warm", TenantLimits: tl}); err == nil {
@@ -126,7 +147,9 @@ func BenchmarkAcquireRelease(b *testing.B) {
 					}
 					l, err := s.Acquire(ctx, r)
 					if err != nil {
-						failed.Add(1)
+						if failed.Add(1) == 1 {
+							firstErr.Store(err.Error())
+						}
 						continue
 					}
 					s.Release(l, 60)
@@ -142,7 +165,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			if n := failed.Load(); n > 0 {
-				b.Fatalf("%d acquires failed", n)
+				b.Fatalf("%d acquires failed, the first with %v", n, firstErr.Load())
 			}
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reservations/s")
 			b.ReportMetric(float64(rt.acquire.Load())/float64(b.N), "rt/op")

@@ -142,6 +142,11 @@ const (
 	// arrival rate and peak concurrency are measured over the last two
 	// refresh periods.
 	demandBuckets = 8
+	// maxRefreshRounds bounds the synchronous refreshes one Acquire makes or
+	// waits for while its block and allowances grow (a burst of calls on an
+	// empty block); a refresh the home grants nothing more in ends them at
+	// once (fullBackoff, or the window's refusal).
+	maxRefreshRounds = 16
 	// fullBackoff: after a synchronous refresh found the pool full, calls are
 	// refused without another round trip for this long (until a slot of this
 	// replica's block frees, or the next background refresh).
@@ -248,6 +253,7 @@ type leasedPool struct {
 	leases           map[string]string // member -> nonce
 	demand           demand
 	misses           int64     // refusals for want of a slot since the last refresh
+	allowMisses      int64     // and for want of allowance
 	fullUntil        time.Time // a synchronous refresh found the pool full
 	refilling        chan struct{}
 	waiting          int64
@@ -265,6 +271,7 @@ type leasedTenant struct {
 	limits           Limits
 	allow            allowance
 	requests, tokens windowCount // this replica's own use, for chunk sizes
+	demand           demand      // arrivals, for chunk sizes
 }
 
 // demand measures a pool's arrivals and peak concurrency over the last
@@ -417,20 +424,21 @@ func (a *allowance) granted(g AllowanceGrant) {
 	}
 }
 
-// chunks sizes an allowance: what the recent rate uses in two refresh
-// periods, at least one call's worth, at most a tenth of the budget (what a
-// replica holds unspent is what the others cannot use).
-func chunks(l Limits, reqRate, tokRate float64, every time.Duration, callTokens int64) (int64, int64) {
-	window := 2 * every.Seconds()
-	req := int64(math.Ceil(reqRate*window)) + 1
-	tok := int64(math.Ceil(tokRate*window)) + callTokens
+// chunks sizes an allowance: what the recent request rate uses in two
+// refresh periods, each request with the recent tokens per request (or
+// this call's, if more), at least one call's worth, at most a tenth of the
+// budget (what a replica holds unspent is what the others cannot use).
+func chunks(l Limits, reqRate float64, req, tok windowCount, now time.Time, every time.Duration, callTokens int64) (int64, int64) {
+	perCall := max(callTokens, tok.estimate(now)/max(req.estimate(now), 1))
+	wantReq := int64(math.Ceil(reqRate*2*every.Seconds())) + 1
+	wantTok := wantReq * perCall
 	if l.RequestsPerMinute > 0 {
-		req = min(req, max(l.RequestsPerMinute/10, 1))
+		wantReq = min(wantReq, max(l.RequestsPerMinute/10, 1))
 	}
 	if l.TokensPerMinute > 0 {
-		tok = min(tok, max(l.TokensPerMinute/10, callTokens))
+		wantTok = min(wantTok, max(l.TokensPerMinute/10, callTokens))
 	}
-	return req, tok
+	return wantReq, wantTok
 }
 
 func (l *Leased) homeOf(pool string) *home {
@@ -457,7 +465,7 @@ func (l *Leased) bucketWidth() time.Duration { return max(l.refresh/4, 10*time.M
 func (l *Leased) tenant(name string) *leasedTenant {
 	t := l.tenants[name]
 	if t == nil {
-		t = &leasedTenant{name: name}
+		t = &leasedTenant{name: name, demand: demand{width: l.bucketWidth()}}
 		l.tenants[name] = t
 	}
 	return t
@@ -560,9 +568,11 @@ func localWindows(now time.Time, scope, name string, req, tok *windowCount, lim 
 }
 
 // Acquire implements Store. With a slot in this replica's block (and the
-// allowances, for per-minute budgets) it does no I/O; otherwise it makes one
-// synchronous refresh of this pool (calls arriving meanwhile share it) and
-// refuses with ErrPoolFull or a *QuotaError if that brings nothing.
+// allowances, for per-minute budgets) it does no I/O; otherwise it makes a
+// synchronous refresh of this pool (calls arriving meanwhile wait for it and
+// are counted in what it asks for), and refuses with ErrPoolFull or a
+// *QuotaError once a refresh brings nothing. A burst on an empty block may
+// take a few refreshes while the block doubles (at most maxRefreshRounds).
 func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return Lease{}, fmt.Errorf("leased acquire: %w", err)
@@ -584,6 +594,7 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 	if r.Tenant != "" && (r.TenantLimits.RequestsPerMinute > 0 || r.TenantLimits.TokensPerMinute > 0) {
 		t = l.tenant(r.Tenant)
 		t.limits = r.TenantLimits
+		t.demand.arrive(now)
 	}
 	if _, dup := p.leases[member]; dup {
 		return Lease{}, ErrDuplicate
@@ -598,8 +609,10 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 		}
 		if needSlot {
 			p.misses++ // the block is too small: the next refresh grows it
+		} else {
+			p.allowMisses++ // so is the allowance
 		}
-		if round == 1 || (needSlot && now.Before(p.fullUntil)) {
+		if round == maxRefreshRounds || (needSlot && now.Before(p.fullUntil)) {
 			if refusal != nil {
 				return Lease{}, refusal
 			}
@@ -644,11 +657,14 @@ func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant,
 	req.Pools = []BlockRequest{pq}
 	var tq *TenantRequest
 	if t != nil {
-		wantReq, wantTok := chunks(t.limits, float64(t.requests.estimate(now))/60, float64(t.tokens.estimate(now))/60, l.refresh, r.Tokens)
+		wantReq, wantTok := chunks(t.limits, t.demand.rate(now), t.requests, t.tokens, now, l.refresh, r.Tokens)
+		n := 1 + p.waiting + p.allowMisses
+		wantReq, wantTok = max(wantReq, n), max(wantTok, r.Tokens*n)
 		tr := TenantRequest{Tenant: t.name, Window: t.allow.request(t.limits, cur, 1, r.Tokens, wantReq, wantTok)}
 		tq = &tr
 	}
 	h := p.home
+	before := l.usable(p, now)
 	l.mu.Unlock()
 	ans, tenantAns, err := l.send(ctx, h, req, tq)
 	l.mu.Lock()
@@ -672,7 +688,8 @@ func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant,
 			refusal = &QuotaError{Scope: "tenant", Name: t.name, Kind: tenantAns.Refused, RetryAfter: tenantAns.RetryAfter}
 		}
 	}
-	if needSlot && refusal == nil && r.Limits.MaxConcurrent > 0 && int64(len(p.leases)) >= l.usable(p, l.clock.Now()) {
+	if after := l.usable(p, l.clock.Now()); needSlot && refusal == nil && after <= before && int64(len(p.leases)) >= after {
+		// The home had nothing more: the pool is full everywhere.
 		p.fullUntil = l.clock.Now().Add(fullBackoff)
 	}
 	return refusal, nil
@@ -742,10 +759,13 @@ func (l *Leased) poolRequest(p *leasedPool, now time.Time, call *Reservation, ur
 	if p.answeredSeq > 0 {
 		share = p.share
 	}
-	if p.misses > 0 || urgent {
-		// Calls found the block empty: grow it quickly (doubling, as TCP's
-		// slow start does); what turns out surplus goes back next refresh.
+	if urgent || (call == nil && p.misses > 0) {
+		// Calls found the block empty (a call waits now, or some did since
+		// the last background refresh): grow it quickly, doubling as TCP's
+		// slow start does; what turns out surplus goes back next refresh.
+		// A synchronous refresh for an allowance alone does not grow it.
 		want = max(want, 2*valid+1, inUse+p.misses+p.waiting+1)
+		share = max(share, want) // the home caps it at the real share
 	}
 	want = max(want, inUse)
 	if c := int64(p.limits.MaxConcurrent); c > 0 {
@@ -768,7 +788,13 @@ func (l *Leased) poolRequest(p *leasedPool, now time.Time, call *Reservation, ur
 	if call != nil {
 		needReq, needTok, callTokens = 1, call.Tokens, call.Tokens
 	}
-	wantReq, wantTok := chunks(p.limits, rate, float64(p.tokens.estimate(now))/60, l.refresh, callTokens)
+	wantReq, wantTok := chunks(p.limits, rate, p.requests, p.tokens, now, l.refresh, callTokens)
+	if call != nil {
+		// The calls that found the allowance short since the last refresh
+		// (some waiting for this one) need theirs too.
+		n := 1 + p.waiting + p.allowMisses
+		wantReq, wantTok = max(wantReq, n), max(wantTok, callTokens*n)
+	}
 	return BlockRequest{
 		Pool: p.name, Capacity: int64(p.limits.MaxConcurrent), Keep: keep, Want: want, Seq: p.seq,
 		InUse: inUse, Requests: p.requests.estimate(now), Tokens: p.tokens.estimate(now),
@@ -960,13 +986,13 @@ func (l *Leased) RefreshNow(ctx context.Context) {
 		b := get(p.home)
 		b.req.Pools = append(b.req.Pools, l.poolRequest(p, now, nil, false))
 		b.pools = append(b.pools, p)
-		p.misses = 0
+		p.misses, p.allowMisses = 0, 0
 	}
 	for _, t := range l.tenants {
 		if t.limits.RequestsPerMinute <= 0 && t.limits.TokensPerMinute <= 0 {
 			continue
 		}
-		wantReq, wantTok := chunks(t.limits, float64(t.requests.estimate(now))/60, float64(t.tokens.estimate(now))/60, l.refresh, 0)
+		wantReq, wantTok := chunks(t.limits, t.demand.rate(now), t.requests, t.tokens, now, l.refresh, 0)
 		b := get(l.defaultHome)
 		b.req.Tenants = append(b.req.Tenants, TenantRequest{Tenant: t.name, Window: t.allow.request(t.limits, cur, 0, 0, wantReq, wantTok)})
 		b.tens = append(b.tens, t)

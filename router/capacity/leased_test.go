@@ -663,7 +663,10 @@ func minuteBudgets(t *testing.T, rpm, tpm int64) {
 				inFlight = append(inFlight, held{lease, r, clk.Now().Add(time.Duration(100+rng.Intn(2000)) * time.Millisecond), u})
 			case errors.As(err, &q):
 			default:
-				t.Fatalf("step %d replica %d: acquire: %v; blocks %+v", step, r, err, l.Blocks())
+				for i, x := range reps {
+					t.Logf("replica %d: %+v", i, x.Blocks())
+				}
+				t.Fatalf("step %d replica %d: acquire: %v", step, r, err)
 			}
 		}
 		clk.Advance(50 * time.Millisecond)
