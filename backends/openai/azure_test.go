@@ -56,6 +56,7 @@ type entraAuthority struct {
 	refuse    atomic.Bool
 	issued    atomic.Int64
 	badSecret atomic.Int64
+	miClient  atomic.Pointer[string] // the user-assigned identity the managed identity endpoint was last asked for
 	mu        sync.Mutex
 	tokens    map[string]time.Time
 }
@@ -134,6 +135,8 @@ func (a *entraAuthority) serve(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, `{"statusCode":400,"message":"No managed identity or bad request"}`)
 			return
 		}
+		id := q.Get("client_id")
+		a.miClient.Store(&id)
 		n := a.issued.Add(1)
 		tok := fmt.Sprintf("entra-mi-token-%d-%d", n, time.Now().UnixNano())
 		ttl := a.ttl.Load()
@@ -401,18 +404,24 @@ func TestEntraWorkloadIdentity(t *testing.T) {
 }
 
 // Managed identity (App Service / Container Apps style endpoint): the
-// token comes from IDENTITY_ENDPOINT with the IDENTITY_HEADER secret, for
-// the Azure OpenAI resource.
+// token for a user-assigned identity (azure.client_id) comes from
+// IDENTITY_ENDPOINT with the IDENTITY_HEADER secret, for the Azure OpenAI
+// resource. (The identity is new on every run: MSAL keeps managed identity
+// tokens in a process-wide cache.)
 func TestEntraManagedIdentity(t *testing.T) {
 	a := startEntra(t)
 	t.Setenv("IDENTITY_ENDPOINT", a.URL+"/msi/token")
 	t.Setenv("IDENTITY_HEADER", "identity-header-secret")
 	t.Setenv("AZURE_CLIENT_ID", "")
 	z := startAzureOpenAI(t, a, 0)
-	b := entraPoolFor(t, a, z.URL+"/openai/v1", map[string]string{OptAzureCredential: "managed"}, nil)
+	id := fmt.Sprintf("00000000-0000-0000-0000-%012d", time.Now().UnixNano()%1e12)
+	b := entraPoolFor(t, a, z.URL+"/openai/v1", map[string]string{OptAzureCredential: "managed", OptAzureClientID: id}, nil)
 	resp, err := b.Generate(ctxFor(t, 20*time.Second), &pb.GenerateRequest{Model: "gpt", Messages: []*pb.ChatMessage{{Role: "user", Content: "hi"}}, MaxTokens: 3})
 	if err != nil || resp.GetUsage().GetOutputTokens() != 3 || a.issued.Load() == 0 || a.badSecret.Load() != 0 {
 		t.Fatalf("managed identity: %v %v (issued %d, refused %d)", resp, err, a.issued.Load(), a.badSecret.Load())
+	}
+	if got := a.miClient.Load(); got == nil || *got != id {
+		t.Fatalf("the endpoint was asked for identity %v, want the pool's %s", got, id)
 	}
 }
 
