@@ -14,7 +14,9 @@ import (
 // bounded wait, and lets them try again in priority order when capacity
 // frees up. When the queue is full, a newcomer evicts the newest waiter of a
 // lower priority (batch is shed before standard before interactive) or is
-// shed itself. Safe for concurrent use.
+// shed itself. A reload that shortens the queue (setMaxLen) sheds the
+// waiters beyond the new length at once, lowest priority and newest first.
+// Safe for concurrent use.
 type waitQueue struct {
 	clock   clock.Clock
 	mu      sync.Mutex
@@ -25,7 +27,8 @@ type waitQueue struct {
 
 type waiter struct {
 	ready chan struct{} // closed when the waiter should try again
-	shed  chan struct{} // closed when a higher-priority call evicted it
+	shed  chan struct{} // closed when the queue dropped it; why says how
+	why   waitResult    // waitEvicted or waitFull; set before shed is closed
 	class int
 }
 
@@ -38,7 +41,7 @@ type waitResult int
 
 const (
 	waitRetry   waitResult = iota // capacity may be free: try again
-	waitFull                      // the queue was full: shed now
+	waitFull                      // the queue was full (or a reload shortened it): shed now
 	waitEvicted                   // a higher-priority call took the place
 )
 
@@ -58,7 +61,7 @@ func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, maxWait time.Dur
 	case <-w.ready:
 		return waitRetry, nil
 	case <-w.shed:
-		return waitEvicted, nil
+		return w.why, nil
 	case <-t.C():
 		q.remove(w)
 		return waitRetry, nil
@@ -73,15 +76,7 @@ func (q *waitQueue) enqueue(w *waiter, front bool) bool {
 	defer q.mu.Unlock()
 	if q.n >= q.maxLen {
 		// Evict the newest waiter of the lowest class below w's.
-		for c := len(q.classes) - 1; c > w.class; c-- {
-			if l := len(q.classes[c]); l > 0 {
-				victim := q.classes[c][l-1]
-				q.classes[c] = q.classes[c][:l-1]
-				close(victim.shed)
-				q.n--
-				break
-			}
-		}
+		q.shedLocked(w.class+1, waitEvicted)
 		if q.n >= q.maxLen {
 			return false
 		}
@@ -93,6 +88,45 @@ func (q *waitQueue) enqueue(w *waiter, front bool) bool {
 	}
 	q.n++
 	return true
+}
+
+// shedLocked drops the newest waiter of the lowest class at or below
+// class index from (a larger index is a lower priority) and tells it why;
+// it reports whether there was one.
+func (q *waitQueue) shedLocked(from int, why waitResult) bool {
+	for c := len(q.classes) - 1; c >= from; c-- {
+		if l := len(q.classes[c]); l > 0 {
+			victim := q.classes[c][l-1]
+			q.classes[c] = q.classes[c][:l-1]
+			victim.why = why
+			close(victim.shed)
+			q.n--
+			return true
+		}
+	}
+	return false
+}
+
+// setMaxLen makes n the queue's length (routing.queue_max_length, on
+// reload). Waiters beyond it are shed at once with waitFull, lowest priority
+// and newest first, as if they had arrived at a queue of that length; it
+// returns how many.
+func (q *waitQueue) setMaxLen(n int) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.maxLen = n
+	shed := 0
+	for q.n > n && q.shedLocked(0, waitFull) {
+		shed++
+	}
+	return shed
+}
+
+// maxLength is the queue's current length limit.
+func (q *waitQueue) maxLength() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.maxLen
 }
 
 func (q *waitQueue) remove(w *waiter) {
@@ -132,7 +166,8 @@ func (q *waitQueue) length() int {
 
 // retryBudget caps extra attempts at a fraction of calls over a sliding
 // window (with a small floor so a quiet router can still retry), the way
-// Envoy's retry budgets and gRPC's retry throttling do. Safe for concurrent use.
+// Envoy's retry budgets and gRPC's retry throttling do. A reload changes the
+// fraction (setRatio) and keeps the window's counts. Safe for concurrent use.
 type retryBudget struct {
 	clock  clock.Clock
 	ratio  float64
@@ -149,6 +184,14 @@ type retryBudget struct {
 
 func newRetryBudget(c clock.Clock, ratio float64) *retryBudget {
 	return &retryBudget{clock: c, ratio: ratio, floor: 3, window: 10 * time.Second, start: c.Now()}
+}
+
+// setRatio makes r the fraction of calls that may be retried
+// (routing.retry_budget, on reload); the counts so far stay.
+func (b *retryBudget) setRatio(r float64) {
+	b.mu.Lock()
+	b.ratio = r
+	b.mu.Unlock()
 }
 
 func (b *retryBudget) rollLocked(now time.Time) {

@@ -302,7 +302,8 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 		switch res {
 		case waitFull:
 			d.obs.shed(ctx, shedQueueFull, c.req.GetPriority())
-			return route, &exhaustedError{err: fmt.Errorf("%w: wait queue full (%d calls): %w", errShed, rf.QueueMaxLength, shortage), retryAfter: time.Second}
+			// The queue's length now: a reload may have shortened it since the call came in.
+			return route, &exhaustedError{err: fmt.Errorf("%w: wait queue full (%d calls): %w", errShed, d.queue.maxLength(), shortage), retryAfter: time.Second}
 		case waitEvicted:
 			d.obs.shed(ctx, shedEvicted, c.req.GetPriority())
 			return route, &exhaustedError{err: fmt.Errorf("%w: %s call shed for a higher-priority call: %w", errShed, priorityLabel(c.req.GetPriority()), shortage), retryAfter: 2 * time.Second}

@@ -1,12 +1,14 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +58,8 @@ type fakeBackend struct {
 
 	mu    sync.Mutex
 	calls []*pb.GenerateRequest
+	// checks counts active health checks.
+	checks atomic.Int64
 }
 
 var _ backends.Backend = (*fakeBackend)(nil)
@@ -126,7 +130,7 @@ func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateReques
 	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens}})
 }
 
-func (f *fakeBackend) Check(context.Context) error { return nil }
+func (f *fakeBackend) Check(context.Context) error { f.checks.Add(1); return nil }
 func (f *fakeBackend) Capabilities() backends.Capabilities {
 	c := f.caps
 	c.Continuation = f.continues
@@ -184,12 +188,39 @@ type dispatchFleet struct {
 	store *capacity.Memory
 	rec   *recorder
 	fakes map[string]*fakeBackend
+	// pools is the fleet file up to its routing section (reload builds on
+	// it); policy the routing policy named in it.
+	pools, policy string
+}
+
+// fleet is the dispatch fleet's config with routing as the extra lines
+// under routing: (queue_max_wait 2s unless they set it; the policy the
+// router runs, so a reload finds it in the router's registry).
+func (df *dispatchFleet) fleet(routing string) (*config.Fleet, error) {
+	head := "routing:\n  policy: " + df.policy + "\n"
+	if !strings.Contains(routing, "queue_max_wait:") {
+		head += "  queue_max_wait: 2s\n"
+	}
+	return config.Parse([]byte(df.pools+head+routing), "dispatch test")
+}
+
+// reload reloads the router with routing as the extra lines under routing:.
+func (df *dispatchFleet) reload(t testing.TB, routing string) {
+	t.Helper()
+	f, err := df.fleet(routing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := df.rt.Reload(f); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fakePool is a pool of the fleet: a backend, and full when held.
 type fakePool struct {
 	backend *fakeBackend
-	full    bool // another call holds its only slot
+	full    bool   // another call holds its only slot
+	region  string // default us-east-1
 }
 
 func newDispatchFleet(t testing.TB, routing string, pools ...fakePool) *dispatchFleet {
@@ -222,12 +253,12 @@ func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *disp
 		}
 		// Every pool in one region with equal weight: the test fixes the
 		// order with preferred_cloud weights below, not chance.
-		fmt.Fprintf(&b, "  - {name: %s, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [x], adapter: fake, limits: {max_concurrent: %d}, cost_per_million_tokens: 1}\n",
-			p.backend.name, limit)
+		fmt.Fprintf(&b, "  - {name: %s, cloud: aws, region: %s, accelerator: h100, models: [m], endpoints: [x], adapter: fake, limits: {max_concurrent: %d}, cost_per_million_tokens: 1}\n",
+			p.backend.name, cmp.Or(p.region, "us-east-1"), limit)
 		df.fakes[p.backend.name] = p.backend
 	}
-	b.WriteString("routing:\n  queue_max_wait: 2s\n  policy: round_robin\n" + routing)
-	fleet, err := config.Parse([]byte(b.String()), "dispatch test")
+	df.pools, df.policy = b.String(), cmp.Or(pol, "round_robin")
+	fleet, err := df.fleet(routing)
 	if err != nil {
 		t.Fatal(err)
 	}

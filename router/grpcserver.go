@@ -118,6 +118,7 @@ func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []
 	if o.MaxStreams == 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
+	s.recvFixed.Store(int64(largestInput(s.state.Load().fleet)))
 	opts := baseOptions(s.RecvLimit(o.RecvMargin), o.MaxStreams)
 	if o.HandshakeTimeout > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(o.HandshakeTimeout))

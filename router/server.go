@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -100,6 +101,12 @@ type Server struct {
 	metricCB metric.Registration
 
 	reloadMu sync.Mutex
+	// healthTicks hands the health loop a ticker at a reloaded
+	// routing.health_check_interval (at most one pending; Reload replaces it).
+	healthTicks chan healthTick
+	// recvFixed is the largest max_input_tokens the gRPC receive limit was
+	// built for (GRPCServerOptions), 0 before: larger prompts need a restart.
+	recvFixed atomic.Int64
 	// creds are the open streams' credential checks (revoke.go).
 	creds  credWatches
 	stop   chan struct{}
@@ -180,6 +187,8 @@ func New(o Options) (*Server, error) {
 		policies: o.Policies,
 		queue:    newWaitQueue(o.Clock, o.Fleet.Routing.QueueMaxLength),
 		stop:     make(chan struct{}),
+
+		healthTicks: make(chan healthTick, 1),
 	}
 	s.tel = newTelemetryObs(s.log, o.TracerProvider.Tracer(telemetry.ScopeName), inst, s.events, o.Clock)
 	s.disp = &dispatcher{
@@ -218,8 +227,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.wg.Add(4)
 	go s.every(s.opts.UsageRefresh, s.refreshUsage)
-	interval := o.Fleet.Routing.HealthCheckInterval.Std()
-	go s.every(interval, func() { s.checkHealth(interval) })
+	go s.healthLoop(o.Fleet.Routing.HealthCheckInterval.Std())
 	// The first queued call re-checks every QueuePoll for capacity other
 	// replicas (or operators) freed: this replica only hears of its own
 	// releases. One waiter per tick, whatever the queue length; a waiter that
@@ -407,6 +415,13 @@ func (s *Server) closeBackends(st, keep *fleetState) {
 // removed or changed are closed at once, so calls in flight on them fail
 // over like any failed attempt (a stream that already sent tokens resumes
 // only on a pool that can continue it).
+//
+// Every routing setting takes effect: most are read by each new call from
+// the fleet snapshot; the wait queue's length (waiters beyond a shorter one
+// are shed at once), the retry budget, the health-check interval and
+// routing.policy (unless --policy or an operator's choice overrides it) are
+// applied here. What only a restart applies (restartNeeded) is named in the
+// reload's log line and config_reload event.
 func (s *Server) Reload(f *config.Fleet) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("reload rejected: %w", err)
@@ -416,6 +431,9 @@ func (s *Server) Reload(f *config.Fleet) error {
 	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if s.closed.Load() {
+		return errors.New("reload rejected: the router is closed")
+	}
 	prev := s.state.Load()
 	st, err := s.buildState(f, prev)
 	if err != nil {
@@ -432,9 +450,125 @@ func (s *Server) Reload(f *config.Fleet) error {
 	if n := s.revokeStale(st); n > 0 {
 		s.log.Info("streams ended: their token or key was removed by the reload", "streams", n)
 	}
-	s.log.Info("fleet config reloaded", "source", f.Source(), "pools", len(st.pools))
-	s.events.publish("config_reload", "", fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools)), "")
+	changed, notes := s.applyRouting(prev.fleet, f)
+	restart := s.restartNeeded(f)
+	detail := fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools))
+	if len(changed) > 0 {
+		detail += "; routing: " + strings.Join(changed, ", ")
+	}
+	if len(notes) > 0 {
+		detail += "; " + strings.Join(notes, "; ")
+	}
+	attrs := []any{"source", f.Source(), "pools", len(st.pools), "changed", changed, "notes", notes}
+	if len(restart) > 0 {
+		detail += "; needs a restart to take effect: " + strings.Join(restart, ", ")
+		s.log.Warn("fleet config reloaded; some settings need a restart", append(attrs, "restart_needed", restart)...)
+	} else {
+		s.log.Info("fleet config reloaded", attrs...)
+	}
+	s.events.publish("config_reload", "", detail, "")
 	return nil
+}
+
+// applyRouting applies the routing settings a call does not read from its
+// fleet snapshot, when next changes them: the wait queue's length, the
+// retry budget, the health-check interval and the policy. It returns the
+// routing settings that changed ("queue_max_length 1024 -> 1", every one
+// in effect now) and notes on settings kept despite the file (routing.policy
+// under --policy or an operator's choice). Called with reloadMu held.
+func (s *Server) applyRouting(prev, next *config.Fleet) (changed, notes []string) {
+	a, b := prev.Routing, next.Routing
+	changed = routingChanges(a, b)
+	if a.QueueMaxLength != b.QueueMaxLength {
+		if n := s.queue.setMaxLen(b.QueueMaxLength); n > 0 {
+			notes = append(notes, fmt.Sprintf("%d queued calls shed: the wait queue is now %d long", n, b.QueueMaxLength))
+		}
+	}
+	if a.RetryBudget != b.RetryBudget {
+		s.disp.budget.setRatio(b.RetryBudget)
+	}
+	if d := b.HealthCheckInterval.Std(); d != a.HealthCheckInterval.Std() {
+		select {
+		case old := <-s.healthTicks: // a ticker from an earlier reload the loop has not taken yet
+			old.t.Stop()
+		default:
+		}
+		s.healthTicks <- healthTick{t: s.clock.NewTicker(d), every: d}
+	}
+	if a.Policy != b.Policy {
+		ctl := s.ctlState.Load()
+		switch {
+		case s.opts.Policy != "":
+			notes = append(notes, fmt.Sprintf("routing.policy %s not applied: the router was started with --policy %s", b.Policy, s.opts.Policy))
+		case ctl != nil && ctl.Policy != "":
+			notes = append(notes, fmt.Sprintf("routing.policy %s not applied: an operator chose %s (switchyardctl policy set)", b.Policy, ctl.Policy))
+		default:
+			if err := s.setPolicy(b.Policy); err != nil { // checked before the reload began
+				notes = append(notes, fmt.Sprintf("routing.policy %s not applied: %v", b.Policy, err))
+			} else {
+				s.events.publish("policy", "", "policy is now "+b.Policy+" (routing.policy, config reload)", "")
+			}
+		}
+	}
+	return changed, notes
+}
+
+// routingChanges lists the routing settings that differ between a and b,
+// by their YAML names, with both values.
+func routingChanges(a, b config.Routing) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := range va.NumField() {
+		x, y := va.Field(i).Interface(), vb.Field(i).Interface()
+		if reflect.DeepEqual(x, y) {
+			continue
+		}
+		name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("yaml"), ",")
+		out = append(out, fmt.Sprintf("%s %s -> %s", name, fmtSetting(x), fmtSetting(y)))
+	}
+	return out
+}
+
+func fmtSetting(v any) string {
+	switch v := v.(type) {
+	case config.Duration:
+		return v.Std().String()
+	case config.SpillReserve:
+		return fmt.Sprintf("{interactive: %g, standard: %g, batch: %g}", v.Interactive, v.Standard, v.Batch)
+	}
+	return fmt.Sprint(v)
+}
+
+// restartNeeded names the settings of f that differ from what this process
+// runs with and that only a restart applies: the simulator's time scale and
+// queue length (the sim adapter is built at start), the capacity counting
+// mode (the store is connected at start), and prompts larger than the gRPC
+// receive limit built at start allows.
+func (s *Server) restartNeeded(f *config.Fleet) []string {
+	start := s.opts.Fleet
+	var out []string
+	if f.Sim.TimeScale != start.Sim.TimeScale {
+		out = append(out, fmt.Sprintf("sim.time_scale (running %g)", start.Sim.TimeScale))
+	}
+	if f.Sim.QueueLength != start.Sim.QueueLength {
+		out = append(out, fmt.Sprintf("sim.queue_length (running %d)", start.Sim.QueueLength))
+	}
+	if f.Capacity.Mode != start.Capacity.Mode {
+		out = append(out, fmt.Sprintf("capacity.mode (running %q)", start.Capacity.Mode))
+	}
+	if fixed := s.recvFixed.Load(); fixed > 0 && int64(largestInput(f)) > fixed {
+		out = append(out, fmt.Sprintf("models.max_input_tokens above %d (the gRPC receive limit is fixed at start)", fixed))
+	}
+	return out
+}
+
+// largestInput is the largest max_input_tokens of f's models.
+func largestInput(f *config.Fleet) int {
+	largest := 0
+	for _, m := range f.Models {
+		largest = max(largest, m.MaxInputTokens)
+	}
+	return largest
 }
 
 // Fleet returns the running fleet config.
@@ -461,6 +595,13 @@ func (s *Server) Close() error {
 	}
 	close(s.stop)
 	s.wg.Wait()
+	s.reloadMu.Lock()
+	select {
+	case h := <-s.healthTicks: // handed over by a reload the loop did not see
+		h.t.Stop()
+	default:
+	}
+	s.reloadMu.Unlock()
 	if s.metricCB != nil {
 		_ = s.metricCB.Unregister()
 	}
@@ -479,6 +620,31 @@ func (s *Server) every(d time.Duration, fn func()) {
 			return
 		case <-t.C():
 			fn()
+		}
+	}
+}
+
+// healthTick is a ticker at a new health-check interval.
+type healthTick struct {
+	t     clock.Ticker
+	every time.Duration
+}
+
+// healthLoop checks every pool's health every interval, switching to the
+// ticker a reload hands over (the caller did s.wg.Add).
+func (s *Server) healthLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := s.clock.NewTicker(every)
+	defer func() { t.Stop() }()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case h := <-s.healthTicks:
+			t.Stop()
+			t, every = h.t, h.every
+		case <-t.C():
+			s.checkHealth(every)
 		}
 	}
 }
