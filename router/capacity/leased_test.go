@@ -20,6 +20,9 @@ import (
 func newLeased(t testing.TB, home capacity.BlockStore, clk clock.Clock, mod func(*capacity.LeasedOptions)) *capacity.Leased {
 	t.Helper()
 	o := capacity.LeasedOptions{Homes: map[string]capacity.BlockStore{"home": home}, Clock: clk}
+	if home == nil {
+		o.Homes = nil // mod sets them
+	}
 	if mod != nil {
 		mod(&o)
 	}
@@ -697,5 +700,41 @@ func minuteBudgets(t *testing.T, rpm, tpm int64) {
 		if admitted[m] < rpm*85/100 && charged[m] < tpm*85/100 {
 			t.Errorf("minute %d: only %d requests and %d tokens charged: the budgets were stranded, not used", m-first, admitted[m], charged[m])
 		}
+	}
+}
+
+// Pools are homed by region: each pool's blocks live in its home store only,
+// tenants' budgets in the default home, and a reload can move a pool.
+func TestLeasedHomesByRegion(t *testing.T) {
+	clk := clock.NewFake(capacitytest.Start)
+	us, eu := capacity.NewMemoryBlocks(true), capacity.NewMemoryBlocks(true)
+	l := newLeased(t, nil, clk, func(o *capacity.LeasedOptions) {
+		o.Homes = map[string]capacity.BlockStore{"us": us, "eu": eu}
+		o.Default, o.PoolHomes, o.NoLoop = "us", map[string]string{"eu-pool": "eu"}, true
+	})
+	ctx := context.Background()
+	lim := capacity.Limits{MaxConcurrent: 4}
+	for _, pool := range []string{"eu-pool", "us-pool"} {
+		if _, err := l.Acquire(ctx, capacity.Reservation{ID: "a", Pool: pool, Limits: lim}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if eu.GrantedSum("eu-pool", clk.Now()) == 0 || us.GrantedSum("eu-pool", clk.Now()) != 0 {
+		t.Fatalf("eu-pool's block: %d in eu, %d in us; want it in eu only", eu.GrantedSum("eu-pool", clk.Now()), us.GrantedSum("eu-pool", clk.Now()))
+	}
+	if us.GrantedSum("us-pool", clk.Now()) == 0 || eu.GrantedSum("us-pool", clk.Now()) != 0 {
+		t.Fatal("us-pool (no home named) is not in the default home only")
+	}
+	if err := l.SetPoolHomes(map[string]string{"eu-pool": "asia"}); err == nil {
+		t.Fatal("a pool homed to an unknown store was accepted")
+	}
+	for _, b := range l.Blocks().Pools {
+		want := map[string]string{"eu-pool": "eu", "us-pool": "us"}[b.Pool]
+		if b.Home != want {
+			t.Errorf("pool %s reported at home %q, want %q", b.Pool, b.Home, want)
+		}
+	}
+	if _, err := capacity.NewLeased(capacity.LeasedOptions{Homes: map[string]capacity.BlockStore{"us": us, "eu": eu}}); err == nil {
+		t.Fatal("two homes and no default accepted")
 	}
 }
