@@ -76,6 +76,9 @@ type attempt struct {
 	cand     *policy.Candidate
 	policy   string
 	streamed int32 // tokens already delivered to the client before it
+	// output is the tokens the attempt itself produced (its usage; for a
+	// broken stream, those delivered before it broke).
+	output int32
 	// took is how long the backend call ran (set before attemptDone); ttft
 	// how long its first chunk took (streams; 0 when none came).
 	took, ttft time.Duration
@@ -230,6 +233,7 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 			}
 			var usage *pb.Usage
 			usage, err = d.attempt(ctx, c, a, lease, req, do)
+			a.output = usage.GetOutputTokens()
 			oc := classify(ctx, err)
 			d.obs.attemptDone(ctx, a, oc, err)
 			if fb, ok := pol.(policy.Feedback); ok {

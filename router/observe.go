@@ -355,7 +355,9 @@ func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, 
 	}
 	span.End()
 	if oc == outcomeFailure {
-		t.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", a.pool.cfg.Name, "err", err, "streamed_tokens", a.streamed)
+		// streamed_tokens: every token the client has had, before this
+		// attempt and from it (a broken stream's usage counts what it sent).
+		t.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", a.pool.cfg.Name, "err", err, "streamed_tokens", a.streamed+a.output)
 	}
 }
 

@@ -41,7 +41,7 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, Propagator: tel.Propagator,
+	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Propagator: tel.Propagator,
 		AllowedOrigins: origins, AllowedHosts: hosts, AnyHost: !loopbackOnly(f.httpListen),
 		Mount: map[string]http.Handler{anthropichttp.Path: messages}})
 	if err != nil {

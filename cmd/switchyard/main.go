@@ -156,7 +156,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	o := &slog.HandlerOptions{Level: l}
+	o := &slog.HandlerOptions{Level: l, ReplaceAttr: readableDurations}
 	switch format {
 	case "json":
 		return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(w, o))), nil
@@ -164,6 +164,15 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(telemetry.NewLogHandler(slog.NewTextHandler(w, o))), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// readableDurations logs a duration as Go writes it ("30s", "1.5ms"), not
+// as JSON's integer nanoseconds ("timeout":30000000000).
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 func loadFleet(path string) (*config.Fleet, error) {

@@ -218,3 +218,20 @@ func TestStreamWorkersSettingsServe(t *testing.T) {
 		}
 	}
 }
+
+// TestLogDurationsAreReadable: a duration in a log line reads "30s", in
+// JSON and text logs alike (JSON wrote integer nanoseconds).
+func TestLogDurationsAreReadable(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b strings.Builder
+		log, err := newLogger(&b, "info", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("stream silent", "timeout", 30*time.Second, "took", 1500*time.Microsecond)
+		out := b.String()
+		if !strings.Contains(out, "30s") || !strings.Contains(out, "1.5ms") || strings.Contains(out, "30000000000") {
+			t.Errorf("%s log: %s", format, out)
+		}
+	}
+}

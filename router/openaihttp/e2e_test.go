@@ -288,7 +288,7 @@ func TestErrorsHaveOpenAIShapeAndStatus(t *testing.T) {
 		{"type mismatch", "/v1/chat/completions", chat(`,"max_tokens":"ten"`), [2]string{}, 400, "invalid_request_error", "invalid_value", "max_tokens"},
 		{"bad residency", "/v1/chat/completions", chat(``), [2]string{"X-Switchyard-Residency", "mars"}, 400, "invalid_request_error", "invalid_value", "x-switchyard-residency"},
 		{"bad priority", "/v1/chat/completions", chat(``), [2]string{"X-Switchyard-Priority", "urgent"}, 400, "invalid_request_error", "invalid_value", "x-switchyard-priority"},
-		{"not json", "/v1/chat/completions", `{"model":`, [2]string{}, 400, "invalid_request_error", "invalid_value", ""},
+		{"not json", "/v1/chat/completions", `{"model":`, [2]string{}, 400, "invalid_request_error", "invalid_value", "body"},
 		{"unknown model", "/v1/chat/completions", `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, [2]string{}, 404, "invalid_request_error", "model_not_found", "model"},
 		{"prompt array", "/v1/completions", `{"model":"llama-3.1-8b","prompt":["a","b"]}`, [2]string{}, 400, "invalid_request_error", "invalid_value", "prompt"},
 		{"completion prompt too long", "/v1/completions", `{"model":"llama-3.1-8b","prompt":"` + strings.Repeat("x", 40000) + `"}`, [2]string{}, 400, "invalid_request_error", "invalid_value", "prompt"},

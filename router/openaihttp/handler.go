@@ -30,12 +30,15 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
@@ -61,6 +64,10 @@ type Options struct {
 	// TracerProvider makes the server span of each call (its children are the
 	// router's attempt spans). Default: no-op.
 	TracerProvider trace.TracerProvider
+	// MeterProvider records every answer in OpenTelemetry's
+	// http.server.request.duration (by method, route and status). Default:
+	// no-op.
+	MeterProvider metric.MeterProvider
 	// Propagator reads a caller's traceparent. Default: none.
 	Propagator propagation.TextMapPropagator
 	// MaxBodyBytes bounds a request body. 0 derives it from the fleet like
@@ -103,6 +110,8 @@ type Handler struct {
 	mux     *http.ServeMux
 	guard   *browserGuard
 	started int64
+	// duration is http.server.request.duration.
+	duration metric.Float64Histogram
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -138,7 +147,15 @@ func New(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("openaihttp: %w", err)
 	}
 	guard.anyHost = o.AnyHost
-	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/router/openaihttp"), guard: guard, started: o.Now().Unix()}
+	if o.MeterProvider == nil {
+		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	dur, err := o.MeterProvider.Meter(scopeName).Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of HTTP server requests."), metric.WithExplicitBucketBoundaries(durationBuckets...))
+	if err != nil {
+		return nil, fmt.Errorf("openaihttp: %w", err)
+	}
+	h := &Handler{opts: o, log: o.Logger, tracer: o.TracerProvider.Tracer(scopeName), guard: guard, started: o.Now().Unix(), duration: dur}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", h.chat)
 	mux.HandleFunc("POST /v1/completions", h.completions)
@@ -159,7 +176,21 @@ func New(o Options) (*Handler, error) {
 // A panic in a handler fails that call with 500, logged with its stack, never
 // the process.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	rw := &recorder{ResponseWriter: w}
+	defer func() { h.record(r, rw, start) }()
+	// Every answer names its request id, refusals and parse errors too: the
+	// client's X-Request-Id when it is plain, else a new one, which the call
+	// then carries (parse reads the header).
+	id := strings.TrimSpace(r.Header.Get(HeaderRequestID))
+	if id == "" {
+		id = randomID()
+		r.Header.Set(HeaderRequestID, id)
+	}
+	if !plainID(id) {
+		id = randomID() // the router refuses it (400 naming x-request-id); never echoed
+	}
+	rw.Header().Set(HeaderRequestID, id)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -196,16 +227,71 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // calls present an API key.
 func (h *Handler) keysRequired() bool { return keysRequired(h.opts.Router.Fleet()) }
 
-// recorder notes whether the response has started.
+// recorder notes whether the response has started, and its status.
 type recorder struct {
 	http.ResponseWriter
-	wrote bool
+	wrote  bool
+	status int
 }
 
-func (r *recorder) WriteHeader(code int) { r.wrote = true; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote && code >= 200 {
+		r.wrote, r.status = true, code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
 func (r *recorder) Write(b []byte) (int, error) {
-	r.wrote = true
+	if !r.wrote {
+		r.wrote, r.status = true, http.StatusOK
+	}
 	return r.ResponseWriter.Write(b)
+}
+
+// scopeName is the instrumentation scope of the front door's spans and metrics.
+const scopeName = "github.com/switchyard-dev/switchyard/router/openaihttp"
+
+// durationBuckets are OpenTelemetry's advised boundaries for
+// http.server.request.duration.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
+// record counts one answer in http.server.request.duration with the HTTP
+// semantic conventions' attributes: method (known ones, else _OTHER), the
+// route pattern matched (never the raw path), status, protocol, scheme, and
+// error.type for 5xx. A call whose client left before any answer is 499.
+func (h *Handler) record(r *http.Request, rw *recorder, start time.Time) {
+	status := rw.status
+	if !rw.wrote {
+		status = 499
+	}
+	method := r.Method
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+	default:
+		method = "_OTHER"
+	}
+	route := r.Pattern
+	if i := strings.IndexByte(route, ' '); i >= 0 {
+		route = route[i+1:]
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", method),
+		attribute.Int("http.response.status_code", status),
+		attribute.String("network.protocol.name", "http"),
+		attribute.String("network.protocol.version", strings.TrimPrefix(r.Proto, "HTTP/")),
+		attribute.String("url.scheme", scheme),
+	}
+	if route != "" {
+		attrs = append(attrs, attribute.String("http.route", route))
+	}
+	if status >= 500 {
+		attrs = append(attrs, attribute.String("error.type", strconv.Itoa(status)))
+	}
+	h.duration.Record(context.WithoutCancel(r.Context()), time.Since(start).Seconds(), metric.WithAttributes(attrs...))
 }
 
 // Unwrap lets http.ResponseController reach the connection (flush, deadlines).

@@ -292,7 +292,7 @@ type parsed struct {
 // decodeJSON unmarshals body into v; a type mismatch names the field.
 func decodeJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return badField("", "the request body is empty: expected a JSON object")
+		return badField("body", "the request body is empty: expected a JSON object")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
@@ -307,13 +307,13 @@ func decodeJSON(body []byte, v any) error {
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return badField("", "the request body is not valid JSON (at byte %d)", se.Offset)
+			return badField("body", "the request body is not valid JSON (at byte %d)", se.Offset)
 		}
 		msg := err.Error()
 		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "json: cannot unmarshal") {
 			msg = msg[i+2:]
 		}
-		return badField("", "%s", msg)
+		return badField("body", "%s", msg)
 	}
 	return nil
 }

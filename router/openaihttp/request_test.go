@@ -108,9 +108,9 @@ func TestParseChat(t *testing.T) {
 		{name: "bad priority header", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderPriority: "now"}, param: "x-switchyard-priority"},
 		{name: "long hint", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderCallerRegion: strings.Repeat("r", 100)}, param: "x-switchyard-caller-region"},
 		{name: "bad timeout", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, header: map[string]string{HeaderTimeout: "-1s"}, param: "x-switchyard-timeout"},
-		{name: "empty body", body: ``, param: "-"},
-		{name: "not an object", body: `[1,2]`, param: "-"},
-		{name: "truncated", body: `{"model":"m",`, param: "-"},
+		{name: "empty body", body: ``, param: "body"},
+		{name: "not an object", body: `[1,2]`, param: "body"},
+		{name: "truncated", body: `{"model":"m",`, param: "body"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

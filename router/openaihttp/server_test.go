@@ -3,6 +3,7 @@ package openaihttp_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -186,5 +188,92 @@ func TestMetricsAndTracesCarryTheHTTPRPC(t *testing.T) {
 	}
 	if attrs["switchyard.pool"].AsString() == "" || attrs["http.response.status_code"].AsInt64() != 200 || attrs[telemetry.KeyModel].AsString() != "llama-3.1-8b" {
 		t.Fatalf("server span attributes %v", attrs)
+	}
+}
+
+// TestEveryAnswerCountedAndNamed: every front-door answer — served, refused
+// before the body (401), refused while parsing (400: bad JSON names "body"),
+// an unknown path (404), a method not allowed (405) — carries X-Request-Id
+// and is counted in http.server.request.duration by status, with the
+// OpenTelemetry HTTP semantic conventions' attributes.
+func TestEveryAnswerCountedAndNamed(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	const key = "sk-tenant-acme"
+	fd := startFrontDoor(t, doorOpts{meter: mp, handler: openaihttp.Options{MeterProvider: mp},
+		extraYAML: "\ntenants:\n  - name: acme\n    api_key_sha256: [" + router.HashToken(key) + "]\n"})
+	for _, c := range []struct {
+		method, path, key, body string
+		status                  int
+		want                    string
+	}{
+		{"POST", "/v1/chat/completions", key, chatBody("2"), 200, ""},
+		{"POST", "/v1/chat/completions", "", chatBody("2"), 401, "invalid_api_key"},
+		{"POST", "/v1/chat/completions", key, `{"model":`, 400, `"param":"body"`},
+		{"POST", "/v1/chat/completions", key, ``, 400, `"param":"body"`},
+		{"GET", "/v2/nothing", key, ``, 404, "unknown_url"},
+		{"GET", "/v1/chat/completions", key, ``, 405, "method_not_allowed"},
+	} {
+		req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), c.method, fd.url+c.path, strings.NewReader(c.body))
+		if c.key != "" {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+		}
+		resp, err := fd.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !strings.Contains(string(b), c.want) {
+			t.Errorf("%s %s: %d %s, want %d with %s", c.method, c.path, resp.StatusCode, b, c.status, c.want)
+		}
+		if id := resp.Header.Get("X-Request-Id"); len(id) != 32 {
+			t.Errorf("%s %s (%d): X-Request-Id %q", c.method, c.path, resp.StatusCode, id)
+		}
+	}
+	// The client's own id comes back on an error too.
+	req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), "POST", fd.url+"/v1/chat/completions", strings.NewReader(`[`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("X-Request-Id", "client-id-7")
+	resp, err := fd.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("X-Request-Id") != "client-id-7" {
+		t.Errorf("bad JSON with the client's id: %d %q", resp.StatusCode, resp.Header.Get("X-Request-Id"))
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "http.server.request.duration" {
+				continue
+			}
+			if m.Unit != "s" {
+				t.Errorf("unit %q", m.Unit)
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				st, _ := dp.Attributes.Value("http.response.status_code")
+				route, _ := dp.Attributes.Value("http.route")
+				method, _ := dp.Attributes.Value("http.request.method")
+				got[fmt.Sprintf("%s %s %d", method.AsString(), route.AsString(), st.AsInt64())] += dp.Count
+			}
+		}
+	}
+	want := map[string]uint64{
+		"POST /v1/chat/completions 200": 1, "POST /v1/chat/completions 401": 1, "POST /v1/chat/completions 400": 3,
+		"GET / 404": 1, "GET / 405": 1,
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("http.server.request.duration %q: %d, want %d (all: %v)", k, got[k], n, got)
+		}
 	}
 }
