@@ -91,7 +91,7 @@ func (f features) what() string {
 // unsupported is the error when every pool serving the model lacks a
 // feature the call needs (missing: what the last such pool lacked).
 func unsupported(c *call, missing features, pool string) error {
-	return invalid(missing.field(), "no pool serving model %q supports %s (pool %s's adapter does not pass it on; docs/http.md lists what each server kind supports)", c.model, missing.what(), pool)
+	return invalid(missing.field(), "no pool serving model %q supports %s (pool %s's adapter does not pass it on; docs/backends.md lists what each server kind supports)", c.model, missing.what(), pool)
 }
 
 // errToolCallBroken is the end of a stream that broke after it began a tool

@@ -263,7 +263,7 @@ func TestCurlStreamAndUnaryWithRouteHeadersAndTrailers(t *testing.T) {
 			ID, Object string
 		} `json:"data"`
 	}
-	if err := json.Unmarshal([]byte(out), &ml); err != nil || ml.Object != "list" || len(ml.Data) != 2 || ml.Data[0].Object != "model" {
+	if err := json.Unmarshal([]byte(out), &ml); err != nil || ml.Object != "list" || len(ml.Data) != 3 || ml.Data[0].Object != "model" {
 		t.Fatalf("models %s (%v)", out, err)
 	}
 }
