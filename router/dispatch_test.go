@@ -238,6 +238,7 @@ type dispatchOpts struct {
 	policy   string
 	policies *policy.Registry
 	meter    metric.MeterProvider // nil: no-op metrics
+	rand     func() float64       // nil: math/rand/v2
 }
 
 func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *dispatchFleet {
@@ -266,7 +267,7 @@ func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *disp
 	breg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
 	df.store = capacity.NewMemory(capacity.MemoryOptions{Clock: df.clk})
 	rt, err := New(Options{Fleet: fleet, Backends: breg, Store: df.store, Clock: df.clk, Policies: reg,
-		Policy: pol, Logger: slog.New(slog.DiscardHandler), MeterProvider: o.meter})
+		Policy: pol, Logger: slog.New(slog.DiscardHandler), MeterProvider: o.meter, Rand: o.rand})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,12 +491,22 @@ func TestAttemptLoop(t *testing.T) {
 	}
 }
 
+// strata is a random source for tests: the midpoints of k equal strata of
+// [0,1) over and over (1/16, 3/16, ... for k = 8), so every k draws cover
+// it evenly. Safe for concurrent use.
+func strata(k int64) func() float64 {
+	var n atomic.Int64
+	return func() float64 { return (float64((n.Add(1)-1)%k) + 0.5) / float64(k) }
+}
+
 // The dispatcher walks the policy's order, drawn as it goes: with the
 // default policy, equal pools in one region share the calls by weight, not
-// in config order.
+// in config order. The router's random source is injected, so the shares
+// are exact: one draw a call, every eight draws spread evenly over [0,1)
+// (a weight of 2 would give a 3 of 8 calls, not 2).
 func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
 	pools := []fakePool{{backend: fake("a", true, ok(1))}, {backend: fake("b", true, ok(1))}}
-	df := newDispatchFleetWith(t, "", "switchyard", policy.Builtins(), pools...)
+	df := newDispatchFleetOpts(t, dispatchOpts{policy: "switchyard", policies: policy.Builtins(), rand: strata(8)}, pools...)
 	st := control.State{}.Clone() // an operator's weight change, as the control store delivers it
 	st.Weights["b"] = 3
 	st.Version = 1 << 30
@@ -508,9 +519,9 @@ func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
 		}
 	}
 	a, b := df.fakes["a"].ncalls(), df.fakes["b"].ncalls()
-	// Weight 3 against 1: b first in about 3 of 4 calls.
-	if share := float64(b) / n; share < 0.65 || share > 0.85 {
-		t.Fatalf("a served %d, b %d: want b about 75%% of calls", a, b)
+	// Weight 3 against 1: b first in 6 of every 8 calls.
+	if a != n/4 || b != 3*n/4 {
+		t.Fatalf("a served %d, b %d: want %d and %d", a, b, n/4, 3*n/4)
 	}
 }
 

@@ -55,6 +55,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock defaults to the wall clock.
 	Clock clock.Clock
+	// Rand returns a float in [0,1) for the policies' random draws (the
+	// weighted draw among equally close pools, the spill share, the random
+	// policy); it must be safe for concurrent use. Default: math/rand/v2's
+	// Float64. Tests inject a fixed sequence to make draws deterministic.
+	Rand func() float64
 	// Replica names this router replica in logs and the admin view.
 	Replica string
 	// Region is where this replica runs (e.g. "us-east-1"). Calls that carry
@@ -148,6 +153,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Store == nil {
 		o.Store = capacity.NewMemory(capacity.MemoryOptions{Clock: o.Clock})
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
 	}
 	if o.Policies == nil {
 		o.Policies = policy.Builtins()
@@ -310,7 +318,7 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			CostWeight:          r.CostWeight,
 			LatencyBudgetMillis: r.LatencyBudgetMillis,
 			SpillBand:           max(0, r.SpillBand),
-			Rand:                rand.Float64,
+			Rand:                s.opts.Rand,
 		},
 		byModel:      map[string][]*pool{},
 		tenants:      map[string]string{},
