@@ -1,7 +1,9 @@
 // Package backends defines how the router talks to an accelerator pool: the
-// Backend interface, a registry of adapters by name, and the adapters
-// themselves (native gRPC in backends/grpcnative, the simulated accelerator in
-// backends/sim).
+// Backend interface and a registry of adapters by name. The adapters live in
+// subpackages: native gRPC (backends/grpcnative), OpenAI-compatible HTTP
+// model servers and hosted APIs (backends/openai), Amazon Bedrock
+// (backends/bedrock), Google Vertex AI (backends/vertex) and the simulated
+// accelerator (backends/sim); backends/backendtest is their contract suite.
 //
 // Import direction: backends may import proto/ only; never router/ or loadtest/.
 package backends

@@ -135,8 +135,9 @@ type Status struct {
 // caller on the network: implementations may queue and pipeline it. Every
 // successful Acquire must be paired with exactly one Release, on every path.
 type Store interface {
-	// Acquire takes a slot for r, or returns ErrPoolFull, a *QuotaError or
-	// an error wrapping ErrUnavailable.
+	// Acquire takes a slot for r, or returns ErrPoolFull, a *QuotaError,
+	// ErrDuplicate (r's tenant and ID already hold a slot in the pool) or an
+	// error wrapping ErrUnavailable.
 	Acquire(ctx context.Context, r Reservation) (Lease, error)
 	// Release returns the lease's slot and settles its tokens-per-minute
 	// charge to usedTokens (input + output actually processed).
