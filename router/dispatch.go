@@ -76,6 +76,8 @@ type attempt struct {
 	cand     *policy.Candidate
 	policy   string
 	streamed int32 // tokens already delivered to the client before it
+	// op is the call's gen_ai.operation.name, model its model.
+	op, model string
 	// output is the tokens the attempt itself produced (its usage; for a
 	// broken stream, those delivered before it broke).
 	output int32
@@ -227,7 +229,7 @@ func (d *dispatcher) run(ctx context.Context, c *call, prog *progress, do attemp
 				req = continued(c.req, prog)
 			}
 			a := &sc.att
-			*a = attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog)}
+			*a = attempt{pool: p, n: route.Attempts, start: start, cand: cand, policy: route.Policy, streamed: streamed(prog), op: c.operation(), model: c.model}
 			if v := &sc.views[cand.Index]; v.Limit > 0 {
 				a.busy = float64(v.InFlight+1) / float64(v.Limit)
 			}

@@ -120,6 +120,18 @@ func prefixKeys(req *pb.GenerateRequest) []uint64 {
 	return h.Keys()
 }
 
+// operation is the call's gen_ai.operation.name (OpenTelemetry GenAI
+// semantic conventions): chat, text_completion or embeddings.
+func (c *call) operation() string {
+	switch {
+	case c.needs&needEmbeddings != 0:
+		return "embeddings"
+	case len(c.req.GetMessages()) > 0:
+		return "chat"
+	}
+	return "text_completion"
+}
+
 // errMaxTokensPassed stops a backend's stream that went on past the call's
 // max_tokens (CompleteStreamWith finishes the call with LENGTH).
 var errMaxTokensPassed = errors.New("backend output passed max_tokens")

@@ -215,6 +215,11 @@ func (c *attrCache) get(k attrKey) mopts {
 		kv = append(kv, attribute.String(telemetry.KeyRPC, k.rpc), attribute.String(telemetry.KeyStatus, telemetry.CodeName(k.status)))
 	case 2:
 		kv = append(kv, attribute.String(telemetry.KeyTokenType, k.extra))
+	case 3: // gen_ai.client.operation.duration: rpc is the operation, extra the provider
+		kv = append(kv, attribute.String(telemetry.KeyOperation, k.rpc), attribute.String(telemetry.KeyProvider, k.extra))
+		if k.status != codes.OK {
+			kv = append(kv, attribute.String("error.type", telemetry.CodeName(k.status)))
+		}
 	}
 	o = newMopts(attribute.NewSet(kv...))
 	c.mu.Lock()
@@ -331,6 +336,7 @@ func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.C
 			attribute.String("switchyard.decision.reason", a.cand.Reason),
 			attribute.Int("switchyard.decision.headroom", a.cand.Headroom),
 			attribute.Int("switchyard.streamed_tokens", int(a.streamed)),
+			attribute.String(telemetry.KeyOperation, a.op),
 		)
 	}
 	a.span = span
@@ -341,6 +347,13 @@ func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.C
 // logs a failure that moves the call to another pool.
 func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
 	t.inst.Attempts.Add(ctx, 1, a.pool.obs.outcome[oc].add...)
+	// The router is the GenAI client of its backends: one operation per attempt.
+	code := codes.OK
+	if err != nil {
+		code = status.Code(toStatus(err))
+	}
+	t.inst.GenAIClientDuration.Record(ctx, a.took.Seconds(),
+		t.attrs.get(attrKey{kind: 3, rpc: a.op, model: a.model, pool: a.pool.cfg.Name, extra: a.pool.obs.provider, status: code}).rec...)
 	span, _ := a.span.(trace.Span)
 	if span == nil {
 		return

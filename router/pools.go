@@ -67,6 +67,28 @@ type poolObs struct {
 	acquire [acquireResults]mopts
 	// span are the attempt span's pool attributes.
 	span []attribute.KeyValue
+	// provider is the pool's gen_ai.provider.name.
+	provider string
+}
+
+// genAIProvider is a pool's gen_ai.provider.name (OpenTelemetry GenAI
+// semantic conventions) from its adapter: the convention's names for the
+// cloud APIs, "openai" for OpenAI-compatible servers, switchyard's own for
+// native backends and the simulator.
+func genAIProvider(adapter string) string {
+	switch adapter {
+	case "openai":
+		return "openai"
+	case "bedrock":
+		return "aws.bedrock"
+	case "vertex":
+		return "gcp.vertex_ai"
+	case "sim":
+		return "switchyard.sim"
+	case "grpc", "":
+		return "switchyard"
+	}
+	return adapter
 }
 
 // Results of a capacity-store Acquire, for switchyard.capacity.acquire.duration.
@@ -96,9 +118,11 @@ func newPool(cfg config.Pool, b backends.Backend, h *health) *pool {
 	for r, name := range acquireResultNames {
 		p.obs.acquire[r] = newMopts(attribute.NewSet(attribute.String(telemetry.KeyPool, cfg.Name), attribute.String(telemetry.KeyResult, name)))
 	}
+	p.obs.provider = genAIProvider(cfg.Adapter)
 	p.obs.span = []attribute.KeyValue{
 		attribute.String("switchyard.pool", cfg.Name), attribute.String("cloud.provider", cfg.Cloud),
 		attribute.String("cloud.region", cfg.Region), attribute.String("switchyard.accelerator", cfg.Accelerator),
+		attribute.String(telemetry.KeyProvider, p.obs.provider),
 	}
 	return p
 }

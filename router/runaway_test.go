@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc"
@@ -273,4 +274,52 @@ func TestRunawayBackendWithoutTextIsCutByBytes(t *testing.T) {
 		t.Fatalf("overruns %v, want runaway/bytes 2", got)
 	}
 	t.Logf("%d attempts, %d bytes written by the backend in all", ra.streams.Load(), ra.written.Load())
+}
+
+// TestGenAIClientOperationDuration: each attempt on a backend is a GenAI
+// client operation (the router is the backends' client): counted in
+// gen_ai.client.operation.duration with gen_ai.operation.name (chat,
+// text_completion), gen_ai.provider.name (openai for an OpenAI-compatible
+// server), the model and the pool, and error.type when it failed.
+func TestGenAIClientOperationDuration(t *testing.T) {
+	ra := startRunaway(t, "tokens")
+	client, reader := runawayRouter(t, ra)
+	ctx := ctxT(t, 30*time.Second)
+	if _, _, err := streamChat(ctx, client, 4); err != nil {
+		t.Fatal(err)
+	}
+	ra2 := startRunaway(t, "empty")
+	client2, reader2 := runawayRouter(t, ra2)
+	if _, err := client2.Generate(ctx, &pb.GenerateRequest{Model: "m", MaxTokens: 4, Prompt: "x"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("endless unary answer: %v", err)
+	}
+	ops := func(reader *sdkmetric.ManualReader) map[string]uint64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]uint64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if m.Name != "gen_ai.client.operation.duration" {
+					continue
+				}
+				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+					var k []string
+					for _, key := range []string{"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "pool", "error.type"} {
+						v, _ := dp.Attributes.Value(attribute.Key(key))
+						k = append(k, v.AsString())
+					}
+					out[strings.Join(k, "/")] += dp.Count
+				}
+			}
+		}
+		return out
+	}
+	if got := ops(reader); got["chat/openai/m/runaway/"] != 1 || len(got) != 1 {
+		t.Fatalf("gen_ai.client.operation.duration %v, want one chat/openai/m/runaway without error", got)
+	}
+	if got := ops(reader2); got["text_completion/openai/m/runaway/UNAVAILABLE"] < 1 {
+		t.Fatalf("gen_ai.client.operation.duration %v, want a failed text_completion", got)
+	}
 }

@@ -428,6 +428,11 @@ func (h *Handler) defaultMaxTokens(model string) int32 {
 // complete runs one chat or text completion, streamed or not.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route string, parse func([]byte) (*parsed, error)) {
 	ctx, span := h.startSpan(r, route)
+	op := "text_completion"
+	if rpc == RPCChat {
+		op = "chat"
+	}
+	span.SetAttributes(attribute.String("gen_ai.operation.name", op))
 	status := http.StatusOK
 	defer func() { endSpan(span, status) }()
 	fail := func(e *httpError) {

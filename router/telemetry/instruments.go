@@ -22,6 +22,11 @@ const (
 	KeyResult      = "result"
 	KeyOp          = "op"
 	KeyMode        = "mode"
+	// KeyOperation and KeyProvider are the GenAI semantic conventions'
+	// operation (chat, text_completion, embeddings) and provider (a pool's
+	// backend: openai, aws.bedrock, gcp.vertex_ai, switchyard...).
+	KeyOperation = "gen_ai.operation.name"
+	KeyProvider  = "gen_ai.provider.name"
 	// KeyCallerRegion is the region a call came from, bounded: a region of
 	// the fleet, "other" or "unknown" (router/observe.go chooses).
 	KeyCallerRegion = "caller_region"
@@ -47,6 +52,9 @@ type Instruments struct {
 	// the call allows (reason max_tokens: output past max_tokens, which the
 	// router stopped; bytes: an answer longer than max_tokens can take).
 	BackendOverruns metric.Int64Counter
+	// GenAIClientDuration is gen_ai.client.operation.duration: each attempt
+	// on a backend, the router being its GenAI client.
+	GenAIClientDuration metric.Float64Histogram
 
 	PoolInFlight metric.Int64ObservableGauge
 	PoolLimit    metric.Int64ObservableGauge
@@ -115,6 +123,8 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason, priority and caller region.", "{request}")
 	in.QueueWait = fh("switchyard.queue.wait", "Time a call spent in one wait in the queue for capacity, by priority and result.", "s", secondsBuckets)
 	in.AcquireDuration = fh("switchyard.capacity.acquire.duration", "Capacity-store Acquire latency, by pool and result (ok, full, quota, error).", "s", storeBuckets)
+	in.GenAIClientDuration = fh("gen_ai.client.operation.duration", "GenAI operations the router ran on backends (one per attempt), by gen_ai.operation.name, gen_ai.provider.name, model, pool and error.type.", "s",
+		[]float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92})
 	in.BackendOverruns = c("switchyard.backend.overruns", "Attempts whose backend produced more than the call allows (it ignores max_tokens), by pool and reason (max_tokens, bytes); the router stopped them.", "{attempt}")
 	in.StoreErrors = c("switchyard.capacity.errors", "Capacity-store errors (store unreachable), by operation.", "{error}")
 	in.PoolInFlight = g("switchyard.pool.in_flight", "Calls in flight on the pool (max of this replica's and the shared count).", "{request}")
