@@ -95,7 +95,7 @@ var commands = []*command{
 			fs.StringVar(&f.until, "until", "", "the override expires at this time (RFC 3339)")
 		}},
 	{name: "capacity clear", args: "POOL", summary: "remove a capacity override", minArgs: 1, maxArgs: 1, run: runCapacityClear},
-	{name: "policy set", args: "NAME", summary: "switch the routing policy (switchyard, round_robin, random, least_request)",
+	{name: "policy set", args: "NAME", summary: "switch the routing policy (switchyard, round_robin, random, least_request, gie, envoy_locality)",
 		minArgs: 1, maxArgs: 1, run: runPolicySet},
 	{name: "explain", opts: explainOpts, summary: "rank the pools a request would go to, and say why others are skipped",
 		help: "Nothing is sent to any pool.", run: runExplain, flags: func(fs *flag.FlagSet, f *cmdFlags) {

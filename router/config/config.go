@@ -243,7 +243,7 @@ type AdminToken struct {
 
 // Routing tunes the routing policy.
 type Routing struct {
-	// Policy: switchyard (default), round_robin, random, least_request.
+	// Policy: switchyard (default), round_robin, random, least_request, gie, envoy_locality.
 	Policy string `yaml:"policy,omitempty"`
 	// MaxAttempts per call, first included (default 3).
 	MaxAttempts int `yaml:"max_attempts,omitempty"`

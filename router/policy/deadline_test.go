@@ -74,6 +74,27 @@ func TestDeadlineSpillsToAFartherPoolThatMeetsIt(t *testing.T) {
 	}
 }
 
+// Neither tier has the margin, but the farther one finishes within the
+// deadline and clearly sooner: the call spills to it.
+func TestDeadlineSpillsToAClearlySoonerTier(t *testing.T) {
+	sy := &Switchyard{}
+	teach(sy, "aws-use1", 100*time.Millisecond, func(float64) time.Duration { return 50 * time.Millisecond }) // 400 tokens ≈ 20 s
+	teach(sy, "gcp-use4", 100*time.Millisecond, func(float64) time.Duration { return 22 * time.Millisecond }) // ≈ 8.9 s: within 10 s, not within 8
+	pools := []PoolView{pv("aws-use1", "us-east-1", "us", 10, 2), pv("gcp-use4", "us-east4", "us", 10, 2)}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 400, Deadline: 10 * time.Second}
+	e := env(t)
+	for i := range 100 {
+		if d := Decide(sy, req, pools, e); d.Ranked[0].Pool != "gcp-use4" {
+			t.Fatalf("draw %d: ranked %v, want the sooner tier first", i, names(d.Ranked))
+		}
+	}
+	// Both far beyond the deadline: the call stays near.
+	req.Deadline = 5 * time.Second
+	if d := Decide(sy, req, pools, e); d.Ranked[0].Pool != "aws-use1" {
+		t.Fatalf("both miss: ranked %v, want the near pool first", names(d.Ranked))
+	}
+}
+
 // Inside a tier, a pool predicted to miss ranks behind one that meets it.
 func TestDeadlineOrdersInsideATier(t *testing.T) {
 	sy := &Switchyard{}

@@ -190,21 +190,30 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	}
 	// Deadline: a kept tier none of whose pools would meet the call's
 	// deadline spills behind a farther tier that has one that would.
+	// A tier predicted to miss also spills behind a farther one whose best
+	// pool would finish within the deadline and clearly sooner (by 10 %):
+	// a long call then leaves a region whose batches are full for one where
+	// it decodes faster, even when neither has the margin.
 	if req.Deadline > 0 && req.MaxTokens > 0 {
 		var meetsAny, known [3]bool
+		best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
 		for i := range eligible {
 			c := &eligible[i]
 			p := &pools[c.Index]
-			ok, k, _ := sy.meets(req, p, candidateFree(c, p), 0)
+			ok, k, pr := sy.meets(req, p, candidateFree(c, p), 0)
 			known[c.Tier] = known[c.Tier] || k
 			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
+			if k && c.Headroom > 0 {
+				best[c.Tier] = min(best[c.Tier], pr.done)
+			}
 		}
 		for t := range TierAnywhere {
 			if spilled[t] || tiers[t].Count == 0 || meetsAny[t] || !known[t] {
 				continue
 			}
 			for f := t + 1; f <= TierAnywhere; f++ {
-				if tiers[f].Count > 0 && meetsAny[f] && !spilled[f] {
+				sooner := best[f] <= req.Deadline && float64(best[f]) < 0.9*float64(best[t])
+				if tiers[f].Count > 0 && (meetsAny[f] || sooner) && !spilled[f] {
 					spilled[t], anySpilled = true, true
 					for i := 0; req.Explain && i < len(eligible); i++ {
 						if eligible[i].Tier == t {
