@@ -752,7 +752,7 @@ type settleOp struct {
 	minute        int64  // bucket the charge went to
 	rpmDelta      int64
 	tpmDelta      int64
-	queued        time.Time // wall clock
+	queued        time.Time // by the store's clock
 	seq           uint64
 }
 
@@ -777,7 +777,7 @@ func (r *Redis) Release(l Lease, usedTokens int64) {
 }
 
 func (r *Redis) enqueue(op settleOp) {
-	op.queued = time.Now()
+	op.queued = r.clock.Now()
 	r.qMu.Lock()
 	r.seqIn++
 	op.seq = r.seqIn
@@ -906,12 +906,14 @@ func (r *Redis) markDone(seq uint64) {
 	r.waiters = kept
 }
 
-// dropStale drops queued ops too old to matter any more.
+// dropStale drops queued ops too old to matter any more (by the store's
+// clock, the one lease expiries and minute buckets are computed on).
 func (r *Redis) dropStale() {
+	now := r.clock.Now()
 	r.qMu.Lock()
 	defer r.qMu.Unlock()
 	i := 0
-	for i < len(r.queue) && time.Since(r.queue[i].queued) > settleMaxAge {
+	for i < len(r.queue) && now.Sub(r.queue[i].queued) > settleMaxAge {
 		i++
 	}
 	if i == 0 {

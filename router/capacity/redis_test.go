@@ -259,6 +259,35 @@ func TestRedisRenewalKeepsLeases(t *testing.T) {
 	}
 }
 
+// Releases queued while Redis is down are retried until they land or grow
+// older than two minute windows and the lease TTL by the store's clock:
+// then they are dropped (their leases have expired by themselves) and
+// Flush returns. The fake clock proves the age without waiting minutes.
+func TestRedisDropsReleasesTooOldToMatter(t *testing.T) {
+	srv := redistest.StartServer(t)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	s := newRedis(t, srv.URL(), clk, nil)
+	ctx := context.Background()
+	l, err := s.Acquire(ctx, capacity.Reservation{ID: "r", Pool: "p", Limits: capacity.Limits{MaxConcurrent: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	s.Release(l, 10)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = s.Flush(short)
+	cancel()
+	if err == nil {
+		t.Fatal("a release landed with redis down")
+	}
+	clk.Advance(2*capacity.Window + 16*time.Second) // past the default lease TTL of 15s
+	within, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Flush(within); err != nil {
+		t.Fatalf("the stale release was neither landed nor dropped: %v", err)
+	}
+}
+
 func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
