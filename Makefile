@@ -17,8 +17,8 @@ build: ## build every binary into ./bin
 run: ## run the router on the embedded demo fleet (in-memory counters, simulated three-cloud fleet)
 	$(GO) run ./cmd/switchyard --sim-control-listen 127.0.0.1:50061
 
-realfleet: ## three real llama-server pools (aws, gcp, azure) behind the router on 127.0.0.1:50051
-	./scripts/realfleet.sh
+realfleet: ## three real llama-server pools (aws, gcp, azure) behind the router on 127.0.0.1:50051 (PORTS="8081 8082 8083", SLOTS=4, LISTEN=...)
+	PORTS="$(PORTS)" SLOTS="$(SLOTS)" LISTEN="$(LISTEN)" ./scripts/realfleet.sh
 
 test: ## run every test (installs redis-server when missing)
 	./scripts/test.sh

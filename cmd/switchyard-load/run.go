@@ -54,7 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("switchyard-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.target, "target", "127.0.0.1:50051", "router address (switchyard.v1.Inference, and Admin)")
-	fs.StringVar(&c.simControl, "sim-control", "", "switchyard.v1.SimControl address (default: --target, which serves it for embedded sim pools)")
+	fs.StringVar(&c.simControl, "sim-control", "", "switchyard.v1.SimControl address for a scenario's faults: the router's --sim-control-listen (127.0.0.1:50061 under make run; its client port never serves SimControl) or switchyard-sim's --control-listen (default: --target)")
 	fs.StringVar(&c.tracePath, "trace", "", "trace file (not needed for --format synthetic)")
 	fs.StringVar(&c.format, "format", "azure", "trace format: "+strings.Join(trace.Formats(), ", "))
 	fs.StringVar(&c.synthetic, "synthetic", "rate=5", "synthetic arrivals: rate=REQ/S,cv=BURSTINESS,seed=N,input=MEAN/SD,output=MEAN/SD[,duration=D]")
