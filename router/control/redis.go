@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
 // Redis keeps the state as one JSON document updated with optimistic
@@ -20,6 +22,7 @@ type Redis struct {
 	prefix   string
 	maxAudit int64
 	reread   time.Duration
+	clock    clock.Clock
 	log      *slog.Logger
 }
 
@@ -34,6 +37,8 @@ type RedisOptions struct {
 	MaxAudit int64
 	// Reread is the period of the healing re-read in Watch (default 1s).
 	Reread time.Duration
+	// Clock times the re-read; defaults to the wall clock.
+	Clock  clock.Clock
 	Logger *slog.Logger
 }
 
@@ -51,7 +56,10 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Redis{client: o.Client, prefix: o.KeyPrefix, maxAudit: o.MaxAudit, reread: o.Reread, log: o.Logger}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	return &Redis{client: o.Client, prefix: o.KeyPrefix, maxAudit: o.MaxAudit, reread: o.Reread, clock: o.Clock, log: o.Logger}
 }
 
 func (r *Redis) stateKey() string { return r.prefix + ":{control}:state" }
@@ -129,7 +137,7 @@ func (r *Redis) Watch(ctx context.Context, onChange func()) {
 	sub := r.client.Subscribe(ctx, r.channel())
 	defer sub.Close()
 	msgs := sub.Channel()
-	t := time.NewTicker(r.reread)
+	t := r.clock.NewTicker(r.reread)
 	defer t.Stop()
 	for {
 		select {
@@ -137,7 +145,7 @@ func (r *Redis) Watch(ctx context.Context, onChange func()) {
 			return
 		case <-msgs:
 			onChange()
-		case <-t.C:
+		case <-t.C():
 			onChange()
 		}
 	}
