@@ -62,7 +62,7 @@ type Resilient struct {
 	mode       Mode
 	since      time.Time
 	failures   int
-	answered   time.Time // wall clock of the last shared answer (monotonic)
+	answered   time.Time // wall clock of the last shared answer (monotonic; see ResilientOptions.Clock)
 	lastErr    string
 	replicas   int                 // frozen share divisor while degraded
 	owners     map[leaseKey]*owner // who issued each held lease
@@ -81,7 +81,10 @@ type ResilientOptions struct {
 	// Shared is the store every replica shares (required), usually *Redis.
 	// If it has a Ping(ctx) error method the probe uses it, else Usage.
 	Shared Store
-	// Clock for the local fallback; defaults to the wall clock.
+	// Clock for the local fallback and the probe period; defaults to the
+	// wall clock. Telling a stalled store from one slow call (was any shared
+	// call answered after this one was asked?) compares real network answer
+	// times, bounded by the real Timeout: it reads the wall clock.
 	Clock clock.Clock
 	// Timeout bounds every shared call on the request path (default 150ms).
 	Timeout time.Duration
@@ -344,13 +347,13 @@ func (r *Resilient) ping(ctx context.Context) error {
 // every ProbeEvery and closes the breaker on the first answer.
 func (r *Resilient) probeLoop() {
 	defer close(r.done)
-	t := time.NewTicker(r.probe)
+	t := r.clock.NewTicker(r.probe)
 	defer t.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		r.mu.Lock()
 		degraded := r.mode == ModeDegraded

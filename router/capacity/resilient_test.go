@@ -243,3 +243,56 @@ func (s *slowStore) Status() capacity.Status {
 	return capacity.Status{Mode: capacity.ModeShared, Replicas: 3}
 }
 func (s *slowStore) Close() error { return nil }
+
+// The half-open probe runs on the store's clock: once the shared store
+// answers again, the breaker closes at the next probe period the fake clock
+// passes, with no waiting.
+func TestResilientProbeRunsOnTheClock(t *testing.T) {
+	sw := &switchStore{}
+	sw.down.Store(true)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	var ml modeLog
+	s, err := capacity.NewResilient(capacity.ResilientOptions{Shared: sw, Clock: clk, FailureThreshold: 1, ProbeEvery: time.Minute, OnModeChange: ml.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := s.Acquire(context.Background(), capacity.Reservation{ID: "a", Pool: "p", Limits: capacity.Limits{MaxConcurrent: 2}})
+	if err != nil {
+		t.Fatalf("degraded acquire: %v", err)
+	}
+	s.Release(l, 0)
+	if s.Status().Mode != capacity.ModeDegraded {
+		t.Fatalf("status %+v after the shared store failed, want degraded", s.Status())
+	}
+	if !clk.WaitForWaiters(1, 5*time.Second) {
+		t.Fatal("the probe set no ticker on the clock")
+	}
+	sw.down.Store(false)
+	clk.Advance(time.Minute)
+	waitFor(t, 5*time.Second, "shared mode after the probe period on the fake clock", func() bool { return s.Status().Mode == capacity.ModeShared })
+	if got := ml.String(); got != "[shared->degraded degraded->shared]" {
+		t.Fatalf("mode changes %s", got)
+	}
+}
+
+// switchStore answers, or fails every call as unavailable while down is set.
+type switchStore struct{ down atomic.Bool }
+
+func (s *switchStore) Acquire(_ context.Context, r capacity.Reservation) (capacity.Lease, error) {
+	if s.down.Load() {
+		return capacity.Lease{}, fmt.Errorf("%w: down", capacity.ErrUnavailable)
+	}
+	return capacity.Lease{ID: r.ID, Pool: r.Pool}, nil
+}
+func (s *switchStore) Release(capacity.Lease, int64) {}
+func (s *switchStore) Usage(context.Context, []string) (map[string]capacity.PoolUsage, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("%w: down", capacity.ErrUnavailable)
+	}
+	return map[string]capacity.PoolUsage{}, nil
+}
+func (s *switchStore) Status() capacity.Status {
+	return capacity.Status{Mode: capacity.ModeShared, Replicas: 1}
+}
+func (s *switchStore) Close() error { return nil }
