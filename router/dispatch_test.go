@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -987,3 +988,38 @@ func TestReleasedSlotIsFreeInTheViewAtOnce(t *testing.T) {
 		t.Fatal(leaks)
 	}
 }
+
+// TestFailedAttemptLogCountsItsTokens: the "attempt failed" line's
+// streamed_tokens is every token the client has had, this attempt's
+// included (it said 0 beside "stream broke after 62 tokens").
+func TestFailedAttemptLogCountsItsTokens(t *testing.T) {
+	df := newDispatchFleet(t, "", fakePool{backend: fake("a", true, failAfter(3, codes.Unavailable))}, fakePool{backend: fake("b", true, failAfter(2, codes.Unavailable))})
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	df.rt.tel.log = slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	err := df.rt.CompleteStream(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}, func(*pb.GenerateChunk) error { return nil })
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream: %v", err)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(line, `"msg":"attempt failed, trying another pool"`) {
+			i := strings.Index(line, `"streamed_tokens":`)
+			got = append(got, strings.TrimRight(strings.SplitN(line[i+len(`"streamed_tokens":`):], ",", 2)[0], "}"))
+		}
+	}
+	if !slices.Equal(got, []string{"3", "5"}) {
+		t.Fatalf("streamed_tokens in the attempt-failed lines %v, want [3 5]\n%s", got, out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
