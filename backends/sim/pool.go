@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/geo"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -67,6 +68,10 @@ type Options struct {
 	// CacheBlockTokens tokens: 0 = DefaultCacheBlocksPerSlot × MaxBatch,
 	// negative = no prefix cache (every prompt is prefilled in full).
 	PrefixCacheBlocks int
+	// Clock times the simulation (network delay, prefill, decode) and stamps
+	// load reports; default the wall clock. A clock.Fake runs a call's
+	// timing without waiting: it moves only as the test advances it.
+	Clock clock.Clock
 	// OnFaultChange, when set, is called after every fault change with the
 	// new fault (e.g. to flip a gRPC health status). Calls are serialized
 	// and made with no pool lock held; the callback must not change the
@@ -204,6 +209,9 @@ func NewPool(opts Options) (*Pool, error) {
 	}
 	if opts.TimeScale == 0 {
 		opts.TimeScale = 1
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
 	}
 	if !(opts.EarlyStopRate >= 0 && opts.EarlyStopRate <= 1) {
 		return nil, fmt.Errorf("sim pool %q: early stop rate must be in [0,1], got %v", opts.Name, opts.EarlyStopRate)
@@ -362,7 +370,7 @@ func (p *Pool) networkDelay(req *pb.GenerateRequest) time.Duration {
 func (p *Pool) Load() (backends.Load, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return backends.Load{Running: p.running, Queued: len(p.queue), Capacity: p.effBatch, At: time.Now()}, true
+	return backends.Load{Running: p.running, Queued: len(p.queue), Capacity: p.effBatch, At: p.opts.Clock.Now()}, true
 }
 
 var _ backends.LoadReporter = (*Pool)(nil)
@@ -488,12 +496,12 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 	// The network between the caller and the pool: one round trip (the
 	// request there, the first bytes back) before anything can arrive.
 	if d := p.networkDelay(req); d > 0 {
-		t := time.NewTimer(d)
+		t := p.opts.Clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, ctxStatus(ctx.Err())
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 	brk, err := p.acquire(ctx)
@@ -502,7 +510,7 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 	}
 	defer p.release()
 
-	clock := time.Now()
+	at := p.opts.Clock.Now()
 	// Prefill covers prompt and already generated text, less what the
 	// prefix cache holds.
 	if p.cache != nil {
@@ -514,8 +522,8 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 		}
 	}
 	_, slow := p.step()
-	clock = clock.Add(p.scaled(p.prof.PrefillTime(pl.inTokens-pl.cached), pl.factor*slow))
-	if err := p.waitUntil(ctx, clock, brk); err != nil {
+	at = at.Add(p.scaled(p.prof.PrefillTime(pl.inTokens-pl.cached), pl.factor*slow))
+	if err := p.waitUntil(ctx, at, brk); err != nil {
 		return nil, err
 	}
 	if pl.outTokens == 0 {
@@ -534,8 +542,8 @@ func (p *Pool) run(ctx context.Context, req *pb.GenerateRequest, emit emitFunc) 
 			n = int(min(int64(maxChunkTokens), max(1, int64((minChunkSleep+perToken-1)/perToken))))
 		}
 		n = min(n, pl.outTokens-done)
-		clock = clock.Add(time.Duration(n) * perToken)
-		if err := p.waitUntil(ctx, clock, brk); err != nil {
+		at = at.Add(time.Duration(n) * perToken)
+		if err := p.waitUntil(ctx, at, brk); err != nil {
 			return nil, err
 		}
 		chunk.Reset()
@@ -762,7 +770,7 @@ func (p *Pool) scaled(d time.Duration, mult float64) time.Duration {
 // ends or the breaker trips. Deadlines are absolute so timer lateness does
 // not accumulate over many chunks.
 func (p *Pool) waitUntil(ctx context.Context, t time.Time, brk *breaker) error {
-	d := time.Until(t)
+	d := t.Sub(p.opts.Clock.Now())
 	if d <= 0 {
 		select {
 		case <-ctx.Done():
@@ -773,10 +781,10 @@ func (p *Pool) waitUntil(ctx context.Context, t time.Time, brk *breaker) error {
 			return nil
 		}
 	}
-	timer := time.NewTimer(d)
+	timer := p.opts.Clock.NewTimer(d)
 	defer timer.Stop()
 	select {
-	case <-timer.C:
+	case <-timer.C():
 		return nil
 	case <-ctx.Done():
 		return ctxStatus(ctx.Err())

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -600,4 +601,52 @@ func BenchmarkGenerate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The simulation runs on its clock: on a clock.Fake a call takes exactly
+// its prefill plus its decode time, and no time passes unless the test moves
+// the clock. Load reports carry the clock's time.
+func TestSimulationRunsOnItsClock(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	p := newPool(t, Options{Clock: clk, PrefixCacheBlocks: -1})
+	req := &pb.GenerateRequest{Model: "m", Prompt: strings.Repeat("tokens ", 200), MaxTokens: 8}
+	pl, err := p.plan(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := p.scaled(p.prof.PrefillTime(pl.inTokens), pl.factor) + 8*p.scaled(p.prof.DecodeTokenTime(1), pl.factor)
+	if l, _ := p.Load(); !l.At.Equal(clk.Now()) {
+		t.Fatalf("load report at %v, want the clock's %v", l.At, clk.Now())
+	}
+	type result struct {
+		resp *pb.GenerateResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := p.Generate(context.Background(), req)
+		done <- result{resp, err}
+	}()
+	// The call waits on the clock; just short of its time it waits still.
+	if !clk.WaitForWaiters(1, 5*time.Second) {
+		t.Fatal("the call set no timer on the clock")
+	}
+	clk.Advance(want - time.Nanosecond)
+	if !clk.WaitForWaiters(1, 5*time.Second) {
+		t.Fatal("the call finished before its prefill and decode time")
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the call finished %s early: %v", time.Nanosecond, r.err)
+	default:
+	}
+	clk.Advance(time.Nanosecond)
+	select {
+	case r := <-done:
+		if r.err != nil || r.resp.GetUsage().GetOutputTokens() != 8 {
+			t.Fatalf("got %v, %v: want 8 tokens", r.resp.GetUsage(), r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call did not finish at its prefill and decode time")
+	}
 }

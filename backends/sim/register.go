@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/clock"
 )
 
 // AdapterName is the name Register uses in a backends.Registry; fleet pools
@@ -25,6 +26,8 @@ type RegistryOptions struct {
 	QueueLength int
 	// Seed for every pool (each pool mixes in its own name).
 	Seed int64
+	// Clock for every pool (Options.Clock); default the wall clock.
+	Clock clock.Clock
 }
 
 // Spec options the "sim" adapter understands (backends.Spec.Options).
@@ -70,6 +73,7 @@ func NewFromSpec(spec backends.Spec, opts RegistryOptions) (*Pool, error) {
 		QueueLength: opts.QueueLength,
 		TimeScale:   opts.TimeScale,
 		Seed:        opts.Seed ^ int64(hash64(0, spec.Pool)),
+		Clock:       opts.Clock,
 	}
 	for k, v := range spec.Options {
 		var err error

@@ -7,7 +7,6 @@ import (
 	"math"
 	"sort"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -151,7 +150,7 @@ func (p *Pool) Embed(ctx context.Context, req *pb.EmbedRequest) (*pb.EmbedRespon
 	}
 	defer p.release()
 	_, slow := p.step()
-	if err := p.waitUntil(ctx, time.Now().Add(p.scaled(p.prof.PrefillTime(tokens), ModelSizeFactor(req.GetModel())*slow)), brk); err != nil {
+	if err := p.waitUntil(ctx, p.opts.Clock.Now().Add(p.scaled(p.prof.PrefillTime(tokens), ModelSizeFactor(req.GetModel())*slow)), brk); err != nil {
 		return nil, err
 	}
 	resp := &pb.EmbedResponse{Usage: &pb.Usage{InputTokens: clamp32(tokens)}, Route: p.route(), RequestId: req.GetRequestId()}
