@@ -40,7 +40,9 @@ apt_install "curl ca-certificates" "the HTTP front door tests run curl" curl
 ./scripts/proto.sh --check
 
 go vet ./...
-go test -race -count=1 -timeout 8m ./...
+# -timeout is per package: deploy's TestImageBuildWithoutDocker compiles every binary again with the image's
+# -trimpath flags, cloud SDKs included (its own cache keys), minutes on a cold cache of a 2-core machine.
+go test -race -count=1 -timeout 15m ./...
 
 # Fuzz targets, a few seconds each (their committed seed corpora under testdata/fuzz already ran above as
 # ordinary tests). A crash fails the run and leaves the input in the package's testdata/fuzz/<target>/:
