@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -167,7 +168,11 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, r.ContentLength, limit)
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); !ok || srv.ReadTimeout <= 0 || srv.ReadTimeout > timeout {
+		// The server's ReadTimeout, counted from the request's first byte,
+		// is the deadline when it is the sooner one.
+		_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		w.Header().Set("Connection", "close")
@@ -179,6 +184,9 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	}
 	// No deadline while the call runs: a disconnect is noticed by the server's background read.
 	_ = rc.SetReadDeadline(time.Time{})
+	// A whole request came in (after the key check, with tenants): the
+	// connection no longer counts among the unauthenticated ones.
+	httpedge.Trust(r.Context())
 	return body, nil
 }
 
