@@ -8,10 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/hostname"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/anthropichttp"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
@@ -84,17 +83,10 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 }
 
 // loopbackOnly says whether a listen address accepts connections from this
-// machine only (127.0.0.0/8, ::1, localhost); 0.0.0.0, :: and an empty host
-// accept from everywhere. --debug-listen must be one; on one, the HTTP front
-// door checks the Host of keyless calls.
+// machine only (hostname.ThisMachineOnly: 127.0.0.0/8, ::1, localhost);
+// 0.0.0.0, :: and an empty host accept from everywhere. --debug-listen must
+// be one; on one, the HTTP front door checks the Host of keyless calls.
 func loopbackOnly(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
+	return err == nil && hostname.ThisMachineOnly(host)
 }

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/hostname"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 )
@@ -65,16 +65,13 @@ func serveSimControl(o simControlOptions, serveErr chan<- error) (addr string, s
 	return lis.Addr().String(), gs.Stop, nil
 }
 
-// isLoopback reports whether host:port names a loopback address only (an
-// empty host or 0.0.0.0 listens on every interface: not loopback).
+// isLoopback reports whether host:port names a loopback address only
+// (hostname.ThisMachineOnly; an empty host or 0.0.0.0 listens on every
+// interface: not loopback).
 func isLoopback(hostport string) (bool, error) {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return false, err
 	}
-	if strings.EqualFold(host, "localhost") {
-		return true, nil
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	return hostname.ThisMachineOnly(host), nil
 }

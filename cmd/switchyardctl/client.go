@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/internal/hostname"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -88,9 +89,9 @@ func (g *globals) plaintextCheck() error {
 	return fmt.Errorf("refusing to send the admin token in plaintext to %s, which is not a loopback address: use --tls (with --tls-ca for a private CA), or --insecure to send it anyway", g.addr)
 }
 
-// loopbackTarget reports whether a gRPC target names this host only:
-// localhost or a loopback IP, with or without a dns:/// or passthrough:///
-// scheme. Names are not resolved.
+// loopbackTarget reports whether a gRPC target names this host only
+// (hostname.ThisMachineOnly: localhost or a loopback IP), with or without a
+// dns:/// or passthrough:/// scheme. Names are not resolved.
 func loopbackTarget(target string) bool {
 	for _, scheme := range []string{"dns:///", "passthrough:///", "dns:"} {
 		target = strings.TrimPrefix(target, scheme)
@@ -99,11 +100,7 @@ func loopbackTarget(target string) bool {
 	if err != nil {
 		host = target
 	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return hostname.ThisMachineOnly(host)
 }
 
 // cli is one invocation: flags, output and, once dialled, the connection.
