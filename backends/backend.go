@@ -65,6 +65,10 @@ type Capabilities struct {
 	Logprobs bool
 	// Embeddings: the backend implements Embedder.
 	Embeddings bool
+	// NoTopK: the server has no top_k, so sampling.top_k cannot reach it
+	// (OpenAI and Azure endpoints, TGI, Ollama). The zero value, for every
+	// adapter that does not say, is that top_k is passed on.
+	NoTopK bool
 }
 
 // Embedder is implemented by backends that serve embeddings. Embed returns

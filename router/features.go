@@ -20,6 +20,7 @@ const (
 	needResponseFormat
 	needLogprobs
 	needEmbeddings
+	needTopK
 )
 
 // requestFeatures is what req needs beyond plain generation.
@@ -39,6 +40,9 @@ func requestFeatures(req *pb.GenerateRequest) features {
 	if req.GetLogprobs() {
 		f |= needLogprobs
 	}
+	if sp := req.GetSampling(); sp != nil && sp.TopK != nil {
+		f |= needTopK
+	}
 	return f
 }
 
@@ -57,6 +61,9 @@ func capsFeatures(c backends.Capabilities) features {
 	if c.Embeddings {
 		f |= needEmbeddings
 	}
+	if !c.NoTopK {
+		f |= needTopK
+	}
 	return f
 }
 
@@ -71,6 +78,8 @@ func (f features) field() string {
 		return "logprobs"
 	case f&needEmbeddings != 0:
 		return "model"
+	case f&needTopK != 0:
+		return "sampling.top_k"
 	}
 	return ""
 }
@@ -80,7 +89,7 @@ func (f features) what() string {
 	for _, x := range []struct {
 		f    features
 		name string
-	}{{needTools, "tools"}, {needResponseFormat, "response_format"}, {needLogprobs, "logprobs"}, {needEmbeddings, "embeddings"}} {
+	}{{needTools, "tools"}, {needResponseFormat, "response_format"}, {needLogprobs, "logprobs"}, {needEmbeddings, "embeddings"}, {needTopK, "top_k"}} {
 		if f&x.f != 0 {
 			s = append(s, x.name)
 		}

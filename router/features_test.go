@@ -140,3 +140,29 @@ func tctx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// A pool whose server has no top_k is never sent sampling.top_k; with no
+// pool left, INVALID_ARGUMENT names it.
+func TestTopKOnlyWherePassedOn(t *testing.T) {
+	k := int32(20)
+	r := &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5, Sampling: &pb.SamplingParameters{TopK: &k}}
+	a := fake("a", true, ok(2))
+	a.caps.NoTopK = true
+	b := fake("b", true, ok(2))
+	df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
+	resp, err := df.rt.Complete(tctx(t), "test", r)
+	if err != nil || resp.GetRoute().GetPool() != "b" || a.ncalls() != 0 {
+		t.Fatalf("served by %s (%v), a called %d times", resp.GetRoute().GetPool(), err, a.ncalls())
+	}
+	only := fake("a", true, ok(2))
+	only.caps.NoTopK = true
+	df = newDispatchFleet(t, "", fakePool{backend: only})
+	_, err = df.rt.Complete(tctx(t), "test", r)
+	if status.Code(err) != codes.InvalidArgument || fieldOf(err) != "sampling.top_k" || only.ncalls() != 0 {
+		t.Fatalf("err %v (field %q)", err, fieldOf(err))
+	}
+	// Without top_k the same pool serves.
+	if _, err := df.rt.Complete(tctx(t), "test", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -230,7 +230,7 @@ func (b *Backend) Load() (backends.Load, bool) {
 func (b *Backend) Capabilities() backends.Capabilities {
 	t := b.cfg.traits
 	return backends.Capabilities{Continuation: t.chatContinue != continueNone,
-		Tools: t.tools, ResponseFormat: t.responseFormat, Logprobs: t.logprobs, Embeddings: t.embeddings}
+		Tools: t.tools, ResponseFormat: t.responseFormat, Logprobs: t.logprobs, Embeddings: t.embeddings, NoTopK: !t.topK}
 }
 
 // Close stops the background loop and closes idle connections.
