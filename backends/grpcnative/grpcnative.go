@@ -7,13 +7,10 @@ package grpcnative
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/internal/tlsclient"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -96,29 +94,9 @@ func transportCreds(spec backends.Spec) (credentials.TransportCredentials, error
 	if !on {
 		return insecure.NewCredentials(), nil
 	}
-	o := spec.Options
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o[OptTLSServerName]}
-	if f := o[OptTLSCAFile]; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("option %s: %w", OptTLSCAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("option %s: %s holds no PEM certificate", OptTLSCAFile, f)
-		}
-		cfg.RootCAs = pool
-	}
-	cert, key := o[OptTLSCertFile], o[OptTLSKeyFile]
-	if (cert == "") != (key == "") {
-		return nil, fmt.Errorf("options %s and %s go together", OptTLSCertFile, OptTLSKeyFile)
-	}
-	if cert != "" {
-		kp, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			return nil, fmt.Errorf("options %s/%s: %w", OptTLSCertFile, OptTLSKeyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{kp}
+	cfg, err := tlsclient.Config(tlsclient.FromOptions(spec.Options))
+	if err != nil {
+		return nil, err
 	}
 	return credentials.NewTLS(cfg), nil
 }

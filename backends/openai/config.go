@@ -2,7 +2,6 @@ package openai
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/internal/tlsclient"
 )
 
 // Server is the kind of OpenAI-compatible server behind a pool (the pool's
@@ -331,33 +331,14 @@ func parseTarget(e, scheme, basePath string) (target, error) {
 	return target{raw: e, base: root + path, root: root}, nil
 }
 
+// tlsConfig is the pool's TLS client configuration (tlsclient.Config), nil
+// when no tls.* option is set (the transport's defaults).
 func tlsConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
-	if caFile == "" && certFile == "" && keyFile == "" && serverName == "" {
+	f := tlsclient.Files{CAFile: caFile, CertFile: certFile, KeyFile: keyFile, ServerName: serverName}
+	if !f.Set() {
 		return nil, nil
 	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("option %s: %w", OptTLSCAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("option %s: %s holds no PEM certificate", OptTLSCAFile, caFile)
-		}
-		c.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, fmt.Errorf("options %s and %s go together", OptTLSCertFile, OptTLSKeyFile)
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("options %s/%s: %w", OptTLSCertFile, OptTLSKeyFile, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
+	return tlsclient.Config(f)
 }
 
 // maxKeyBytes bounds an API key file.
