@@ -60,6 +60,8 @@ type doorOpts struct {
 	// server overrides the HTTP server's timeouts.
 	server  openaihttp.ServerOptions
 	handler openaihttp.Options
+	// maxConns and maxUnauth cap the listener (default: the front door's).
+	maxConns, maxUnauth int
 	// meter and tracer go to the router (default no-op).
 	meter  metric.MeterProvider
 	tracer trace.TracerProvider
@@ -114,7 +116,7 @@ func startFrontDoor(t *testing.T, o doorOpts) *frontDoor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hlis := openaihttp.NewListener(rawLis, 0, 0)
+	hlis := openaihttp.NewListener(rawLis, o.maxConns, o.maxUnauth)
 	so := o.server
 	so.Handler = h
 	so.Listener = hlis

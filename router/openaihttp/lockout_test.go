@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,4 +140,72 @@ func TestKeylessFloodNeverLocksOutKeyedClients(t *testing.T) {
 		open, _, _, _ := fd.lis.Stats()
 		return open == 0
 	})
+}
+
+// TestKeylessRouterServesDespiteSlowBodies: without tenants (the demo
+// router) every caller is let in, so a client announcing a body and sending
+// none holds its connection until the 30 s read deadline. Such connections
+// are never authenticated (no whole request came in): past the cap a new
+// connection takes the oldest one's place, so a real client is still served
+// at once with every place held by slow bodies.
+func TestKeylessRouterServesDespiteSlowBodies(t *testing.T) {
+	fd := startFrontDoor(t, doorOpts{maxConns: 64, maxUnauth: 16})
+	addr := strings.TrimPrefix(fd.url, "http://")
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 100 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		_, _ = io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: "+addr+"\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n{")
+	}
+	testwait.For(t, 5*time.Second, "the slow bodies hold every unauthenticated place", func() bool {
+		_, untrusted, evicted, _ := fd.lis.Stats()
+		return untrusted == 16 && evicted == 84
+	})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), "POST", fd.url+"/v1/chat/completions", strings.NewReader(chatBody("3")))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("client among slow bodies: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || time.Since(start) >= 3*time.Second {
+		t.Fatalf("client among slow bodies: %d after %s: %s", resp.StatusCode, time.Since(start), b)
+	}
+	// Its connection is authenticated now, and stays when more slow bodies come.
+	for range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	testwait.For(t, 5*time.Second, "20 more connections took slow bodies' places", func() bool {
+		_, _, evicted, _ := fd.lis.Stats()
+		return evicted == 104
+	})
+	req, _ = http.NewRequestWithContext(ctxT(t, 10*time.Second), "POST", fd.url+"/v1/chat/completions", strings.NewReader(chatBody("3")))
+	req.Header.Set("Content-Type", "application/json")
+	var reused bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+	resp, err = (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !reused {
+		t.Fatalf("second call: %d, on the same connection %v", resp.StatusCode, reused)
+	}
 }
