@@ -600,7 +600,7 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 		return Lease{}, ErrDuplicate
 	}
 	p.demand.arrive(now)
-	var refusal error
+	var refusal error // set when a refresh's answer refused a window
 	for round := 0; ; round++ {
 		lease, err := l.admit(p, t, r, member, now)
 		needSlot := errors.Is(err, errNeedSlot)
@@ -612,10 +612,10 @@ func (l *Leased) Acquire(ctx context.Context, r Reservation) (Lease, error) {
 		} else {
 			p.allowMisses++ // so is the allowance
 		}
+		if refusal != nil {
+			return Lease{}, refusal // the home refused a window: no refresh helps
+		}
 		if round == maxRefreshRounds || (needSlot && now.Before(p.fullUntil)) {
-			if refusal != nil {
-				return Lease{}, refusal
-			}
 			return Lease{}, ErrPoolFull
 		}
 		if refusal, err = l.refreshFor(ctx, p, t, r, needSlot); err != nil {
@@ -674,7 +674,8 @@ func (l *Leased) refreshFor(ctx context.Context, p *leasedPool, t *leasedTenant,
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fmt.Errorf("leased acquire: %w", cerr)
 		}
-		return nil, nil // the store did not answer: refused as full (the router tries elsewhere or waits)
+		p.fullUntil = l.clock.Now().Add(fullBackoff)
+		return ErrPoolFull, nil // the store did not answer: refused as full (the router tries elsewhere or waits)
 	}
 	if len(ans.Pools) == 1 {
 		l.applyPool(p, pq, ans.Pools[0], now, ans.Replicas)
