@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -378,29 +378,11 @@ func TestReloadedRoutingPolicy(t *testing.T) {
 	}
 }
 
-// lockedLog is a log destination safe for the router and the test.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // What a reload cannot apply is named in its log line and its event; a
 // reload that only changes reloadable settings names nothing.
 func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 	df := newDispatchFleet(t, "", fakePool{backend: fake("a", true, ok(1))})
-	logs := &lockedLog{}
+	logs := &syncbuf.Buffer{}
 	df.rt.log = slog.New(slog.NewTextHandler(logs, nil))
 	sub := df.rt.events.subscribe()
 	defer df.rt.events.unsubscribe(sub)

@@ -1,7 +1,6 @@
 package router_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -106,37 +106,19 @@ func startFake(t *testing.T, b *fakeBackend) string {
 	return lis.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // obsFleet is a router with telemetry in front of two fake pools: "near"
 // (us-east-1, the caller's region) and "far" (us-central1).
 type obsFleet struct {
 	client     pb.InferenceClient
 	near, far  *fakeBackend
 	spans      *tracetest.InMemoryExporter
-	logs       *syncBuffer
+	logs       *syncbuf.Buffer
 	metricsURL string
 }
 
 func startObsFleet(t *testing.T, nearFails bool, limit int, routing string) *obsFleet {
 	t.Helper()
-	f := &obsFleet{near: &fakeBackend{fail: nearFails}, far: &fakeBackend{}, spans: tracetest.NewInMemoryExporter(), logs: &syncBuffer{}}
+	f := &obsFleet{near: &fakeBackend{fail: nearFails}, far: &fakeBackend{}, spans: tracetest.NewInMemoryExporter(), logs: &syncbuf.Buffer{}}
 	nearAddr, farAddr := startFake(t, f.near), startFake(t, f.far)
 	yaml := fmt.Sprintf(`models:
   - {name: m, max_input_tokens: 1000, max_output_tokens: 500}

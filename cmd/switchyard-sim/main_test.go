@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +19,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
-
-// syncBuffer is an io.Writer safe to read while run writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const fleetYAML = `models:
   - name: llama-3.3-70b
@@ -76,11 +58,11 @@ var servingRE = regexp.MustCompile(`(?m)^pool (\S+) .* serving on (\S+)$`)
 var controlRE = regexp.MustCompile(`(?m)^control serving on (\S+)$`)
 
 // start runs run() in the background and waits for it to announce addrs.
-func start(t *testing.T, args []string, pools int) (addrs map[string]string, control string, out *syncBuffer) {
+func start(t *testing.T, args []string, pools int) (addrs map[string]string, control string, out *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out = &syncBuffer{}
-	errOut := &syncBuffer{}
+	out = &syncbuf.Buffer{}
+	errOut := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, out, errOut) }()
 	t.Cleanup(func() {

@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
@@ -400,24 +400,6 @@ func TestAuditShowsActorAndBeforeAfter(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls cond for up to 5s (testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -428,7 +410,7 @@ func TestWatchStreamsChangesUntilCanceled(t *testing.T) {
 	for _, jsonOut := range []bool{false, true} {
 		addr := startRouter(t, routerOpts{})
 		ctx, cancel := context.WithCancel(context.Background())
-		var out syncBuffer
+		var out syncbuf.Buffer
 		args := []string{"--addr", addr, "--token-file", tokenFile(t, "view-secret"), "watch"}
 		if jsonOut {
 			args = append(args, "--json")
