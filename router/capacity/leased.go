@@ -242,11 +242,11 @@ type leasedPool struct {
 	name   string
 	home   *home
 	limits Limits
-	// granted is the block as of the last answer; ceiling what may be used
-	// now (lowered to Keep while a request that gives slots back is out);
-	// expires is when this replica stops using the block (the lease's end
-	// less the margin, timed from when the request left).
-	granted, ceiling int64
+	// ceiling is what may be used now: the block of the last answer, lowered
+	// to Keep while a request that gives slots back is out; expires is when
+	// this replica stops using it (the lease's end less the margin, timed
+	// from when the request left).
+	ceiling          int64
 	share            int64 // the last answer's proportional share
 	expires          time.Time
 	seq, answeredSeq int64
@@ -333,7 +333,6 @@ type allowance struct {
 	// refund: unspent allowance of an earlier minute, to give back.
 	refundMinute         int64
 	refundReq, refundTok int64
-	chunkReq, chunkTok   int64 // last chunk sizes asked (observability)
 }
 
 // roll moves what is left of an earlier minute to the refund.
@@ -409,7 +408,6 @@ func (a *allowance) request(l Limits, cur, needReq, needTok, wantReq, wantTok in
 		out.NeedTokens = max(needTok-a.tokLeft, 0)
 		out.WantTokens = max(wantTok-a.tokLeft, out.NeedTokens)
 	}
-	a.chunkReq, a.chunkTok = out.WantRequests, out.WantTokens
 	return out
 }
 
@@ -731,7 +729,7 @@ func (l *Leased) send(ctx context.Context, h *home, req BlockRefresh, tq *Tenant
 }
 
 func (l *Leased) roundTrip(ctx context.Context, h *home, req BlockRefresh) (BlockAnswer, error) {
-	start := time.Now()
+	start := time.Now() // the network's round-trip time, a real duration whatever the injected clock says
 	ans, err := h.store.Refresh(ctx, req)
 	l.trips.Add(1)
 	if err != nil {
@@ -817,13 +815,12 @@ func (l *Leased) applyPool(p *leasedPool, q BlockRequest, g BlockGrant, sent tim
 		// A newer request is out: it may have lowered the ceiling; take
 		// this answer's lease only up to that.
 		p.answeredSeq = q.Seq
-		p.granted = g.Granted
 		p.ceiling = min(p.ceiling, g.Granted)
 		p.expires = sent.Add(l.ttl - l.margin)
 		return
 	}
 	p.answeredSeq = q.Seq
-	p.granted, p.ceiling, p.share = g.Granted, g.Granted, g.Share
+	p.ceiling, p.share = g.Granted, g.Share
 	p.expires = sent.Add(l.ttl - l.margin)
 	p.learning, p.holders, p.grantedAll = g.Learning, g.Holders, g.GrantedAll
 	p.others = PoolUsage{InFlight: int(g.OthersInUse), RequestsLastMinute: g.OthersRequests, TokensLastMinute: g.OthersTokens}
