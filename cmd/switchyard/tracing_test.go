@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -47,7 +48,7 @@ pools:
 		t.Fatal(err)
 	}
 
-	var spans lockedBuffer
+	var spans syncbuf.Buffer
 	addr, metricsURL, stop := startMetricsRouter(t, &spans, "--config", fleet, "--http-listen", "off", "--watch-config", "0")
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
