@@ -319,6 +319,11 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 			LatencyBudgetMillis: r.LatencyBudgetMillis,
 			SpillBand:           max(0, r.SpillBand),
 			Rand:                s.opts.Rand,
+			Targets: map[pb.Priority]policy.Target{
+				pb.Priority_PRIORITY_INTERACTIVE: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
+				pb.Priority_PRIORITY_STANDARD:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
+				pb.Priority_PRIORITY_BATCH:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
+			},
 		},
 		byModel:      map[string][]*pool{},
 		tenants:      map[string]string{},

@@ -260,6 +260,11 @@ type Routing struct {
 	// farther tiers over this much free share (default 0.3; negative: none,
 	// the whole tier spills at once at the reserve).
 	SpillBand float64 `yaml:"spill_band,omitempty"`
+	// PriorityTargets: per priority class, the time to first token and time
+	// per output token a call should see (0: none). The default policy treats
+	// a pool predicted to miss them as it treats one predicted to miss the
+	// call's deadline.
+	PriorityTargets PriorityTargets `yaml:"priority_targets,omitempty"`
 	// CostWeight in [0,1]: 0 ignores cost, 1 ranks pools inside the latency budget by cost first.
 	CostWeight float64 `yaml:"cost_weight,omitempty"`
 	// LatencyBudgetMillis: pools farther than this RTT from the caller are not preferred for cost.
@@ -285,6 +290,19 @@ type SpillReserve struct {
 	Interactive float64 `yaml:"interactive,omitempty"`
 	Standard    float64 `yaml:"standard,omitempty"`
 	Batch       float64 `yaml:"batch,omitempty"`
+}
+
+// PriorityTargets are latency targets per priority class.
+type PriorityTargets struct {
+	Interactive LatencyTarget `yaml:"interactive,omitempty"`
+	Standard    LatencyTarget `yaml:"standard,omitempty"`
+	Batch       LatencyTarget `yaml:"batch,omitempty"`
+}
+
+// LatencyTarget is a time to first token and a time per output token (0: none).
+type LatencyTarget struct {
+	TTFT Duration `yaml:"ttft,omitempty"`
+	TPOT Duration `yaml:"tpot,omitempty"`
 }
 
 // RegionSpec declares a region unknown to the built-in table.
@@ -705,6 +723,11 @@ func (f *Fleet) Validate() error {
 	for _, v := range []float64{r.SpillReserve.Interactive, r.SpillReserve.Standard, r.SpillReserve.Batch} {
 		if v < 0 || v >= 1 {
 			errs = append(errs, fmt.Errorf("%s: routing.spill_reserve: each value must be in [0,1), got %v", f.source, v))
+		}
+	}
+	for class, t := range map[string]LatencyTarget{"interactive": r.PriorityTargets.Interactive, "standard": r.PriorityTargets.Standard, "batch": r.PriorityTargets.Batch} {
+		if t.TTFT < 0 || t.TPOT < 0 {
+			errs = append(errs, fmt.Errorf("%s: routing.priority_targets.%s: ttft and tpot must not be negative", f.source, class))
 		}
 	}
 	if r.SpillBand > 1 {

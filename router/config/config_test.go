@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDemoFleetIsValid(t *testing.T) {
@@ -197,6 +198,7 @@ pools:
 		{"routing:\n  queue_max_length: 9223372036854775807\n", "routing.queue_max_length: must be at most 1048576"},
 		{"routing:\n  eject_after_failures: -3\n", "routing.eject_after_failures: must be >= 0"},
 		{"routing:\n  latency_budget_ms: -1\n", "routing.latency_budget_ms: must be >= 0"},
+		{"routing:\n  priority_targets:\n    interactive: {ttft: -1s}\n", "routing.priority_targets.interactive: ttft and tpot must not be negative"},
 		{"sim:\n  time_scale: -2\n", "sim.time_scale: must be > 0"},
 		{"sim:\n  queue_length: -1\n", "sim.queue_length: must be >= 0"},
 		{"tenants:\n  - name: t\n    api_key_sha256: [\"" + strings.Repeat("a", 64) + "\"]\n    requests_per_minute: -1\n", `tenants[0]: requests_per_minute: must be >= 0`},
@@ -206,8 +208,12 @@ pools:
 			t.Errorf("%q: got %v, want an error containing %q", tc.yaml, err, tc.want)
 		}
 	}
+	f, err := Parse([]byte(base+"routing:\n  priority_targets:\n    interactive: {ttft: 800ms, tpot: 40ms}\n"), "fleet.yaml")
+	if err != nil || f.Routing.PriorityTargets.Interactive.TTFT.Std() != 800*time.Millisecond || f.Routing.PriorityTargets.Interactive.TPOT.Std() != 40*time.Millisecond {
+		t.Fatalf("priority targets: %v %+v", err, f.Routing.PriorityTargets)
+	}
 	// Zero keeps the default and is valid.
-	f, err := Parse([]byte(base+"routing:\n  health_check_interval: 0s\n"), "fleet.yaml")
+	f, err = Parse([]byte(base+"routing:\n  health_check_interval: 0s\n"), "fleet.yaml")
 	if err != nil {
 		t.Fatalf("zero interval (default): %v", err)
 	}

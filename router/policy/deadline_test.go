@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // teach feeds sy attempts on pool timed on a fake clock: TTFT ttft, then
@@ -199,4 +200,27 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// Priority targets: an interactive call whose TTFT target the near pool
+// would miss goes to the farther pool that meets it; a standard call
+// (no target) stays near.
+func TestPriorityTTFTTargetSpills(t *testing.T) {
+	sy := &Switchyard{}
+	fast := func(float64) time.Duration { return 5 * time.Millisecond }
+	teach(sy, "aws-use1", 500*time.Millisecond, fast)
+	teach(sy, "gcp-use4", 100*time.Millisecond, fast)
+	pools := []PoolView{pv("aws-use1", "us-east-1", "us", 10, 2), pv("gcp-use4", "us-east4", "us", 10, 2)}
+	e := env(t)
+	e.Targets = map[pb.Priority]Target{pb.Priority_PRIORITY_INTERACTIVE: {TTFT: 200 * time.Millisecond}}
+	inter := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 50, Priority: pb.Priority_PRIORITY_INTERACTIVE}
+	std := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 50}
+	for i := range 100 {
+		if d := Decide(sy, inter, pools, e); d.Ranked[0].Pool != "gcp-use4" {
+			t.Fatalf("draw %d: interactive ranked %v, want the pool within its TTFT target first", i, names(d.Ranked))
+		}
+		if d := Decide(sy, std, pools, e); d.Ranked[0].Pool != "aws-use1" {
+			t.Fatalf("draw %d: standard ranked %v, want the near pool first", i, names(d.Ranked))
+		}
+	}
 }

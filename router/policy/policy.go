@@ -346,7 +346,13 @@ type Env struct {
 	LatencyBudgetMillis float64
 	// Rand returns a float in [0,1); must be safe for concurrent use.
 	Rand func() float64
+	// Targets per priority: the TTFT and TPOT a call of that priority should
+	// see (zero: none); PRIORITY_UNSPECIFIED reads STANDARD's.
+	Targets map[pb.Priority]Target
 }
+
+// Target is a latency target (zero fields: none).
+type Target struct{ TTFT, TPOT time.Duration }
 
 // Policy orders eligible pools.
 //

@@ -92,8 +92,8 @@ func (t *perfTable) record(r AttemptResult) {
 
 // prediction is a pool's predicted completion for one call.
 type prediction struct {
-	ok         bool // the pool has enough samples
-	ttft, done time.Duration
+	ok               bool // the pool has enough samples
+	ttft, tpot, done time.Duration
 }
 
 // predict is the completion of a call with uncached prompt tokens and
@@ -110,9 +110,9 @@ func (t *perfTable) predict(pool string, uncached, maxTokens int, busy float64) 
 	if p.ttft.n < minPerfSamples || p.tpot.n < minPerfSamples {
 		return prediction{}
 	}
-	ttft := p.ttft.at(float64(uncached))
-	done := ttft + float64(max(maxTokens-1, 0))*p.tpot.at(busy)
-	return prediction{ok: true, ttft: secs(ttft), done: secs(done)}
+	ttft, tpot := p.ttft.at(float64(uncached)), p.tpot.at(busy)
+	done := ttft + float64(max(maxTokens-1, 0))*tpot
+	return prediction{ok: true, ttft: secs(ttft), tpot: secs(tpot), done: secs(done)}
 }
 
 func secs(s float64) time.Duration { return time.Duration(math.Min(s, 1e6) * float64(time.Second)) }

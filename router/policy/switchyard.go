@@ -93,16 +93,39 @@ func candidateFree(c *Candidate, p *PoolView) float64 {
 
 // meets predicts whether the call would finish on p within its deadline;
 // known is false when there is no deadline or the pool has too few samples.
-func (sy *Switchyard) meets(req *Request, p *PoolView, ef float64, cachedShare float64) (meets, known bool, pr prediction) {
-	if req.Deadline <= 0 || req.MaxTokens <= 0 {
+//
+// The priority's latency targets (Env.Targets) count as the deadline does:
+// a pool predicted over the TTFT or TPOT target misses.
+func (sy *Switchyard) meets(req *Request, p *PoolView, ef float64, cachedShare float64, env *Env) (meets, known bool, pr prediction) {
+	tgt := target(req, env)
+	if (req.Deadline <= 0 || req.MaxTokens <= 0) && tgt == (Target{}) {
 		return true, false, pr
 	}
 	uncached := int(float64(req.InputTokens) * (1 - cachedShare))
-	pr = sy.perf.predict(p.Name, uncached, req.MaxTokens, busyAfter(p, ef))
+	pr = sy.perf.predict(p.Name, uncached, max(req.MaxTokens, 1), busyAfter(p, ef))
 	if !pr.ok {
 		return true, false, pr
 	}
-	return float64(pr.done) <= deadlineMargin*float64(req.Deadline), true, pr
+	ok := req.Deadline <= 0 || req.MaxTokens <= 0 || float64(pr.done) <= deadlineMargin*float64(req.Deadline)
+	if tgt.TTFT > 0 && pr.ttft > tgt.TTFT {
+		ok = false
+	}
+	if tgt.TPOT > 0 && pr.tpot > tgt.TPOT {
+		ok = false
+	}
+	return ok, true, pr
+}
+
+// target is the request's priority's latency target.
+func target(req *Request, env *Env) Target {
+	if env == nil || env.Targets == nil {
+		return Target{}
+	}
+	p := req.Priority
+	if p == pb.Priority_PRIORITY_UNSPECIFIED {
+		p = pb.Priority_PRIORITY_STANDARD
+	}
+	return env.Targets[p]
 }
 
 func (*Switchyard) Name() string { return "switchyard" }
@@ -194,13 +217,13 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	// pool would finish within the deadline and clearly sooner (by 10 %):
 	// a long call then leaves a region whose batches are full for one where
 	// it decodes faster, even when neither has the margin.
-	if req.Deadline > 0 && req.MaxTokens > 0 {
+	if (req.Deadline > 0 && req.MaxTokens > 0) || target(req, env) != (Target{}) {
 		var meetsAny, known [3]bool
 		best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
 		for i := range eligible {
 			c := &eligible[i]
 			p := &pools[c.Index]
-			ok, k, pr := sy.meets(req, p, candidateFree(c, p), 0)
+			ok, k, pr := sy.meets(req, p, candidateFree(c, p), 0, env)
 			known[c.Tier] = known[c.Tier] || k
 			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
 			if k && c.Headroom > 0 {
@@ -212,7 +235,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 				continue
 			}
 			for f := t + 1; f <= TierAnywhere; f++ {
-				sooner := best[f] <= req.Deadline && float64(best[f]) < 0.9*float64(best[t])
+				sooner := req.Deadline > 0 && best[f] <= req.Deadline && float64(best[f]) < 0.9*float64(best[t])
 				if tiers[f].Count > 0 && (meetsAny[f] || sooner) && !spilled[f] {
 					spilled[t], anySpilled = true, true
 					for i := 0; req.Explain && i < len(eligible); i++ {
@@ -399,7 +422,7 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 			ef = p.EffectiveFree()
 		}
 		c.Score = p.Weight * ef * near * pref * costF
-		ok, known, pr := sy.meets(req, p, ef, 0)
+		ok, known, pr := sy.meets(req, p, ef, 0, env)
 		if !ok {
 			c.Score *= missFactor
 		}
@@ -413,7 +436,11 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 				if !ok {
 					verdict = "would miss"
 				}
-				c.Reason += fmt.Sprintf("; predicted TTFT %s, completion %s: %s the deadline %s", pr.ttft.Round(time.Millisecond), pr.done.Round(time.Millisecond), verdict, req.Deadline.Round(time.Millisecond))
+				what := "the priority's latency targets"
+				if req.Deadline > 0 {
+					what = "the deadline " + req.Deadline.Round(time.Millisecond).String()
+				}
+				c.Reason += fmt.Sprintf("; predicted TTFT %s, %s per token, completion %s: %s %s", pr.ttft.Round(time.Millisecond), pr.tpot.Round(time.Microsecond), pr.done.Round(time.Millisecond), verdict, what)
 			}
 		}
 	}
