@@ -206,7 +206,7 @@ func (b *Backend) Load() (backends.Load, bool) { return b.gate.Load() }
 // assistant turn is continued (Anthropic models on Bedrock do this); tools
 // go through Converse's toolConfig. JSON mode and logprobs are not offered.
 func (b *Backend) Capabilities() backends.Capabilities {
-	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: true}
+	return backends.Capabilities{Continuation: b.cfg.continuation, Tools: true, NoTopK: !b.cfg.anyTopK()}
 }
 
 // Close stops the refresh loop and closes idle connections.
@@ -405,7 +405,12 @@ func (c *poolConfig) build(req *pb.GenerateRequest) (*input, error) {
 	in.inf = &types.InferenceConfiguration{MaxTokens: aws.Int32(maxTokens)}
 	if sp := req.GetSampling(); sp != nil {
 		in.inf.Temperature, in.inf.TopP, in.inf.StopSequences = sp.Temperature, sp.TopP, sp.GetStop()
-		if sp.TopK != nil && c.sendTopK(in.model) {
+		if sp.TopK != nil {
+			if !c.sendTopK(in.model) {
+				// Converse has no top_k; only a model that takes it in its own
+				// fields (Anthropic's) gets it. Refused, never dropped.
+				return nil, status.Errorf(codes.InvalidArgument, "sampling.top_k: Bedrock model %q takes no top_k (the pool's top_k option turns it on for a model that does)", in.model)
+			}
 			in.extra = document.NewLazyDocument(map[string]any{"top_k": sp.GetTopK()})
 		}
 	}

@@ -283,6 +283,35 @@ func TestBedrockConverseBody(t *testing.T) {
 	}
 }
 
+// top_k reaches a model that takes it (Anthropic's, or with the option on)
+// and is refused by name for one that does not, never dropped; a pool none
+// of whose models takes it tells the router so (NoTopK).
+func TestBedrockTopKRefusedWhereTheModelTakesNone(t *testing.T) {
+	awsEnv(t, bedrocktest.AccessKeyID, bedrocktest.SecretAccessKey)
+	fake := bedrocktest.Start(t, bedrocktest.Options{})
+	k := int32(5)
+	req := &pb.GenerateRequest{Model: "llama", MaxTokens: 4, Prompt: "hi", Sampling: &pb.SamplingParameters{TopK: &k}}
+	metaOnly := map[string]string{OptModelNames + ".llama": "meta.llama3-70b-instruct-v1:0", OptModelNames + ".claude": "meta.llama3-8b-instruct-v1:0"}
+	b := build(t, fake.URL, metaOnly, nil)
+	if !b.Capabilities().NoTopK {
+		t.Fatal("a pool serving only a Meta model says it can take top_k")
+	}
+	if _, err := b.Generate(ctxT(t, 10*time.Second), req); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "sampling.top_k") {
+		t.Fatalf("top_k on a Meta model: %v, want INVALID_ARGUMENT naming sampling.top_k", err)
+	}
+	metaOnly[OptTopK] = "on"
+	on := build(t, fake.URL, metaOnly, nil)
+	if on.Capabilities().NoTopK {
+		t.Fatal("top_k: on, yet the pool says it takes none")
+	}
+	if _, err := on.Generate(ctxT(t, 10*time.Second), req); err != nil {
+		t.Fatalf("top_k with the option on: %v", err)
+	}
+	if !strings.Contains(string(fake.LastBody()), `"top_k":5`) {
+		t.Fatalf("top_k not sent with the option on: %s", fake.LastBody())
+	}
+}
+
 // Credentials come from the SDK's default chain (here a shared-config
 // profile with credential_process) and are refreshed off the request path:
 // after a rotation the background refresh picks the new ones up before a

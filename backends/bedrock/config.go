@@ -198,6 +198,28 @@ func (c *poolConfig) sendTopK(id string) bool {
 	return strings.Contains(id, "anthropic.")
 }
 
+// anyTopK says whether any model of the pool may take top_k: the option is
+// on, or it is unset and a model is mapped to an Anthropic id, or no model
+// is mapped (the fleet names are the ids, checked per call). The router
+// sends calls with top_k elsewhere when it is false.
+func (c *poolConfig) anyTopK() bool {
+	switch c.topK {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	if len(c.modelIDs) == 0 {
+		return true
+	}
+	for _, id := range c.modelIDs {
+		if c.sendTopK(id) {
+			return true
+		}
+	}
+	return false
+}
+
 // probeURL is what Check reaches to see the endpoint answer.
 func (c *poolConfig) probeURL() string {
 	if c.endpoint != "" {
