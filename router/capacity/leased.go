@@ -29,19 +29,23 @@ import (
 // of pools and of tenants, work the same way with allowances charged in
 // advance.
 //
-// When the block is empty, Acquire makes one synchronous refresh of that pool
-// (the worst case: today's strict cost); concurrent calls share it.
+// When the block is empty, Acquire makes a synchronous refresh of that pool
+// (strict counting's cost, now the worst case); concurrent calls share it,
+// and a burst follows the block while it doubles (maxRefreshRounds).
 //
 // Never over a limit, by construction: the blocks of all replicas never add
 // up to more than the pool's limit (the home grants from what is free), a
 // replica lowers its own ceiling before it asks to give slots back, and it
 // stops using a block LeaseMargin before the home could hand it to anyone
 // else (the lease is timed from when the request left). A home restarted
-// empty runs in learning mode for one lease: it grants only what replicas
-// re-assert. When a home stays unreachable longer than a block lives, this
-// replica counts locally against a conservative share (the limit divided by
-// the replicas last seen), as Resilient does: the one mode in which the
-// bound rests on the replica count. docs/capacity.md has the bounds.
+// empty, or not refreshed by anyone for half a lease (an outage), runs in
+// learning mode for one lease: it grants only what replicas re-assert. When a
+// home stays unreachable longer than a block lives (degraded), this replica
+// serves from the smaller of its last block and the conservative share (the
+// limit divided by the replicas last seen). The one case this cannot cover is
+// a partition of one replica from a home the others still reach: the pool
+// may then exceed its limit by at most that replica's block.
+// docs/capacity.md has the argument and the bounds.
 //
 // Duplicate request ids are refused per replica (strict counting refuses
 // them across replicas); every limit still holds either way.
