@@ -818,8 +818,12 @@ func (x *TopLogprob) GetBytes() []byte {
 }
 
 // SamplingParameters tune decoding. Every field is optional: unset means the
-// serving endpoint's default. Pools that cannot honour a parameter ignore it
-// (the simulator ignores them all).
+// serving endpoint's default. top_k is honoured or refused: pools whose server
+// has no top_k are not chosen for a call that sets it, and with none left the
+// call is INVALID_ARGUMENT naming sampling.top_k. The others are best effort:
+// a pool that cannot honour one ignores it (seed and the penalties on Bedrock;
+// every parameter on the simulator); docs/http.md and docs/backends.md list
+// what each adapter does with each.
 type SamplingParameters struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Temperature      *float32               `protobuf:"fixed32,1,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"` // 0..2
