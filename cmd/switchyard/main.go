@@ -193,6 +193,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tuneGC()
+	// The file's modification time before it is read: a change made while
+	// the router starts (after the read, before the watcher's first look) is
+	// still seen as a change.
+	lastMod := modTime(f.config)
 	fleet, err := loadFleet(f.config)
 	if err != nil {
 		return err
@@ -345,7 +349,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	var fileChanged <-chan time.Time
-	lastMod := modTime(f.config)
 	if f.config != "" && f.watchConfig > 0 {
 		t := time.NewTicker(f.watchConfig)
 		defer t.Stop()
