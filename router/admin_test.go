@@ -58,9 +58,25 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 func startReplica(t testing.TB, fleet *config.Fleet, store capacity.Store, ctl control.Store) *replica {
 	t.Helper()
-	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Store: store, Control: ctl, AdminTokens: adminTokens, UsageRefresh: 20 * time.Millisecond})
+	return startReplicaWith(t, router.Options{Fleet: fleet, Store: store, Control: ctl})
+}
+
+// startReplicaWith serves a router built from o on loopback (Admin too);
+// unset, its backends are native gRPC ones, its admin tokens the tests'
+// and its usage refresh 20ms.
+func startReplicaWith(t testing.TB, o router.Options) *replica {
+	t.Helper()
+	if o.Backends == nil {
+		o.Backends = backends.NewRegistry()
+		grpcnative.Register(o.Backends, grpcnative.Options{})
+	}
+	if o.AdminTokens == nil {
+		o.AdminTokens = adminTokens
+	}
+	if o.UsageRefresh == 0 {
+		o.UsageRefresh = 20 * time.Millisecond
+	}
+	rt, err := router.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ package router_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -22,13 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/backends/grpcnative"
+	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
@@ -138,7 +134,9 @@ func TestLeasedRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 			}
 			stop := make(chan struct{})
 			load := runLoad(t, clients, workers, stop, &dead)
-			time.Sleep(time.Second) // load before the fault: each replica holds a block
+			testwait.For(t, 10*time.Second, "the load filling the pool before the fault", func() bool {
+				return sp.pool.Stats().MaxRunningSeen >= limit && load.ok.Load() >= 20
+			})
 			switch fault {
 			case "replica SIGKILL":
 				kill()
@@ -151,12 +149,12 @@ func TestLeasedRoutersNeverPushAPoolPastItsLimit(t *testing.T) {
 				if err := srv.Continue(); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(time.Second)
+				time.Sleep(time.Second) // load goes on after the freeze
 			case "redis killed and restarted empty":
 				srv.Restart()
 				time.Sleep(3 * time.Second) // inside the learning lease and after
 			default:
-				time.Sleep(2 * time.Second)
+				time.Sleep(2 * time.Second) // load with no fault, as long as the others' fault phases
 			}
 			close(stop)
 			load.wg.Wait()
@@ -295,27 +293,10 @@ func TestLeasedBlocksInAdminAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Store: store, AdminTokens: adminTokens, MeterProvider: tel.MeterProvider, UsageRefresh: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	hs := httptest.NewServer(tel.Handler)
-	t.Cleanup(func() { hs.Close(); _ = cc.Close(); gs.Stop(); _ = rt.Close(); _ = tel.Shutdown(context.Background()) })
-	inf, admin := pb.NewInferenceClient(cc), pb.NewAdminClient(cc)
+	t.Cleanup(func() { hs.Close(); _ = tel.Shutdown(context.Background()) })
+	r := startReplicaWith(t, router.Options{Fleet: fleet, Store: store, MeterProvider: tel.MeterProvider}) // closes the router, hence the store
+	inf, admin := r.inf, r.admin
 	for i := 0; i < 3; i++ {
 		if _, err := inf.Generate(ctxT(t, 5*time.Second), req("us-east-1", 2)); err != nil {
 			t.Fatal(err)
