@@ -260,42 +260,22 @@ func (s *RedisBlocks) Refresh(ctx context.Context, r BlockRefresh) (BlockAnswer,
 		wk, wa := allowanceArgs(tk, now, q.Window)
 		calls = append(calls, scriptCall{script: refreshTenant, keys: wk, args: wa})
 	}
-	pipe := s.client.Pipeline()
 	replicas := s.prefix + ":replicas"
-	pipe.ZAdd(ctx, replicas, redis.Z{Score: float64(nowMs + ttlMs), Member: r.Replica})
-	pipe.ZRemRangeByScore(ctx, replicas, "-inf", strconv.FormatInt(nowMs, 10))
-	count := pipe.ZCard(ctx, replicas)
-	cmds := make([]*redis.Cmd, len(calls))
-	for i, c := range calls {
-		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
-	}
-	_, err := pipe.Exec(ctx)
+	var count *redis.IntCmd
+	cmds, err := pipelineScripts(ctx, s.client, calls, func(pipe redis.Pipeliner) {
+		pipe.ZAdd(ctx, replicas, redis.Z{Score: float64(nowMs + ttlMs), Member: r.Replica})
+		pipe.ZRemRangeByScore(ctx, replicas, "-inf", strconv.FormatInt(nowMs, 10))
+		count = pipe.ZCard(ctx, replicas)
+	})
 	if err != nil {
-		var redo []int
-		for i, c := range cmds {
-			if e := c.Err(); e != nil {
-				if !redis.HasErrorPrefix(e, "NOSCRIPT") {
-					if isRedisReply(e) {
-						return BlockAnswer{}, fmt.Errorf("redis block refresh: script: %w", e)
-					}
-					return BlockAnswer{}, fmt.Errorf("redis block refresh: %w: %w", ErrUnavailable, e)
-				}
-				redo = append(redo, i)
-			}
-		}
-		if count.Err() != nil && !isRedisReply(count.Err()) {
-			return BlockAnswer{}, fmt.Errorf("redis block refresh: %w: %w", ErrUnavailable, count.Err())
-		}
-		if len(redo) > 0 {
-			// NOSCRIPT (first use, restarted server): the call did not run;
-			// send it again with its source.
-			pipe = s.client.Pipeline()
-			for _, i := range redo {
-				cmds[i] = calls[i].script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return BlockAnswer{}, fmt.Errorf("redis block refresh: %w: %w", ErrUnavailable, err)
-			}
+		return BlockAnswer{}, fmt.Errorf("redis block refresh: %w: %w", ErrUnavailable, err)
+	}
+	if e := count.Err(); e != nil && !isRedisReply(e) {
+		return BlockAnswer{}, fmt.Errorf("redis block refresh: %w: %w", ErrUnavailable, e)
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			return BlockAnswer{}, fmt.Errorf("redis block refresh: script: %w", e)
 		}
 	}
 	out := BlockAnswer{Replicas: max(int(count.Val()), 1)}

@@ -503,8 +503,20 @@ func (r *Redis) evalAll(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, 
 		}
 		return []*redis.Cmd{cmd}, nil
 	}
+	return pipelineScripts(ctx, r.client, calls, nil)
+}
+
+// pipelineScripts runs the calls by SHA in one pipeline, after whatever
+// first adds to it (nil: nothing). Calls the server does not know yet
+// (NOSCRIPT) are sent again with their source in a second pipeline. It
+// returns an error only for a transport failure (the whole pipeline is in
+// doubt); a script's error reply is left on its command.
+func pipelineScripts(ctx context.Context, client redis.UniversalClient, calls []scriptCall, first func(redis.Pipeliner)) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
-	pipe := r.client.Pipeline()
+	pipe := client.Pipeline()
+	if first != nil {
+		first(pipe)
+	}
 	for i, c := range calls {
 		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 	}
@@ -527,7 +539,7 @@ func (r *Redis) evalAll(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, 
 	if len(redo) == 0 {
 		return cmds, nil
 	}
-	pipe = r.client.Pipeline()
+	pipe = client.Pipeline()
 	for _, i := range redo {
 		cmds[i] = calls[i].script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
 	}
