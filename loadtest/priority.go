@@ -20,7 +20,7 @@ type PriorityMix struct {
 }
 
 // PriorityName is the short name of p ("interactive", "standard", "batch").
-func PriorityName(p pb.Priority) string { return priority.Name(p) }
+func PriorityName(p pb.Priority) string { return priority.FromWire(p).String() }
 
 // ParsePriorityMix parses "interactive=0.7,batch=0.3" (weights need not sum to 1).
 func ParsePriorityMix(s string) (PriorityMix, error) {
@@ -49,7 +49,7 @@ func ParsePriorityMix(s string) (PriorityMix, error) {
 		if err != nil || !(w >= 0) || w > 1e6 {
 			return PriorityMix{}, fmt.Errorf("priority mix: %s: weight %q is not a number >= 0", k, v)
 		}
-		m.prios = append(m.prios, p)
+		m.prios = append(m.prios, pb.Priority(p.Wire()))
 		weights = append(weights, w)
 		total += w
 	}

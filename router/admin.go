@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -511,7 +512,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 		return nil, adminStatus(invalid("request.routing.residency", "%q is not one of %q", h.GetResidency(), policy.Residencies))
 	}
 	pol := a.v.policy()
-	preq := &policy.Request{Model: r.GetModel(), Priority: r.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), a.v.region), Residency: h.GetResidency(),
+	preq := &policy.Request{Model: r.GetModel(), Priority: priority.FromWire(r.GetPriority()), CallerRegion: cmp.Or(h.GetCallerRegion(), a.v.region), Residency: h.GetResidency(),
 		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
 	vs := views(st, a.v.clock.Now())
 	dec := policy.Decide(pol, preq, vs, st.env)

@@ -32,7 +32,7 @@ type waiter struct {
 	class int
 }
 
-func classOf(p pb.Priority) int { return priority.Class(p) }
+func classOf(p pb.Priority) int { return priority.FromWire(p).Index() }
 
 func newWaitQueue(c clock.Clock, maxLen int) *waitQueue { return &waitQueue{clock: c, maxLen: maxLen} }
 

@@ -380,7 +380,7 @@ func policyOutcome(oc outcome) policy.Outcome {
 	}
 }
 
-func priorityLabel(p pb.Priority) string { return priority.Name(p) }
+func priorityLabel(p pb.Priority) string { return priority.FromWire(p).String() }
 
 func noEligible(c *call, dec *policy.Decision) error {
 	reasons := make([]string, 0, len(dec.Skipped))

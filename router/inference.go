@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
@@ -85,7 +86,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		state:       st,
 		needs:       requestFeatures(req),
 		preq: policy.Request{
-			Model: m.Name, Priority: req.GetPriority(), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
+			Model: m.Name, Priority: priority.FromWire(req.GetPriority()), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
 			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
 			Prefix: prefixKeys(req), PrefixKeyed: h.GetPrefixKey() != "", InputTokens: backends.EstimateInputTokens(req), MaxTokens: int(req.GetMaxTokens()),
 		},

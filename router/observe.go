@@ -423,7 +423,7 @@ func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time
 		span.AddEvent("switchyard.queue.wait", trace.WithAttributes(
 			attribute.Float64("switchyard.queue.wait_seconds", d.Seconds()),
 			attribute.String("switchyard.queue.result", queueResultNames[r]),
-			attribute.String("switchyard.priority", priority.Name(prio)),
+			attribute.String("switchyard.priority", priority.FromWire(prio).String()),
 		))
 	}
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -310,19 +311,19 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 		byName: map[string]*pool{},
 		env: &policy.Env{
 			Latency: lat,
-			Reserve: map[pb.Priority]float64{
-				pb.Priority_PRIORITY_INTERACTIVE: r.SpillReserve.Interactive,
-				pb.Priority_PRIORITY_STANDARD:    r.SpillReserve.Standard,
-				pb.Priority_PRIORITY_BATCH:       r.SpillReserve.Batch,
+			Reserve: map[priority.Class]float64{
+				priority.Interactive: r.SpillReserve.Interactive,
+				priority.Standard:    r.SpillReserve.Standard,
+				priority.Batch:       r.SpillReserve.Batch,
 			},
 			CostWeight:          r.CostWeight,
 			LatencyBudgetMillis: r.LatencyBudgetMillis,
 			SpillBand:           max(0, r.SpillBand),
 			Rand:                s.opts.Rand,
-			Targets: map[pb.Priority]policy.Target{
-				pb.Priority_PRIORITY_INTERACTIVE: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
-				pb.Priority_PRIORITY_STANDARD:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
-				pb.Priority_PRIORITY_BATCH:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
+			Targets: map[priority.Class]policy.Target{
+				priority.Interactive: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
+				priority.Standard:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
+				priority.Batch:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
 			},
 		},
 		byModel:      map[string][]*pool{},

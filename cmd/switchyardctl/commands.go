@@ -404,7 +404,7 @@ func runExplain(ctx context.Context, c *cli, _ []string, f *cmdFlags) error {
 		if !ok {
 			return usagef(syn, "explain: --priority %q: want interactive, standard or batch", f.priority)
 		}
-		prio = p
+		prio = pb.Priority(p.Wire())
 	}
 	req := &pb.ExplainRouteRequest{Request: &pb.GenerateRequest{Model: f.model, Priority: prio, Routing: &pb.RoutingHints{
 		CallerRegion: f.region, Residency: f.residency, PreferredCloud: f.cloud, PreferredAccelerator: f.accelerator}}}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 )
 
 // teach feeds sy attempts on pool timed on a fake clock: TTFT ttft, then
@@ -212,8 +212,8 @@ func TestPriorityTTFTTargetSpills(t *testing.T) {
 	teach(sy, "gcp-use4", 100*time.Millisecond, fast)
 	pools := []PoolView{pv("aws-use1", "us-east-1", "us", 10, 2), pv("gcp-use4", "us-east4", "us", 10, 2)}
 	e := env(t)
-	e.Targets = map[pb.Priority]Target{pb.Priority_PRIORITY_INTERACTIVE: {TTFT: 200 * time.Millisecond}}
-	inter := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 50, Priority: pb.Priority_PRIORITY_INTERACTIVE}
+	e.Targets = map[priority.Class]Target{priority.Interactive: {TTFT: 200 * time.Millisecond}}
+	inter := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 50, Priority: priority.Interactive}
 	std := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 50}
 	for i := range 100 {
 		if d := Decide(sy, inter, pools, e); d.Ranked[0].Pool != "gcp-use4" {

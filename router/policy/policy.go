@@ -18,13 +18,13 @@ import (
 	"unsafe"
 
 	"github.com/switchyard-dev/switchyard/internal/geo"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 )
 
 // Request is what a policy knows of a call.
 type Request struct {
 	Model                string
-	Priority             pb.Priority
+	Priority             priority.Class
 	CallerRegion         string
 	Residency            string // "", "eu", "us", ...
 	PreferredCloud       string
@@ -337,7 +337,7 @@ type Env struct {
 	Latency *geo.Table
 	// Reserve per priority: fraction of a tier's capacity kept back before
 	// that priority spills to the next tier.
-	Reserve map[pb.Priority]float64
+	Reserve map[priority.Class]float64
 	// SpillBand is the width of free share over which a tier's traffic
 	// progressively spills above its reserve (0: spill all at once at the reserve).
 	SpillBand float64
@@ -347,8 +347,8 @@ type Env struct {
 	// Rand returns a float in [0,1); must be safe for concurrent use.
 	Rand func() float64
 	// Targets per priority: the TTFT and TPOT a call of that priority should
-	// see (zero: none); PRIORITY_UNSPECIFIED reads STANDARD's.
-	Targets map[pb.Priority]Target
+	// see (zero: none).
+	Targets map[priority.Class]Target
 }
 
 // Target is a latency target (zero fields: none).

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/switchyard-dev/switchyard/internal/geo"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 )
 
 func env(t testing.TB) *Env {
@@ -18,7 +18,7 @@ func env(t testing.TB) *Env {
 	r := rand.New(rand.NewPCG(1, 2))
 	return &Env{
 		Latency:             lat,
-		Reserve:             map[pb.Priority]float64{pb.Priority_PRIORITY_INTERACTIVE: 0.05, pb.Priority_PRIORITY_STANDARD: 0.10, pb.Priority_PRIORITY_BATCH: 0.25},
+		Reserve:             map[priority.Class]float64{priority.Interactive: 0.05, priority.Standard: 0.10, priority.Batch: 0.25},
 		LatencyBudgetMillis: 60,
 		Rand:                r.Float64,
 	}
@@ -118,11 +118,11 @@ func TestSpillWhenTierIsUnderItsReserve(t *testing.T) {
 	e := env(t)
 	pools := fleet()
 	pools[0].InFlight = 9 // us-east-1 has 1 of 10 free: 10% <= standard reserve 10%, > interactive 5%
-	inter := Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_INTERACTIVE}, pools, e)
+	inter := Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Interactive}, pools, e)
 	if inter.Ranked[0].Pool != "aws-use1" {
 		t.Fatalf("interactive: first %s, want aws-use1 (its reserve is smaller)", inter.Ranked[0].Pool)
 	}
-	batch := Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_BATCH, Explain: true}, pools, e)
+	batch := Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Batch, Explain: true}, pools, e)
 	got := names(batch.Ranked)
 	if got[len(got)-1] != "aws-use1" || !strings.Contains(batch.Ranked[len(got)-1].Reason, "spilled") {
 		t.Fatalf("batch ranking %v: the nearly full region must be spilled last", got)
@@ -244,7 +244,7 @@ func BenchmarkDecide(b *testing.B) {
 		for _, pol := range []Policy{&Switchyard{}, LeastRequest{}, &RoundRobin{}} {
 			b.Run(fmt.Sprintf("%s/pools=%d", pol.Name(), n), func(b *testing.B) {
 				e := env(b)
-				req := &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_INTERACTIVE}
+				req := &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Interactive}
 				// The router's hot path: one Decision reused across calls,
 				// the first candidate taken.
 				var d Decision
@@ -287,7 +287,7 @@ func TestRegionThatLostChipsSpills(t *testing.T) {
 	pools[0].InFlight = 6
 	pools[0].Reported = &Reported{Running: 6, Queued: 3, Capacity: 6}
 	for i := 0; i < 50; i++ {
-		got := names(Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_INTERACTIVE}, pools, e).Ranked)
+		got := names(Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Interactive}, pools, e).Ranked)
 		if got[0] == "aws-use1" || got[len(got)-1] != "aws-use1" {
 			t.Fatalf("ranking %v: the region that reports no room must spill behind every other tier", got)
 		}
@@ -345,7 +345,7 @@ func TestProgressiveSpill(t *testing.T) {
 	}
 	pools[0].InFlight = 75
 	for i := 0; i < 200; i++ {
-		if Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: pb.Priority_PRIORITY_BATCH}, pools, e).Ranked[0].Pool == "aws-use1" {
+		if Decide(&Switchyard{}, &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Batch}, pools, e).Ranked[0].Pool == "aws-use1" {
 			t.Fatal("batch kept a region at its reserve")
 		}
 	}

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-
-	"github.com/switchyard-dev/switchyard/internal/priority"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // Switchyard is the default policy:
@@ -121,11 +118,7 @@ func target(req *Request, env *Env) Target {
 	if env == nil || env.Targets == nil {
 		return Target{}
 	}
-	p := req.Priority
-	if p == pb.Priority_PRIORITY_UNSPECIFIED {
-		p = pb.Priority_PRIORITY_STANDARD
-	}
-	return env.Targets[p]
+	return env.Targets[req.Priority]
 }
 
 func (*Switchyard) Name() string { return "switchyard" }
@@ -171,9 +164,6 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 		return
 	}
 	prio := req.Priority
-	if prio == pb.Priority_PRIORITY_UNSPECIFIED {
-		prio = pb.Priority_PRIORITY_STANDARD
-	}
 	reserve := env.Reserve[prio]
 	if req.Explain {
 		// Reasons carry the scores: score every tier now.
@@ -206,7 +196,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			spilled[t], anySpilled = true, true
 			for i := 0; req.Explain && i < len(eligible); i++ {
 				if eligible[i].Tier == t {
-					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", ts.Free, ts.Limit, priority.Name(prio), reserve*100, keep*100)
+					eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: this call spilled behind farther tiers (tier keeps %.0f%% of calls)", ts.Free, ts.Limit, prio, reserve*100, keep*100)
 				}
 			}
 		}

@@ -18,7 +18,7 @@ import (
 	"testing"
 
 	"github.com/switchyard-dev/switchyard/internal/geo"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -34,7 +34,7 @@ func Run(t *testing.T, newPolicy func() policy.Policy) {
 		var mu sync.Mutex
 		return &policy.Env{
 			Latency:             lat,
-			Reserve:             map[pb.Priority]float64{pb.Priority_PRIORITY_INTERACTIVE: 0.05, pb.Priority_PRIORITY_STANDARD: 0.10, pb.Priority_PRIORITY_BATCH: 0.25},
+			Reserve:             map[priority.Class]float64{priority.Interactive: 0.05, priority.Standard: 0.10, priority.Batch: 0.25},
 			SpillBand:           0.3,
 			CostWeight:          0.5,
 			LatencyBudgetMillis: 60,
@@ -185,7 +185,7 @@ func randomFleet(seed uint64) []policy.PoolView {
 
 func randomRequest(seed uint64) *policy.Request {
 	r := rand.New(rand.NewPCG(seed, 7))
-	req := &policy.Request{Model: "m", Priority: pb.Priority(r.IntN(4))}
+	req := &policy.Request{Model: "m", Priority: priority.All[r.IntN(priority.Classes)]}
 	if r.IntN(4) > 0 {
 		req.CallerRegion = regions[r.IntN(len(regions))].name
 	}
