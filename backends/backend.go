@@ -5,16 +5,16 @@
 // (backends/bedrock), Google Vertex AI (backends/vertex) and the simulated
 // accelerator (backends/sim); backends/backendtest is their contract suite.
 //
-// Import direction: backends may import proto/ only; never router/ or loadtest/.
+// Import direction: backends may import proto/ and the leaf packages of
+// internal/ only; never router/ or loadtest/.
 package backends
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 
+	"github.com/switchyard-dev/switchyard/internal/registry"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
@@ -100,31 +100,23 @@ type Factory func(spec Spec) (Backend, error)
 // concurrent use; adapters are registered explicitly by the program that
 // wires the router, never from init().
 type Registry struct {
-	mu        sync.RWMutex
-	factories map[string]Factory
+	factories *registry.Registry[Factory]
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{factories: map[string]Factory{}} }
+func NewRegistry() *Registry {
+	return &Registry{factories: registry.New[Factory]("backends: adapter")}
+}
 
 // ErrUnknownAdapter is returned by New for a name nobody registered.
 var ErrUnknownAdapter = errors.New("unknown backend adapter")
 
 // Register adds an adapter. Registering a name twice is a programming error and panics.
-func (r *Registry) Register(name string, f Factory) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.factories[name]; dup {
-		panic(fmt.Sprintf("backends: adapter %q registered twice", name))
-	}
-	r.factories[name] = f
-}
+func (r *Registry) Register(name string, f Factory) { r.factories.Register(name, f) }
 
 // New builds a Backend with the named adapter.
 func (r *Registry) New(adapter string, spec Spec) (Backend, error) {
-	r.mu.RLock()
-	f, ok := r.factories[adapter]
-	r.mu.RUnlock()
+	f, ok := r.factories.Get(adapter)
 	if !ok {
 		return nil, fmt.Errorf("pool %q: %w %q (known: %v)", spec.Pool, ErrUnknownAdapter, adapter, r.Names())
 	}
@@ -136,13 +128,4 @@ func (r *Registry) New(adapter string, spec Spec) (Backend, error) {
 }
 
 // Names lists registered adapters, sorted.
-func (r *Registry) Names() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	names := make([]string, 0, len(r.factories))
-	for n := range r.factories {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (r *Registry) Names() []string { return r.factories.Names() }

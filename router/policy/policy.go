@@ -11,14 +11,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 	"unsafe"
 
 	"github.com/switchyard-dev/switchyard/internal/geo"
 	"github.com/switchyard-dev/switchyard/internal/priority"
+	"github.com/switchyard-dev/switchyard/internal/registry"
 )
 
 // Request is what a policy knows of a call.
@@ -679,28 +678,18 @@ func (d *Decision) valid(n, pools int) bool {
 
 // Registry holds policies by name. Safe for concurrent use.
 type Registry struct {
-	mu       sync.RWMutex
-	policies map[string]Policy
+	policies *registry.Registry[Policy]
 }
 
 // NewRegistry returns a registry with no policies.
-func NewRegistry() *Registry { return &Registry{policies: map[string]Policy{}} }
+func NewRegistry() *Registry { return &Registry{policies: registry.New[Policy]("policy:")} }
 
 // Register adds p under p.Name(); a duplicate name panics (a wiring bug).
-func (r *Registry) Register(p Policy) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.policies[p.Name()]; dup {
-		panic("policy: " + p.Name() + " registered twice")
-	}
-	r.policies[p.Name()] = p
-}
+func (r *Registry) Register(p Policy) { r.policies.Register(p.Name(), p) }
 
 // Get returns the named policy.
 func (r *Registry) Get(name string) (Policy, error) {
-	r.mu.RLock()
-	p, ok := r.policies[name]
-	r.mu.RUnlock()
+	p, ok := r.policies.Get(name)
 	if !ok {
 		return nil, fmt.Errorf("unknown policy %q (known: %s)", name, strings.Join(r.Names(), ", "))
 	}
@@ -708,16 +697,7 @@ func (r *Registry) Get(name string) (Policy, error) {
 }
 
 // Names lists the registered policies, sorted.
-func (r *Registry) Names() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	names := make([]string, 0, len(r.policies))
-	for n := range r.policies {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (r *Registry) Names() []string { return r.policies.Names() }
 
 // Builtins returns a registry with every built-in policy: switchyard (the
 // default), round_robin, random, least_request, and the same-signal
