@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bytes"
@@ -121,7 +121,7 @@ func ctl(t *testing.T, addr, tok string, args ...string) (stdout, stderr string,
 	t.Helper()
 	var out, errOut bytes.Buffer
 	full := append([]string{"--addr", addr, "--token-file", tokenFile(t, tok)}, args...)
-	err = run(context.Background(), full, &out, &errOut)
+	err = Run(context.Background(), full, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -184,7 +184,7 @@ func TestGlobalFlagsBeforeOrAfterCommand(t *testing.T) {
 		{"pools", "--addr", addr, "--json", "--token-file=" + tf},
 	} {
 		var out bytes.Buffer
-		if err := run(context.Background(), args, &out, io.Discard); err != nil {
+		if err := Run(context.Background(), args, &out, io.Discard); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 		if !json.Valid(out.Bytes()) {
@@ -416,7 +416,7 @@ func TestWatchStreamsChangesUntilCanceled(t *testing.T) {
 			args = append(args, "--json")
 		}
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, args, &out, io.Discard) }()
+		go func() { done <- Run(ctx, args, &out, io.Discard) }()
 
 		waitFor(t, "the hello event", func() bool { return strings.Contains(out.String(), "hello") })
 		mustCtl(t, addr, "weight", "set", "c", "3")
@@ -504,7 +504,7 @@ func TestAuthErrors(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(context.Background(), []string{"--addr", addr, "--token-file", empty, "pools"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "empty") {
+	if err := Run(context.Background(), []string{"--addr", addr, "--token-file", empty, "pools"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty token file: err = %v", err)
 	}
 }
@@ -531,7 +531,7 @@ func TestUnreachableRouter(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "cannot reach router at "+addr) {
 			t.Errorf("%v against a closed port: err = %v", args, err)
 		}
-		if got := exitCode(err, io.Discard); got != 1 {
+		if got := ExitCode(err, io.Discard); got != 1 {
 			t.Errorf("exit status %d, want 1", got)
 		}
 	}
@@ -539,7 +539,7 @@ func TestUnreachableRouter(t *testing.T) {
 
 func TestTokenHashMatchesRouter(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"token", "hash", "op-secret"}, &out, io.Discard); err != nil {
+	if err := Run(context.Background(), []string{"token", "hash", "op-secret"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	want := router.HashToken("op-secret") + "\n"
@@ -577,13 +577,13 @@ func TestUsageErrors(t *testing.T) {
 		{"--tls-cert", "c.pem", "pools"},
 	} {
 		var stderr bytes.Buffer
-		err := run(context.Background(), args, io.Discard, io.Discard)
+		err := Run(context.Background(), args, io.Discard, io.Discard)
 		var ue *usageError
 		if !errors.As(err, &ue) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 			continue
 		}
-		if got := exitCode(err, &stderr); got != 2 {
+		if got := ExitCode(err, &stderr); got != 2 {
 			t.Errorf("%q: exit status %d, want 2", args, got)
 		}
 		if first, _, _ := strings.Cut(stderr.String(), "\n"); !strings.HasPrefix(first, "switchyardctl: ") {
@@ -591,14 +591,14 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"help"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "capacity set POOL LIMIT") {
+	if err := Run(context.Background(), []string{"help"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "capacity set POOL LIMIT") {
 		t.Errorf("help: err %v, output:\n%s", err, out.String())
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"drain", "-h"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "-dry-run") {
+	if err := Run(context.Background(), []string{"drain", "-h"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "-dry-run") {
 		t.Errorf("drain -h: err %v, output:\n%s", err, out.String())
 	}
-	if got := exitCode(nil, io.Discard); got != 0 {
+	if got := ExitCode(nil, io.Discard); got != 0 {
 		t.Errorf("exit status on success %d", got)
 	}
 }
