@@ -1,4 +1,4 @@
-package main
+package simserver
 
 import (
 	"bytes"
@@ -57,14 +57,14 @@ sim:
 var servingRE = regexp.MustCompile(`(?m)^pool (\S+) .* serving on (\S+)$`)
 var controlRE = regexp.MustCompile(`(?m)^control serving on (\S+)$`)
 
-// start runs run() in the background and waits for it to announce addrs.
+// start runs Run in the background and waits for it to announce addrs.
 func start(t *testing.T, args []string, pools int) (addrs map[string]string, control string, out *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out = &syncbuf.Buffer{}
 	errOut := &syncbuf.Buffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, out, errOut) }()
+	go func() { done <- Run(ctx, args, out, errOut) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -220,18 +220,45 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"stray"},
 	} {
 		var out, errOut bytes.Buffer
-		if err := run(context.Background(), args, &out, &errOut); err == nil {
-			t.Errorf("run(%q) succeeded", args)
+		if err := Run(context.Background(), args, &out, &errOut); err == nil {
+			t.Errorf("Run(%q) succeeded", args)
 		}
 	}
 }
 
 func TestRunPrintsProfiles(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"--profiles"}, &out, &bytes.Buffer{}); err != nil {
+	if err := Run(context.Background(), []string{"--profiles"}, &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "| trn2 |") {
 		t.Fatalf("profiles output %q", out.String())
+	}
+}
+
+// ExitCode is what the process exits with: 2 and the error on stderr for a
+// failed Run, the usage alone (already printed by the flag package) for
+// --help, 0 for success.
+func TestExitCode(t *testing.T) {
+	var errOut bytes.Buffer
+	err := Run(context.Background(), []string{"--pool", "x"}, io.Discard, &errOut)
+	if got := ExitCode(err, &errOut); got != 2 {
+		t.Errorf("ExitCode(bad --pool) = %d, want 2", got)
+	}
+	if !strings.Contains(errOut.String(), "\nswitchyard-sim: invalid value \"x\" for flag -pool: --pool \"x\": missing NAME=") {
+		t.Errorf("stderr after a bad --pool: %q", errOut.String())
+	}
+
+	errOut.Reset()
+	err = Run(context.Background(), []string{"-h"}, io.Discard, &errOut)
+	if got := ExitCode(err, &errOut); got != 2 {
+		t.Errorf("ExitCode(-h) = %d, want 2", got)
+	}
+	if s := errOut.String(); !strings.Contains(s, "-control-listen") || strings.Contains(s, "\nswitchyard-sim: ") {
+		t.Errorf("stderr after -h: want the usage once and no error line, got %q", s)
+	}
+
+	if got := ExitCode(nil, &errOut); got != 0 {
+		t.Errorf("ExitCode(nil) = %d, want 0", got)
 	}
 }
