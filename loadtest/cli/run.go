@@ -1,4 +1,11 @@
-package main
+// Package cli is switchyard-load's command line: its flags, the trace and
+// scenario it opens, the replays it runs (once, once per --compare policy, once
+// per --protocol) and the reports and SLO verdict it writes. It replays real
+// peak traffic (Azure LLM inference, Mooncake, BurstGPT or synthetic
+// arrivals) open-loop against a switchyard router with package loadtest;
+// see docs/loadtest.md. cmd/switchyard-load's main only calls Run and
+// ExitCode; tests call Run in-process.
+package cli
 
 import (
 	"context"
@@ -234,7 +241,22 @@ func (c *config) surveyTrace(stderr io.Writer) (survey, error) {
 	return s, nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// ExitCode reports err (Run's result) on w and returns the process exit
+// status: 0 for nil and for --help (the flag package printed the usage), 1
+// for any failure, a missed SLO included.
+func ExitCode(err error, w io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(w, "switchyard-load:", err)
+	return 1
+}
+
+// Run executes one switchyard-load command line (without the program name):
+// it replays the trace until it ends or ctx is done, prints the report on
+// stdout and progress and bad trace lines on stderr, and returns an error
+// naming the SLO a run missed.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		return err

@@ -1,10 +1,11 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,14 +17,14 @@ import (
 	"github.com/switchyard-dev/switchyard/loadtest/trace"
 )
 
-const azureTrace = "../../loadtest/testdata/AzureLLMInferenceTrace_code.csv"
+const azureTrace = "../testdata/AzureLLMInferenceTrace_code.csv"
 
 func runCmd(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	err := run(ctx, args, &out, &errb)
+	err := Run(ctx, args, &out, &errb)
 	return out.String(), errb.String(), err
 }
 
@@ -245,5 +246,25 @@ func TestRunSynthetic(t *testing.T) {
 	r := readReport(t, jsonPath).Runs[0]
 	if r.Requests.Scheduled < 200 || r.Requests.Scheduled > 400 || r.Requests.OK != r.Requests.Scheduled {
 		t.Errorf("synthetic run: %+v", r.Requests)
+	}
+}
+
+// ExitCode is what the process exits with: 0 for success and for -h (the
+// usage alone), 1 with the error on stderr for a failed run.
+func TestExitCode(t *testing.T) {
+	var errOut bytes.Buffer
+	_, _, err := runCmd(t, "-h")
+	if got := ExitCode(err, &errOut); got != 0 || errOut.Len() != 0 {
+		t.Errorf("ExitCode(-h) = %d, stderr %q; want 0 and nothing", got, errOut.String())
+	}
+	_, _, err = runCmd(t, "--speedup", "0")
+	if got := ExitCode(err, &errOut); got != 1 {
+		t.Errorf("ExitCode(bad --speedup) = %d, want 1", got)
+	}
+	if !strings.HasPrefix(errOut.String(), "switchyard-load: ") || !strings.Contains(errOut.String(), "--speedup must be in") {
+		t.Errorf("stderr after a bad --speedup: %q", errOut.String())
+	}
+	if got := ExitCode(nil, io.Discard); got != 0 {
+		t.Errorf("ExitCode(nil) = %d, want 0", got)
 	}
 }
