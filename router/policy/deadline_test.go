@@ -224,3 +224,121 @@ func TestPriorityTTFTTargetSpills(t *testing.T) {
 		}
 	}
 }
+
+// Slack: inside a tier, a long call prefers the pool that meets its
+// deadline with room over one that meets it only narrowly (a pool near the
+// margin misses when its batch grows after the call joins, or the host
+// stalls); a short call, far inside the deadline on both, is drawn on free
+// share alone.
+func TestDeadlineSlackOrdersInsideATier(t *testing.T) {
+	sy := &Switchyard{}
+	teach(sy, "narrow", 50*time.Millisecond, func(float64) time.Duration { return 37 * time.Millisecond }) // 200 tokens ≈ 7.4 s of 10
+	teach(sy, "roomy", 50*time.Millisecond, func(float64) time.Duration { return 10 * time.Millisecond })  // ≈ 2 s of 10
+	pools := []PoolView{pv("narrow", "us-east-1", "us", 10, 0), pv("roomy", "us-east-1", "us", 10, 0)}
+	e := env(t)
+	cases := []struct {
+		name       string
+		maxTokens  int
+		minRoomy   int // of 1000 draws
+		maxRoomy   int
+		wantFactor float64 // narrow's slack factor
+	}{
+		// narrow: r ≈ 0.745, factor (0.8 − 0.745) / 0.3 ≈ 0.18 → roomy first ≈ 1 / 1.18 ≈ 85 %.
+		{"long call", 200, 780, 920, 0.18},
+		// 20 tokens: both finish within a tenth of the deadline.
+		{"short call", 20, 430, 570, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: c.maxTokens, Deadline: 10 * time.Second}
+			n := 0
+			for range 1000 {
+				if Decide(sy, req, pools, e).Ranked[0].Pool == "roomy" {
+					n++
+				}
+			}
+			if n < c.minRoomy || n > c.maxRoomy {
+				t.Fatalf("roomy first in %d of 1000 draws, want %d..%d", n, c.minRoomy, c.maxRoomy)
+			}
+			req.Explain = true
+			d := Decide(sy, req, pools, e)
+			for _, cand := range d.Ranked {
+				if cand.Pool == "narrow" {
+					if got := cand.Score; got < c.wantFactor-0.03 || got > c.wantFactor+0.03 {
+						t.Fatalf("narrow's score %.3f, want ≈ %.2f (free share 1 × slack factor)", got, c.wantFactor)
+					}
+				}
+			}
+		})
+	}
+	// The factor itself: full inside half the deadline, the floor at the margin.
+	for _, c := range []struct {
+		done time.Duration
+		want float64
+	}{{time.Second, 1}, {5 * time.Second, 1}, {6500 * time.Millisecond, 0.5}, {8 * time.Second, slackFloor}, {7900 * time.Millisecond, slackFloor}} {
+		if got := slackFactor(c.done, 10*time.Second); got < c.want-1e-9 || got > c.want+1e-9 {
+			t.Errorf("slackFactor(%s of 10s) = %v, want %v", c.done, got, c.want)
+		}
+	}
+}
+
+// Spill band and deadline: a region in its spill band sends a share of its
+// calls to farther tiers — but not a long call the region would finish in
+// time while every farther tier is predicted to miss it (a slow accelerator
+// far away). A short call, which the farther tier meets, still spills.
+func TestSpillBandKeepsACallFartherTiersWouldMiss(t *testing.T) {
+	sy := &Switchyard{}
+	teach(sy, "aws-use1", 50*time.Millisecond, func(float64) time.Duration { return 10 * time.Millisecond }) // 400 tokens ≈ 4 s
+	teach(sy, "gcp-euw4", 50*time.Millisecond, func(float64) time.Duration { return 40 * time.Millisecond }) // ≈ 16 s: misses
+	// The region's free share 0.25: in the band (reserve 0.10, band 0.30),
+	// it keeps (0.25 − 0.10) / 0.30 = half its calls.
+	pools := []PoolView{pv("aws-use1", "us-east-1", "us", 100, 75), pv("gcp-euw4", "europe-west4", "eu", 100, 0)}
+	e := env(t)
+	e.SpillBand = 0.3
+	cases := []struct {
+		name       string
+		maxTokens  int
+		minNear    int // of 400 draws
+		maxNear    int
+		wantReason string
+	}{
+		{"long call stays", 400, 400, 400, "every farther tier is predicted to miss the deadline"},
+		{"short call spills half the time", 20, 140, 260, "this call spilled behind farther tiers"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: c.maxTokens, Deadline: 10 * time.Second}
+			n := 0
+			for range 400 {
+				if Decide(sy, req, pools, e).Ranked[0].Pool == "aws-use1" {
+					n++
+				}
+			}
+			if n < c.minNear || n > c.maxNear {
+				t.Fatalf("near pool first in %d of 400 draws, want %d..%d", n, c.minNear, c.maxNear)
+			}
+			req.Explain = true
+			for range 50 {
+				d := Decide(sy, req, pools, e)
+				for _, cand := range d.Ranked {
+					if cand.Pool == "aws-use1" && contains(cand.Reason, c.wantReason) {
+						return
+					}
+				}
+			}
+			t.Fatalf("no explained decision says %q", c.wantReason)
+		})
+	}
+	// Untrained, the farther tier is taken on trust: the long call spills as before.
+	fresh := &Switchyard{}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 400, Deadline: 10 * time.Second}
+	far := 0
+	for range 400 {
+		if Decide(fresh, req, pools, e).Ranked[0].Pool == "gcp-euw4" {
+			far++
+		}
+	}
+	if far < 140 {
+		t.Fatalf("untrained: far pool first in %d of 400 draws, want about half", far)
+	}
+}

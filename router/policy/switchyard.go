@@ -33,7 +33,11 @@ import (
 //     TPOT at the batch it would join) on each pool: a tier none of whose
 //     pools would meet the deadline spills behind a farther tier that has
 //     one that would, and inside a tier a pool that would miss ranks behind
-//     those that would not. Pools with too few samples are taken on trust.
+//     those that would not, and one that would meet it only narrowly (past
+//     half the deadline) behind those with room (slackFactor). The spill
+//     band never sends a call its tier would finish in time to farther tiers
+//     all predicted to miss it. Pools with too few samples are taken on
+//     trust.
 //  6. Prefix-cache affinity, as consistent hashing with bounded loads: a
 //     call with prefix keys (Request.Prefix) goes first to the pool of its
 //     tier remembered to hold the longest run of its leading blocks (an
@@ -171,13 +175,54 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	}
 	tiers := d.Tiers()
 
+	// Deadline predictions per tier, when the call has a deadline or its
+	// priority has latency targets: whether some pool of the tier is
+	// predicted to meet them (pools with too few samples are taken on
+	// trust), whether any prediction is known, whether a pool with room is
+	// known to meet them, and the soonest predicted completion on a pool
+	// with headroom.
+	deadlined := (req.Deadline > 0 && req.MaxTokens > 0) || target(req, env) != (Target{})
+	var meetsAny, known, meetsRoom [3]bool
+	best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
+	if deadlined {
+		for i := range eligible {
+			c := &eligible[i]
+			p := &pools[c.Index]
+			ef := candidateFree(c, p)
+			ok, k, pr := sy.meets(req, p, ef, 0, env)
+			known[c.Tier] = known[c.Tier] || k
+			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
+			meetsRoom[c.Tier] = meetsRoom[c.Tier] || (ok && k && ef > 0)
+			if k && c.Headroom > 0 {
+				best[c.Tier] = min(best[c.Tier], pr.done)
+			}
+		}
+	}
+	// farMisses: every farther tier with pools is known to miss the call's
+	// deadline (none has a pool predicted to meet it, or taken on trust).
+	farMisses := func(t Tier) bool {
+		any := false
+		for f := t + 1; f <= TierAnywhere; f++ {
+			if tiers[f].Count == 0 {
+				continue
+			}
+			if meetsAny[f] {
+				return false
+			}
+			any = true
+		}
+		return any
+	}
+
 	// Progressive spill (Envoy's priority load with overprovisioning): a tier
 	// keeps all its traffic while its free share is above reserve + band,
 	// none at or under the reserve, and a linearly shrinking share in
 	// between; the rest goes to farther tiers first. Batch has the largest
 	// reserve, so it moves out first. The free share honours load reports,
 	// so a region whose pools lost chips spills even while their in-flight
-	// counts look low.
+	// counts look low. A call the tier is predicted to finish within its
+	// deadline does not spill to farther tiers all predicted to miss it
+	// (a long call would trade a near slot for a certain timeout).
 	var spilled [3]bool
 	anySpilled := false
 	for t := range TierAnywhere {
@@ -193,6 +238,14 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			keep = 0
 		}
 		if keep < 1 && env.Rand() >= keep {
+			if deadlined && meetsRoom[t] && farMisses(t) {
+				for i := 0; req.Explain && i < len(eligible); i++ {
+					if eligible[i].Tier == t {
+						eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: kept, every farther tier is predicted to miss the deadline", ts.Free, ts.Limit, priority.Name(prio), reserve*100)
+					}
+				}
+				continue
+			}
 			spilled[t], anySpilled = true, true
 			for i := 0; req.Explain && i < len(eligible); i++ {
 				if eligible[i].Tier == t {
@@ -207,19 +260,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	// pool would finish within the deadline and clearly sooner (by 10 %):
 	// a long call then leaves a region whose batches are full for one where
 	// it decodes faster, even when neither has the margin.
-	if (req.Deadline > 0 && req.MaxTokens > 0) || target(req, env) != (Target{}) {
-		var meetsAny, known [3]bool
-		best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
-		for i := range eligible {
-			c := &eligible[i]
-			p := &pools[c.Index]
-			ok, k, pr := sy.meets(req, p, candidateFree(c, p), 0, env)
-			known[c.Tier] = known[c.Tier] || k
-			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
-			if k && c.Headroom > 0 {
-				best[c.Tier] = min(best[c.Tier], pr.done)
-			}
-		}
+	if deadlined {
 		for t := range TierAnywhere {
 			if spilled[t] || tiers[t].Count == 0 || meetsAny[t] || !known[t] {
 				continue
@@ -293,6 +334,27 @@ func (sy *Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate
 
 // missFactor scales the score of a pool predicted to miss the deadline.
 const missFactor = 0.02
+
+// slackFull and slackFloor shape slackFactor.
+const (
+	slackFull  = 0.5 // predicted completion within this share of the deadline: full score
+	slackFloor = 0.1 // the least a pool that meets the deadline keeps
+)
+
+// slackFactor scales the score of a pool predicted to meet the deadline by
+// the slack it leaves: 1 while the predicted completion is within half the
+// deadline, falling linearly to slackFloor at the margin (deadlineMargin)
+// where the pool counts as missing it. Short calls, which finish far
+// inside any deadline, are untouched; a long call prefers the pools where
+// it decodes fastest, since a pool that meets the deadline only narrowly
+// misses it when its batch grows after the call joins or the host stalls.
+func slackFactor(done, deadline time.Duration) float64 {
+	r := float64(done) / float64(deadline)
+	if r <= slackFull {
+		return 1
+	}
+	return math.Max(slackFloor, (deadlineMargin-r)/(deadlineMargin-slackFull))
+}
 
 // affinity gives the segment's prefix-affine pool a score that the weighted
 // draw takes first, when it is within the load bound.
@@ -415,6 +477,8 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 		ok, known, pr := sy.meets(req, p, ef, 0, env)
 		if !ok {
 			c.Score *= missFactor
+		} else if known && req.Deadline > 0 {
+			c.Score *= slackFactor(pr.done, req.Deadline)
 		}
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
