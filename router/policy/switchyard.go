@@ -241,7 +241,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			if deadlined && meetsRoom[t] && farMisses(t) {
 				for i := 0; req.Explain && i < len(eligible); i++ {
 					if eligible[i].Tier == t {
-						eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: kept, every farther tier is predicted to miss the deadline", ts.Free, ts.Limit, priority.Name(prio), reserve*100)
+						eligible[i].Reason += fmt.Sprintf("; tier free %d/%d near the %s reserve %.0f%%: kept, every farther tier is predicted to miss the deadline", ts.Free, ts.Limit, prio, reserve*100)
 					}
 				}
 				continue
