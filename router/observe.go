@@ -437,6 +437,11 @@ type callStats struct {
 	firstTok time.Time // streams: when the first token went to the client
 	input    int32
 	output   int32
+	// cached is how many of the input tokens the backend served from its
+	// prefix cache (the usage's cached_input_tokens; 0 when not reported).
+	// The request path does not set it yet (the unary and streamed calls'
+	// final usage carry it): until then the cached-tokens counter stays 0.
+	cached int32
 }
 
 // done records the call's metrics, tags its server span and writes the
@@ -459,6 +464,9 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	if code == codes.OK {
 		t.inst.TokenUsage.Record(ctx, int64(cs.input), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}).rec...)
 		t.inst.TokenUsage.Record(ctx, int64(cs.output), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}).rec...)
+		if cs.cached > 0 {
+			t.inst.CachedTokens.Add(ctx, int64(min(cs.cached, cs.input)), t.attrs.get(attrKey{kind: 1, model: model, pool: pool}).add...)
+		}
 		if !cs.firstTok.IsZero() {
 			mp := t.attrs.get(attrKey{kind: 1, model: model, pool: pool})
 			t.inst.TTFT.Record(ctx, cs.firstTok.Sub(cs.start).Seconds(), mp.rec...)

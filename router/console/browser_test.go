@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -23,6 +25,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/console"
+	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // chromiumPath finds Debian's chromium (scripts/test.sh installs it).
@@ -589,4 +592,95 @@ func TestBrowserShowsRecentEventsOnConnect(t *testing.T) {
 		t.Fatalf("spill-share chart for callers in %q, want this replica's region us-east-1", home)
 	}
 	b.waitFor("the failed-calls legend counts the window", `/^failed 0 · 0 in 15 min$/.test([...document.querySelectorAll('#legend-sheds .item')].map((e) => e.textContent).find((x) => x.startsWith('failed')) || '')`)
+}
+
+// The console shows how many prompt tokens the pools' backends served from
+// their prefix caches: per region (a chart whose legend gives the cached
+// share over the window) and per pool (the caption of its chart). Prompt
+// tokens come from real calls through the router. The cached counts are
+// added to the router's own cached-tokens instrument (switchyard.prompt.
+// cached_tokens, through the router's MeterProvider), half (rounded down) of each serving
+// pool's prompt tokens: the router records it from each call's usage, and
+// the demo prompts here are shorter than a cache block.
+func TestBrowserShowsCachedPromptTokens(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	b := newBrowser(t)
+	b.signIn(f.url, viewerToken)
+	b.waitFor("live stream", `document.querySelector('#live').textContent === 'live'`)
+	b.waitFor("no prompt tokens yet", `document.querySelector('#legend-cached').textContent === 'no prompt tokens yet'`)
+
+	f.traffic(t, 8, "us-east-1")
+	prompt := map[string]float64{} // input tokens by pool, from the router's registry
+	mfs, err := f.tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "gen_ai_client_token_usage" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var pool, typ string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "pool":
+					pool = l.GetValue()
+				case "gen_ai_token_type":
+					typ = l.GetValue()
+				}
+			}
+			if typ == "input" {
+				prompt[pool] += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	total := 0.0
+	for _, v := range prompt {
+		total += v
+	}
+	if len(prompt) == 0 || total < 10 {
+		t.Fatalf("prompt tokens by pool %v: the calls were not counted", prompt)
+	}
+	in, err := telemetry.NewInstruments(f.tel.MeterProvider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := 0.0
+	for _, v := range prompt {
+		cached += float64(int64(v / 2))
+	}
+	wantShare := strconv.Itoa(int(100*cached/total + 0.5))
+	for pool, v := range prompt {
+		in.CachedTokens.Add(context.Background(), int64(v/2), metric.WithAttributes(attribute.String(telemetry.KeyModel, "llama-3.1-8b"), attribute.String(telemetry.KeyPool, pool)))
+	}
+
+	legend := regexp.MustCompile(`^us-east-1 [\d.]+ · (\d+)% of (\d+) prompt tokens cached in 15 min$`)
+	var txt string
+	testwait.For(t, 15*time.Second, "the cached share per region in the legend", func() bool {
+		if now := eval[string](b, `document.querySelector('#legend-cached').textContent`); now != txt {
+			txt = now
+			t.Logf("cached legend: %q", txt)
+		}
+		m := legend.FindStringSubmatch(txt)
+		return m != nil && m[1] == wantShare
+	})
+	m := legend.FindStringSubmatch(txt)
+	if m == nil {
+		t.Fatalf("legend %q", txt)
+	}
+	if shown, _ := strconv.ParseFloat(m[2], 64); shown < total-1 || shown > total+1 {
+		t.Fatalf("legend %q: want %s%% of %.0f prompt tokens", txt, wantShare, total)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#legend-cached .item').length`); n != 1 {
+		t.Fatalf("%d regions in the cached chart, want only us-east-1 (the only one that served)", n)
+	}
+	for pool, v := range prompt {
+		want := int(100*float64(int64(v/2))/v + 0.5)
+		b.waitFor(pool+"'s caption", fmt.Sprintf(`document.querySelector('#chart-pools figure[data-pool="%s"] figcaption').textContent.endsWith('· cached %d%%')`, pool, want))
+	}
+	if cap := eval[string](b, `document.querySelector('#chart-pools figure[data-pool="aws-euw1-trn3"] figcaption').textContent`); strings.Contains(cap, "cached") {
+		t.Fatalf("a pool that served nothing shows a cached share: %q", cap)
+	}
+	b.checkContrast()
+	b.shot("cached-prompt-tokens")
 }

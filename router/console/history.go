@@ -15,12 +15,20 @@ const (
 	metricLimit    = "switchyard_pool_limit"
 	metricRequests = "switchyard_requests_total"
 	metricSheds    = "switchyard_sheds_total"
+	// Prompt tokens per pool: the input sum of the token-usage histogram,
+	// and the part the backends served from their prefix caches.
+	metricTokens = "gen_ai_client_token_usage"
+	metricCached = "switchyard_prompt_cached_tokens_total"
 )
 
 // sample is one point of every chart.
 type sample struct {
 	// T is when it was taken, in Unix milliseconds.
 	T int64 `json:"t"`
+	// Span is the time since the previous sample in milliseconds (0 for
+	// the first): the interval its rates are over, so a page that missed
+	// samples still turns rates back into counts exactly.
+	Span float64 `json:"spanMillis"`
 	// Pools by name.
 	Pools map[string]poolSample `json:"pools"`
 	// ShedsByRegion is sheds per second since the previous sample, by the
@@ -38,6 +46,11 @@ type poolSample struct {
 	// pool served, successfully or not.
 	OK     float64 `json:"ok"`
 	Failed float64 `json:"failed"`
+	// Prompt and Cached are prompt tokens per second of the pool's
+	// successful calls since the previous sample, and how many of them its
+	// backend served from its prefix cache.
+	Prompt float64 `json:"prompt"`
+	Cached float64 `json:"cached"`
 }
 
 // history is a fixed-size ring of samples plus the counter totals of the
@@ -51,6 +64,8 @@ type history struct {
 	prevAt  time.Time
 	prevOK  map[string]float64
 	prevErr map[string]float64
+	// prevTok holds the prompt and cached token totals by pool.
+	prevTok [2]map[string]float64
 	// prevShd holds the shed totals by region (shedRegion) and priority (shedPriority).
 	prevShd [2]map[string]float64
 }
@@ -70,6 +85,7 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 	s := sample{T: now.UnixMilli(), Pools: map[string]poolSample{}, ShedsByRegion: map[string]float64{}, ShedsByPriority: map[string]float64{}}
 	ok, failed := map[string]float64{}, map[string]float64{}
 	sheds := [2]map[string]float64{{}, {}}
+	toks := [2]map[string]float64{{}, {}} // prompt, cached
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case metricInFlight, metricLimit:
@@ -95,6 +111,16 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 					failed[name] += m.GetCounter().GetValue()
 				}
 			}
+		case metricTokens:
+			for _, m := range mf.GetMetric() {
+				if label(m, "gen_ai_token_type") == "input" {
+					toks[0][label(m, "pool")] += m.GetHistogram().GetSampleSum()
+				}
+			}
+		case metricCached:
+			for _, m := range mf.GetMetric() {
+				toks[1][label(m, "pool")] += m.GetCounter().GetValue()
+			}
 		case metricSheds:
 			for _, m := range mf.GetMetric() {
 				v := m.GetCounter().GetValue()
@@ -108,9 +134,12 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 	defer h.mu.Unlock()
 	if !h.prevAt.IsZero() {
 		if dt := now.Sub(h.prevAt).Seconds(); dt > 0 {
+			s.Span = dt * 1000
 			for name, ps := range s.Pools {
 				ps.OK = rate(ok[name], h.prevOK[name], dt)
 				ps.Failed = rate(failed[name], h.prevErr[name], dt)
+				ps.Prompt = rate(toks[0][name], h.prevTok[0][name], dt)
+				ps.Cached = rate(toks[1][name], h.prevTok[1][name], dt)
 				s.Pools[name] = ps
 			}
 			for view, out := range [2]map[string]float64{s.ShedsByRegion, s.ShedsByPriority} {
@@ -120,7 +149,7 @@ func (h *history) add(now time.Time, mfs []*dto.MetricFamily) {
 			}
 		}
 	}
-	h.prevAt, h.prevOK, h.prevErr, h.prevShd = now, ok, failed, sheds
+	h.prevAt, h.prevOK, h.prevErr, h.prevShd, h.prevTok = now, ok, failed, sheds, toks
 	h.ring[h.next] = s
 	h.next = (h.next + 1) % len(h.ring)
 	if h.next == 0 {

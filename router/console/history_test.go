@@ -123,3 +123,30 @@ func TestHistoryNotifiesWaiters(t *testing.T) {
 		t.Fatal("no latest sample")
 	}
 }
+
+// Prompt tokens per pool come from the token-usage histogram's input sum,
+// cached ones from the cached-tokens counter; both become rates.
+func TestHistoryTurnsPromptAndCachedTokensIntoRates(t *testing.T) {
+	h := newHistory(4)
+	t0 := time.Unix(1000, 0)
+	scrape := func(input, output, cached float64) []*dto.MetricFamily {
+		hist := func(typ string, sum float64) *dto.Metric {
+			return &dto.Metric{Histogram: &dto.Histogram{SampleSum: proto.Float64(sum), SampleCount: proto.Uint64(1)},
+				Label: []*dto.LabelPair{{Name: proto.String("pool"), Value: proto.String("p")}, {Name: proto.String("gen_ai_token_type"), Value: proto.String(typ)}}}
+		}
+		return []*dto.MetricFamily{
+			gauge(metricInFlight, 0, "p"),
+			{Name: proto.String(metricTokens), Metric: []*dto.Metric{hist("input", input), hist("output", output)}},
+			counter(metricCached, cached, "pool", "p", "gen_ai_request_model", "m"),
+		}
+	}
+	h.add(t0, scrape(1000, 50, 0))
+	h.add(t0.Add(2*time.Second), scrape(9000, 90, 3000)) // +8000 prompt, +3000 cached in 2 s
+	got := h.snapshot()[1].Pools["p"]
+	if span := h.snapshot()[1].Span; span != 2000 {
+		t.Fatalf("span %v ms, want 2000", span)
+	}
+	if got.Prompt != 4000 || got.Cached != 1500 {
+		t.Fatalf("prompt %v/s cached %v/s, want 4000 and 1500 (output tokens are not prompt tokens)", got.Prompt, got.Cached)
+	}
+}

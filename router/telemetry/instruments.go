@@ -42,6 +42,11 @@ type Instruments struct {
 	TTFT            metric.Float64Histogram
 	TPOT            metric.Float64Histogram
 	TokenUsage      metric.Int64Histogram
+	// CachedTokens counts the prompt tokens of successful calls that the
+	// serving pool's backend took from its prefix cache (the usage's
+	// cached_input_tokens), by model and pool: beside gen_ai.client.token.usage's
+	// input sum it gives a pool's cached share of prompt tokens.
+	CachedTokens    metric.Int64Counter
 	Attempts        metric.Int64Counter
 	Retries         metric.Int64Counter
 	Sheds           metric.Int64Counter
@@ -118,6 +123,7 @@ func NewInstruments(mp metric.MeterProvider) (*Instruments, error) {
 		metric.WithUnit("{token}"), metric.WithExplicitBucketBoundaries(tokenBuckets...))
 	errs = append(errs, err)
 	in.TokenUsage = tu
+	in.CachedTokens = c("switchyard.prompt.cached_tokens", "Prompt tokens of successful calls the pool's backend served from its prefix cache (usage cached_input_tokens), by model and pool.", "{token}")
 	in.Attempts = c("switchyard.attempts", "Attempts on a pool (a slot was taken), by pool and outcome.", "{attempt}")
 	in.Retries = c("switchyard.retries", "Attempts after a call's first, by the pool the retry went to.", "{attempt}")
 	in.Sheds = c("switchyard.sheds", "Calls refused with RESOURCE_EXHAUSTED or given up for lack of budget, by reason, priority and caller region.", "{request}")

@@ -639,6 +639,21 @@
   }
   function fmtNum(v) { return v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, '') || '0'; }
 
+  // windowTotals sums the prompt and cached token rates pick(sample) gives
+  // over the window (each rate × the span it was measured over, so samples
+  // this page missed are not counted twice).
+  function windowTotals(pick) {
+    const t0 = (S.samples.length ? S.samples[S.samples.length - 1].t : 0) - WINDOW_MS;
+    const out = { prompt: 0, cached: 0 };
+    S.samples.forEach((s) => {
+      if (s.t < t0) return;
+      const dt = (s.spanMillis || 0) / 1000, v = pick(s);
+      out.prompt += (v.prompt || 0) * dt;
+      out.cached += (v.cached || 0) * dt;
+    });
+    return out;
+  }
+
   function drawCharts() {
     if (!S.chartsOn || $('app').hidden) return;
     const pools = (S.list && S.list.pools) || [];
@@ -653,7 +668,8 @@
       const inflight = seriesOf((s) => (s.pools[name] || {}).inFlight || 0);
       const limit = seriesOf((s) => (s.pools[name] || {}).limit || 0);
       const cur = inflight.length ? inflight[inflight.length - 1][1] : 0, lim = limit.length ? limit[limit.length - 1][1] : 0;
-      fig.firstChild.textContent = name + '  ' + cur + ' / ' + lim;
+      const tok = windowTotals((s) => s.pools[name] || {});
+      fig.firstChild.textContent = name + '  ' + cur + ' / ' + lim + (tok.prompt > 0 ? '  · cached ' + Math.round(100 * tok.cached / tok.prompt) + '%' : '');
       const ymax = Math.max(1, ...limit.map((p) => p[1]), ...inflight.map((p) => p[1]));
       lineChart(fig.lastChild, null, [
         { name: 'limit', color: '#64748b', points: limit, dashed: true },
@@ -665,6 +681,15 @@
     const regions = [...new Set(pools.map((p) => p.region))].sort();
     const perRegion = (s, r, k) => Object.entries(s.pools).reduce((a, [n, v]) => a + (regionOf[n] === r ? v[k] || 0 : 0), 0);
     lineChart($('chart-regions'), $('legend-regions'), regions.map((r, i) => ({ name: r, color: COLORS[i % COLORS.length], points: seriesOf((s) => perRegion(s, r, 'ok')) })), {});
+    // Prompt tokens the pools' backends took from their prefix caches
+    // (usage cached_input_tokens), per region; the legend gives the
+    // region's cached share of its prompt tokens over the window.
+    const cachedRegions = regions.filter((r) => S.samples.some((s) => perRegion(s, r, 'prompt') > 0));
+    lineChart($('chart-cached'), $('legend-cached'), cachedRegions.map((r) => {
+      const tok = windowTotals((s) => ({ prompt: perRegion(s, r, 'prompt'), cached: perRegion(s, r, 'cached') }));
+      return { name: r, color: COLORS[regions.indexOf(r) % COLORS.length], points: seriesOf((s) => perRegion(s, r, 'cached')),
+        note: Math.round(100 * tok.cached / tok.prompt) + '% of ' + fmtNum(tok.prompt) + ' prompt tokens cached in 15 min' };
+    }), { empty: 'no prompt tokens yet' });
     // Sheds by the callers' region: a region of the fleet, "other" (a name
     // the fleet does not know) or "unknown" (none given); the legend adds
     // how many were shed in the window.
