@@ -25,6 +25,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -42,7 +43,7 @@ var _ pb.AdminServer = (*Admin)(nil)
 // pools' state, the operator changes, the policies, the events. Nothing of
 // the request path.
 type adminView struct {
-	state       func() *fleetState
+	state       func() *dispatch.Generation
 	apply       func(control.State) // applyControl: swap in a newer control state
 	policy      func() policy.Policy
 	policies    *policy.Registry
@@ -58,26 +59,26 @@ type adminView struct {
 	stop        <-chan struct{}
 	// watchCredential ends a stream's context when a reload revokes its
 	// token (revoke.go).
-	watchCredential func(context.Context, func(*fleetState) error) (context.Context, func())
+	watchCredential func(context.Context, func(*dispatch.Generation) error) (context.Context, func())
 }
 
 // Admin returns the control-plane service for this router.
 func (s *Server) Admin() *Admin {
 	return &Admin{v: adminView{
-		state:       s.state.Load,
+		state:       s.disp.Generation,
 		apply:       s.applyControl,
-		policy:      func() policy.Policy { return s.policy.Load().p },
-		policies:    s.policies,
-		control:     s.control,
-		counting:    s.store.Status,
-		blocks:      blockReporter(s.store),
+		policy:      func() policy.Policy { return s.ops.policy.Load().p },
+		policies:    s.opts.Policies,
+		control:     s.opts.Control,
+		counting:    s.opts.Store.Status,
+		blocks:      blockReporter(s.opts.Store),
 		events:      s.events,
-		clock:       s.clock,
+		clock:       s.opts.Clock,
 		log:         s.log,
 		replica:     s.opts.Replica,
 		region:      s.opts.Region,
 		adminTokens: s.opts.AdminTokens,
-		stop:        s.stop,
+		stop:        s.life.stop,
 
 		watchCredential: s.watchCredential,
 	}}
@@ -109,18 +110,18 @@ func (a *Admin) authorize(ctx context.Context, role string) (string, error) {
 }
 
 // authorizeIn is authorize against the config of st.
-func (a *Admin) authorizeIn(ctx context.Context, st *fleetState, role string) (string, error) {
-	tokens := append(append([]config.AdminToken(nil), st.fleet.Admin.Tokens...), a.v.adminTokens...)
+func (a *Admin) authorizeIn(ctx context.Context, st *dispatch.Generation, role string) (string, error) {
+	tokens := append(append([]config.AdminToken(nil), st.Fleet.Admin.Tokens...), a.v.adminTokens...)
 	if len(tokens) == 0 {
-		return "", fmt.Errorf("%w: the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)", errUnauthenticated)
+		return "", unauthenticated("the admin API is disabled: no admin token is configured (config admin.tokens or SWITCHYARD_ADMIN_TOKEN)")
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	tok, present := bearerToken(md)
 	if !present {
-		return "", fmt.Errorf("%w: missing authorization: Bearer <token>", errUnauthenticated)
+		return "", unauthenticated("missing authorization: Bearer <token>")
 	}
 	if tok == "" {
-		return "", fmt.Errorf("%w: authorization must be \"Bearer <token>\"", errUnauthenticated)
+		return "", unauthenticated("authorization must be \"Bearer <token>\"")
 	}
 	h := []byte(HashToken(tok))
 	for _, t := range tokens {
@@ -131,7 +132,7 @@ func (a *Admin) authorizeIn(ctx context.Context, st *fleetState, role string) (s
 			return t.Name, nil
 		}
 	}
-	return "", fmt.Errorf("%w: unknown token", errUnauthenticated)
+	return "", unauthenticated("unknown token")
 }
 
 // adminStatus maps admin errors to statuses (toStatus covers the shared ones).
@@ -149,11 +150,11 @@ func adminStatus(err error) error {
 	return toStatus(err)
 }
 
-func (a *Admin) pool(name string) (*pool, error) {
+func (a *Admin) pool(name string) (*dispatch.Pool, error) {
 	if name == "" {
 		return nil, invalid("pool", "required")
 	}
-	p, ok := a.v.state().byName[name]
+	p, ok := a.v.state().Pool(name)
 	if !ok {
 		return nil, fmt.Errorf("%w %q (see ListPools)", errPoolNotFound, name)
 	}
@@ -161,7 +162,7 @@ func (a *Admin) pool(name string) (*pool, error) {
 }
 
 // operatorOn authorizes a change to the named pool and finds it.
-func (a *Admin) operatorOn(ctx context.Context, name string) (actor string, p *pool, err error) {
+func (a *Admin) operatorOn(ctx context.Context, name string) (actor string, p *dispatch.Pool, err error) {
 	if actor, err = a.authorize(ctx, roleOperator); err != nil {
 		return "", nil, err
 	}
@@ -170,10 +171,10 @@ func (a *Admin) operatorOn(ctx context.Context, name string) (actor string, p *p
 }
 
 // views snapshots every pool of st.
-func views(st *fleetState, now time.Time) []policy.PoolView {
-	out := make([]policy.PoolView, len(st.pools))
-	for i, p := range st.pools {
-		out[i] = p.view(now)
+func views(st *dispatch.Generation, now time.Time) []policy.PoolView {
+	out := make([]policy.PoolView, len(st.Pools))
+	for i, p := range st.Pools {
+		out[i] = p.View(now)
 	}
 	return out
 }
@@ -188,19 +189,19 @@ func effectiveHeadroom(vs []policy.PoolView, c policy.Candidate) int {
 }
 
 // poolStatus reports one pool as operators see it.
-func poolStatus(p *pool, now time.Time) *pb.PoolStatus {
-	v := p.view(now)
-	_, o := p.limit(now)
+func poolStatus(p *dispatch.Pool, now time.Time) *pb.PoolStatus {
+	v := p.View(now)
+	_, o := p.Limit(now)
 	ps := &pb.PoolStatus{
-		Name: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Geography: p.cfg.Geography, Accelerator: p.cfg.Accelerator,
-		Models: p.cfg.Models, Limit: int32(v.EffectiveLimit()), ConfiguredLimit: int32(p.cfg.Limits.MaxConcurrent),
+		Name: p.Config().Name, Cloud: p.Config().Cloud, Region: p.Config().Region, Geography: p.Config().Geography, Accelerator: p.Config().Accelerator,
+		Models: p.Config().Models, Limit: int32(v.EffectiveLimit()), ConfiguredLimit: int32(p.Config().Limits.MaxConcurrent),
 		InFlight: int32(v.InFlight), Headroom: int32(v.EffectiveHeadroom()), Weight: v.Weight, Drained: v.Drained, Ejected: v.Ejected,
-		CostPerMillionTokens: p.cfg.CostPerMillionTokens, Health: "SERVING",
+		CostPerMillionTokens: p.Config().CostPerMillionTokens, Health: "SERVING",
 	}
 	if r := v.Reported; r != nil {
 		ps.BackendLoad = &pb.BackendLoad{Running: int32(r.Running), Queued: int32(r.Queued), Capacity: int32(r.Capacity)}
 	}
-	ps.LimitReason = limitReason(&v, p.cfg.Limits.MaxConcurrent)
+	ps.LimitReason = limitReason(&v, p.Config().Limits.MaxConcurrent)
 	if v.Unhealthy {
 		ps.Health = "NOT_SERVING"
 	}
@@ -256,9 +257,9 @@ func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.List
 			blocks[b.Pool] = blockStatus(b)
 		}
 	}
-	for _, p := range a.v.state().pools {
+	for _, p := range a.v.state().Pools {
 		ps := poolStatus(p, now)
-		ps.Block = blocks[p.cfg.Name]
+		ps.Block = blocks[p.Config().Name]
 		resp.Pools = append(resp.Pools, ps)
 	}
 	return resp, nil
@@ -322,12 +323,12 @@ func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.Po
 	if w := req.GetWeight(); w < 0 || w > 1000 || w != w {
 		return nil, adminStatus(invalid("weight", "must be in [0, 1000], got %v", w))
 	}
-	ps, err := a.change(ctx, actor, "set_weight", p.cfg.Name, func(st *control.State) (string, string, error) {
-		before := fmt.Sprintf("%g", p.cfg.WeightOf())
-		if w, ok := st.Weights[p.cfg.Name]; ok {
+	ps, err := a.change(ctx, actor, "set_weight", p.Config().Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("%g", p.Config().WeightOf())
+		if w, ok := st.Weights[p.Config().Name]; ok {
 			before = fmt.Sprintf("%g", w)
 		}
-		st.Weights[p.cfg.Name] = req.GetWeight()
+		st.Weights[p.Config().Name] = req.GetWeight()
 		return before, fmt.Sprintf("%g", req.GetWeight()), nil
 	})
 	if err != nil {
@@ -358,11 +359,11 @@ func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainRespo
 		return resp, nil
 	}
 	if !resp.FleetHasHeadroom && !req.GetForce() {
-		return nil, adminStatus(fmt.Errorf("%w: draining %s: %s; use force to drain anyway", errFailedPrecond, p.cfg.Name, resp.Summary))
+		return nil, adminStatus(fmt.Errorf("%w: draining %s: %s; use force to drain anyway", errFailedPrecond, p.Config().Name, resp.Summary))
 	}
-	ps, err := a.change(ctx, actor, "drain", p.cfg.Name, func(st *control.State) (string, string, error) {
-		before := fmt.Sprintf("drained=%t", st.Drained[p.cfg.Name])
-		st.Drained[p.cfg.Name] = true
+	ps, err := a.change(ctx, actor, "drain", p.Config().Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("drained=%t", st.Drained[p.Config().Name])
+		st.Drained[p.Config().Name] = true
 		return before, "drained=true", nil
 	})
 	if err != nil {
@@ -374,22 +375,22 @@ func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainRespo
 
 // drainPlan works out, per model the pool serves, which other pools would
 // take its traffic and whether they have headroom for its in-flight load.
-func (a *Admin) drainPlan(p *pool) *pb.DrainResponse {
+func (a *Admin) drainPlan(p *dispatch.Pool) *pb.DrainResponse {
 	st := a.v.state()
 	views := views(st, a.v.clock.Now())
 	load := 0
 	for _, v := range views {
-		if v.Name == p.cfg.Name {
+		if v.Name == p.Config().Name {
 			load = v.InFlight
 		}
 	}
 	resp := &pb.DrainResponse{FleetHasHeadroom: true}
 	var short []string
-	for _, model := range p.cfg.Models {
-		eligible, _ := policy.Filter(&policy.Request{Model: model}, views, st.env)
+	for _, model := range p.Config().Models {
+		eligible, _ := policy.Filter(&policy.Request{Model: model}, views, st.Env)
 		t := &pb.DrainTarget{Model: model}
 		for _, c := range eligible {
-			if c.Pool == p.cfg.Name {
+			if c.Pool == p.Config().Name {
 				continue
 			}
 			t.Pools = append(t.Pools, c.Pool)
@@ -415,9 +416,9 @@ func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChan
 	if err != nil {
 		return nil, adminStatus(err)
 	}
-	ps, err := a.change(ctx, actor, "resume", p.cfg.Name, func(st *control.State) (string, string, error) {
-		before := fmt.Sprintf("drained=%t", st.Drained[p.cfg.Name])
-		delete(st.Drained, p.cfg.Name)
+	ps, err := a.change(ctx, actor, "resume", p.Config().Name, func(st *control.State) (string, string, error) {
+		before := fmt.Sprintf("drained=%t", st.Drained[p.Config().Name])
+		delete(st.Drained, p.Config().Name)
 		return before, "drained=false", nil
 	})
 	if err != nil {
@@ -449,23 +450,23 @@ func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOver
 			}
 		}
 	}
-	ps, err := a.change(ctx, actor, "capacity_override", p.cfg.Name, func(st *control.State) (string, string, error) {
+	ps, err := a.change(ctx, actor, "capacity_override", p.Config().Name, func(st *control.State) (string, string, error) {
 		describe := func(o control.Override, ok bool) string {
 			if !ok || !o.Active(now) {
-				return fmt.Sprintf("limit %d (config)", p.cfg.Limits.MaxConcurrent)
+				return fmt.Sprintf("limit %d (config)", p.Config().Limits.MaxConcurrent)
 			}
 			if o.Expires.IsZero() {
 				return fmt.Sprintf("limit %d", o.Limit)
 			}
 			return fmt.Sprintf("limit %d until %s", o.Limit, o.Expires.UTC().Format(time.RFC3339))
 		}
-		old, had := st.Overrides[p.cfg.Name]
+		old, had := st.Overrides[p.Config().Name]
 		before := describe(old, had)
 		if req.GetClear() {
-			delete(st.Overrides, p.cfg.Name)
+			delete(st.Overrides, p.Config().Name)
 			return before, describe(control.Override{}, false), nil
 		}
-		st.Overrides[p.cfg.Name] = o
+		st.Overrides[p.Config().Name] = o
 		return before, describe(o, true), nil
 	})
 	if err != nil {
@@ -504,8 +505,8 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 		return nil, adminStatus(invalid("request", "required"))
 	}
 	st := a.v.state()
-	if _, ok := st.fleet.Model(r.GetModel()); !ok {
-		return nil, adminStatus(fmt.Errorf("%w %q", errUnknownModel, r.GetModel()))
+	if _, ok := st.Fleet.Model(r.GetModel()); !ok {
+		return nil, adminStatus(&dispatch.UnknownModelError{Model: echo(r.GetModel())})
 	}
 	h := r.GetRouting()
 	if !policy.ValidResidency(h.GetResidency()) {
@@ -515,7 +516,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 	preq := &policy.Request{Model: r.GetModel(), Priority: priority.FromWire(r.GetPriority()), CallerRegion: cmp.Or(h.GetCallerRegion(), a.v.region), Residency: h.GetResidency(),
 		PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(), Explain: true}
 	vs := views(st, a.v.clock.Now())
-	dec := policy.Decide(pol, preq, vs, st.env)
+	dec := policy.Decide(pol, preq, vs, st.Env)
 	resp := &pb.ExplainRouteResponse{Policy: dec.Policy}
 	for i, c := range dec.Ranked {
 		resp.Candidates = append(resp.Candidates, &pb.Candidate{Pool: c.Pool, Rank: int32(i + 1), Eligible: true, Reason: c.Reason,
@@ -534,7 +535,7 @@ func (a *Admin) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStream
 		return adminStatus(err)
 	}
 	// A reload that removes the token (or its viewer role) ends the stream.
-	ctx, unwatch := a.v.watchCredential(stream.Context(), func(st *fleetState) error {
+	ctx, unwatch := a.v.watchCredential(stream.Context(), func(st *dispatch.Generation) error {
 		_, err := a.authorizeIn(stream.Context(), st, roleViewer)
 		return err
 	})
@@ -577,7 +578,7 @@ func (a *Admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.Li
 	}
 	entries, err := a.v.control.Audit(ctx, limit)
 	if err != nil {
-		return nil, adminStatus(fmt.Errorf("%w: %w", errPoolFailed, err))
+		return nil, adminStatus(&dispatch.UnavailableError{Err: fmt.Errorf("audit log: %w", err)})
 	}
 	resp := &pb.ListAuditResponse{}
 	for _, e := range entries {

@@ -2,49 +2,41 @@ package router
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // Authenticate checks the caller's API key in ctx (incoming metadata
 // x-api-key, or authorization: Bearer) against the fleet's tenants, exactly
 // as every call's admission does, and returns the tenant ("" when the fleet
-// has no tenants: calls are anonymous). An edge calls it to refuse an unknown
-// caller before reading a request body (the HTTP front door does; the gRPC
-// edge checks in its tap handler). The error is a gRPC status
+// has no tenants: calls are anonymous). The gRPC edge checks in its tap
+// handler before any message is read. The error is a gRPC status
 // (UNAUTHENTICATED).
 func (s *Server) Authenticate(ctx context.Context) (tenant string, err error) {
-	tenant, err = s.authenticate(ctx, s.state.Load())
+	tenant, err = s.disp.Generation().Tenants.Authenticate(callerFromMetadata(ctx).APIKey)
 	return tenant, toStatus(err)
 }
 
-// authenticate maps the caller's API key (metadata x-api-key, or
-// authorization: Bearer) to a tenant. With no tenants configured, calls are
-// anonymous.
-func (s *Server) authenticate(ctx context.Context, st *fleetState) (string, error) {
-	if len(st.tenants) == 0 {
-		return "", nil
-	}
+// AuthenticateCaller is Authenticate for an edge that read the caller's
+// credential off its own transport (the HTTP edges refuse an unknown caller
+// before reading a body). The error is the core's
+// (*dispatch.UnauthenticatedError).
+func (s *Server) AuthenticateCaller(c dispatch.Caller) (tenant string, err error) {
+	return s.disp.Generation().Tenants.Authenticate(c.APIKey)
+}
+
+// callerFromMetadata reads the caller's API key off a gRPC call's incoming
+// metadata: x-api-key, else the token of "authorization: Bearer".
+func callerFromMetadata(ctx context.Context) dispatch.Caller {
 	md, _ := metadata.FromIncomingContext(ctx)
-	key := ""
 	if v := md.Get("x-api-key"); len(v) > 0 {
-		key = v[0]
-	} else {
-		key, _ = bearerToken(md)
+		return dispatch.Caller{APIKey: v[0]}
 	}
-	if key == "" {
-		return "", fmt.Errorf("%w: missing API key (x-api-key or authorization: Bearer)", errUnauthenticated)
-	}
-	sum := sha256.Sum256([]byte(key))
-	tenant, ok := st.tenants[hex.EncodeToString(sum[:])]
-	if !ok {
-		return "", fmt.Errorf("%w: unknown API key", errUnauthenticated)
-	}
-	return tenant, nil
+	key, _ := bearerToken(md)
+	return dispatch.Caller{APIKey: key}
 }
 
 // bearerToken returns the token of the "authorization: Bearer <token>"

@@ -23,11 +23,13 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -139,47 +141,47 @@ func (f *fakeBackend) Capabilities() backends.Capabilities {
 }
 func (f *fakeBackend) Close() error { return nil }
 
-// recorder is an observer that remembers what the dispatcher told it, and
-// passes everything on to the router's telemetry.
+// recorder is an observer that remembers what the dispatcher told it (the
+// router's telemetry hears everything too: Options.Observer).
 type recorder struct {
-	*telemetryObs
+	dispatch.NopObserver
 	mu       sync.Mutex
 	acquires []string // pool names, "!" prefixed when Acquire failed
 	attempts []string // "pool:outcome"
+	retries  int64    // attempts after the first (each was charged to the retry budget)
 	sheds    []string
 	waits    int
 }
 
-func (r *recorder) acquired(ctx context.Context, p *pool, took time.Duration, err error) {
+func (r *recorder) Acquired(_ context.Context, p *dispatch.Pool, _ time.Duration, err error) {
 	r.mu.Lock()
-	name := p.cfg.Name
+	name := p.Name()
 	if err != nil {
 		name = "!" + name
 	}
 	r.acquires = append(r.acquires, name)
 	r.mu.Unlock()
-	r.telemetryObs.acquired(ctx, p, took, err)
 }
 
-func (r *recorder) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
+func (r *recorder) AttemptDone(_ context.Context, a *dispatch.Attempt, oc dispatch.Outcome, _ error) {
 	r.mu.Lock()
-	r.attempts = append(r.attempts, a.pool.cfg.Name+":"+oc.String())
+	r.attempts = append(r.attempts, a.Pool.Name()+":"+oc.String())
+	if a.N > 1 {
+		r.retries++
+	}
 	r.mu.Unlock()
-	r.telemetryObs.attemptDone(ctx, a, oc, err)
 }
 
-func (r *recorder) shed(ctx context.Context, why shedReason, prio pb.Priority) {
+func (r *recorder) Shed(_ context.Context, why dispatch.ShedReason, _ priority.Class) {
 	r.mu.Lock()
-	r.sheds = append(r.sheds, shedReasonNames[why])
+	r.sheds = append(r.sheds, why.String())
 	r.mu.Unlock()
-	r.telemetryObs.shed(ctx, why, prio)
 }
 
-func (r *recorder) queueWaited(ctx context.Context, prio pb.Priority, took time.Duration, res waitResult, err error) {
+func (r *recorder) QueueWaited(context.Context, priority.Class, time.Duration, dispatch.WaitResult, error) {
 	r.mu.Lock()
 	r.waits++
 	r.mu.Unlock()
-	r.telemetryObs.queueWaited(ctx, prio, took, res, err)
 }
 
 // dispatchFleet is a router over fake pools, on a fake clock.
@@ -240,6 +242,10 @@ type dispatchOpts struct {
 	policies *policy.Registry
 	meter    metric.MeterProvider // nil: no-op metrics
 	rand     func() float64       // nil: math/rand/v2
+	// store, when set, wraps the fleet's in-memory store (to watch it).
+	store func(*capacity.Memory) capacity.Store
+	// quiet: no recorder (benchmarks measure the router's own observer only).
+	quiet bool
 }
 
 func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *dispatchFleet {
@@ -267,8 +273,17 @@ func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *disp
 	breg := backends.NewRegistry()
 	breg.Register("fake", func(s backends.Spec) (backends.Backend, error) { return df.fakes[s.Pool], nil })
 	df.store = capacity.NewMemory(capacity.MemoryOptions{Clock: df.clk})
-	rt, err := New(Options{Fleet: fleet, Backends: breg, Store: df.store, Clock: df.clk, Policies: reg,
-		Policy: pol, Logger: slog.New(slog.DiscardHandler), MeterProvider: o.meter, Rand: o.rand})
+	var store capacity.Store = df.store
+	if o.store != nil {
+		store = o.store(df.store)
+	}
+	df.rec = &recorder{}
+	var obs dispatch.Observer = df.rec
+	if o.quiet {
+		obs = nil
+	}
+	rt, err := New(Options{Fleet: fleet, Backends: breg, Store: store, Clock: df.clk, Policies: reg,
+		Policy: pol, Logger: slog.New(slog.DiscardHandler), MeterProvider: o.meter, Rand: o.rand, Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,8 +294,6 @@ func newDispatchFleetOpts(t testing.TB, o dispatchOpts, pools ...fakePool) *disp
 		t.Fatal("the router's tickers did not start")
 	}
 	df.rt = rt
-	df.rec = &recorder{telemetryObs: rt.tel}
-	rt.disp.obs = df.rec
 	for _, p := range pools {
 		if p.full {
 			if _, err := df.store.Acquire(context.Background(), capacity.Reservation{ID: "holder", Pool: p.backend.name, Limits: capacity.Limits{MaxConcurrent: 1}}); err != nil {
@@ -312,18 +325,25 @@ func (df *dispatchFleet) leaked(t testing.TB, pools ...fakePool) []string {
 		if got := u[p.backend.name].InFlight; got != want {
 			out = append(out, fmt.Sprintf("%s: store has %d in flight, want %d", p.backend.name, got, want))
 		}
-		if got := df.rt.state.Load().byName[p.backend.name].local.Load(); got != 0 {
+		if got := df.pool(p.backend.name).InFlight(); got != 0 {
 			out = append(out, fmt.Sprintf("%s: router counts %d in flight", p.backend.name, got))
 		}
 	}
 	return out
 }
 
+// retriesCharged is how many retries the retry budget was charged: one per
+// attempt after a call's first (a retry is charged once it holds a slot).
 func (df *dispatchFleet) retriesCharged() int64 {
-	b := df.rt.disp.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.retries
+	df.rec.mu.Lock()
+	defer df.rec.mu.Unlock()
+	return df.rec.retries
+}
+
+// pool is the running pool named name.
+func (df *dispatchFleet) pool(name string) *dispatch.Pool {
+	p, _ := df.rt.disp.Generation().Pool(name)
+	return p
 }
 
 func fake(name string, continues bool, steps ...step) *fakeBackend {
@@ -675,9 +695,8 @@ func BenchmarkComplete(b *testing.B) {
 	for i := range 8 {
 		pools = append(pools, fakePool{backend: fake(fmt.Sprintf("p%d", i), true, ok(4))})
 	}
-	df := newDispatchFleet(b, "", pools...)
-	df.rt.disp.obs = df.rt.tel
-	df.rt.policy.Store(&policyHolder{p: &policy.Switchyard{}})
+	df := newDispatchFleetOpts(b, dispatchOpts{policy: "in_order", policies: orderedPolicies(), quiet: true}, pools...)
+	df.rt.ops.policy.Store(&policyHolder{p: &policy.Switchyard{}})
 	r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4, Routing: &pb.RoutingHints{CallerRegion: "us-east-1"}}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -868,9 +887,9 @@ func TestUsageAccounting(t *testing.T) {
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 			pools := tc.pools()
-			df := newDispatchFleetOpts(t, dispatchOpts{policy: "in_order", policies: orderedPolicies(), meter: mp}, pools...)
-			rec := &settleRecorder{Store: df.store}
-			df.rt.disp.store = rec
+			var rec *settleRecorder
+			df := newDispatchFleetOpts(t, dispatchOpts{policy: "in_order", policies: orderedPolicies(), meter: mp,
+				store: func(m *capacity.Memory) capacity.Store { rec = &settleRecorder{Store: m}; return rec }}, pools...)
 			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10, Continuation: tc.cont}
 			var usage *pb.Usage
 			if tc.stream {
@@ -922,39 +941,6 @@ func TestUsageAccounting(t *testing.T) {
 	}
 }
 
-// clientInput and fillInput on their own, including the edges no fake
-// backend reaches.
-func TestClientInput(t *testing.T) {
-	c := &call{inputTokens: 10}
-	for _, tc := range []struct {
-		name     string
-		streamed int32
-		u        *pb.Usage
-		reported int32 // the usage's input after fillInput
-		client   int
-	}{
-		{name: "reported", u: &pb.Usage{InputTokens: 30}, reported: 30, client: 30},
-		{name: "none reported", u: &pb.Usage{}, reported: 10, client: 10},
-		{name: "no usage at all", client: 10},
-		{name: "continuation: the re-sent prefix is not the client's", streamed: 5, u: &pb.Usage{InputTokens: 35}, reported: 35, client: 30},
-		{name: "continuation, none reported: the estimate", streamed: 5, u: &pb.Usage{}, reported: 15, client: 10},
-		{name: "a count under the prefix is not believed", streamed: 5, u: &pb.Usage{InputTokens: 5}, reported: 5, client: 10},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a := &attempt{streamed: tc.streamed}
-			if tc.u != nil {
-				fillInput(c, a, tc.u)
-				if tc.u.InputTokens != tc.reported {
-					t.Errorf("reported input %d, want %d", tc.u.InputTokens, tc.reported)
-				}
-			}
-			if got := clientInput(c, a, tc.u); got != tc.client {
-				t.Errorf("client input %d, want %d", got, tc.client)
-			}
-		})
-	}
-}
-
 // A slot this replica frees shows as free in the routing view at once, not
 // at the next read of the shared count (Options.UsageRefresh away): right
 // after a release the next call is not steered off a pool whose only slot
@@ -962,26 +948,26 @@ func TestClientInput(t *testing.T) {
 func TestReleasedSlotIsFreeInTheViewAtOnce(t *testing.T) {
 	pools := []fakePool{{backend: fake("a", true, step{hang: true})}}
 	df := newDispatchFleet(t, "", pools...)
-	p := df.rt.state.Load().byName["a"]
+	p := df.pool("a")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		_, err := df.rt.Complete(ctx, "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
 		done <- err
 	}()
-	testwait.For(t, 5*time.Second, "the call to hold a slot", func() bool { return p.local.Load() == 1 })
-	if got := p.shared.Load(); got != 1 {
+	testwait.For(t, 5*time.Second, "the call to hold a slot", func() bool { return p.InFlight() == 1 })
+	if got := p.Shared(); got != 1 {
 		t.Errorf("shared in-flight right after the acquire: %d, want 1", got)
 	}
 	df.rt.refreshUsage() // the periodic read, while the slot is held
-	if got := p.shared.Load(); got != 1 {
+	if got := p.Shared(); got != 1 {
 		t.Errorf("shared in-flight read while the slot is held: %d, want 1", got)
 	}
 	cancel()
 	if err := <-done; status.Code(err) != codes.Canceled {
 		t.Fatalf("the held call: %v, want CANCELLED", err)
 	}
-	if local, shared := p.local.Load(), p.shared.Load(); local != 0 || shared != 0 {
+	if local, shared := p.InFlight(), p.Shared(); local != 0 || shared != 0 {
 		t.Fatalf("right after the release the view counts %d local, %d shared in flight; want 0 and 0", local, shared)
 	}
 	if leaks := df.leaked(t, pools...); len(leaks) > 0 {

@@ -99,7 +99,7 @@ func (b *eventBus) publish(kind, pool, detail, actor string) {
 // diffControl publishes an event per operator change between two states,
 // naming the actor who made the latest one.
 func (s *Server) diffControl(prev, next *control.State) {
-	now := s.clock.Now()
+	now := s.opts.Clock.Now()
 	actor := next.Actor
 	if actor == "" {
 		actor = "an operator" // written by a replica that did not record who

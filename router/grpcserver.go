@@ -118,7 +118,7 @@ func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []
 	if o.MaxStreams == 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
-	s.recvFixed.Store(int64(largestInput(s.state.Load().fleet)))
+	s.life.recvFixed.Store(int64(largestInput(s.disp.Generation().Fleet)))
 	opts := baseOptions(s.RecvLimit(o.RecvMargin), o.MaxStreams)
 	if o.HandshakeTimeout > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(o.HandshakeTimeout))
@@ -146,7 +146,7 @@ func (s *Server) RecvLimit(margin int) int {
 		margin = DefaultRecvMargin
 	}
 	largest := 0
-	for _, m := range s.state.Load().fleet.Models {
+	for _, m := range s.disp.Generation().Fleet.Models {
 		largest = max(largest, m.MaxInputTokens)
 	}
 	return largest*backends.BytesPerToken + margin
@@ -164,10 +164,10 @@ var (
 func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, error) {
 	method := info.FullMethodName
 	mctx := metadata.NewIncomingContext(ctx, info.Header)
-	st := s.state.Load()
+	st := s.disp.Generation()
 	switch {
 	case strings.HasPrefix(method, inferencePrefix):
-		if _, err := s.authenticate(mctx, st); err != nil {
+		if _, err := st.Tenants.Authenticate(callerFromMetadata(mctx).APIKey); err != nil {
 			return ctx, status.Error(codes.Unauthenticated, err.Error())
 		}
 	case strings.HasPrefix(method, adminPrefix):
@@ -175,10 +175,10 @@ func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, 
 			return ctx, status.Error(codes.Unauthenticated, err.Error())
 		}
 	case strings.HasPrefix(method, reflectionPrefix):
-		if len(st.tenants) == 0 {
+		if !st.Tenants.Required() {
 			return ctx, nil
 		}
-		if _, err := s.authenticate(mctx, st); err == nil {
+		if _, err := st.Tenants.Authenticate(callerFromMetadata(mctx).APIKey); err == nil {
 			return ctx, nil
 		}
 		if _, err := s.Admin().authorize(mctx, roleViewer); err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -26,42 +27,36 @@ const (
 // knownModel returns the request's model when the fleet serves it, so that
 // metric labels never carry arbitrary client input.
 func (s *Server) knownModel(req *pb.GenerateRequest) string {
-	if m, ok := s.state.Load().fleet.Model(req.GetModel()); ok {
+	if m, ok := s.disp.Generation().Fleet.Model(req.GetModel()); ok {
 		return m.Name
 	}
 	return ""
 }
 
-// call is one admitted client call.
+// call is one admitted client call: the core's view of it (dispatch.Request,
+// under the generation it was admitted with) and the validated request the
+// backends are sent.
 type call struct {
-	req    *pb.GenerateRequest
-	model  string
-	tenant string
-	// inputTokens is the router's estimate of the prompt until an attempt
-	// succeeds, then the input the client is charged (dispatch.go clientInput:
-	// the backend's own count where it reported one).
-	inputTokens int
-	preq        policy.Request
-	state       *fleetState
-	// needs are the backend features the call uses (features.go).
-	needs features
+	req *pb.GenerateRequest
+	gen *dispatch.Generation
+	dispatch.Request
 }
 
 // admit authenticates the caller, validates the request and resolves its
 // model. Authentication comes first: an unknown caller learns nothing about
 // the fleet (not even whether a model exists).
-func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, error) {
-	st := s.state.Load()
-	tenant, err := s.authenticate(ctx, st)
+func (s *Server) admit(caller dispatch.Caller, req *pb.GenerateRequest) (*call, error) {
+	g := s.disp.Generation()
+	tenant, err := g.Tenants.Authenticate(caller.APIKey)
 	if err != nil {
 		return nil, err
 	}
 	if req.GetModel() == "" {
 		return nil, invalid("model", "required")
 	}
-	m, ok := st.fleet.Model(req.GetModel())
+	m, ok := g.Fleet.Model(req.GetModel())
 	if !ok {
-		return nil, fmt.Errorf("%w %s: see ListModels", errUnknownModel, echo(req.GetModel()))
+		return nil, &dispatch.UnknownModelError{Model: echo(req.GetModel())}
 	}
 	if err := validateRequest(req, m); err != nil {
 		return nil, err
@@ -69,7 +64,7 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 	h := req.GetRouting()
 	req = proto.Clone(req).(*pb.GenerateRequest)
 	if req.RequestId == "" {
-		req.RequestId = randomID()
+		req.RequestId = dispatch.NewRequestID()
 	}
 	if req.GetRouting().GetCallerRegion() == "" && s.opts.Region != "" {
 		// Backends (and the simulator's network model) see where the call came from.
@@ -78,17 +73,19 @@ func (s *Server) admit(ctx context.Context, req *pb.GenerateRequest) (*call, err
 		}
 		req.Routing.CallerRegion = s.opts.Region
 	}
+	in := backends.EstimateInputTokens(req)
+	needs := requestFeatures(req)
 	return &call{
-		req:         req,
-		model:       m.Name,
-		tenant:      tenant,
-		inputTokens: backends.EstimateInputTokens(req),
-		state:       st,
-		needs:       requestFeatures(req),
-		preq: policy.Request{
-			Model: m.Name, Priority: priority.FromWire(req.GetPriority()), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
-			PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
-			Prefix: prefixKeys(req), PrefixKeyed: h.GetPrefixKey() != "", InputTokens: backends.EstimateInputTokens(req), MaxTokens: int(req.GetMaxTokens()),
+		req: req,
+		gen: g,
+		Request: dispatch.Request{
+			ID: req.RequestId, Tenant: tenant, Model: m.Name, InputTokens: in, MaxTokens: req.GetMaxTokens(),
+			Needs: needs, Operation: operation(needs, req),
+			Routing: policy.Request{
+				Model: m.Name, Priority: priority.FromWire(req.GetPriority()), CallerRegion: cmp.Or(h.GetCallerRegion(), s.opts.Region), Residency: h.GetResidency(),
+				PreferredCloud: h.GetPreferredCloud(), PreferredAccelerator: h.GetPreferredAccelerator(),
+				Prefix: prefixKeys(req), PrefixKeyed: h.GetPrefixKey() != "", InputTokens: in, MaxTokens: int(req.GetMaxTokens()),
+			},
 		},
 	}, nil
 }
@@ -123,11 +120,11 @@ func prefixKeys(req *pb.GenerateRequest) []uint64 {
 
 // operation is the call's gen_ai.operation.name (OpenTelemetry GenAI
 // semantic conventions): chat, text_completion or embeddings.
-func (c *call) operation() string {
+func operation(needs dispatch.Features, req *pb.GenerateRequest) string {
 	switch {
-	case c.needs&needEmbeddings != 0:
+	case needs&dispatch.NeedEmbeddings != 0:
 		return "embeddings"
-	case len(c.req.GetMessages()) > 0:
+	case len(req.GetMessages()) > 0:
 		return "chat"
 	}
 	return "text_completion"
@@ -153,19 +150,45 @@ func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStrea
 // input. The caller's credentials travel in ctx as incoming gRPC metadata.
 // The error is a gRPC status.
 func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
-	start := s.clock.Now()
-	c, err := s.admit(ctx, req)
+	resp, err := s.CompleteAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx)}, req)
+	return resp, toStatus(err)
+}
+
+// CallInfo is what an edge says about a call besides its request.
+type CallInfo struct {
+	// RPC names the edge in metrics and logs; a constant, never client input.
+	RPC string
+	// Caller is the credential the edge read off its transport.
+	Caller dispatch.Caller
+	// OnRoute (streams only), when set, is called when an attempt's first
+	// chunk arrives, before anything of it reaches send, with the route so
+	// far: the pool serving the call now (name, cloud, region, accelerator),
+	// the attempt number and the pools tried up to it. It is called again if
+	// the call moves to another pool (failover, continuation), so the last
+	// call before the first send names the pool that sends the first token;
+	// the final route is still the last chunk's. Called on the goroutine that
+	// calls send; it must not block. The HTTP front door uses it to send the
+	// route headers with a stream's first token.
+	OnRoute func(*pb.Route)
+}
+
+// CompleteAs runs one unary call for an edge. The error is the core's
+// (dispatch.CodeOf, dispatch.PublicText; a backend's refusal is a
+// *dispatch.BackendError): each edge maps it to its own wire.
+func (s *Server) CompleteAs(ctx context.Context, ci CallInfo, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	start := s.opts.Clock.Now()
+	c, err := s.admit(ci.Caller, req)
 	if err != nil {
-		err = toStatus(err)
-		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
+		s.tel.done(ctx, callStats{rpc: ci.RPC, model: s.knownModel(req), start: start}, err)
 		return nil, err
 	}
-	ctx = withCall(ctx, c)
+	ctx = s.tel.withCall(ctx, c)
 	var resp *pb.GenerateResponse
-	route, err := s.disp.run(ctx, c, nil, func(ctx context.Context, p *pool, req *pb.GenerateRequest, _ func()) (*pb.Usage, error) {
-		r, err := p.backend.Generate(ctx, req)
+	route, err := s.disp.Run(ctx, c.gen, &c.Request, nil, func(ctx context.Context, p *dispatch.Pool, _ *dispatch.Resume, _ func()) (*dispatch.Usage, error) {
+		r, err := backendOf(p).Generate(ctx, c.req)
 		if err != nil {
-			return nil, err
+			s.runaway(ctx, p, c, err)
+			return nil, backendErr(err)
 		}
 		if out := r.GetUsage().GetOutputTokens(); out > c.req.GetMaxTokens() {
 			// Too late to stop: recorded, so the operator sees the backend
@@ -173,22 +196,46 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), out, nil)
 		}
 		resp = r
-		return r.GetUsage(), nil
+		return usageOf(r.GetUsage()), nil
 	})
-	cs := callStats{rpc: rpc, model: c.model, route: route, start: start, input: int32(c.inputTokens)}
+	cs := callStats{rpc: ci.RPC, model: c.Model, route: route, start: start, input: int32(c.InputTokens)}
 	if err != nil {
-		s.log.InfoContext(ctx, "call failed", "model", c.model, "attempts", route.Attempts, "err", err)
-		err = toStatus(err)
+		s.log.InfoContext(ctx, "call failed", "model", c.Model, "attempts", route.Attempts, "err", err)
 		s.tel.done(ctx, cs, err)
 		return nil, err
 	}
-	resp.Route = route
-	resp.RequestId = c.req.RequestId
+	resp.Route = pbRoute(route)
+	resp.RequestId = c.ID
 	if u := resp.GetUsage(); u != nil {
+		// The input the client is charged: the backend's count, or the
+		// router's estimate where it reported none.
+		u.InputTokens = int32(c.InputTokens)
 		cs.input, cs.output = u.GetInputTokens(), u.GetOutputTokens()
 	}
 	s.tel.done(ctx, cs, nil)
 	return resp, nil
+}
+
+// runaway records a backend whose answer was longer than the call's
+// max_tokens can take (the adapter refused it: backends.RunawayError).
+func (s *Server) runaway(ctx context.Context, p *dispatch.Pool, c *call, err error) {
+	if re := (*backends.RunawayError)(nil); errors.As(err, &re) {
+		s.tel.overrun(ctx, p, "bytes", c.req.GetMaxTokens(), 0, err)
+	}
+}
+
+// usageOf is a backend's usage as the core counts it (nil: none reported).
+func usageOf(u *pb.Usage) *dispatch.Usage {
+	if u == nil {
+		return nil
+	}
+	return &dispatch.Usage{InputTokens: u.GetInputTokens(), OutputTokens: u.GetOutputTokens(), CachedInputTokens: u.GetCachedInputTokens()}
+}
+
+// pbRoute is the route on the wire.
+func pbRoute(r *dispatch.Route) *pb.Route {
+	return &pb.Route{Policy: r.Policy, Attempts: r.Attempts, PoolsTried: r.PoolsTried,
+		Pool: r.Pool, Cloud: r.Cloud, Region: r.Region, Accelerator: r.Accelerator}
 }
 
 // CompleteStream runs one streaming call for an edge (gRPC GenerateStream,
@@ -196,110 +243,98 @@ func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateReque
 // carries usage, finish reason and route. rpc is as for Complete. When send
 // fails the call stops (the client is gone). The error is a gRPC status.
 func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
-	return s.CompleteStreamWith(ctx, rpc, req, send, StreamOptions{})
+	return toStatus(s.CompleteStreamAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx)}, req, send))
 }
 
-// StreamOptions are CompleteStreamWith's optional hooks.
-type StreamOptions struct {
-	// OnRoute, when set, is called when an attempt's first chunk arrives,
-	// before anything of it reaches send, with the route so far: the pool
-	// serving the call now (name, cloud, region, accelerator), the attempt
-	// number and the pools tried up to it. It is called again if the call
-	// moves to another pool (failover, continuation), so the last call
-	// before the first send names the pool that sends the first token; the
-	// final route is still the last chunk's. Called on the goroutine that
-	// calls send; it must not block. The HTTP front door uses it to send the
-	// route headers with a stream's first token.
-	OnRoute func(*pb.Route)
-}
-
-// CompleteStreamWith is CompleteStream with hooks (see StreamOptions).
-func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error, o StreamOptions) error {
-	start := s.clock.Now()
-	c, err := s.admit(ctx, req)
+// CompleteStreamAs runs one streaming call for an edge, calling send for
+// every chunk in order; the last chunk carries usage, finish reason and
+// route. When send fails the call stops (the client is gone). The error is
+// the core's, as for CompleteAs.
+func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
+	start := s.opts.Clock.Now()
+	c, err := s.admit(ci.Caller, req)
 	if err != nil {
-		err = toStatus(err)
-		s.tel.done(ctx, callStats{rpc: rpc, model: s.knownModel(req), start: start}, err)
+		s.tel.done(ctx, callStats{rpc: ci.RPC, model: s.knownModel(req), start: start}, err)
 		return err
 	}
-	ctx = withCall(ctx, c)
-	if c.tenant != "" {
+	ctx = s.tel.withCall(ctx, c)
+	if c.Tenant != "" {
 		// A reload that removes the caller's key ends the stream.
 		var unwatch func()
-		authCtx := ctx
-		ctx, unwatch = s.watchCredential(ctx, func(st *fleetState) error {
-			_, err := s.authenticate(authCtx, st)
+		key := ci.Caller.APIKey
+		ctx, unwatch = s.watchCredential(ctx, func(g *dispatch.Generation) error {
+			_, err := g.Tenants.Authenticate(key)
 			return err
 		})
 		defer unwatch()
 	}
-	prog := &progress{}
+	stream := &dispatch.Stream{}
 	var firstTok time.Time
 	var final *pb.GenerateChunk
 	var tried []string // for OnRoute: the pools attempts ran on so far
-	route, err := s.disp.run(ctx, c, prog, func(ctx context.Context, p *pool, req *pb.GenerateRequest, started func()) (*pb.Usage, error) {
-		before := prog.tokens
+	route, err := s.disp.Run(ctx, c.gen, &c.Request, stream, func(ctx context.Context, p *dispatch.Pool, resume *dispatch.Resume, started func()) (*dispatch.Usage, error) {
+		before := stream.Tokens()
 		final = nil
-		announce := o.OnRoute != nil
+		announce := ci.OnRoute != nil
 		if announce {
-			tried = append(tried, p.cfg.Name)
+			tried = append(tried, p.Name())
 		}
 		overran := false
-		err := p.backend.GenerateStream(ctx, req, func(ch *pb.GenerateChunk) error {
+		req := c.req
+		if resume != nil {
+			req = continued(c.req, resume)
+		}
+		err := backendOf(p).GenerateStream(ctx, req, func(ch *pb.GenerateChunk) error {
 			if started != nil {
 				started()
 			}
 			if announce {
 				announce = false
-				r := &pb.Route{Attempts: int32(len(tried)), PoolsTried: slices.Clone(tried)}
-				fillRoute(r, p)
-				o.OnRoute(r)
+				cfg := p.Config()
+				ci.OnRoute(&pb.Route{Attempts: int32(len(tried)), PoolsTried: slices.Clone(tried),
+					Pool: cfg.Name, Cloud: cfg.Cloud, Region: cfg.Region, Accelerator: cfg.Accelerator})
 			}
 			if ch.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED || ch.GetUsage() != nil {
 				// Hold the last chunk back: the route goes on it once the call is done.
 				final = ch
 				return nil
 			}
-			if ch.Tokens > 0 && prog.tokens >= c.req.GetMaxTokens() {
+			if ch.Tokens > 0 && stream.Tokens() >= c.req.GetMaxTokens() {
 				// Output past max_tokens: the backend ignores it. Stop the
 				// attempt here and finish the call with LENGTH, never
 				// passing on what the client did not ask for.
 				overran = true
 				return errMaxTokensPassed
 			}
-			if len(ch.GetToolCalls()) > 0 {
-				prog.toolCall = true
-			}
-			if err := send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.req.RequestId, ToolCalls: ch.ToolCalls, Logprobs: ch.Logprobs}); err != nil {
+			if err := send(&pb.GenerateChunk{Text: ch.Text, Tokens: ch.Tokens, RequestId: c.ID, ToolCalls: ch.ToolCalls, Logprobs: ch.Logprobs}); err != nil {
 				return fmt.Errorf("send to client: %w", context.Canceled)
 			}
 			if firstTok.IsZero() && ch.Tokens > 0 {
-				firstTok = s.clock.Now()
+				firstTok = s.opts.Clock.Now()
 			}
-			prog.text.WriteString(ch.Text)
-			prog.tokens += ch.Tokens
+			stream.Delivered(ch.Text, ch.Tokens, len(ch.GetToolCalls()) > 0)
 			return nil
 		})
 		if overran {
-			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), prog.tokens, nil)
+			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), stream.Tokens(), nil)
 			final = &pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH}
-			return &pb.Usage{OutputTokens: prog.tokens - before}, nil
+			return &dispatch.Usage{OutputTokens: stream.Tokens() - before}, nil
 		}
 		if err != nil {
-			return &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens - before}, err
+			s.runaway(ctx, p, c, err)
+			return &dispatch.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() - before}, backendErr(err)
 		}
 		if final == nil {
 			return nil, errors.New("backend ended the stream without a final chunk")
 		}
-		return final.GetUsage(), nil
+		return usageOf(final.GetUsage()), nil
 	})
-	cs := callStats{rpc: rpc, model: c.model, route: route, start: start, firstTok: firstTok, input: int32(c.inputTokens), output: prog.tokens}
+	cs := callStats{rpc: ci.RPC, model: c.Model, route: route, start: start, firstTok: firstTok, input: int32(c.InputTokens), output: stream.Tokens()}
 	if rerr := revokedCause(ctx); err != nil && rerr != nil {
 		err = rerr // the stream was cut because its key was removed
 	}
 	if err != nil {
-		s.log.InfoContext(ctx, "stream failed", "model", c.model, "attempts", route.Attempts, "streamed_tokens", prog.tokens, "err", err)
-		err = toStatus(err)
+		s.log.InfoContext(ctx, "stream failed", "model", c.Model, "attempts", route.Attempts, "streamed_tokens", stream.Tokens(), "err", err)
 		s.tel.done(ctx, cs, err)
 		return err
 	}
@@ -310,16 +345,41 @@ func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.Gen
 		Logprobs:     final.GetLogprobs(),
 		Tokens:       final.GetTokens(),
 		FinishReason: final.GetFinishReason(),
-		Usage: &pb.Usage{InputTokens: int32(c.inputTokens), OutputTokens: prog.tokens + final.GetTokens(),
-			CachedInputTokens: min(final.GetUsage().GetCachedInputTokens(), int32(c.inputTokens))},
-		Route:     route,
-		RequestId: c.req.RequestId,
+		Usage: &pb.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() + final.GetTokens(),
+			CachedInputTokens: min(final.GetUsage().GetCachedInputTokens(), int32(c.InputTokens))},
+		Route:     pbRoute(route),
+		RequestId: c.ID,
 	}
 	err = send(last)
 	if firstTok.IsZero() && last.Tokens > 0 {
-		firstTok = s.clock.Now()
+		firstTok = s.opts.Clock.Now()
 	}
 	cs.firstTok, cs.output = firstTok, last.Usage.OutputTokens
-	s.tel.done(ctx, cs, toStatus(err))
+	s.tel.done(ctx, cs, err)
 	return err
+}
+
+// continued is the request for an attempt that resumes a stream after
+// resume's tokens reached the client: the client's request with a
+// continuation holding everything generated so far (a continuation the
+// client itself sent, then what this call streamed).
+func continued(req *pb.GenerateRequest, resume *dispatch.Resume) *pb.GenerateRequest {
+	r := proto.Clone(req).(*pb.GenerateRequest)
+	prev := req.GetContinuation()
+	r.Continuation = &pb.Continuation{
+		GeneratedText:   prev.GetGeneratedText() + resume.Text,
+		GeneratedTokens: prev.GetGeneratedTokens() + resume.Tokens,
+	}
+	return r
+}
+
+// StreamOptions are CompleteStreamWith's optional hooks.
+type StreamOptions struct {
+	// OnRoute is CallInfo.OnRoute.
+	OnRoute func(*pb.Route)
+}
+
+// CompleteStreamWith is CompleteStream with hooks (see StreamOptions).
+func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error, o StreamOptions) error {
+	return toStatus(s.CompleteStreamAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx), OnRoute: o.OnRoute}, req, send))
 }

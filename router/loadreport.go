@@ -12,11 +12,11 @@ type PoolLoad struct {
 // report younger than 2 s are absent. It checks no credential: callers
 // authorize first (the operator console does, through Admin.ListPools).
 func (s *Server) PoolLoads() map[string]PoolLoad {
-	now := s.clock.Now()
+	now := s.opts.Clock.Now()
 	out := map[string]PoolLoad{}
-	for _, p := range s.state.Load().pools {
-		if r := reported(p.backend, now); r != nil {
-			out[p.cfg.Name] = PoolLoad{Running: r.Running, Queued: r.Queued, Capacity: r.Capacity}
+	for _, p := range s.disp.Generation().Pools {
+		if r := p.View(now).Reported; r != nil {
+			out[p.Name()] = PoolLoad{Running: r.Running, Queued: r.Queued, Capacity: r.Capacity}
 		}
 	}
 	return out

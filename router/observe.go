@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -16,35 +17,10 @@ import (
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/priority"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
-
-// outcomeCount is the number of outcomes (for per-outcome arrays).
-const outcomeCount = int(outcomeCallerGone) + 1
-
-var outcomeNames = [outcomeCount]string{"ok", "client_fault", "shortage", "failure", "caller_gone"}
-
-func (o outcome) String() string {
-	if int(o) < len(outcomeNames) {
-		return outcomeNames[o]
-	}
-	return "unknown"
-}
-
-// Why a call was shed (switchyard.sheds reason label).
-type shedReason int
-
-const (
-	shedQueueFull shedReason = iota
-	shedEvicted
-	shedNoCapacity
-	shedRetryBudget
-	shedReasons
-)
-
-var shedReasonNames = [shedReasons]string{"queue_full", "evicted", "no_capacity", "retry_budget"}
 
 // How one wait in the queue ended (switchyard.queue.wait result label).
 const (
@@ -93,18 +69,20 @@ type telemetryObs struct {
 	// noRegion labels the sheds of a call whose context carries no caller
 	// region (caller_region "unknown"); queueOpts[result][priority class].
 	noRegion  *regionLabel
-	queueOpts [queueResults][3]mopts
+	queueOpts [queueResults][priority.Classes]mopts
 	modeOpts  []modeOpt
+	// regions are the caller_region labels of the running fleet (withCall).
+	regions atomic.Pointer[callerRegions]
 }
 
-var _ observer = (*telemetryObs)(nil)
+var _ dispatch.Observer = (*telemetryObs)(nil)
 
 // newTelemetryObs precomputes the attribute sets that do not depend on a pool.
 func newTelemetryObs(log *slog.Logger, tracer trace.Tracer, inst *telemetry.Instruments, events *eventBus, clk clock.Clock) *telemetryObs {
 	t := &telemetryObs{log: log, tracer: tracer, inst: inst, events: events, clock: clk}
 	t.noRegion = newRegionLabel(regionUnknown)
 	for r := range queueResults {
-		for c := range 3 {
+		for c := range priority.Classes {
 			t.queueOpts[r][c] = newMopts(attribute.NewSet(
 				attribute.String(telemetry.KeyResult, queueResultNames[r]), attribute.String(telemetry.KeyPriority, priority.Names[c])))
 		}
@@ -128,15 +106,15 @@ const (
 // allocates nothing. shed[reason][priority class].
 type regionLabel struct {
 	name string
-	shed [shedReasons][3]mopts
+	shed [dispatch.ShedReasons][priority.Classes]mopts
 }
 
 func newRegionLabel(region string) *regionLabel {
 	l := &regionLabel{name: region}
-	for r := range shedReasons {
-		for c := range 3 {
+	for r := range dispatch.ShedReasons {
+		for c := range priority.Classes {
 			l.shed[r][c] = newMopts(attribute.NewSet(
-				attribute.String(telemetry.KeyReason, shedReasonNames[r]),
+				attribute.String(telemetry.KeyReason, r.String()),
 				attribute.String(telemetry.KeyPriority, priority.Names[c]),
 				attribute.String(telemetry.KeyCallerRegion, region)))
 		}
@@ -181,8 +159,8 @@ type callerRegionKey struct{}
 // withCall returns ctx carrying the call's request id (for log lines) and
 // its caller_region label, which the observer's shed reads (the dispatcher
 // passes the call's context on), in one context node.
-func withCall(ctx context.Context, c *call) context.Context {
-	return telemetry.WithRequestIDValue(ctx, c.req.RequestId, callerRegionKey{}, c.state.regions.of(c.preq.CallerRegion))
+func (t *telemetryObs) withCall(ctx context.Context, c *call) context.Context {
+	return telemetry.WithRequestIDValue(ctx, c.ID, callerRegionKey{}, t.regions.Load().of(c.Routing.CallerRegion))
 }
 
 // attrCache keeps one attribute set per distinct label combination of the
@@ -233,12 +211,12 @@ func (c *attrCache) get(k attrKey) mopts {
 
 // observe reports the observable gauges; runs at each collection.
 func (s *Server) observe(_ context.Context, o metric.Observer) error {
-	st := s.state.Load()
-	now := s.clock.Now()
+	g := s.disp.Generation()
+	now := s.opts.Clock.Now()
 	in := s.tel.inst
-	for _, p := range st.pools {
-		v := p.view(now)
-		po := p.obs.pool.obs
+	for _, p := range g.Pools {
+		v := p.View(now)
+		po := ext(p).obs.pool.obs
 		o.ObserveInt64(in.PoolInFlight, int64(v.InFlight), po...)
 		o.ObserveInt64(in.PoolLimit, int64(v.EffectiveLimit()), po...)
 		o.ObserveInt64(in.PoolHeadroom, int64(v.EffectiveHeadroom()), po...)
@@ -251,16 +229,16 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(in.PoolDrained, b2i(v.Drained), po...)
 		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), po...)
 	}
-	o.ObserveInt64(in.QueueLength, int64(s.queue.length()))
-	if br := blockReporter(s.store); br != nil {
+	o.ObserveInt64(in.QueueLength, int64(s.disp.QueueLength()))
+	if br := blockReporter(s.opts.Store); br != nil {
 		bs := br.Blocks()
 		byName := make(map[string]capacity.PoolBlock, len(bs.Pools))
 		for _, b := range bs.Pools {
 			byName[b.Pool] = b
 		}
-		for _, p := range st.pools {
-			if b, ok := byName[p.cfg.Name]; ok {
-				po := p.obs.pool.obs
+		for _, p := range g.Pools {
+			if b, ok := byName[p.Name()]; ok {
+				po := ext(p).obs.pool.obs
 				o.ObserveInt64(in.BlockGranted, b.Granted, po...)
 				o.ObserveInt64(in.BlockFree, b.Free, po...)
 				o.ObserveInt64(in.BlockStranded, b.Stranded, po...)
@@ -269,7 +247,7 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(in.StoreRoundTrips, bs.Trips-bs.SyncTrips, tripBackground)
 		o.ObserveInt64(in.StoreRoundTrips, bs.SyncTrips, tripSync)
 	}
-	mode := s.store.Status().Mode
+	mode := s.opts.Store.Status().Mode
 	for _, m := range s.tel.modeOpts {
 		o.ObserveInt64(in.CountingMode, b2i(m.mode == mode), m.opt.obs...)
 	}
@@ -289,13 +267,13 @@ func b2i(b bool) int64 {
 }
 
 // explain: only traced (sampled) calls pay for decision reasons.
-func (t *telemetryObs) explain(ctx context.Context) bool {
+func (t *telemetryObs) Explain(ctx context.Context) bool {
 	return trace.SpanFromContext(ctx).IsRecording()
 }
 
 // acquired records one capacity-store Acquire (and, on traced calls, that a
 // pool had no slot).
-func (t *telemetryObs) acquired(ctx context.Context, p *pool, took time.Duration, err error) {
+func (t *telemetryObs) Acquired(ctx context.Context, p *dispatch.Pool, took time.Duration, err error) {
 	r := acquireOK
 	var quota *capacity.QuotaError
 	switch {
@@ -310,10 +288,10 @@ func (t *telemetryObs) acquired(ctx context.Context, p *pool, took time.Duration
 			t.inst.StoreErrors.Add(ctx, 1, storeErrAcquire.add...)
 		}
 	}
-	t.inst.AcquireDuration.Record(ctx, took.Seconds(), p.obs.acquire[r].rec...)
+	t.inst.AcquireDuration.Record(ctx, took.Seconds(), ext(p).obs.acquire[r].rec...)
 	if err != nil {
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
-			span.AddEvent("switchyard.no_slot", trace.WithAttributes(attribute.String("switchyard.pool", p.cfg.Name), attribute.String("error", err.Error())))
+			span.AddEvent("switchyard.no_slot", trace.WithAttributes(attribute.String("switchyard.pool", p.Name()), attribute.String("error", err.Error())))
 		}
 	}
 }
@@ -322,39 +300,41 @@ var attemptKind = trace.WithSpanKind(trace.SpanKindInternal)
 
 // attemptStarted starts the attempt span (back-dated to when the slot was
 // asked for) and counts retries.
-func (t *telemetryObs) attemptStarted(ctx context.Context, a *attempt) context.Context {
-	if a.n > 1 {
-		t.inst.Retries.Add(ctx, 1, a.pool.obs.pool.add...)
+func (t *telemetryObs) AttemptStarted(ctx context.Context, a *dispatch.Attempt) context.Context {
+	po := &ext(a.Pool).obs
+	if a.N > 1 {
+		t.inst.Retries.Add(ctx, 1, po.pool.add...)
 	}
-	actx, span := t.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(a.start), attemptKind)
+	actx, span := t.tracer.Start(ctx, "switchyard.attempt", trace.WithTimestamp(a.Start), attemptKind)
 	if span.IsRecording() {
-		span.SetAttributes(a.pool.obs.span...)
+		span.SetAttributes(po.span...)
 		span.SetAttributes(
-			attribute.Int("switchyard.attempt", int(a.n)),
-			attribute.String("switchyard.policy", a.policy),
-			attribute.String("switchyard.decision.tier", a.cand.Tier.String()),
-			attribute.String("switchyard.decision.reason", a.cand.Reason),
-			attribute.Int("switchyard.decision.headroom", a.cand.Headroom),
-			attribute.Int("switchyard.streamed_tokens", int(a.streamed)),
-			attribute.String(telemetry.KeyOperation, a.op),
+			attribute.Int("switchyard.attempt", int(a.N)),
+			attribute.String("switchyard.policy", a.Policy),
+			attribute.String("switchyard.decision.tier", a.Cand.Tier.String()),
+			attribute.String("switchyard.decision.reason", a.Cand.Reason),
+			attribute.Int("switchyard.decision.headroom", a.Cand.Headroom),
+			attribute.Int("switchyard.streamed_tokens", int(a.Streamed)),
+			attribute.String(telemetry.KeyOperation, a.Op),
 		)
 	}
-	a.span = span
+	a.Span = span
 	return actx
 }
 
 // attemptDone records the attempt's outcome on its span and in metrics, and
 // logs a failure that moves the call to another pool.
-func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, err error) {
-	t.inst.Attempts.Add(ctx, 1, a.pool.obs.outcome[oc].add...)
+func (t *telemetryObs) AttemptDone(ctx context.Context, a *dispatch.Attempt, oc dispatch.Outcome, err error) {
+	po := &ext(a.Pool).obs
+	t.inst.Attempts.Add(ctx, 1, po.outcome[oc].add...)
 	// The router is the GenAI client of its backends: one operation per attempt.
 	code := codes.OK
 	if err != nil {
 		code = status.Code(toStatus(err))
 	}
-	t.inst.GenAIClientDuration.Record(ctx, a.took.Seconds(),
-		t.attrs.get(attrKey{kind: 3, rpc: a.op, model: a.model, pool: a.pool.cfg.Name, extra: a.pool.obs.provider, status: code}).rec...)
-	span, _ := a.span.(trace.Span)
+	t.inst.GenAIClientDuration.Record(ctx, a.Took.Seconds(),
+		t.attrs.get(attrKey{kind: 3, rpc: a.Op, model: a.Model, pool: a.Pool.Name(), extra: po.provider, status: code}).rec...)
+	span, _ := a.Span.(trace.Span)
 	if span == nil {
 		return
 	}
@@ -367,10 +347,10 @@ func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, 
 		}
 	}
 	span.End()
-	if oc == outcomeFailure {
+	if oc == dispatch.OutcomeFailure {
 		// streamed_tokens: every token the client has had, before this
 		// attempt and from it (a broken stream's usage counts what it sent).
-		t.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", a.pool.cfg.Name, "err", err, "streamed_tokens", a.streamed+a.output)
+		t.log.InfoContext(ctx, "attempt failed, trying another pool", "pool", a.Pool.Name(), "err", err, "streamed_tokens", a.Streamed+a.Output)
 	}
 }
 
@@ -378,9 +358,9 @@ func (t *telemetryObs) attemptDone(ctx context.Context, a *attempt, oc outcome, 
 // (reason "max_tokens" or "bytes"): a metric and a warning, since a backend
 // ignoring max_tokens costs the fleet capacity and the client tokens it did
 // not ask for.
-func (t *telemetryObs) overrun(ctx context.Context, p *pool, reason string, maxTokens, tokens int32, err error) {
-	t.inst.BackendOverruns.Add(ctx, 1, metric.WithAttributes(attribute.String(telemetry.KeyPool, p.cfg.Name), attribute.String(telemetry.KeyReason, reason)))
-	args := []any{"pool", p.cfg.Name, "reason", reason, "max_tokens", maxTokens, "tokens", tokens}
+func (t *telemetryObs) overrun(ctx context.Context, p *dispatch.Pool, reason string, maxTokens, tokens int32, err error) {
+	t.inst.BackendOverruns.Add(ctx, 1, metric.WithAttributes(attribute.String(telemetry.KeyPool, p.Name()), attribute.String(telemetry.KeyReason, reason)))
+	args := []any{"pool", p.Name(), "reason", reason, "max_tokens", maxTokens, "tokens", tokens}
 	if err != nil {
 		args = append(args, "err", err)
 	}
@@ -388,42 +368,42 @@ func (t *telemetryObs) overrun(ctx context.Context, p *pool, reason string, maxT
 }
 
 // ejected logs and announces a pool taken out of rotation.
-func (t *telemetryObs) ejected(ctx context.Context, p *pool, err error) {
-	t.log.WarnContext(ctx, "pool ejected", "pool", p.cfg.Name, "err", err)
-	t.events.publish("ejected", p.cfg.Name, "ejected after consecutive failures: "+err.Error(), "")
+func (t *telemetryObs) Ejected(ctx context.Context, p *dispatch.Pool, err error) {
+	t.log.WarnContext(ctx, "pool ejected", "pool", p.Name(), "err", err)
+	t.events.publish("ejected", p.Name(), "ejected after consecutive failures: "+err.Error(), "")
 }
 
 // shed counts a call refused for want of capacity or budget, by reason,
 // priority and the caller_region label the edge put in ctx.
-func (t *telemetryObs) shed(ctx context.Context, r shedReason, prio pb.Priority) {
+func (t *telemetryObs) Shed(ctx context.Context, r dispatch.ShedReason, prio priority.Class) {
 	l, _ := ctx.Value(callerRegionKey{}).(*regionLabel)
 	if l == nil {
 		l = t.noRegion
 	}
-	t.inst.Sheds.Add(ctx, 1, l.shed[r][classOf(prio)].add...)
+	t.inst.Sheds.Add(ctx, 1, l.shed[r][prio.Index()].add...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(attribute.String("switchyard.shed_reason", shedReasonNames[r]))
+		span.SetAttributes(attribute.String("switchyard.shed_reason", r.String()))
 	}
 }
 
 // queueWaited records one wait in the queue as a metric and a span event
 // on the call's server span.
-func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time.Duration, res waitResult, err error) {
+func (t *telemetryObs) QueueWaited(ctx context.Context, prio priority.Class, d time.Duration, res dispatch.WaitResult, err error) {
 	r := queueRetry
 	switch {
 	case err != nil:
 		r = queueGone
-	case res == waitFull:
+	case res == dispatch.WaitFull:
 		r = queueFull
-	case res == waitEvicted:
+	case res == dispatch.WaitEvicted:
 		r = queueEvicted
 	}
-	t.inst.QueueWait.Record(ctx, d.Seconds(), t.queueOpts[r][classOf(prio)].rec...)
+	t.inst.QueueWait.Record(ctx, d.Seconds(), t.queueOpts[r][prio.Index()].rec...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("switchyard.queue.wait", trace.WithAttributes(
 			attribute.Float64("switchyard.queue.wait_seconds", d.Seconds()),
 			attribute.String("switchyard.queue.result", queueResultNames[r]),
-			attribute.String("switchyard.priority", priority.FromWire(prio).String()),
+			attribute.String("switchyard.priority", prio.String()),
 		))
 	}
 }
@@ -432,7 +412,7 @@ func (t *telemetryObs) queueWaited(ctx context.Context, prio pb.Priority, d time
 type callStats struct {
 	rpc      string
 	model    string
-	route    *pb.Route
+	route    *dispatch.Route
 	start    time.Time
 	firstTok time.Time // streams: when the first token went to the client
 	input    int32
@@ -446,9 +426,10 @@ type callStats struct {
 
 // done records the call's metrics, tags its server span and writes the
 // per-call debug line (never the prompt or the generated text).
+// err is the core's (an edge's wire error passes too).
 func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
-	code := status.Code(err)
-	pool := cs.route.GetPool()
+	code := status.Code(toStatus(err))
+	pool := routePool(cs.route)
 	if pool == "" {
 		pool = "none"
 	}
@@ -479,13 +460,35 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 		span.SetAttributes(
 			attribute.String(telemetry.KeyModel, model),
 			attribute.String("switchyard.request_id", telemetry.RequestID(ctx)),
-			attribute.String("switchyard.pool", cs.route.GetPool()),
-			attribute.Int("switchyard.attempts", int(cs.route.GetAttempts())),
+			attribute.String("switchyard.pool", routePool(cs.route)),
+			attribute.Int("switchyard.attempts", int(routeAttempts(cs.route))),
 		)
 	}
 	if t.log.Enabled(ctx, slog.LevelDebug) {
-		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", cs.route.GetPool(),
-			"attempts", cs.route.GetAttempts(), "pools_tried", cs.route.GetPoolsTried(), "code", telemetry.CodeName(code),
+		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", routePool(cs.route),
+			"attempts", routeAttempts(cs.route), "pools_tried", routeTried(cs.route), "code", telemetry.CodeName(code),
 			"duration_ms", d.Milliseconds(), "input_tokens", cs.input, "output_tokens", cs.output)
 	}
+}
+
+// A call refused at admission has no route: these read a nil one as empty.
+func routePool(r *dispatch.Route) string {
+	if r == nil {
+		return ""
+	}
+	return r.Pool
+}
+
+func routeAttempts(r *dispatch.Route) int32 {
+	if r == nil {
+		return 0
+	}
+	return r.Attempts
+}
+
+func routeTried(r *dispatch.Route) []string {
+	if r == nil {
+		return nil
+	}
+	return r.PoolsTried
 }

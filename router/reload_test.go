@@ -86,7 +86,7 @@ func TestReloadedQueueLengthShedsTheExcessAtOnce(t *testing.T) {
 					t.Fatalf("shed call: %v, want RESOURCE_EXHAUSTED naming a queue of 1", r.err)
 				}
 			}
-			if n := df.rt.queue.length(); n != 1 {
+			if n := df.rt.disp.QueueLength(); n != 1 {
 				t.Fatalf("%d calls queued, want 1", n)
 			}
 			df.clk.Advance(2 * time.Second) // queue_max_wait
@@ -117,7 +117,7 @@ func TestReloadShedsQueuedCallsBeyondTheNewLength(t *testing.T) {
 	defer df.rt.events.unsubscribe(sub)
 	I, S, B := pb.Priority_PRIORITY_INTERACTIVE, pb.Priority_PRIORITY_STANDARD, pb.Priority_PRIORITY_BATCH
 	results := callAll(df, B, B, S, S, S, I, I, I)
-	testwait.For(t, 5*time.Second, "eight queued calls", func() bool { return df.rt.queue.length() == 8 })
+	testwait.For(t, 5*time.Second, "eight queued calls", func() bool { return df.rt.disp.QueueLength() == 8 })
 
 	df.reload(t, "  queue_max_length: 2\n")
 	shed := recv(t, results, 6, "calls shed by the reload")
@@ -131,7 +131,7 @@ func TestReloadShedsQueuedCallsBeyondTheNewLength(t *testing.T) {
 	if count[B] != 2 || count[S] != 3 || count[I] != 1 {
 		t.Fatalf("shed by priority %v: want both batch, all three standard and one interactive", count)
 	}
-	if n := df.rt.queue.length(); n != 2 {
+	if n := df.rt.disp.QueueLength(); n != 2 {
 		t.Fatalf("%d calls still queued, want 2", n)
 	}
 	ev := <-sub.ch
@@ -147,7 +147,7 @@ func TestReloadShedsQueuedCallsBeyondTheNewLength(t *testing.T) {
 	// A longer queue takes more calls again.
 	df.reload(t, "  queue_max_length: 3\n")
 	results = callAll(df, B, B, B)
-	testwait.For(t, 5*time.Second, "three queued calls", func() bool { return df.rt.queue.length() == 3 })
+	testwait.For(t, 5*time.Second, "three queued calls", func() bool { return df.rt.disp.QueueLength() == 3 })
 	df.clk.Advance(2 * time.Second)
 	recv(t, results, 3, "the three queued calls")
 }
@@ -280,7 +280,7 @@ func TestReloadedPolicyParameters(t *testing.T) {
 	}
 	df := newDispatchFleetWith(t, routing(0.1), "switchyard", policy.Builtins(), pools...)
 	// Another replica holds half of near's 8 slots.
-	df.rt.state.Load().byName["near"].shared.Store(4)
+	df.pool("near").SetShared(4)
 	served := func() string {
 		t.Helper()
 		resp, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
@@ -294,7 +294,7 @@ func TestReloadedPolicyParameters(t *testing.T) {
 		t.Fatalf("reserve 0.1, near half free: served by %s, want near", p)
 	}
 	df.reload(t, routing(0.6))
-	if got := df.rt.state.Load().byName["near"].shared.Load(); got != 4 {
+	if got := df.pool("near").Shared(); got != 4 {
 		t.Fatalf("the reload lost near's shared count: %d", got)
 	}
 	if p := served(); p != "far" {
@@ -417,7 +417,7 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 		t.Fatalf("log does not name what needs a restart:\n%s", l)
 	}
 	// Reloadable settings changed alongside still apply.
-	if got := df.rt.queue.maxLength(); got != 1024 {
+	if got := df.rt.disp.QueueLimit(); got != 1024 {
 		t.Fatalf("queue length %d after a reload back to the default", got)
 	}
 }

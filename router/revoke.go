@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"sync"
 )
 
@@ -21,7 +22,7 @@ func isRevoked(err error) bool { return errors.Is(err, errRevoked) }
 
 // credWatch is one open stream's credential check.
 type credWatch struct {
-	check  func(*fleetState) error
+	check  func(*dispatch.Generation) error
 	cancel context.CancelCauseFunc
 }
 
@@ -35,7 +36,7 @@ type credWatches struct {
 // errRevoked) when a reload's config fails check, and the function that
 // ends the watch (call it when the stream ends). check is called on the
 // reloading goroutine; it must not block.
-func (s *Server) watchCredential(ctx context.Context, check func(*fleetState) error) (context.Context, func()) {
+func (s *Server) watchCredential(ctx context.Context, check func(*dispatch.Generation) error) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	w := &credWatch{check: check, cancel: cancel}
 	s.creds.mu.Lock()
@@ -46,7 +47,7 @@ func (s *Server) watchCredential(ctx context.Context, check func(*fleetState) er
 	s.creds.mu.Unlock()
 	// A reload between the caller's own check and the registration above
 	// is caught here.
-	if err := check(s.state.Load()); err != nil {
+	if err := check(s.disp.Generation()); err != nil {
 		cancel(fmt.Errorf("%w: %w", errRevoked, err))
 	}
 	return ctx, func() {
@@ -58,7 +59,7 @@ func (s *Server) watchCredential(ctx context.Context, check func(*fleetState) er
 }
 
 // revokeStale ends the open streams whose credential st no longer accepts.
-func (s *Server) revokeStale(st *fleetState) int {
+func (s *Server) revokeStale(st *dispatch.Generation) int {
 	s.creds.mu.Lock()
 	ws := make([]*credWatch, 0, len(s.creds.m))
 	for w := range s.creds.m {

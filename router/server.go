@@ -9,8 +9,6 @@ package router
 import (
 	"cmp"
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +34,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -84,28 +83,44 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the router's metrics. Default: no-op.
 	MeterProvider metric.MeterProvider
+	// Observer, when set, hears of every step of the request path after the
+	// router's own telemetry (dispatch.Observer; tests record with it).
+	Observer dispatch.Observer
 }
 
-// Server is the router. Safe for concurrent use.
+// Server is the router: the core (dispatch.Dispatcher) wired to the
+// backends, the capacity and control stores, telemetry and the gRPC
+// services, with their lifecycle (reload, background loops, close). Safe for
+// concurrent use.
 type Server struct {
 	pb.UnimplementedInferenceServer
 
-	opts     Options
-	log      *slog.Logger
-	clock    clock.Clock
-	store    capacity.Store
-	control  control.Store
-	ctlState atomic.Pointer[control.State]
-	events   *eventBus
-	policies *policy.Registry
-	policy   atomic.Pointer[policyHolder]
-	state    atomic.Pointer[fleetState]
-	queue    *waitQueue
-	// disp runs every call's request path; tel is its observer.
-	disp     *dispatcher
-	tel      *telemetryObs
-	metricCB metric.Registration
+	// opts holds the dependencies, defaults filled (Clock, Store, Control,
+	// Policies, ...).
+	opts Options
+	log  *slog.Logger
+	// disp runs every call's request path and holds the running generation.
+	disp *dispatch.Dispatcher
+	// tel observes the dispatcher and the edges; events fans out watch events.
+	tel    *telemetryObs
+	events *eventBus
+	// ops is the operator state: the control state in force and the policy.
+	ops operatorState
+	// creds are the open streams' credential checks (revoke.go).
+	creds credWatches
+	// life is the background loops' and reload's state.
+	life lifecycle
+}
 
+// operatorState is what operators change at run time.
+type operatorState struct {
+	ctl    atomic.Pointer[control.State]
+	policy atomic.Pointer[policyHolder]
+}
+
+// lifecycle is the Server's background work and its end.
+type lifecycle struct {
+	metricCB metric.Registration
 	reloadMu sync.Mutex
 	// healthTicks hands the health loop a ticker at a reloaded
 	// routing.health_check_interval (at most one pending; Reload replaces it).
@@ -113,33 +128,12 @@ type Server struct {
 	// recvFixed is the largest max_input_tokens the gRPC receive limit was
 	// built for (GRPCServerOptions), 0 before: larger prompts need a restart.
 	recvFixed atomic.Int64
-	// creds are the open streams' credential checks (revoke.go).
-	creds  credWatches
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closed    atomic.Bool
 }
 
 type policyHolder struct{ p policy.Policy }
-
-// fleetState is everything derived from one config; swapped whole on reload.
-type fleetState struct {
-	fleet  *config.Fleet
-	pools  []*pool
-	byName map[string]*pool
-	// byModel lists, per model, the pools serving it (in config order): a
-	// decision looks at these only.
-	byModel      map[string][]*pool
-	env          *policy.Env
-	tenants      map[string]string // sha256(api key) -> tenant
-	tenantLimits map[string]capacity.Limits
-	ejectP       ejectionPolicy
-	// regions labels sheds by the caller's region (bounded by this config).
-	regions *callerRegions
-}
-
-// forModel returns the pools serving model.
-func (st *fleetState) forModel(model string) []*pool { return st.byModel[model] }
 
 // New builds a Server and its backends. Call Close when done.
 func New(o Options) (*Server, error) {
@@ -165,7 +159,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Replica == "" {
-		o.Replica = "router-" + randomID()[:8]
+		o.Replica = "router-" + dispatch.NewRequestID()[:8]
 	}
 	if o.UsageRefresh <= 0 {
 		o.UsageRefresh = 250 * time.Millisecond
@@ -187,38 +181,29 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
 	s := &Server{
-		opts:     o,
-		log:      slog.New(telemetry.NewLogHandler(o.Logger.Handler())).With("replica", o.Replica),
-		clock:    o.Clock,
-		store:    o.Store,
-		control:  o.Control,
-		events:   newEventBus(o.Replica, o.Clock),
-		policies: o.Policies,
-		queue:    newWaitQueue(o.Clock, o.Fleet.Routing.QueueMaxLength),
-		stop:     make(chan struct{}),
-
-		healthTicks: make(chan healthTick, 1),
+		opts:   o,
+		log:    slog.New(telemetry.NewLogHandler(o.Logger.Handler())).With("replica", o.Replica),
+		events: newEventBus(o.Replica, o.Clock),
+		life:   lifecycle{stop: make(chan struct{}), healthTicks: make(chan healthTick, 1)},
 	}
 	s.tel = newTelemetryObs(s.log, o.TracerProvider.Tracer(telemetry.ScopeName), inst, s.events, o.Clock)
-	s.disp = &dispatcher{
-		store:  o.Store,
-		policy: func() policy.Policy { return s.policy.Load().p },
-		clock:  o.Clock,
-		obs:    s.tel,
-		queue:  s.queue,
-		budget: newRetryBudget(o.Clock, o.Fleet.Routing.RetryBudget),
-	}
-	st, err := s.buildState(o.Fleet, nil)
+	g, err := s.buildGeneration(o.Fleet, nil)
 	if err != nil {
 		return nil, err
 	}
-	s.state.Store(st)
+	s.disp = dispatch.New(dispatch.Options{
+		Store:      o.Store,
+		Policy:     func() policy.Policy { return s.ops.policy.Load().p },
+		Clock:      o.Clock,
+		Observer:   dispatch.Tee(s.tel, o.Observer),
+		Generation: g,
+	})
 	name := o.Fleet.Routing.Policy
 	if o.Policy != "" {
 		name = o.Policy
 	}
 	if err := s.setPolicy(name); err != nil {
-		s.closeBackends(st, nil)
+		s.closeBackends(g, nil)
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -230,30 +215,30 @@ func New(o Options) (*Server, error) {
 		cst = control.State{}.Clone()
 	}
 	s.applyControl(cst)
-	if s.metricCB, err = inst.Meter.RegisterCallback(s.observe, inst.Observables()...); err != nil {
+	if s.life.metricCB, err = inst.Meter.RegisterCallback(s.observe, inst.Observables()...); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
-	s.wg.Add(4)
+	s.life.wg.Add(4)
 	go s.every(s.opts.UsageRefresh, s.refreshUsage)
 	go s.healthLoop(o.Fleet.Routing.HealthCheckInterval.Std())
 	// The first queued call re-checks every QueuePoll for capacity other
 	// replicas (or operators) freed: this replica only hears of its own
 	// releases. One waiter per tick, whatever the queue length; a waiter that
 	// gets a slot passes the turn on.
-	go s.every(s.opts.QueuePoll, s.queue.wake)
+	go s.every(s.opts.QueuePoll, s.disp.Poll)
 	go s.watchControl()
 	return s, nil
 }
 
 // watchControl follows operator changes made on any replica.
 func (s *Server) watchControl() {
-	defer s.wg.Done()
+	defer s.life.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-s.stop; cancel() }()
-	s.control.Watch(ctx, func() {
+	go func() { <-s.life.stop; cancel() }()
+	s.opts.Control.Watch(ctx, func() {
 		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := s.control.Get(rctx)
+		st, err := s.opts.Control.Get(rctx)
 		rcancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -268,16 +253,16 @@ func (s *Server) watchControl() {
 // applyControl swaps in a newer control state and reports what changed.
 func (s *Server) applyControl(next control.State) {
 	for {
-		prev := s.ctlState.Load()
+		prev := s.ops.ctl.Load()
 		if prev != nil && next.Version <= prev.Version {
 			return
 		}
 		n := next
-		if !s.ctlState.CompareAndSwap(prev, &n) {
+		if !s.ops.ctl.CompareAndSwap(prev, &n) {
 			continue
 		}
-		for _, p := range s.state.Load().pools {
-			p.setControl(&n)
+		for _, p := range s.disp.Generation().Pools {
+			p.SetControl(&n)
 		}
 		if next.Policy != "" && next.Policy != s.PolicyName() {
 			if err := s.setPolicy(next.Policy); err != nil {
@@ -298,44 +283,31 @@ func (s *Server) Register(gs *grpc.Server) {
 	pb.RegisterInferenceServer(gs, s)
 }
 
-// buildState makes a fleetState for f, reusing backends from prev for pools
-// whose backend settings did not change.
-func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, error) {
+// buildGeneration makes the core's Generation for f, reusing backends (with
+// their pools' counters and health) from prev for pools whose backend
+// settings did not change, and sets the caller_region labels for f.
+func (s *Server) buildGeneration(f *config.Fleet, prev *dispatch.Generation) (*dispatch.Generation, error) {
 	lat, err := f.LatencyTable()
 	if err != nil {
 		return nil, fmt.Errorf("latency table: %w", err)
 	}
 	r := f.Routing
-	st := &fleetState{
-		fleet:  f,
-		byName: map[string]*pool{},
-		env: &policy.Env{
-			Latency: lat,
-			Reserve: map[priority.Class]float64{
-				priority.Interactive: r.SpillReserve.Interactive,
-				priority.Standard:    r.SpillReserve.Standard,
-				priority.Batch:       r.SpillReserve.Batch,
-			},
-			CostWeight:          r.CostWeight,
-			LatencyBudgetMillis: r.LatencyBudgetMillis,
-			SpillBand:           max(0, r.SpillBand),
-			Rand:                s.opts.Rand,
-			Targets: map[priority.Class]policy.Target{
-				priority.Interactive: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
-				priority.Standard:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
-				priority.Batch:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
-			},
+	env := &policy.Env{
+		Latency: lat,
+		Reserve: map[priority.Class]float64{
+			priority.Interactive: r.SpillReserve.Interactive,
+			priority.Standard:    r.SpillReserve.Standard,
+			priority.Batch:       r.SpillReserve.Batch,
 		},
-		byModel:      map[string][]*pool{},
-		tenants:      map[string]string{},
-		tenantLimits: map[string]capacity.Limits{},
-		ejectP:       ejectionPolicy{afterFailures: r.EjectAfterFailures, base: r.EjectBase.Std(), max: r.EjectMax.Std()},
-	}
-	for _, t := range f.Tenants {
-		for _, k := range t.APIKeySHA256 {
-			st.tenants[strings.ToLower(k)] = t.Name
-		}
-		st.tenantLimits[t.Name] = capacity.Limits{RequestsPerMinute: t.RequestsPerMinute, TokensPerMinute: t.TokensPerMinute}
+		CostWeight:          r.CostWeight,
+		LatencyBudgetMillis: r.LatencyBudgetMillis,
+		SpillBand:           max(0, r.SpillBand),
+		Rand:                s.opts.Rand,
+		Targets: map[priority.Class]policy.Target{
+			priority.Interactive: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
+			priority.Standard:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
+			priority.Batch:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
+		},
 	}
 	// One string per region and geography, so a decision compares pointers.
 	interned := map[string]string{}
@@ -349,19 +321,18 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 	for _, m := range f.Models {
 		intern(m.Name) // a decision compares a call's model (the config's name) with a pool's by address first
 	}
-	ctl := s.ctlState.Load()
+	ctl := s.ops.ctl.Load()
+	pools := make([]*dispatch.Pool, 0, len(f.Pools))
 	for _, pc := range f.Pools {
 		pc.Region, pc.Geography = intern(pc.Region), intern(pc.Geography)
 		pc.Models = slices.Clone(pc.Models)
 		for i, m := range pc.Models {
 			pc.Models[i] = intern(m)
 		}
-		var p *pool
+		var p *dispatch.Pool
 		if prev != nil {
-			if old, ok := prev.byName[pc.Name]; ok && sameBackend(old.cfg, pc) {
-				p = newPool(pc, old.backend, old.health)
-				p.local.Store(old.local.Load())
-				p.shared.Store(old.shared.Load())
+			if old, ok := prev.Pool(pc.Name); ok && sameBackend(*old.Config(), pc) {
+				p = newPool(pc, backendOf(old), old)
 			}
 		}
 		if p == nil {
@@ -370,30 +341,25 @@ func (s *Server) buildState(f *config.Fleet, prev *fleetState) (*fleetState, err
 				MaxConcurrent: pc.Limits.MaxConcurrent, Options: pc.Options,
 			})
 			if err != nil {
-				s.closeBackends(st, prev)
+				s.closePools(pools, prev)
 				return nil, fmt.Errorf("build backends: %w", err)
 			}
-			p = newPool(pc, b, &health{})
+			p = newPool(pc, b, nil)
 		}
-		p.index = len(st.pools)
 		if ctl != nil {
-			p.setControl(ctl)
+			p.SetControl(ctl)
 		}
-		st.pools = append(st.pools, p)
-		st.byName[pc.Name] = p
-		for _, m := range pc.Models {
-			st.byModel[m] = append(st.byModel[m], p)
-		}
+		pools = append(pools, p)
 	}
 	regions := []string{s.opts.Region}
-	for _, p := range st.pools {
-		regions = append(regions, p.cfg.Region)
+	for _, p := range pools {
+		regions = append(regions, p.Config().Region)
 	}
 	for _, r := range f.Regions {
 		regions = append(regions, r.Name)
 	}
-	st.regions = newCallerRegions(regions)
-	return st, nil
+	s.tel.regions.Store(newCallerRegions(regions))
+	return dispatch.NewGeneration(dispatch.GenerationOptions{Fleet: f, Pools: pools, Env: env}), nil
 }
 
 func sameBackend(a, b config.Pool) bool {
@@ -409,16 +375,19 @@ func sameBackend(a, b config.Pool) bool {
 	return true
 }
 
-// closeBackends closes backends of st that prev does not share.
-func (s *Server) closeBackends(st, keep *fleetState) {
-	for _, p := range st.pools {
+// closeBackends closes the backends of g's pools that keep does not share.
+func (s *Server) closeBackends(g, keep *dispatch.Generation) { s.closePools(g.Pools, keep) }
+
+// closePools closes the backends of pools that keep does not share.
+func (s *Server) closePools(pools []*dispatch.Pool, keep *dispatch.Generation) {
+	for _, p := range pools {
 		if keep != nil {
-			if k, ok := keep.byName[p.cfg.Name]; ok && k.backend == p.backend {
+			if k, ok := keep.Pool(p.Name()); ok && backendOf(k) == backendOf(p) {
 				continue
 			}
 		}
-		if err := p.backend.Close(); err != nil {
-			s.log.Warn("close backend", "pool", p.cfg.Name, "err", err)
+		if err := backendOf(p).Close(); err != nil {
+			s.log.Warn("close backend", "pool", p.Name(), "err", err)
 		}
 	}
 }
@@ -431,49 +400,53 @@ func (s *Server) closeBackends(st, keep *fleetState) {
 // only on a pool that can continue it).
 //
 // Every routing setting takes effect: most are read by each new call from
-// the fleet snapshot; the wait queue's length (waiters beyond a shorter one
-// are shed at once), the retry budget, the health-check interval and
-// routing.policy (unless --policy or an operator's choice overrides it) are
-// applied here. What only a restart applies (restartNeeded) is named in the
-// reload's log line and config_reload event.
+// its generation; the wait queue's length (waiters beyond a shorter one are
+// shed at once) and the retry budget are applied by Dispatcher.Swap, the
+// health-check interval and routing.policy (unless --policy or an
+// operator's choice overrides it) here. What only a restart applies
+// (restartNeeded) is named in the reload's log line and config_reload event.
 func (s *Server) Reload(f *config.Fleet) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("reload rejected: %w", err)
 	}
-	if _, err := s.policies.Get(f.Routing.Policy); err != nil {
+	if _, err := s.opts.Policies.Get(f.Routing.Policy); err != nil {
 		return fmt.Errorf("reload rejected: routing.policy: %w", err)
 	}
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	if s.closed.Load() {
+	s.life.reloadMu.Lock()
+	defer s.life.reloadMu.Unlock()
+	if s.life.closed.Load() {
 		return errors.New("reload rejected: the router is closed")
 	}
-	prev := s.state.Load()
-	st, err := s.buildState(f, prev)
+	prev := s.disp.Generation()
+	g, err := s.buildGeneration(f, prev)
 	if err != nil {
 		return fmt.Errorf("reload rejected: %w", err)
 	}
-	s.state.Store(st)
-	if ctl := s.ctlState.Load(); ctl != nil {
-		// An operator change applied while st was built reached prev's pools only.
-		for _, p := range st.pools {
-			p.setControl(ctl)
+	var notes []string
+	if n := s.disp.Swap(g); n > 0 {
+		notes = append(notes, fmt.Sprintf("%d queued calls shed: the wait queue is now %d long", n, f.Routing.QueueMaxLength))
+	}
+	if ctl := s.ops.ctl.Load(); ctl != nil {
+		// An operator change applied while g was built reached prev's pools only.
+		for _, p := range g.Pools {
+			p.SetControl(ctl)
 		}
 	}
-	s.closeBackends(prev, st)
-	if n := s.revokeStale(st); n > 0 {
+	s.closeBackends(prev, g)
+	if n := s.revokeStale(g); n > 0 {
 		s.log.Info("streams ended: their token or key was removed by the reload", "streams", n)
 	}
-	changed, notes := s.applyRouting(prev.fleet, f)
+	changed, more := s.applyRouting(prev.Fleet, f)
+	notes = append(notes, more...)
 	restart := s.restartNeeded(f)
-	detail := fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(st.pools))
+	detail := fmt.Sprintf("fleet config reloaded from %s: %d pools", f.Source(), len(g.Pools))
 	if len(changed) > 0 {
 		detail += "; routing: " + strings.Join(changed, ", ")
 	}
 	if len(notes) > 0 {
 		detail += "; " + strings.Join(notes, "; ")
 	}
-	attrs := []any{"source", f.Source(), "pools", len(st.pools), "changed", changed, "notes", notes}
+	attrs := []any{"source", f.Source(), "pools", len(g.Pools), "changed", changed, "notes", notes}
 	if len(restart) > 0 {
 		detail += "; needs a restart to take effect: " + strings.Join(restart, ", ")
 		s.log.Warn("fleet config reloaded; some settings need a restart", append(attrs, "restart_needed", restart)...)
@@ -484,33 +457,25 @@ func (s *Server) Reload(f *config.Fleet) error {
 	return nil
 }
 
-// applyRouting applies the routing settings a call does not read from its
-// fleet snapshot, when next changes them: the wait queue's length, the
-// retry budget, the health-check interval and the policy. It returns the
-// routing settings that changed ("queue_max_length 1024 -> 1", every one
-// in effect now) and notes on settings kept despite the file (routing.policy
-// under --policy or an operator's choice). Called with reloadMu held.
+// applyRouting applies the routing settings neither a call's generation nor
+// Dispatcher.Swap carries, when next changes them: the health-check interval
+// and the policy. It returns the routing settings that changed
+// ("queue_max_length 1024 -> 1", every one in effect now) and notes on
+// settings kept despite the file (routing.policy under --policy or an
+// operator's choice). Called with reloadMu held.
 func (s *Server) applyRouting(prev, next *config.Fleet) (changed, notes []string) {
 	a, b := prev.Routing, next.Routing
 	changed = routingChanges(a, b)
-	if a.QueueMaxLength != b.QueueMaxLength {
-		if n := s.queue.setMaxLen(b.QueueMaxLength); n > 0 {
-			notes = append(notes, fmt.Sprintf("%d queued calls shed: the wait queue is now %d long", n, b.QueueMaxLength))
-		}
-	}
-	if a.RetryBudget != b.RetryBudget {
-		s.disp.budget.setRatio(b.RetryBudget)
-	}
 	if d := b.HealthCheckInterval.Std(); d != a.HealthCheckInterval.Std() {
 		select {
-		case old := <-s.healthTicks: // a ticker from an earlier reload the loop has not taken yet
+		case old := <-s.life.healthTicks: // a ticker from an earlier reload the loop has not taken yet
 			old.t.Stop()
 		default:
 		}
-		s.healthTicks <- healthTick{t: s.clock.NewTicker(d), every: d}
+		s.life.healthTicks <- healthTick{t: s.opts.Clock.NewTicker(d), every: d}
 	}
 	if a.Policy != b.Policy {
-		ctl := s.ctlState.Load()
+		ctl := s.ops.ctl.Load()
 		switch {
 		case s.opts.Policy != "":
 			notes = append(notes, fmt.Sprintf("routing.policy %s not applied: the router was started with --policy %s", b.Policy, s.opts.Policy))
@@ -570,7 +535,7 @@ func (s *Server) restartNeeded(f *config.Fleet) []string {
 	if f.Capacity.Mode != start.Capacity.Mode {
 		out = append(out, fmt.Sprintf("capacity.mode (running %q)", start.Capacity.Mode))
 	}
-	if fixed := s.recvFixed.Load(); fixed > 0 && int64(largestInput(f)) > fixed {
+	if fixed := s.life.recvFixed.Load(); fixed > 0 && int64(largestInput(f)) > fixed {
 		out = append(out, fmt.Sprintf("models.max_input_tokens above %d (the gRPC receive limit is fixed at start)", fixed))
 	}
 	return out
@@ -586,51 +551,51 @@ func largestInput(f *config.Fleet) int {
 }
 
 // Fleet returns the running fleet config.
-func (s *Server) Fleet() *config.Fleet { return s.state.Load().fleet }
+func (s *Server) Fleet() *config.Fleet { return s.disp.Generation().Fleet }
 
 // setPolicy switches this replica's routing policy (Admin.SetPolicy makes
 // every replica switch through the control store).
 func (s *Server) setPolicy(name string) error {
-	p, err := s.policies.Get(name)
+	p, err := s.opts.Policies.Get(name)
 	if err != nil {
 		return err
 	}
-	s.policy.Store(&policyHolder{p: p})
+	s.ops.policy.Store(&policyHolder{p: p})
 	return nil
 }
 
 // PolicyName returns the active policy's name.
-func (s *Server) PolicyName() string { return s.policy.Load().p.Name() }
+func (s *Server) PolicyName() string { return s.ops.policy.Load().p.Name() }
 
 // Close stops background loops, closes backends and the store.
 func (s *Server) Close() error {
-	if !s.closed.CompareAndSwap(false, true) {
+	if !s.life.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	close(s.stop)
-	s.wg.Wait()
-	s.reloadMu.Lock()
+	close(s.life.stop)
+	s.life.wg.Wait()
+	s.life.reloadMu.Lock()
 	select {
-	case h := <-s.healthTicks: // handed over by a reload the loop did not see
+	case h := <-s.life.healthTicks: // handed over by a reload the loop did not see
 		h.t.Stop()
 	default:
 	}
-	s.reloadMu.Unlock()
-	if s.metricCB != nil {
-		_ = s.metricCB.Unregister()
+	s.life.reloadMu.Unlock()
+	if s.life.metricCB != nil {
+		_ = s.life.metricCB.Unregister()
 	}
-	s.closeBackends(s.state.Load(), nil)
-	return s.store.Close()
+	s.closeBackends(s.disp.Generation(), nil)
+	return s.opts.Store.Close()
 }
 
-// every runs fn every d until the server stops (the caller did s.wg.Add).
+// every runs fn every d until the server stops (the caller did s.life.wg.Add).
 func (s *Server) every(d time.Duration, fn func()) {
-	defer s.wg.Done()
-	t := s.clock.NewTicker(d)
+	defer s.life.wg.Done()
+	t := s.opts.Clock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.life.stop:
 			return
 		case <-t.C():
 			fn()
@@ -645,16 +610,16 @@ type healthTick struct {
 }
 
 // healthLoop checks every pool's health every interval, switching to the
-// ticker a reload hands over (the caller did s.wg.Add).
+// ticker a reload hands over (the caller did s.life.wg.Add).
 func (s *Server) healthLoop(every time.Duration) {
-	defer s.wg.Done()
-	t := s.clock.NewTicker(every)
+	defer s.life.wg.Done()
+	t := s.opts.Clock.NewTicker(every)
 	defer func() { t.Stop() }()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.life.stop:
 			return
-		case h := <-s.healthTicks:
+		case h := <-s.life.healthTicks:
 			t.Stop()
 			t, every = h.t, h.every
 		case <-t.C():
@@ -666,40 +631,40 @@ func (s *Server) healthLoop(every time.Duration) {
 // refreshUsage reads shared in-flight counts so policies see what other
 // replicas hold; this replica's own count is always live.
 func (s *Server) refreshUsage() {
-	st := s.state.Load()
-	names := make([]string, len(st.pools))
-	for i, p := range st.pools {
-		names[i] = p.cfg.Name
+	g := s.disp.Generation()
+	names := make([]string, len(g.Pools))
+	for i, p := range g.Pools {
+		names[i] = p.Name()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UsageRefresh)
-	u, err := s.store.Usage(ctx, names)
+	u, err := s.opts.Store.Usage(ctx, names)
 	cancel()
 	if err != nil {
 		s.tel.inst.StoreErrors.Add(context.Background(), 1, storeErrUsage.add...)
 		return
 	}
-	for _, p := range st.pools {
-		p.shared.Store(int64(u[p.cfg.Name].InFlight))
+	for _, p := range g.Pools {
+		p.SetShared(int64(u[p.Name()].InFlight))
 	}
 }
 
 // checkHealth checks every pool once, concurrently, each bounded by timeout.
 func (s *Server) checkHealth(timeout time.Duration) {
 	var wg sync.WaitGroup
-	for _, p := range s.state.Load().pools {
+	for _, p := range s.disp.Generation().Pools {
 		wg.Add(1)
-		go func(p *pool) {
+		go func(p *dispatch.Pool) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), checkTimeout(timeout))
-			err := p.backend.Check(ctx)
+			err := backendOf(p).Check(ctx)
 			cancel()
-			if p.health.setActive(err == nil, err) {
+			if p.SetActiveHealth(err == nil, err) {
 				if err != nil {
-					s.log.Warn("pool failing health checks", "pool", p.cfg.Name, "err", err)
-					s.events.publish("unhealthy", p.cfg.Name, "failing active health checks: "+err.Error(), "")
+					s.log.Warn("pool failing health checks", "pool", p.Name(), "err", err)
+					s.events.publish("unhealthy", p.Name(), "failing active health checks: "+err.Error(), "")
 				} else {
-					s.log.Info("pool healthy again", "pool", p.cfg.Name)
-					s.events.publish("restored", p.cfg.Name, "passing active health checks again", "")
+					s.log.Info("pool healthy again", "pool", p.Name())
+					s.events.publish("restored", p.Name(), "passing active health checks again", "")
 				}
 			}
 		}(p)
@@ -716,25 +681,16 @@ func checkTimeout(interval time.Duration) time.Duration {
 
 // ListModels implements pb.InferenceServer.
 func (s *Server) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListModelsResponse, error) {
-	st := s.state.Load()
+	g := s.disp.Generation()
 	resp := &pb.ListModelsResponse{}
-	for _, m := range st.fleet.Models {
+	for _, m := range g.Fleet.Models {
 		pm := &pb.Model{Name: m.Name, MaxInputTokens: int32(m.MaxInputTokens), MaxOutputTokens: int32(m.MaxOutputTokens), Kind: m.KindOrDefault()}
-		for _, p := range st.pools {
-			for _, name := range p.cfg.Models {
-				if name == m.Name {
-					pm.Placements = append(pm.Placements, &pb.ModelPlacement{Pool: p.cfg.Name, Cloud: p.cfg.Cloud, Region: p.cfg.Region, Accelerator: p.cfg.Accelerator})
-				}
-			}
+		for _, p := range g.ForModel(m.Name) {
+			c := p.Config()
+			pm.Placements = append(pm.Placements, &pb.ModelPlacement{Pool: c.Name, Cloud: c.Cloud, Region: c.Region, Accelerator: c.Accelerator})
 		}
 		sort.Slice(pm.Placements, func(i, j int) bool { return pm.Placements[i].Pool < pm.Placements[j].Pool })
 		resp.Models = append(resp.Models, pm)
 	}
 	return resp, nil
-}
-
-func randomID() string {
-	var b [16]byte
-	_, _ = crand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

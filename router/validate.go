@@ -10,20 +10,17 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
 // Request limits that do not depend on the model.
 const (
-	// maxRequestIDLen bounds client-chosen request ids (they become Redis keys).
-	maxRequestIDLen = 128
 	// maxMessages bounds a chat's turns.
 	maxMessages = 1024
 	// maxStopSequences and maxStopBytes bound sampling.stop, as OpenAI's API does.
 	maxStopSequences = 4
 	maxStopBytes     = 256
-	// maxEchoBytes bounds client input quoted back in an error.
-	maxEchoBytes = 64
 )
 
 // chatRoles are the roles a chat message may take.
@@ -88,7 +85,7 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 		fields = append(fields, "continuation.generated_text")
 	}
 	if n := backends.InputBytes(req); n > m.MaxInputTokens*backends.BytesPerToken {
-		return &fieldError{fields: fields, reason: fmt.Sprintf("%d bytes (~%d tokens) exceeds model %q max_input_tokens %d",
+		return &dispatch.InvalidError{Fields: fields, Reason: fmt.Sprintf("%d bytes (~%d tokens) exceeds model %q max_input_tokens %d",
 			n, backends.EstimateInputTokens(req), m.Name, m.MaxInputTokens)}
 	}
 	if mt := req.GetMaxTokens(); mt <= 0 || int(mt) > m.MaxOutputTokens {
@@ -106,8 +103,8 @@ func validateRequest(req *pb.GenerateRequest, m config.Model) error {
 	if k := req.GetRouting().GetPrefixKey(); len(k) > policy.MaxPrefixKeyBytes {
 		return invalid("routing.prefix_key", "at most %d bytes, got %d", policy.MaxPrefixKeyBytes, len(k))
 	}
-	if len(req.GetRequestId()) > maxRequestIDLen || strings.ContainsAny(req.GetRequestId(), "{}\n\r ") {
-		return invalid("request_id", "at most %d characters, no spaces or braces", maxRequestIDLen)
+	if err := dispatch.CheckRequestID("request_id", req.GetRequestId()); err != nil {
+		return err
 	}
 	if c := req.GetContinuation(); c != nil && (c.GetGeneratedTokens() < 0 || c.GetGeneratedTokens() >= req.GetMaxTokens()) {
 		return invalid("continuation.generated_tokens", "must be in 0..max_tokens-1, got %d", c.GetGeneratedTokens())
@@ -289,11 +286,11 @@ func validateSampling(sp *pb.SamplingParameters) error {
 	return nil
 }
 
-// echo quotes client input for an error message, cut to maxEchoBytes so an
-// error never grows with what the client sent.
-func echo(s string) string {
-	if len(s) <= maxEchoBytes {
-		return fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%q… (%d bytes)", s[:maxEchoBytes], len(s))
+// echo quotes client input for an error message, cut so an error never
+// echoes unbounded input (dispatch.Echo).
+func echo(s string) string { return dispatch.Echo(s) }
+
+// invalid builds an error naming the request field at fault.
+func invalid(field, format string, args ...any) error {
+	return dispatch.Invalid(field, format, args...)
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // FuzzValidateRequest: any bytes a client can send as a GenerateRequest are
@@ -63,15 +65,6 @@ func FuzzValidateRequest(f *testing.F) {
 }
 
 func isInvalid(err error) bool {
-	for e := err; e != nil; {
-		if e == errInvalidArgument {
-			return true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		e = u.Unwrap()
-	}
-	return false
+	var inv *dispatch.InvalidError
+	return errors.As(err, &inv)
 }

@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 func TestValidateRequest(t *testing.T) {
@@ -59,8 +60,8 @@ func TestValidateRequest(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.field+":") && !strings.Contains(err.Error(), c.field+" + ") {
 				t.Fatalf("got %v, want an error naming %q", err, c.field)
 			}
-			var fe *fieldError
-			if !errors.As(err, &fe) || !slices.Contains(fe.fields, c.field) || !errors.Is(err, errInvalidArgument) {
+			var fe *dispatch.InvalidError
+			if !errors.As(err, &fe) || !slices.Contains(fe.Fields, c.field) || dispatch.CodeOf(err) != dispatch.CodeInvalid {
 				t.Fatalf("got %#v, want a field error for %q", err, c.field)
 			}
 			if len(err.Error()) > 400 {

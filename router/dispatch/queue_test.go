@@ -1,4 +1,4 @@
-package router
+package dispatch
 
 import (
 	"context"
@@ -9,26 +9,26 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 func TestWaitQueueWakesInPriorityOrder(t *testing.T) {
 	q := newWaitQueue(clock.Real{}, 10)
 	order := make(chan string, 3)
-	start := func(name string, p pb.Priority) {
+	start := func(name string, p priority.Class) {
 		go func() {
 			res, err := q.wait(context.Background(), p, time.Hour, false)
-			if err == nil && res == waitRetry {
+			if err == nil && res == WaitRetry {
 				order <- name
 			}
 		}()
 	}
-	start("batch", pb.Priority_PRIORITY_BATCH)
+	start("batch", priority.Batch)
 	waitLen(t, q, 1)
-	start("standard", pb.Priority_PRIORITY_STANDARD)
+	start("standard", priority.Standard)
 	waitLen(t, q, 2)
-	start("interactive", pb.Priority_PRIORITY_INTERACTIVE)
+	start("interactive", priority.Interactive)
 	waitLen(t, q, 3)
 	for _, want := range []string{"interactive", "standard", "batch"} {
 		q.wake()
@@ -44,33 +44,33 @@ func TestFullQueueShedsBatchBeforeInteractive(t *testing.T) {
 	wctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stop(); wg.Wait() })
-	results := make(chan waitResult, 2)
+	results := make(chan WaitResult, 2)
 	for i := 0; i < 2; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, _ := q.wait(wctx, pb.Priority_PRIORITY_BATCH, time.Hour, false)
+			res, _ := q.wait(wctx, priority.Batch, time.Hour, false)
 			results <- res
 		}()
 	}
 	waitLen(t, q, 2)
 	// A standard call evicts the newest batch waiter.
 	wg.Add(1)
-	go func() { defer wg.Done(); _, _ = q.wait(wctx, pb.Priority_PRIORITY_STANDARD, time.Hour, false) }()
-	if res := <-results; res != waitEvicted {
+	go func() { defer wg.Done(); _, _ = q.wait(wctx, priority.Standard, time.Hour, false) }()
+	if res := <-results; res != WaitEvicted {
 		t.Fatalf("batch waiter got %v, want evicted", res)
 	}
 	waitLen(t, q, 2)
 	// Another batch call finds no lower class to evict: it is shed at once.
-	res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, time.Hour, false)
-	if err != nil || res != waitFull {
-		t.Fatalf("batch into a full queue: %v %v, want waitFull", res, err)
+	res, err := q.wait(context.Background(), priority.Batch, time.Hour, false)
+	if err != nil || res != WaitFull {
+		t.Fatalf("batch into a full queue: %v %v, want WaitFull", res, err)
 	}
 	// The caller's deadline ends a wait.
 	q2 := newWaitQueue(clock.Real{}, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := q2.wait(ctx, pb.Priority_PRIORITY_INTERACTIVE, time.Hour, false); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := q2.wait(ctx, priority.Interactive, time.Hour, false); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait past the deadline: %v", err)
 	}
 	if q2.length() != 0 {
@@ -121,7 +121,7 @@ func TestRetryBudget(t *testing.T) {
 
 func TestEjectionBacksOffAndHealthIsSeparate(t *testing.T) {
 	now := time.Unix(1000, 0)
-	p := ejectionPolicy{afterFailures: 3, base: 5 * time.Second, max: 40 * time.Second}
+	p := Ejection{AfterFailures: 3, Base: 5 * time.Second, Max: 40 * time.Second}
 	h := &health{}
 	boom := errors.New("unavailable")
 	for i := 0; i < 2; i++ {
@@ -167,13 +167,13 @@ func TestRetryingWaiterKeepsItsPlace(t *testing.T) {
 	q := newWaitQueue(clock.Real{}, 10)
 	order := make(chan string, 2)
 	go func() {
-		if res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, false); res == waitRetry {
+		if res, _ := q.wait(context.Background(), priority.Standard, time.Hour, false); res == WaitRetry {
 			order <- "newer"
 		}
 	}()
 	waitLen(t, q, 1)
 	go func() {
-		if res, _ := q.wait(context.Background(), pb.Priority_PRIORITY_STANDARD, time.Hour, true); res == waitRetry {
+		if res, _ := q.wait(context.Background(), priority.Standard, time.Hour, true); res == WaitRetry {
 			order <- "retrying"
 		}
 	}()
@@ -186,7 +186,7 @@ func TestRetryingWaiterKeepsItsPlace(t *testing.T) {
 	<-order
 	// maxWait bounds a wait with nobody waking it.
 	start := time.Now()
-	if res, err := q.wait(context.Background(), pb.Priority_PRIORITY_BATCH, 20*time.Millisecond, false); res != waitRetry || err != nil || q.length() != 0 {
+	if res, err := q.wait(context.Background(), priority.Batch, 20*time.Millisecond, false); res != WaitRetry || err != nil || q.length() != 0 {
 		t.Fatalf("timed-out wait: %v %v, queue length %d", res, err, q.length())
 	}
 	if time.Since(start) > time.Second {

@@ -1,4 +1,4 @@
-package router
+package dispatch
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/priority"
-	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
 
 // waitQueue holds calls that found no headroom anywhere, for at most a short
@@ -28,21 +27,19 @@ type waitQueue struct {
 type waiter struct {
 	ready chan struct{} // closed when the waiter should try again
 	shed  chan struct{} // closed when the queue dropped it; why says how
-	why   waitResult    // waitEvicted or waitFull; set before shed is closed
+	why   WaitResult    // WaitEvicted or WaitFull; set before shed is closed
 	class int
 }
 
-func classOf(p pb.Priority) int { return priority.FromWire(p).Index() }
-
 func newWaitQueue(c clock.Clock, maxLen int) *waitQueue { return &waitQueue{clock: c, maxLen: maxLen} }
 
-// waitResult says how a wait ended.
-type waitResult int
+// WaitResult says how a wait ended.
+type WaitResult int
 
 const (
-	waitRetry   waitResult = iota // capacity may be free: try again
-	waitFull                      // the queue was full (or a reload shortened it): shed now
-	waitEvicted                   // a higher-priority call took the place
+	WaitRetry   WaitResult = iota // capacity may be free: try again
+	WaitFull                      // the queue was full (or a reload shortened it): shed now
+	WaitEvicted                   // a higher-priority call took the place
 )
 
 // wait parks the caller until capacity may have freed up (wake: a local
@@ -50,24 +47,24 @@ const (
 // waiter ahead that got a slot passing the baton), the queue evicts it, maxWait
 // passes, or ctx ends. A caller that tried again after a wake and still found
 // nothing waits again with front set, keeping its place ahead of newer calls.
-func (q *waitQueue) wait(ctx context.Context, prio pb.Priority, maxWait time.Duration, front bool) (waitResult, error) {
-	w := &waiter{ready: make(chan struct{}), shed: make(chan struct{}), class: classOf(prio)}
+func (q *waitQueue) wait(ctx context.Context, prio priority.Class, maxWait time.Duration, front bool) (WaitResult, error) {
+	w := &waiter{ready: make(chan struct{}), shed: make(chan struct{}), class: prio.Index()}
 	if !q.enqueue(w, front) {
-		return waitFull, nil
+		return WaitFull, nil
 	}
 	t := q.clock.NewTimer(maxWait)
 	defer t.Stop()
 	select {
 	case <-w.ready:
-		return waitRetry, nil
+		return WaitRetry, nil
 	case <-w.shed:
 		return w.why, nil
 	case <-t.C():
 		q.remove(w)
-		return waitRetry, nil
+		return WaitRetry, nil
 	case <-ctx.Done():
 		q.remove(w)
-		return waitRetry, ctx.Err()
+		return WaitRetry, ctx.Err()
 	}
 }
 
@@ -76,7 +73,7 @@ func (q *waitQueue) enqueue(w *waiter, front bool) bool {
 	defer q.mu.Unlock()
 	if q.n >= q.maxLen {
 		// Evict the newest waiter of the lowest class below w's.
-		q.shedLocked(w.class+1, waitEvicted)
+		q.shedLocked(w.class+1, WaitEvicted)
 		if q.n >= q.maxLen {
 			return false
 		}
@@ -93,7 +90,7 @@ func (q *waitQueue) enqueue(w *waiter, front bool) bool {
 // shedLocked drops the newest waiter of the lowest class at or below
 // class index from (a larger index is a lower priority) and tells it why;
 // it reports whether there was one.
-func (q *waitQueue) shedLocked(from int, why waitResult) bool {
+func (q *waitQueue) shedLocked(from int, why WaitResult) bool {
 	for c := len(q.classes) - 1; c >= from; c-- {
 		if l := len(q.classes[c]); l > 0 {
 			victim := q.classes[c][l-1]
@@ -108,7 +105,7 @@ func (q *waitQueue) shedLocked(from int, why waitResult) bool {
 }
 
 // setMaxLen makes n the queue's length (routing.queue_max_length, on
-// reload). Waiters beyond it are shed at once with waitFull, lowest priority
+// reload). Waiters beyond it are shed at once with WaitFull, lowest priority
 // and newest first, as if they had arrived at a queue of that length; it
 // returns how many.
 func (q *waitQueue) setMaxLen(n int) int {
@@ -116,7 +113,7 @@ func (q *waitQueue) setMaxLen(n int) int {
 	defer q.mu.Unlock()
 	q.maxLen = n
 	shed := 0
-	for q.n > n && q.shedLocked(0, waitFull) {
+	for q.n > n && q.shedLocked(0, WaitFull) {
 		shed++
 	}
 	return shed
@@ -162,78 +159,4 @@ func (q *waitQueue) length() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.n
-}
-
-// retryBudget caps extra attempts at a fraction of calls over a sliding
-// window (with a small floor so a quiet router can still retry), the way
-// Envoy's retry budgets and gRPC's retry throttling do. A reload changes the
-// fraction (setRatio) and keeps the window's counts. Safe for concurrent use.
-type retryBudget struct {
-	clock  clock.Clock
-	ratio  float64
-	floor  int64 // retries always allowed per window
-	window time.Duration
-
-	mu       sync.Mutex
-	start    time.Time
-	calls    int64
-	retries  int64
-	pCalls   int64
-	pRetries int64
-}
-
-func newRetryBudget(c clock.Clock, ratio float64) *retryBudget {
-	return &retryBudget{clock: c, ratio: ratio, floor: 3, window: 10 * time.Second, start: c.Now()}
-}
-
-// setRatio makes r the fraction of calls that may be retried
-// (routing.retry_budget, on reload); the counts so far stay.
-func (b *retryBudget) setRatio(r float64) {
-	b.mu.Lock()
-	b.ratio = r
-	b.mu.Unlock()
-}
-
-func (b *retryBudget) rollLocked(now time.Time) {
-	for now.Sub(b.start) >= b.window {
-		b.pCalls, b.pRetries = b.calls, b.retries
-		b.calls, b.retries = 0, 0
-		b.start = b.start.Add(b.window)
-		if now.Sub(b.start) >= b.window {
-			b.pCalls, b.pRetries = 0, 0
-			b.start = now
-		}
-	}
-}
-
-// call counts one client call.
-func (b *retryBudget) call() {
-	b.mu.Lock()
-	b.rollLocked(b.clock.Now())
-	b.calls++
-	b.mu.Unlock()
-}
-
-// allowRetry takes one retry from the budget when there is one.
-func (b *retryBudget) allowRetry() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.canRetryLocked() {
-		return false
-	}
-	b.retries++
-	return true
-}
-
-// canRetry reports whether the budget has a retry left, taking none.
-func (b *retryBudget) canRetry() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.canRetryLocked()
-}
-
-func (b *retryBudget) canRetryLocked() bool {
-	b.rollLocked(b.clock.Now())
-	calls, retries := b.calls+b.pCalls, b.retries+b.pRetries
-	return retries < b.floor || float64(retries+1) <= b.ratio*float64(calls)
 }

@@ -1,0 +1,36 @@
+package dispatch
+
+import "testing"
+
+// clientInput and fillInput on their own, including the edges no fake
+// backend reaches.
+func TestClientInput(t *testing.T) {
+	req := &Request{InputTokens: 10}
+	for _, tc := range []struct {
+		name     string
+		streamed int32
+		u        *Usage
+		reported int32 // the usage's input after fillInput
+		client   int
+	}{
+		{name: "reported", u: &Usage{InputTokens: 30}, reported: 30, client: 30},
+		{name: "none reported", u: &Usage{}, reported: 10, client: 10},
+		{name: "no usage at all", client: 10},
+		{name: "continuation: the re-sent prefix is not the client's", streamed: 5, u: &Usage{InputTokens: 35}, reported: 35, client: 30},
+		{name: "continuation, none reported: the estimate", streamed: 5, u: &Usage{}, reported: 15, client: 10},
+		{name: "a count under the prefix is not believed", streamed: 5, u: &Usage{InputTokens: 5}, reported: 5, client: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &Attempt{Streamed: tc.streamed}
+			if tc.u != nil {
+				fillInput(req, a, tc.u)
+				if tc.u.InputTokens != tc.reported {
+					t.Errorf("reported input %d, want %d", tc.u.InputTokens, tc.reported)
+				}
+			}
+			if got := clientInput(req, a, tc.u); got != tc.client {
+				t.Errorf("client input %d, want %d", got, tc.client)
+			}
+		})
+	}
+}
