@@ -56,6 +56,8 @@ type fakeBackend struct {
 	// continuation adds its generated tokens, as a real server counting the
 	// re-sent text would. 0: the backend reports no input tokens.
 	prompt int32
+	// cached is the prompt tokens its server reports served from its prefix cache.
+	cached int32
 	// caps are the optional capabilities it claims (Continuation comes from continues).
 	caps backends.Capabilities
 
@@ -98,7 +100,7 @@ func (f *fakeBackend) Generate(ctx context.Context, req *pb.GenerateRequest) (*p
 		b.WriteString(f.text(i))
 	}
 	return &pb.GenerateResponse{Text: b.String(), FinishReason: pb.FinishReason_FINISH_REASON_LENGTH,
-		Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens}}, nil
+		Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens, CachedInputTokens: f.cached}}, nil
 }
 
 // input is the input tokens the fake's server reports for req.
@@ -130,7 +132,7 @@ func (f *fakeBackend) GenerateStream(ctx context.Context, req *pb.GenerateReques
 	case s.fail != codes.OK:
 		return status.Errorf(s.fail, "%s: injected %s", f.name, s.fail)
 	}
-	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens}})
+	return send(&pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH, Usage: &pb.Usage{InputTokens: f.input(req), OutputTokens: s.tokens, CachedInputTokens: f.cached}})
 }
 
 func (f *fakeBackend) Check(context.Context) error { f.checks.Add(1); return nil }
@@ -1009,3 +1011,39 @@ func TestFailedAttemptLogCountsItsTokens(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCachedTokensCounted: the prompt tokens a backend reports served from
+// its prefix cache reach switchyard.prompt.cached_tokens, for unary and
+// streamed calls alike.
+func TestCachedTokensCounted(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	a := fake("a", true, ok(2))
+	a.prompt, a.cached = 10, 4
+	df := newDispatchFleetOpts(t, dispatchOpts{policy: "in_order", policies: orderedPolicies(), meter: mp}, fakePool{backend: a})
+	req := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 5}
+	if _, err := df.rt.Complete(context.Background(), "test", req); err != nil {
+		t.Fatal(err)
+	}
+	if err := df.rt.CompleteStream(context.Background(), "test", req, func(*pb.GenerateChunk) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var got int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "switchyard.prompt.cached_tokens" {
+				for _, dp := range sum.DataPoints {
+					got += dp.Value
+				}
+			}
+		}
+	}
+	if got != 8 {
+		t.Fatalf("switchyard.prompt.cached_tokens %d after two calls with 4 cached each, want 8", got)
+	}
+}

@@ -210,7 +210,7 @@ func (s *Server) CompleteAs(ctx context.Context, ci CallInfo, req *pb.GenerateRe
 		// The input the client is charged: the backend's count, or the
 		// router's estimate where it reported none.
 		u.InputTokens = int32(c.InputTokens)
-		cs.input, cs.output = u.GetInputTokens(), u.GetOutputTokens()
+		cs.input, cs.output, cs.cached = u.GetInputTokens(), u.GetOutputTokens(), u.GetCachedInputTokens()
 	}
 	s.tel.done(ctx, cs, nil)
 	return resp, nil
@@ -354,7 +354,7 @@ func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.Gene
 	if firstTok.IsZero() && last.Tokens > 0 {
 		firstTok = s.opts.Clock.Now()
 	}
-	cs.firstTok, cs.output = firstTok, last.Usage.OutputTokens
+	cs.firstTok, cs.output, cs.cached = firstTok, last.Usage.OutputTokens, last.Usage.CachedInputTokens
 	s.tel.done(ctx, cs, err)
 	return err
 }

@@ -419,8 +419,6 @@ type callStats struct {
 	output   int32
 	// cached is how many of the input tokens the backend served from its
 	// prefix cache (the usage's cached_input_tokens; 0 when not reported).
-	// The request path does not set it yet (the unary and streamed calls'
-	// final usage carry it): until then the cached-tokens counter stays 0.
 	cached int32
 }
 
