@@ -66,7 +66,7 @@ type routerOpts struct {
 }
 
 // startRouter serves a router with the Admin API on a loopback port, built
-// the way cmd/switchyard builds it, and returns its address.
+// the way gateway builds it, and returns its address.
 func startRouter(t *testing.T, o routerOpts) string {
 	t.Helper()
 	fleet, err := config.Parse([]byte(testFleetYAML), "test fleet")

@@ -53,7 +53,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 const (
-	streamWindow = 1 << 20 // as cmd/switchyard: fixed windows, no BDP ping
+	streamWindow = 1 << 20 // as the router (gateway): fixed windows, no BDP ping
 	connWindow   = 4 << 20
 )
 

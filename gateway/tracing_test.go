@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -80,7 +80,7 @@ pools:
 		t.Errorf("%d server duration series, want 1 (one per call, not one per handler)", n)
 	}
 
-	if err := stop(); err != nil { // run flushes the span batcher on the way out
+	if err := stop(); err != nil { // Run flushes the span batcher on the way out
 		t.Fatal(err)
 	}
 	out := spans.String()

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ func startWithSimControl(t *testing.T) (addr, simAddr string) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--sim-control-listen", "127.0.0.1:0", "--http-listen", "off"}, pw, io.Discard)
+		err := Run(ctx, []string{"--listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--sim-control-listen", "127.0.0.1:0", "--http-listen", "off"}, pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -32,7 +32,7 @@ func startWithSimControl(t *testing.T) (addr, simAddr string) {
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			t.Error("run did not return")
+			t.Error("Run did not return")
 		}
 	})
 	simRe, addrRe := regexp.MustCompile(`sim control on (\S+)`), regexp.MustCompile(`listening on (\S+)`)
@@ -81,9 +81,9 @@ func TestSimControlNeverOnClientPort(t *testing.T) {
 
 // A non-loopback sim control address without TLS is refused at start.
 func TestSimControlOffHostNeedsTLS(t *testing.T) {
-	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-level", "error", "--sim-control-listen", "0.0.0.0:0"}, io.Discard, io.Discard)
+	err := Run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-level", "error", "--sim-control-listen", "0.0.0.0:0"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "--tls-cert") {
-		t.Fatalf("run with a wildcard sim control address and no TLS: %v, want a refusal naming --tls-cert", err)
+		t.Fatalf("Run with a wildcard sim control address and no TLS: %v, want a refusal naming --tls-cert", err)
 	}
 	for _, tc := range []struct {
 		addr string
@@ -107,9 +107,9 @@ func TestSimControlOffHostNeedsTLS(t *testing.T) {
 func TestPlaceholderAdminTokenRefused(t *testing.T) {
 	for _, tok := range []string{"REPLACE-ME-with-a-random-token", "changeme", "Placeholder"} {
 		t.Setenv("SWITCHYARD_ADMIN_TOKEN", tok)
-		err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-level", "error"}, io.Discard, io.Discard)
+		err := Run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--log-level", "error"}, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "placeholder") {
-			t.Errorf("SWITCHYARD_ADMIN_TOKEN=%q: run returned %v, want a refusal", tok, err)
+			t.Errorf("SWITCHYARD_ADMIN_TOKEN=%q: Run returned %v, want a refusal", tok, err)
 		}
 	}
 	if err := checkAdminToken("8f3e0c1b9a7d4e2f6a5b3c1d0e9f8a7b"); err != nil {

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bufio"
@@ -28,9 +28,9 @@ func startWithMetrics(t *testing.T) (addr, metricsURL string) {
 	return addr, metricsURL
 }
 
-// startMetricsRouter calls run() with --metrics-listen on a free port and
-// args, copies everything run writes to stdout into tee, and returns the
-// gRPC address, the metrics URL and a stop function that cancels run and
+// startMetricsRouter calls Run with --metrics-listen on a free port and
+// args, copies everything Run writes to stdout into tee, and returns the
+// gRPC address, the metrics URL and a stop function that cancels Run and
 // returns its error (also called at cleanup).
 func startMetricsRouter(t *testing.T, tee io.Writer, args ...string) (addr, metricsURL string, stop func() error) {
 	t.Helper()
@@ -38,7 +38,7 @@ func startMetricsRouter(t *testing.T, tee io.Writer, args ...string) (addr, metr
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		err := Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 			"--console-listen", "off", "--log-level", "warn"}, args...), io.MultiWriter(pw, tee), io.Discard)
 		pw.Close()
 		done <- err
@@ -67,14 +67,14 @@ func startMetricsRouter(t *testing.T, tee io.Writer, args ...string) (addr, metr
 			select {
 			case runErr = <-done:
 			case <-time.After(30 * time.Second):
-				runErr = errors.New("run did not return")
+				runErr = errors.New("Run did not return")
 			}
 		})
 		return runErr
 	}
 	t.Cleanup(func() {
 		if err := stop(); err != nil {
-			t.Errorf("run: %v", err)
+			t.Errorf("Run: %v", err)
 		}
 	})
 	return addr, metricsURL, stop
@@ -179,7 +179,7 @@ func TestMetricsEndpointAfterRealCalls(t *testing.T) {
 
 func TestMetricsListenOffAndBadExporter(t *testing.T) {
 	t.Setenv("OTEL_TRACES_EXPORTER", "zipkin")
-	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "off"}, io.Discard, io.Discard)
+	err := Run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "off"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_EXPORTER") {
 		t.Fatalf("want an OTEL_TRACES_EXPORTER error, got %v", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 // client session: a unary call from us-east-1 served in us-east-1, an EU-only
 // stream served in the EU, and a chat.
 func TestRealFleetServesTheReadmeSession(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "..", "deploy", "realfleet", "fleet.yaml"))
+	src, err := os.ReadFile(filepath.Join("..", "deploy", "realfleet", "fleet.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,26 @@
-package main
+package gateway
 
 import (
 	"fmt"
+	"os"
 	"strings"
+
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/config"
 )
+
+// envAdminTokens is the operator token SWITCHYARD_ADMIN_TOKEN holds (none
+// when it is unset), refused when it is a known placeholder.
+func envAdminTokens() ([]config.AdminToken, error) {
+	tok := os.Getenv("SWITCHYARD_ADMIN_TOKEN")
+	if tok == "" {
+		return nil, nil
+	}
+	if err := checkAdminToken(tok); err != nil {
+		return nil, err
+	}
+	return []config.AdminToken{{Name: "env:SWITCHYARD_ADMIN_TOKEN", Role: "operator", SHA256: router.HashToken(tok)}}, nil
+}
 
 // placeholderTokens are admin tokens that shipped as examples or placeholders
 // somewhere (manifests, docs): a router refuses to start with one, since

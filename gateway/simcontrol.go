@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 )
 
-// simControlOptions are what serveSimControl needs from run.
+// simControlOptions are what serveSimControl needs from the process.
 type simControlOptions struct {
 	// Listen is --sim-control-listen ("" or "off": not served).
 	Listen string

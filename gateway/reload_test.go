@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -58,14 +58,14 @@ func startRouterLogging(t *testing.T, args ...string) (addr string, log *syncbuf
 	log = &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off"}, args...), &out, log)
+		done <- Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off"}, args...), &out, log)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			t.Error("run did not return")
+			t.Error("Run did not return")
 		}
 	})
 	addrRe := regexp.MustCompile(`listening on (\S+)`)
@@ -127,7 +127,7 @@ func TestConfigReloadsOnFileChangeAndSIGHUP(t *testing.T) {
 	waitPlacements(t, inf, "a,b")
 }
 
-// The issue's case through the real binary: eight concurrent calls into a
+// The issue's case through Run, as the binary runs it: eight concurrent calls into a
 // one-slot simulated pool after a SIGHUP that shortened the wait queue from
 // 100 to 1. One call holds the slot (a 1,000-token completion at real speed,
 // about ten seconds), one waits, and the other six are shed at once with

@@ -1,20 +1,16 @@
-package main
+package gateway
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/console"
-	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // consoleOn says whether --console-listen asks for the operator console.
@@ -22,7 +18,8 @@ func consoleOn(f *flags) bool { return f.consoleListen != "" && f.consoleListen 
 
 // startConsole serves the operator web console on --console-listen (with
 // the gRPC listener's TLS settings) and returns the function that stops it.
-func startConsole(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer, serveErr chan<- error) (func(), error) {
+func (p *process) startConsole() (func(), error) {
+	f, rt, tel, log, stdout, serveErr := p.f, p.rt, p.tel, p.log, p.stdout, p.serveErr
 	if !consoleOn(f) {
 		return func() {}, nil
 	}

@@ -1,26 +1,23 @@
-package main
+package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/hostname"
-	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/anthropichttp"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
-	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
 // serveHTTP starts the OpenAI-compatible front door on --http-listen (unless
 // "off"). The returned stop lets in-flight calls finish for up to the given
 // time, then closes every connection.
-func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.Logger, stdout io.Writer, serveErr chan<- error) (stop func(time.Duration), err error) {
+func (p *process) serveHTTP() (stop func(time.Duration), err error) {
+	f, rt, tel, log, stdout, serveErr := p.f, p.rt, p.tel, p.log, p.stdout, p.serveErr
 	if f.httpListen == "" || f.httpListen == "off" {
 		return func(time.Duration) {}, nil
 	}
@@ -64,7 +61,7 @@ func serveHTTP(f *flags, rt *router.Server, tel *telemetry.Telemetry, log *slog.
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			select {
 			case serveErr <- fmt.Errorf("http: %w", err):
-			default: // run is already returning
+			default: // Run is already returning
 			}
 		}
 	}()

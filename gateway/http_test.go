@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ func startWithHTTP(t *testing.T, args ...string) (string, func() error) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off", "--sim-time-scale", "50"}, args...), pw, io.Discard)
+		err := Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off", "--sim-time-scale", "50"}, args...), pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -55,7 +55,7 @@ func startWithHTTP(t *testing.T, args ...string) (string, func() error) {
 		case err := <-done:
 			return err
 		case <-time.After(30 * time.Second):
-			return errors.New("run did not return")
+			return errors.New("Run did not return")
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
@@ -172,7 +172,7 @@ func TestHTTPAllowedOriginsFlag(t *testing.T) {
 	// A malformed origin stops the start with an error naming the flag and the entry.
 	for _, bad := range []string{"app.example.com", "https://app.example.com/path", "https://*.example.com"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := run(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off",
+		err := Run(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off",
 			"--http-allowed-origins", "https://ok.example," + bad}, io.Discard, io.Discard)
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "--http-allowed-origins") || !strings.Contains(err.Error(), strconv.Quote(bad)) {

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bufio"
@@ -21,15 +21,15 @@ import (
 	"github.com/switchyard-dev/switchyard/router/config"
 )
 
-// startRouter calls run() on a free port and returns the address and a stop
-// function that cancels ctx and returns run's error.
+// startRouter calls Run on a free port and returns the address and a stop
+// function that cancels ctx and returns Run's error.
 func startRouter(t testing.TB, args ...string) (string, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off"}, args...), pw, io.Discard)
+		err := Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--metrics-listen", "off", "--console-listen", "off"}, args...), pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -58,7 +58,7 @@ func startRouter(t testing.TB, args ...string) (string, func() error) {
 		case err := <-done:
 			return err
 		case <-time.After(30 * time.Second):
-			return errors.New("run did not return")
+			return errors.New("Run did not return")
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
@@ -124,7 +124,7 @@ func TestDemoFleetServesWithReflectionAndHealth(t *testing.T) {
 		t.Fatalf("Generate: %v %v", resp.GetRoute(), err)
 	}
 	if err := stop(); err != nil {
-		t.Fatalf("run returned %v after cancel", err)
+		t.Fatalf("Run returned %v after cancel", err)
 	}
 }
 
@@ -194,9 +194,9 @@ func TestBadConfigAndFlagsAreClearErrors(t *testing.T) {
 		{[]string{"--max-streams-per-connection", "0"}, "max-streams-per-connection"},
 	}
 	for _, c := range cases {
-		err := run(context.Background(), append([]string{"--metrics-listen", "off"}, c.args...), io.Discard, io.Discard)
+		err := Run(context.Background(), append([]string{"--metrics-listen", "off"}, c.args...), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("run %v: got %v, want an error containing %q", c.args, err, c.want)
+			t.Errorf("Run %v: got %v, want an error containing %q", c.args, err, c.want)
 		}
 	}
 }
@@ -214,7 +214,7 @@ func TestStreamWorkersSettingsServe(t *testing.T) {
 		}
 		cancel()
 		if err := stop(); err != nil {
-			t.Errorf("--stream-workers %s: run: %v", n, err)
+			t.Errorf("--stream-workers %s: Run: %v", n, err)
 		}
 	}
 }
@@ -233,5 +233,22 @@ func TestLogDurationsAreReadable(t *testing.T) {
 		if !strings.Contains(out, "30s") || !strings.Contains(out, "1.5ms") || strings.Contains(out, "30000000000") {
 			t.Errorf("%s log: %s", format, out)
 		}
+	}
+}
+
+// ExitCode is what the process exits with: 0 for success and for -h (the
+// usage alone), 1 with "switchyard: " and the error for a failed Run.
+func TestExitCode(t *testing.T) {
+	var usage, errOut strings.Builder
+	err := Run(context.Background(), []string{"-h"}, io.Discard, &usage)
+	if got := ExitCode(err, &errOut); got != 0 || errOut.Len() != 0 || !strings.Contains(usage.String(), "-shutdown-timeout") {
+		t.Errorf("-h: ExitCode %d, error output %q, usage %q; want 0, none and the flags", got, errOut.String(), usage.String())
+	}
+	err = Run(context.Background(), []string{"--log-level", "loud"}, io.Discard, io.Discard)
+	if got := ExitCode(err, &errOut); got != 1 || !strings.HasPrefix(errOut.String(), "switchyard: --log-level \"loud\"") {
+		t.Errorf("bad --log-level: ExitCode %d, stderr %q; want 1 and the error", got, errOut.String())
+	}
+	if got := ExitCode(nil, io.Discard); got != 0 {
+		t.Errorf("ExitCode(nil) = %d, want 0", got)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -50,7 +50,7 @@ func startBackend(tb testing.TB, impl pb.InferenceServer) string {
 // throughput against nginx are scripts/bench-proxy.sh's job; this one is for
 // allocations and CPU per call, which are steady enough to compare commits.
 //
-//	go test -run '^$' -bench ProxyPath -benchmem ./cmd/switchyard/
+//	go test -run '^$' -bench ProxyPath -benchmem ./gateway/
 func BenchmarkProxyPath(b *testing.B) {
 	backend := startBackend(b, constBackend{})
 	fleet := filepath.Join(b.TempDir(), "fleet.yaml")

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bufio"
@@ -31,7 +31,7 @@ func startWithConsole(t *testing.T, args ...string) string {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off", "--log-level", "warn"}, args...), pw, io.Discard)
+		err := Run(ctx, append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off", "--log-level", "warn"}, args...), pw, io.Discard)
 		pw.Close()
 		done <- err
 	}()
@@ -54,10 +54,10 @@ func startWithConsole(t *testing.T, args ...string) string {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("run: %v", err)
+				t.Errorf("Run: %v", err)
 			}
 		case <-time.After(30 * time.Second):
-			t.Error("run did not return")
+			t.Error("Run did not return")
 		}
 	})
 	return url
@@ -130,7 +130,7 @@ func TestConsoleListenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lis.Close()
-	err = run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", lis.Addr().String()}, io.Discard, io.Discard)
+	err = Run(context.Background(), []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", lis.Addr().String()}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--console-listen") {
 		t.Fatalf("want a --console-listen error for a taken port, got %v", err)
 	}
@@ -200,7 +200,7 @@ func TestConsoleAllowedHostsFlag(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off",
+	err := Run(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "off", "--console-listen", "127.0.0.1:0", "--http-listen", "off",
 		"--console-allowed-hosts", "https://console.test/"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--console-allowed-hosts") {
 		t.Fatalf("a URL as an allowed host: %v, want an error naming the flag", err)
