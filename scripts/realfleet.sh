@@ -6,6 +6,7 @@
 #                            REALFLEET_PORTS also works)
 #   SLOTS=4                  parallel slots per server (-np), 2048 tokens of context each (or REALFLEET_SLOTS)
 #   LISTEN=127.0.0.1:50051   the router's gRPC address (or REALFLEET_LISTEN)
+#   REALFLEET_LLAMA_ARGS=""  extra llama-server flags (e.g. "--cache-ram 0": no host-memory prompt cache)
 # A killed server (kill <pid>) is restarted with the command this script prints for it; the router's health checks
 # bring its pool back within a few seconds (docs/backends.md, "Restarting a killed server").
 set -euo pipefail
@@ -33,8 +34,9 @@ sed -e "s#127.0.0.1:8081#127.0.0.1:${PORTS[0]}#" -e "s#127.0.0.1:8082#127.0.0.1:
 	-e "s#127.0.0.1:8083#127.0.0.1:${PORTS[2]}#" deploy/realfleet/fleet.yaml >"$DIR/fleet.yaml"
 for port in "${PORTS[@]}"; do
 	# -t 1: one thread per server (more spin at barriers on a small machine).
+	# shellcheck disable=SC2086 # REALFLEET_LLAMA_ARGS is a list of flags
 	"$BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -c $((2048 * SLOTS)) -np "$SLOTS" -t 1 \
-		-a tiny-llama --metrics --no-webui >"$DIR/llama-$port.log" 2>&1 &
+		-a tiny-llama --metrics --no-webui ${REALFLEET_LLAMA_ARGS:-} >"$DIR/llama-$port.log" 2>&1 &
 	PIDS+=($!)
 	echo "realfleet: llama-server on 127.0.0.1:$port (pid $!, log $DIR/llama-$port.log)"
 	echo "realfleet:   restart it after a kill with: $BIN -m $MODEL --host 127.0.0.1 --port $port -c $((2048 * SLOTS)) -np $SLOTS -t 1 -a tiny-llama --metrics --no-webui &"

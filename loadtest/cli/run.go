@@ -368,7 +368,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		if policy != "" {
-			if i > 0 || sc != nil {
+			// Faults come from scenarios: without one there is nothing to
+			// clear (and the target may serve no SimControl: real servers).
+			if sc != nil {
 				if err := control.ClearFaults(ctx); err != nil {
 					return err
 				}

@@ -198,6 +198,27 @@ func TestRunCompareWithScenario(t *testing.T) {
 	}
 }
 
+// Without a scenario a comparison only switches policies: no SimControl
+// call (a fleet of real servers serves none).
+func TestRunCompareWithoutScenarioLeavesSimControlAlone(t *testing.T) {
+	srv := testfake.Start(t, testfake.Options{})
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("test-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runCmd(t, "--target", srv.Addr, "--trace", azureTrace, "--speedup", "400", "--max-requests", "20",
+		"--unary", "--admin-token-file", tok, "--compare", "switchyard,round_robin", "--no-progress"); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr)
+	}
+	var methods []string
+	for _, c := range srv.Controls() {
+		methods = append(methods, c.Method)
+	}
+	if got := strings.Join(methods, " "); got != "SetPolicy SetPolicy SetPolicy" {
+		t.Errorf("control calls %q, want the two policies and the original one put back", got)
+	}
+}
+
 func TestRunSLOMissedFailsWithReason(t *testing.T) {
 	srv := testfake.Start(t, testfake.Options{})
 	_, _, err := runCmd(t, "--target", srv.Addr, "--trace", azureTrace, "--speedup", "1000", "--max-requests", "20",
