@@ -55,29 +55,29 @@ func (s *Server) EmbedAs(ctx context.Context, ci CallInfo, req *pb.EmbedRequest)
 	}
 	ctx = s.tel.withCall(ctx, c)
 	var resp *pb.EmbedResponse
-	route, err := s.disp.Run(ctx, c.gen, &c.Request, nil, func(ctx context.Context, p *dispatch.Pool, _ *dispatch.Resume, _ func()) (*dispatch.Usage, error) {
+	route, err := s.disp.Run(ctx, c.gen, &c.Request, nil, func(ctx context.Context, p *dispatch.Pool, _ *dispatch.Resume, _ func()) (dispatch.Usage, error) {
 		e, ok := backendOf(p).(backends.Embedder)
 		if !ok {
 			// Capabilities said embeddings and the adapter has no Embed: a bug, not the client's.
-			return nil, backendErr(status.Errorf(codes.Internal, "pool %s: adapter claims embeddings but does not implement them", p.Name()))
+			return dispatch.Usage{}, backendErr(status.Errorf(codes.Internal, "pool %s: adapter claims embeddings but does not implement them", p.Name()))
 		}
 		r, err := e.Embed(ctx, ereq)
 		if err != nil {
-			return nil, backendErr(err)
+			return dispatch.Usage{}, backendErr(err)
 		}
 		if len(r.GetEmbeddings()) != len(ereq.GetInput()) {
-			return nil, backendErr(status.Errorf(codes.Unavailable, "pool %s: %d embeddings for %d inputs", p.Name(), len(r.GetEmbeddings()), len(ereq.GetInput())))
+			return dispatch.Usage{}, backendErr(status.Errorf(codes.Unavailable, "pool %s: %d embeddings for %d inputs", p.Name(), len(r.GetEmbeddings()), len(ereq.GetInput())))
 		}
 		resp = r
-		return &dispatch.Usage{InputTokens: r.GetUsage().GetInputTokens()}, nil
+		return dispatch.Usage{InputTokens: r.GetUsage().GetInputTokens()}, nil
 	})
-	cs := callStats{rpc: ci.RPC, model: c.Model, route: route, start: start, input: int32(c.InputTokens)}
+	cs := callStats{rpc: ci.RPC, model: c.Model, route: &route, start: start, input: int32(c.InputTokens)}
 	if err != nil {
 		s.log.InfoContext(ctx, "embed failed", "model", c.Model, "attempts", route.Attempts, "err", err)
 		s.tel.done(ctx, cs, err)
 		return nil, err
 	}
-	resp.Route = pbRoute(route)
+	resp.Route = pbRoute(&route)
 	resp.RequestId = c.ID
 	resp.Usage = &pb.Usage{InputTokens: int32(c.InputTokens)}
 	s.tel.done(ctx, cs, nil)

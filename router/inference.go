@@ -184,11 +184,11 @@ func (s *Server) CompleteAs(ctx context.Context, ci CallInfo, req *pb.GenerateRe
 	}
 	ctx = s.tel.withCall(ctx, c)
 	var resp *pb.GenerateResponse
-	route, err := s.disp.Run(ctx, c.gen, &c.Request, nil, func(ctx context.Context, p *dispatch.Pool, _ *dispatch.Resume, _ func()) (*dispatch.Usage, error) {
+	route, err := s.disp.Run(ctx, c.gen, &c.Request, nil, func(ctx context.Context, p *dispatch.Pool, _ *dispatch.Resume, _ func()) (dispatch.Usage, error) {
 		r, err := backendOf(p).Generate(ctx, c.req)
 		if err != nil {
 			s.runaway(ctx, p, c, err)
-			return nil, backendErr(err)
+			return dispatch.Usage{}, backendErr(err)
 		}
 		if out := r.GetUsage().GetOutputTokens(); out > c.req.GetMaxTokens() {
 			// Too late to stop: recorded, so the operator sees the backend
@@ -198,13 +198,13 @@ func (s *Server) CompleteAs(ctx context.Context, ci CallInfo, req *pb.GenerateRe
 		resp = r
 		return usageOf(r.GetUsage()), nil
 	})
-	cs := callStats{rpc: ci.RPC, model: c.Model, route: route, start: start, input: int32(c.InputTokens)}
+	cs := callStats{rpc: ci.RPC, model: c.Model, route: &route, start: start, input: int32(c.InputTokens)}
 	if err != nil {
 		s.log.InfoContext(ctx, "call failed", "model", c.Model, "attempts", route.Attempts, "err", err)
 		s.tel.done(ctx, cs, err)
 		return nil, err
 	}
-	resp.Route = pbRoute(route)
+	resp.Route = pbRoute(&route)
 	resp.RequestId = c.ID
 	if u := resp.GetUsage(); u != nil {
 		// The input the client is charged: the backend's count, or the
@@ -224,12 +224,9 @@ func (s *Server) runaway(ctx context.Context, p *dispatch.Pool, c *call, err err
 	}
 }
 
-// usageOf is a backend's usage as the core counts it (nil: none reported).
-func usageOf(u *pb.Usage) *dispatch.Usage {
-	if u == nil {
-		return nil
-	}
-	return &dispatch.Usage{InputTokens: u.GetInputTokens(), OutputTokens: u.GetOutputTokens(), CachedInputTokens: u.GetCachedInputTokens()}
+// usageOf is a backend's usage as the core counts it (zero: none reported).
+func usageOf(u *pb.Usage) dispatch.Usage {
+	return dispatch.Usage{InputTokens: u.GetInputTokens(), OutputTokens: u.GetOutputTokens(), CachedInputTokens: u.GetCachedInputTokens()}
 }
 
 // pbRoute is the route on the wire.
@@ -272,7 +269,7 @@ func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.Gene
 	var firstTok time.Time
 	var final *pb.GenerateChunk
 	var tried []string // for OnRoute: the pools attempts ran on so far
-	route, err := s.disp.Run(ctx, c.gen, &c.Request, stream, func(ctx context.Context, p *dispatch.Pool, resume *dispatch.Resume, started func()) (*dispatch.Usage, error) {
+	route, err := s.disp.Run(ctx, c.gen, &c.Request, stream, func(ctx context.Context, p *dispatch.Pool, resume *dispatch.Resume, started func()) (dispatch.Usage, error) {
 		before := stream.Tokens()
 		final = nil
 		announce := ci.OnRoute != nil
@@ -318,18 +315,18 @@ func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.Gene
 		if overran {
 			s.tel.overrun(ctx, p, "max_tokens", c.req.GetMaxTokens(), stream.Tokens(), nil)
 			final = &pb.GenerateChunk{FinishReason: pb.FinishReason_FINISH_REASON_LENGTH}
-			return &dispatch.Usage{OutputTokens: stream.Tokens() - before}, nil
+			return dispatch.Usage{OutputTokens: stream.Tokens() - before}, nil
 		}
 		if err != nil {
 			s.runaway(ctx, p, c, err)
-			return &dispatch.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() - before}, backendErr(err)
+			return dispatch.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() - before}, backendErr(err)
 		}
 		if final == nil {
-			return nil, errors.New("backend ended the stream without a final chunk")
+			return dispatch.Usage{}, errors.New("backend ended the stream without a final chunk")
 		}
 		return usageOf(final.GetUsage()), nil
 	})
-	cs := callStats{rpc: ci.RPC, model: c.Model, route: route, start: start, firstTok: firstTok, input: int32(c.InputTokens), output: stream.Tokens()}
+	cs := callStats{rpc: ci.RPC, model: c.Model, route: &route, start: start, firstTok: firstTok, input: int32(c.InputTokens), output: stream.Tokens()}
 	if rerr := revokedCause(ctx); err != nil && rerr != nil {
 		err = rerr // the stream was cut because its key was removed
 	}
@@ -347,7 +344,7 @@ func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.Gene
 		FinishReason: final.GetFinishReason(),
 		Usage: &pb.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() + final.GetTokens(),
 			CachedInputTokens: min(final.GetUsage().GetCachedInputTokens(), int32(c.InputTokens))},
-		Route:     pbRoute(route),
+		Route:     pbRoute(&route),
 		RequestId: c.ID,
 	}
 	err = send(last)

@@ -208,9 +208,10 @@ type Attempt struct {
 // continue from it. started, when not nil, is called once the backend's
 // first chunk arrived: it ends the attempt timeout, since from then on the
 // stream is bounded by the client's deadline alone. It returns the usage to
-// settle the reservation with (nil: the backend reported none) and the
-// backend's error, a *BackendError where the backend gave a status.
-type AttemptFunc func(ctx context.Context, p *Pool, resume *Resume, started func()) (*Usage, error)
+// settle the reservation with (the zero Usage when the backend reported
+// none) and the backend's error, a *BackendError where the backend gave a
+// status.
+type AttemptFunc func(ctx context.Context, p *Pool, resume *Resume, started func()) (Usage, error)
 
 // decision is one call's scratch for ranking: recycled across calls.
 type decision struct {
@@ -239,7 +240,7 @@ func (d *Dispatcher) decide(g *Generation, req *Request, pol policy.Policy, sc *
 // path and returns the route taken. stream is nil for unary calls; for a
 // stream, do records what reached the client in it. On success
 // req.InputTokens is the input the client is charged.
-func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, stream *Stream, do AttemptFunc) (*Route, error) {
+func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, stream *Stream, do AttemptFunc) (Route, error) {
 	d.budget.call()
 	pol := d.policy()
 	req.Routing.Explain = d.obs.Explain(ctx)
@@ -247,7 +248,7 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 		// The client's deadline is wall time, whatever clock the router runs on.
 		req.Routing.Deadline = remaining(dl)
 	}
-	route := &Route{Policy: pol.Name()}
+	route := Route{Policy: pol.Name()}
 	sc, _ := d.scratch.Get().(*decision)
 	if sc == nil {
 		sc = &decision{}
@@ -272,7 +273,7 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 		// Next draws the order as the loop goes: usually only the first.
 		for cand := dec.Next(); cand != nil; cand = dec.Next() {
 			if stream != nil && stream.toolCall {
-				return route, toolCallBroken(stream, route, cmpErr(lastErr, shortage))
+				return route, toolCallBroken(stream, &route, cmpErr(lastErr, shortage))
 			}
 			p := pools[cand.Index]
 			if failed != nil && failed[p.index] {
@@ -332,21 +333,17 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 			if v := &sc.views[cand.Index]; v.Limit > 0 {
 				a.Busy = float64(v.InFlight+1) / float64(v.Limit)
 			}
-			var usage *Usage
+			var usage Usage
 			usage, err = d.attempt(ctx, g, req, a, lease, resume, do)
-			if usage != nil {
-				a.Output = usage.OutputTokens
-			}
+			a.Output = usage.OutputTokens
 			oc := classify(ctx, err)
 			d.obs.AttemptDone(ctx, a, oc, err)
 			if fb, ok := pol.(policy.Feedback); ok {
 				r := policy.AttemptResult{Pool: p.cfg.Name, Outcome: oc.policy(), Duration: a.Took, TTFT: a.TTFT,
 					InputTokens: req.InputTokens, Busy: a.Busy, Prefix: req.Routing.Prefix}
-				if usage != nil {
-					r.OutputTokens, r.CachedTokens = int(usage.OutputTokens), int(usage.CachedInputTokens)
-					if in := int(usage.InputTokens); in > 0 {
-						r.InputTokens = in
-					}
+				r.OutputTokens, r.CachedTokens = int(usage.OutputTokens), int(usage.CachedInputTokens)
+				if in := int(usage.InputTokens); in > 0 {
+					r.InputTokens = in
 				}
 				fb.AttemptDone(r)
 			}
@@ -357,7 +354,7 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 				// The edge reports req.InputTokens to the client, the
 				// metrics and the log: from here it is the input the client
 				// is charged, the backend's count where it gave one.
-				req.InputTokens = clientInput(req, a, usage)
+				req.InputTokens = clientInput(req, a, &usage)
 				return route, nil
 			case OutcomeClientFault:
 				return route, err
@@ -382,7 +379,7 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 			}
 		}
 		if stream != nil && stream.toolCall {
-			return route, toolCallBroken(stream, route, cmpErr(lastErr, shortage))
+			return route, toolCallBroken(stream, &route, cmpErr(lastErr, shortage))
 		}
 		if shortage == nil {
 			if lacking != "" && lastErr == nil && cannotContinue == "" {
@@ -422,8 +419,8 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 // way out, a panic in the adapter included; the attempt timeout
 // (routing.attempt_timeout) bounds the time to the backend's answer (unary)
 // or first chunk (streams).
-func (d *Dispatcher) attempt(ctx context.Context, g *Generation, req *Request, a *Attempt, lease capacity.Lease, resume *Resume, do AttemptFunc) (usage *Usage, err error) {
-	defer func() { d.release(a.Pool, lease, req, a, usage) }()
+func (d *Dispatcher) attempt(ctx context.Context, g *Generation, req *Request, a *Attempt, lease capacity.Lease, resume *Resume, do AttemptFunc) (usage Usage, err error) {
+	defer func() { d.release(a.Pool, lease, req, a, &usage) }()
 	actx := d.obs.AttemptStarted(ctx, a)
 	var started func()
 	timeout := g.Fleet.Routing.AttemptTimeout.Std()
@@ -493,14 +490,11 @@ func (d *Dispatcher) acquire(ctx context.Context, g *Generation, req *Request, p
 }
 
 // release returns the slot and settles tokens; always paired with acquire.
-// The charge is what the attempt's pool processed (see fillInput).
+// The charge is what the attempt's pool processed (see fillInput): its
+// input, the router's estimate where it reported none, plus its output.
 func (d *Dispatcher) release(p *Pool, l capacity.Lease, req *Request, a *Attempt, u *Usage) {
-	used := int64(req.InputTokens) + int64(a.Streamed)
-	if u != nil {
-		fillInput(req, a, u)
-		used = int64(u.InputTokens) + int64(u.OutputTokens)
-	}
-	d.store.Release(l, used)
+	fillInput(req, a, u)
+	d.store.Release(l, int64(u.InputTokens)+int64(u.OutputTokens))
 	p.released()
 	d.queue.wake()
 }
@@ -537,9 +531,6 @@ func fillInput(req *Request, a *Attempt, u *Usage) {
 // less the continuation prefix the router re-sent, or the router's
 // estimate when that leaves nothing or the backend reported no usage.
 func clientInput(req *Request, a *Attempt, u *Usage) int {
-	if u == nil {
-		return req.InputTokens
-	}
 	if in := u.InputTokens - a.Streamed; in > 0 {
 		return int(in)
 	}

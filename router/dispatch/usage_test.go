@@ -9,26 +9,25 @@ func TestClientInput(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		streamed int32
-		u        *Usage
+		u        Usage
 		reported int32 // the usage's input after fillInput
 		client   int
 	}{
-		{name: "reported", u: &Usage{InputTokens: 30}, reported: 30, client: 30},
-		{name: "none reported", u: &Usage{}, reported: 10, client: 10},
-		{name: "no usage at all", client: 10},
-		{name: "continuation: the re-sent prefix is not the client's", streamed: 5, u: &Usage{InputTokens: 35}, reported: 35, client: 30},
-		{name: "continuation, none reported: the estimate", streamed: 5, u: &Usage{}, reported: 15, client: 10},
-		{name: "a count under the prefix is not believed", streamed: 5, u: &Usage{InputTokens: 5}, reported: 5, client: 10},
+		{name: "reported", u: Usage{InputTokens: 30}, reported: 30, client: 30},
+		{name: "none reported", u: Usage{}, reported: 10, client: 10},
+		{name: "output only", u: Usage{OutputTokens: 3}, reported: 10, client: 10},
+		{name: "continuation: the re-sent prefix is not the client's", streamed: 5, u: Usage{InputTokens: 35}, reported: 35, client: 30},
+		{name: "continuation, none reported: the estimate", streamed: 5, u: Usage{}, reported: 15, client: 10},
+		{name: "a count under the prefix is not believed", streamed: 5, u: Usage{InputTokens: 5}, reported: 5, client: 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &Attempt{Streamed: tc.streamed}
-			if tc.u != nil {
-				fillInput(req, a, tc.u)
-				if tc.u.InputTokens != tc.reported {
-					t.Errorf("reported input %d, want %d", tc.u.InputTokens, tc.reported)
-				}
+			u := tc.u
+			fillInput(req, a, &u)
+			if u.InputTokens != tc.reported {
+				t.Errorf("reported input %d, want %d", u.InputTokens, tc.reported)
 			}
-			if got := clientInput(req, a, tc.u); got != tc.client {
+			if got := clientInput(req, a, &u); got != tc.client {
 				t.Errorf("client input %d, want %d", got, tc.client)
 			}
 		})
