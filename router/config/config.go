@@ -394,6 +394,18 @@ func Parse(b []byte, source string) (*Fleet, error) {
 	return f, nil
 }
 
+// Normalize fills the defaults Parse fills and validates f, for a fleet built
+// in Go (tests build fleets so, router/dispatch/dispatchtest): f is then what
+// a file with the same settings parses to. source names it in errors.
+func (f *Fleet) Normalize(source string) error {
+	f.source = source
+	if f.lines == nil {
+		f.lines = map[string]int{}
+	}
+	f.applyDefaults()
+	return f.Validate()
+}
+
 func (f *Fleet) indexLines(root *yaml.Node) {
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
 		return
@@ -555,7 +567,9 @@ func (f *Fleet) Validate() error {
 		where := fmt.Sprintf("models[%d]", i)
 		if m.Name != "" {
 			where = fmt.Sprintf("model %q", m.Name)
-			f.lines[where] = f.lines[fmt.Sprintf("models[%d]", i)]
+			if line, ok := f.lines[fmt.Sprintf("models[%d]", i)]; ok {
+				f.lines[where] = line
+			}
 		}
 		switch {
 		case m.Name == "":
@@ -594,7 +608,9 @@ func (f *Fleet) Validate() error {
 		where := fmt.Sprintf("pools[%d]", i)
 		if p.Name != "" {
 			where = fmt.Sprintf("pool %q", p.Name)
-			f.lines[where] = f.lines[fmt.Sprintf("pools[%d]", i)]
+			if line, ok := f.lines[fmt.Sprintf("pools[%d]", i)]; ok {
+				f.lines[where] = line
+			}
 		}
 		switch {
 		case p.Name == "":

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -263,5 +264,30 @@ pools:
 		if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 			t.Errorf("%q: got %v, want an error containing %q", c.section, err, c.wantErr)
 		}
+	}
+}
+
+// A fleet built in Go and normalized is what the same settings parse to
+// from a file (defaults filled), and an invalid one is refused naming the
+// field as Parse would.
+func TestNormalizeIsWhatParseMakes(t *testing.T) {
+	parsed, err := Parse([]byte("models:\n  - {name: m, max_input_tokens: 100, max_output_tokens: 10}\npools:\n"+
+		"  - {name: a, cloud: aws, region: eu-west-1, accelerator: h100, models: [m], endpoints: [x], adapter: fake, limits: {max_concurrent: 2}}\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := &Fleet{
+		Models: []Model{{Name: "m", MaxInputTokens: 100, MaxOutputTokens: 10}},
+		Pools:  []Pool{{Name: "a", Cloud: "aws", Region: "eu-west-1", Accelerator: "h100", Models: []string{"m"}, Endpoints: []string{"x"}, Adapter: "fake", Limits: Limits{MaxConcurrent: 2}}},
+	}
+	if err := built.Normalize("built"); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(built.Routing, parsed.Routing) || !reflect.DeepEqual(built.Pools, parsed.Pools) || built.Sim != parsed.Sim {
+		t.Fatalf("normalized %+v\nparsed %+v", built, parsed)
+	}
+	bad := &Fleet{Models: built.Models, Pools: []Pool{{Name: "b", Cloud: "aws", Region: "eu-west-1", Models: []string{"m"}, Endpoints: []string{"x"}, Adapter: "fake"}}}
+	if err := bad.Normalize("built"); err == nil || !strings.Contains(err.Error(), `built: pool "b": accelerator: required`) {
+		t.Fatalf("a pool without accelerator: %v", err)
 	}
 }
