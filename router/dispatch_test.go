@@ -34,9 +34,12 @@ import (
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
-// The attempt loop's table tests: fake backends, a fake clock, the in-memory
-// store, no network and no sleeping. The e2e tests (e2e_test.go) prove the
-// same path over gRPC against the simulator.
+// The router's wiring of the request path: fake backends behind a real
+// router.Server (its fleet from YAML, its pb requests and statuses), a fake
+// clock, the in-memory store, no network and no sleeping. The path's own
+// decisions are tested on the core alone (router/dispatch/path_test.go, with
+// router/dispatch/dispatchtest); the e2e tests (e2e_test.go) prove the same
+// path over gRPC against the simulator.
 
 // step is what a fake backend does on one call.
 type step struct {
@@ -143,46 +146,17 @@ func (f *fakeBackend) Capabilities() backends.Capabilities {
 }
 func (f *fakeBackend) Close() error { return nil }
 
-// recorder is an observer that remembers what the dispatcher told it (the
-// router's telemetry hears everything too: Options.Observer).
+// recorder is an observer that remembers the sheds the dispatcher told it
+// of (the router's telemetry hears everything too: Options.Observer).
 type recorder struct {
 	dispatch.NopObserver
-	mu       sync.Mutex
-	acquires []string // pool names, "!" prefixed when Acquire failed
-	attempts []string // "pool:outcome"
-	retries  int64    // attempts after the first (each was charged to the retry budget)
-	sheds    []string
-	waits    int
-}
-
-func (r *recorder) Acquired(_ context.Context, p *dispatch.Pool, _ time.Duration, err error) {
-	r.mu.Lock()
-	name := p.Name()
-	if err != nil {
-		name = "!" + name
-	}
-	r.acquires = append(r.acquires, name)
-	r.mu.Unlock()
-}
-
-func (r *recorder) AttemptDone(_ context.Context, a *dispatch.Attempt, oc dispatch.Outcome, _ error) {
-	r.mu.Lock()
-	r.attempts = append(r.attempts, a.Pool.Name()+":"+oc.String())
-	if a.N > 1 {
-		r.retries++
-	}
-	r.mu.Unlock()
+	mu    sync.Mutex
+	sheds []string
 }
 
 func (r *recorder) Shed(_ context.Context, why dispatch.ShedReason, _ priority.Class) {
 	r.mu.Lock()
 	r.sheds = append(r.sheds, why.String())
-	r.mu.Unlock()
-}
-
-func (r *recorder) QueueWaited(context.Context, priority.Class, time.Duration, dispatch.WaitResult, error) {
-	r.mu.Lock()
-	r.waits++
 	r.mu.Unlock()
 }
 
@@ -334,14 +308,6 @@ func (df *dispatchFleet) leaked(t testing.TB, pools ...fakePool) []string {
 	return out
 }
 
-// retriesCharged is how many retries the retry budget was charged: one per
-// attempt after a call's first (a retry is charged once it holds a slot).
-func (df *dispatchFleet) retriesCharged() int64 {
-	df.rec.mu.Lock()
-	defer df.rec.mu.Unlock()
-	return df.rec.retries
-}
-
 // pool is the running pool named name.
 func (df *dispatchFleet) pool(name string) *dispatch.Pool {
 	p, _ := df.rt.disp.Generation().Pool(name)
@@ -354,165 +320,6 @@ func fake(name string, continues bool, steps ...step) *fakeBackend {
 
 func ok(tokens int32) step                 { return step{tokens: tokens} }
 func failAfter(n int32, c codes.Code) step { return step{tokens: n, fail: c} }
-
-func TestAttemptLoop(t *testing.T) {
-	type want struct {
-		code    codes.Code
-		text    string   // what the client saw, in order
-		tried   []string // route.pools_tried (or the pools attempted on error)
-		errHas  string
-		retries int64 // retry budget charged
-		// continuation the last attempt carried (tokens), -1: none
-		continued int32
-		untouched []string // pools whose backend must never be called
-	}
-	cases := []struct {
-		name   string
-		stream bool
-		pools  func() []fakePool
-		want   want
-	}{
-		{
-			name: "first pool serves",
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, ok(3))}, {backend: fake("b", true, ok(3))}}
-			},
-			want: want{text: "a0 a1 a2 ", tried: []string{"a"}, continued: -1, untouched: []string{"b"}},
-		},
-		{
-			name:   "pool A full, B fails after 3 tokens, C continues: one stream, leases released, one retry charged",
-			stream: true,
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, ok(5)), full: true}, {backend: fake("b", true, failAfter(3, codes.Unavailable))}, {backend: fake("c", true, ok(2))}}
-			},
-			want: want{text: "b0 b1 b2 c0 c1 ", tried: []string{"b", "c"}, retries: 1, continued: 3, untouched: []string{"a"}},
-		},
-		{
-			name:   "mid-stream failure skips a pool that cannot continue",
-			stream: true,
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(2, codes.Unavailable))}, {backend: fake("b", false, ok(4))}, {backend: fake("c", true, ok(1))}}
-			},
-			want: want{text: "a0 a1 c0 ", tried: []string{"a", "c"}, retries: 1, continued: 2, untouched: []string{"b"}},
-		},
-		{
-			name:   "mid-stream RESOURCE_EXHAUSTED continues only where the adapter supports it",
-			stream: true,
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(2, codes.ResourceExhausted))}, {backend: fake("b", false, ok(4))}, {backend: fake("c", true, ok(1))}}
-			},
-			want: want{text: "a0 a1 c0 ", tried: []string{"a", "c"}, retries: 1, continued: 2, untouched: []string{"b"}},
-		},
-		{
-			name:   "mid-stream failure with no pool able to continue ends the stream",
-			stream: true,
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(2, codes.Unavailable))}, {backend: fake("b", false, ok(4))}}
-			},
-			want: want{code: codes.Unavailable, text: "a0 a1 ", tried: []string{"a"}, errHas: "no other pool can continue", continued: -1, untouched: []string{"b"}},
-		},
-		{
-			name:   "failure before any token moves to any pool, continuation or not",
-			stream: true,
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", false, ok(2))}}
-			},
-			want: want{text: "b0 b1 ", tried: []string{"a", "b"}, retries: 1, continued: -1},
-		},
-		{
-			name: "a client fault is returned as is, never retried",
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(0, codes.InvalidArgument))}, {backend: fake("b", true, ok(1))}}
-			},
-			want: want{code: codes.InvalidArgument, tried: []string{"a"}, errHas: "injected", continued: -1, untouched: []string{"b"}},
-		},
-		{
-			name: "unary: A unavailable, B serves",
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, ok(2))}}
-			},
-			want: want{text: "b0 b1 ", tried: []string{"a", "b"}, retries: 1, continued: -1},
-		},
-		{
-			name: "max attempts bound the retries",
-			pools: func() []fakePool {
-				return []fakePool{{backend: fake("a", true, failAfter(0, codes.Internal))}, {backend: fake("b", true, failAfter(0, codes.Unavailable))},
-					{backend: fake("c", true, failAfter(0, codes.Unavailable))}, {backend: fake("d", true, ok(1))}}
-			},
-			want: want{code: codes.Unavailable, tried: []string{"a", "b", "c"}, errHas: "gave up after 3 attempts", retries: 2, continued: -1, untouched: []string{"d"}},
-		},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			pools := tc.pools()
-			df := newDispatchFleet(t, "", pools...)
-			ctx := context.Background()
-			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
-			var text strings.Builder
-			var route *pb.Route
-			var err error
-			if tc.stream {
-				err = df.rt.CompleteStream(ctx, "test", r, func(ch *pb.GenerateChunk) error {
-					text.WriteString(ch.Text)
-					if ch.Route != nil {
-						route = ch.Route
-					}
-					return nil
-				})
-			} else {
-				var resp *pb.GenerateResponse
-				resp, err = df.rt.Complete(ctx, "test", r)
-				if resp != nil {
-					text.WriteString(resp.Text)
-					route = resp.Route
-				}
-			}
-			if got := status.Code(err); got != tc.want.code {
-				t.Fatalf("code %s (%v), want %s", got, err, tc.want.code)
-			}
-			if tc.want.errHas != "" && !strings.Contains(fmt.Sprint(err), tc.want.errHas) {
-				t.Errorf("error %v, want it to say %q", err, tc.want.errHas)
-			}
-			if text.String() != tc.want.text {
-				t.Errorf("client saw %q, want %q", text.String(), tc.want.text)
-			}
-			var tried []string
-			for _, a := range df.rec.attempts {
-				tried = append(tried, strings.SplitN(a, ":", 2)[0])
-			}
-			if !slices.Equal(tried, tc.want.tried) {
-				t.Errorf("attempts %v, want pools %v", df.rec.attempts, tc.want.tried)
-			}
-			if route != nil && !slices.Equal(route.PoolsTried, tc.want.tried) {
-				t.Errorf("route.pools_tried %v, want %v", route.PoolsTried, tc.want.tried)
-			}
-			if got := df.retriesCharged(); got != tc.want.retries {
-				t.Errorf("retry budget charged %d times, want %d", got, tc.want.retries)
-			}
-			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
-				t.Errorf("slots leaked: %v", leaks)
-			}
-			for _, name := range tc.want.untouched {
-				if n := df.fakes[name].ncalls(); n != 0 {
-					t.Errorf("pool %s called %d times, want never", name, n)
-				}
-			}
-			last := df.fakes[tc.want.tried[len(tc.want.tried)-1]]
-			if last.ncalls() == 0 {
-				t.Fatalf("pool %s never called", last.name)
-			}
-			cont := last.calls[len(last.calls)-1].GetContinuation()
-			switch {
-			case tc.want.continued < 0 && cont != nil:
-				t.Errorf("last attempt carried a continuation %v", cont)
-			case tc.want.continued >= 0 && cont.GetGeneratedTokens() != tc.want.continued:
-				t.Errorf("last attempt's continuation %v, want %d tokens", cont, tc.want.continued)
-			case tc.want.continued > 0 && !strings.HasPrefix(tc.want.text, cont.GetGeneratedText()):
-				t.Errorf("continuation text %q is not what the client saw", cont.GetGeneratedText())
-			}
-		})
-	}
-}
 
 // strata is a random source for tests: the midpoints of k equal strata of
 // [0,1) over and over (1/16, 3/16, ... for k = 8), so every k draws cover
@@ -548,124 +355,17 @@ func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
 	}
 }
 
-// A panic in an adapter after the slot was taken must not leak the slot
-// (the gRPC edge turns the panic into INTERNAL; the slot is released first).
-func TestAdapterPanicReleasesTheSlot(t *testing.T) {
-	for _, streaming := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stream=%v", streaming), func(t *testing.T) {
-			pools := []fakePool{{backend: fake("a", true, step{panic: true})}}
-			df := newDispatchFleet(t, "", pools...)
-			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
-			recovered := func() (v any) {
-				defer func() { v = recover() }()
-				if streaming {
-					_ = df.rt.CompleteStream(context.Background(), "test", r, func(*pb.GenerateChunk) error { return nil })
-				} else {
-					_, _ = df.rt.Complete(context.Background(), "test", r)
-				}
-				return nil
-			}()
-			if recovered == nil {
-				t.Fatal("the adapter's panic did not reach the caller")
-			}
-			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
-				t.Fatalf("slots leaked after a panic: %v", leaks)
-			}
-		})
+// A backend's refusal of the request (a client fault) reaches the client as
+// the backend's own status, never retried; other backend errors keep their
+// code only (router/errors.go, toStatus).
+func TestBackendClientFaultReachesTheClient(t *testing.T) {
+	df := newDispatchFleet(t, "", fakePool{backend: fake("a", true, failAfter(0, codes.InvalidArgument))}, fakePool{backend: fake("b", true, ok(1))})
+	_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "a: injected InvalidArgument" {
+		t.Fatalf("err %v, want the backend's INVALID_ARGUMENT as it worded it", err)
 	}
-}
-
-// routing.attempt_timeout moves a call off a pool that hangs, on the fake
-// clock: no sleeping.
-func TestAttemptTimeoutMovesToTheNextPool(t *testing.T) {
-	for _, streaming := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stream=%v", streaming), func(t *testing.T) {
-			pools := []fakePool{{backend: fake("a", true, step{hang: true})}, {backend: fake("b", true, ok(2))}}
-			df := newDispatchFleet(t, "  attempt_timeout: 3s\n", pools...)
-			base := df.clk.Waiters() // the router's tickers
-			type result struct {
-				text  string
-				route *pb.Route
-				err   error
-			}
-			done := make(chan result, 1)
-			go func() {
-				r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}
-				if streaming {
-					var res result
-					res.err = df.rt.CompleteStream(context.Background(), "test", r, func(ch *pb.GenerateChunk) error {
-						res.text += ch.Text
-						if ch.Route != nil {
-							res.route = ch.Route
-						}
-						return nil
-					})
-					done <- res
-					return
-				}
-				resp, err := df.rt.Complete(context.Background(), "test", r)
-				done <- result{text: resp.GetText(), route: resp.GetRoute(), err: err}
-			}()
-			if !df.clk.WaitForWaiters(base+1, 5*time.Second) {
-				t.Fatal("the attempt timer was never set")
-			}
-			select {
-			case res := <-done:
-				t.Fatalf("call ended before the attempt timeout: %+v", res)
-			default:
-			}
-			df.clk.Advance(3 * time.Second)
-			var res result
-			select {
-			case res = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the call did not move on after the attempt timeout")
-			}
-			if res.err != nil || res.text != "b0 b1 " || !slices.Equal(res.route.GetPoolsTried(), []string{"a", "b"}) {
-				t.Fatalf("got %+v, want b's answer after a timed out on a", res)
-			}
-			if got := df.rec.attempts; !slices.Equal(got, []string{"a:failure", "b:ok"}) {
-				t.Fatalf("attempts %v: a timed-out attempt is a failure of the pool", got)
-			}
-			if leaks := df.leaked(t, pools...); len(leaks) > 0 {
-				t.Fatalf("slots leaked: %v", leaks)
-			}
-		})
-	}
-}
-
-// With every pool full the call waits in the queue on the router's clock,
-// then is shed with RESOURCE_EXHAUSTED; a slot freed meanwhile lets it in.
-func TestQueueWaitOnTheClock(t *testing.T) {
-	pools := []fakePool{{backend: fake("a", true, ok(1)), full: true}, {backend: fake("b", true, ok(1)), full: true}}
-	df := newDispatchFleet(t, "", pools...)
-	base := df.clk.Waiters()
-	done := make(chan error, 1)
-	go func() {
-		_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
-		done <- err
-	}()
-	if !df.clk.WaitForWaiters(base+1, 5*time.Second) {
-		t.Fatal("the call never waited in the queue")
-	}
-	df.clk.Advance(2 * time.Second)
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("queue_max_wait on the fake clock did not end the wait")
-	}
-	if status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("err %v, want RESOURCE_EXHAUSTED after the wait", err)
-	}
-	if !slices.Equal(df.rec.sheds, []string{"no_capacity"}) || df.rec.waits != 1 {
-		t.Fatalf("sheds %v, waits %d", df.rec.sheds, df.rec.waits)
-	}
-	if leaks := df.leaked(t, pools...); len(leaks) > 0 {
-		t.Fatalf("slots leaked: %v", leaks)
-	}
-	if slices.ContainsFunc(df.rec.acquires, func(s string) bool { return !strings.HasPrefix(s, "!") }) {
-		t.Fatalf("acquires %v: no pool had a slot", df.rec.acquires)
+	if n := df.fakes["b"].ncalls(); n != 0 {
+		t.Fatalf("b called %d times after a client fault", n)
 	}
 }
 
@@ -736,40 +436,6 @@ func TestFleetFileNamesARegisteredPolicy(t *testing.T) {
 	}
 	if _, err := New(Options{Fleet: yaml("switchyard"), Backends: breg, Policies: orderedPolicies(), Logger: slog.New(slog.DiscardHandler)}); err == nil {
 		t.Fatal("a policy missing from the registry was accepted")
-	}
-}
-
-// learning ranks in config order and records the outcomes the dispatcher
-// reports to it (policy.Feedback).
-type learning struct {
-	inOrder
-	mu   sync.Mutex
-	seen []string
-}
-
-func (l *learning) Name() string { return "learning" }
-func (l *learning) AttemptDone(r policy.AttemptResult) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.seen = append(l.seen, fmt.Sprintf("%s:%d", r.Pool, r.Outcome))
-}
-
-// A policy that implements policy.Feedback hears every attempt's outcome,
-// after its slot was released.
-func TestPolicyHearsEveryAttempt(t *testing.T) {
-	l := &learning{}
-	reg := policy.NewRegistry()
-	reg.Register(l)
-	pools := []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, failAfter(0, codes.ResourceExhausted))}, {backend: fake("c", true, ok(1))}}
-	df := newDispatchFleetWith(t, "", "learning", reg, pools...)
-	if _, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1}); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		fmt.Sprintf("a:%d", policy.OutcomeFailure), fmt.Sprintf("b:%d", policy.OutcomeShortage), fmt.Sprintf("c:%d", policy.OutcomeOK),
-	}
-	if !slices.Equal(l.seen, want) {
-		t.Fatalf("feedback %v, want %v", l.seen, want)
 	}
 }
 

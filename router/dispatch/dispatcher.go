@@ -290,11 +290,11 @@ func (d *Dispatcher) Run(ctx context.Context, g *Generation, req *Request, strea
 				continue
 			}
 			if int(route.Attempts) >= rf.MaxAttempts {
-				return route, &UnavailableError{Tried: route.PoolsTried, Err: fmt.Errorf("%w: gave up after %d attempts: %w", ErrPoolFailed, route.Attempts, lastErr)}
+				return route, &UnavailableError{Tried: route.PoolsTried, Err: fmt.Errorf("%w: gave up after %d attempts: %w", ErrPoolFailed, route.Attempts, cmpErr(lastErr, shortage))}
 			}
 			if route.Attempts > 0 && !d.budget.canRetry() {
 				d.obs.Shed(ctx, ShedRetryBudget, prio)
-				return route, &UnavailableError{Tried: route.PoolsTried, Err: fmt.Errorf("%w: retry budget spent: %w", ErrPoolFailed, lastErr)}
+				return route, &UnavailableError{Tried: route.PoolsTried, Err: fmt.Errorf("%w: retry budget spent: %w", ErrPoolFailed, cmpErr(lastErr, shortage))}
 			}
 			start := d.clock.Now()
 			lease, err := d.acquire(ctx, g, req, p, pol, &sc.views[cand.Index])
