@@ -28,6 +28,12 @@ func (s *Server) AuthenticateCaller(c dispatch.Caller) (tenant string, err error
 	return s.disp.Generation().Tenants.Authenticate(c.APIKey)
 }
 
+// KeysRequired says whether the running fleet (it follows reloads) makes
+// calls present an API key: some tenant has one. The HTTP edges ask it
+// rather than reading the fleet's tenants themselves (the browser checks
+// answer differently when keys guard the door).
+func (s *Server) KeysRequired() bool { return s.disp.Generation().Tenants.Required() }
+
 // callerFromMetadata reads the caller's API key off a gRPC call's incoming
 // metadata: x-api-key, else the token of "authorization: Bearer".
 func callerFromMetadata(ctx context.Context) dispatch.Caller {

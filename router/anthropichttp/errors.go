@@ -1,7 +1,6 @@
 package anthropichttp
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,10 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 	"github.com/switchyard-dev/switchyard/router/edgehttp"
 )
 
@@ -63,8 +59,9 @@ func fromField(err error) *httpError {
 	return newError(http.StatusBadRequest, typeInvalidRequest, err.Error())
 }
 
-// routerFields maps the router's GenerateRequest field paths to the
-// Messages API's, for the front of a 400's message.
+// routerFields maps the router's GenerateRequest field paths (as its
+// *dispatch.InvalidError names them) to the Messages API's, for the front of
+// a 400's message.
 var routerFields = map[string]string{
 	"sampling.stop":               "stop_sequences",
 	"sampling.temperature":        "temperature",
@@ -82,66 +79,93 @@ var routerFields = map[string]string{
 	"request_id":                  strings.ToLower(edgehttp.HeaderRequestID),
 }
 
-// field is the Messages API name of the first field a router status names.
-func field(st *status.Status) string {
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-			f := br.GetFieldViolations()[0].GetField()
-			if a, ok := routerFields[f]; ok {
-				return a
-			}
-			base, _, _ := strings.Cut(f, "[")
-			if base == "tools" {
-				return strings.NewReplacer("[", ".", "]", "", "parameters_json", "input_schema").Replace(f)
-			}
-			if a, ok := routerFields[base]; ok {
-				return a
-			}
-			return f
-		}
+// field is the Messages API name of the first field a refusal of the
+// router's names ("" for any other error: a backend's own refusal names
+// none).
+func field(err error) string {
+	var inv *dispatch.InvalidError
+	if !errors.As(err, &inv) || len(inv.Fields) == 0 {
+		return ""
 	}
-	return ""
+	f := inv.Fields[0]
+	if a, ok := routerFields[f]; ok {
+		return a
+	}
+	base, _, _ := strings.Cut(f, "[")
+	if base == "tools" {
+		return strings.NewReplacer("[", ".", "]", "", "parameters_json", "input_schema").Replace(f)
+	}
+	if a, ok := routerFields[base]; ok {
+		return a
+	}
+	return f
 }
 
-// fromStatus maps the router's status to Anthropic's status and error type.
-func fromStatus(err error) *httpError {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return newError(http.StatusGatewayTimeout, typeTimeout, "the call did not finish within its deadline")
+// wireError is how this edge answers one dispatch.Code: HTTP status and
+// Anthropic's error type.
+type wireError struct {
+	status int
+	typ    string
+}
+
+// wireErrors is the Anthropic edge's one table from the core's codes to its
+// wire (a backend's refusal comes with its own code: dispatch.CodeOf reads
+// it through dispatch.BackendVerdict). A code missing here answers 500
+// api_error.
+var wireErrors = map[dispatch.Code]wireError{
+	dispatch.CodeInvalid:    {http.StatusBadRequest, typeInvalidRequest},
+	dispatch.CodeOutOfRange: {http.StatusBadRequest, typeInvalidRequest},
+	// A failed precondition is 400, as Google's canonical mapping of
+	// FAILED_PRECONDITION has it, not the console's 409: anthropic-sdk-go
+	// and the other Anthropic SDKs retry 409 (and 429, 5xx, 529) on their
+	// own, and a call the system's state refuses is refused again the same
+	// way; 400 tells the client to change the call. (The console's API
+	// answers 409 Conflict for its state conflicts: another wire, another
+	// table.)
+	dispatch.CodeFailedPrecondition: {http.StatusBadRequest, typeInvalidRequest},
+	dispatch.CodeNotFound:           {http.StatusNotFound, typeNotFound},
+	dispatch.CodeUnauthenticated:    {http.StatusUnauthorized, typeAuthentication},
+	dispatch.CodePermissionDenied:   {http.StatusForbidden, typePermission},
+	// A request id already in flight for the tenant: a retry once the other
+	// call ends can succeed.
+	dispatch.CodeAlreadyExists: {http.StatusConflict, typeInvalidRequest},
+	dispatch.CodeExhausted:     {http.StatusTooManyRequests, typeRateLimit},
+	// Anthropic's "overloaded": no pool could serve the call now.
+	dispatch.CodeUnavailable:      {529, typeOverloaded},
+	dispatch.CodeDeadlineExceeded: {http.StatusGatewayTimeout, typeTimeout},
+	// The client left; nobody reads this answer (nginx's "client closed request").
+	dispatch.CodeCanceled: {499, typeInvalidRequest},
+	// The Messages API has no type for it: an API error.
+	dispatch.CodeUnimplemented: {http.StatusInternalServerError, typeAPI},
+	dispatch.CodeInternal:      {http.StatusInternalServerError, typeAPI},
+}
+
+// fromError maps an error of the router's core (Server.CompleteAs,
+// CompleteStreamAs, AuthenticateCaller) to Anthropic's status and error type
+// by wireErrors. The message is dispatch.PublicText: the router's words,
+// never a backend's (its refusal says which status it answered; the
+// router's log has its words); a 400's starts with the Messages API's name
+// of the field at fault.
+func fromError(err error) *httpError {
+	code := dispatch.CodeOf(err)
+	w, ok := wireErrors[code]
+	if !ok {
+		w = wireErrors[dispatch.CodeInternal]
 	}
-	st, _ := status.FromError(err)
-	msg := st.Message()
-	switch st.Code() {
-	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:
-		if f := field(st); f != "" && !strings.HasPrefix(msg, f+":") {
+	msg := dispatch.PublicText(err)
+	if _, backend := dispatch.BackendVerdict(err); backend {
+		msg += " (details are in the router's log)"
+	}
+	if w.status == http.StatusBadRequest {
+		if f := field(err); f != "" && !strings.HasPrefix(msg, f+":") {
 			msg = f + ": " + msg
 		}
-		return newError(http.StatusBadRequest, typeInvalidRequest, msg)
-	case codes.NotFound:
-		return newError(http.StatusNotFound, typeNotFound, msg)
-	case codes.Unauthenticated:
-		return newError(http.StatusUnauthorized, typeAuthentication, msg)
-	case codes.PermissionDenied:
-		return newError(http.StatusForbidden, typePermission, msg)
-	case codes.AlreadyExists:
-		return newError(http.StatusConflict, typeInvalidRequest, msg)
-	case codes.ResourceExhausted:
-		e := newError(http.StatusTooManyRequests, typeRateLimit, msg)
-		e.retryAfter = time.Second
-		for _, d := range st.Details() {
-			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().IsValid() {
-				e.retryAfter = ri.GetRetryDelay().AsDuration()
-			}
-		}
-		return e
-	case codes.Unavailable:
-		// Anthropic's "overloaded": no pool could serve the call now.
-		return newError(529, typeOverloaded, msg)
-	case codes.DeadlineExceeded:
-		return newError(http.StatusGatewayTimeout, typeTimeout, msg)
-	case codes.Canceled:
-		return newError(499, typeInvalidRequest, msg)
 	}
-	return newError(http.StatusInternalServerError, typeAPI, msg)
+	e := newError(w.status, w.typ, msg)
+	if code == dispatch.CodeExhausted {
+		e.retryAfter = max(dispatch.RetryAfter(err), time.Second)
+	}
+	return e
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -7,15 +7,18 @@
 // It is an edge and nothing more: a Messages request becomes a
 // switchyard.v1.GenerateRequest (system and messages as chat turns, tool_use
 // and tool_result blocks as tool calls and tool turns, stop_sequences and
-// sampling, tools and tool_choice) and goes through router.Server.Complete /
-// CompleteStreamWith with rpc label "http_messages": the same tenants
-// (x-api-key or Authorization: Bearer), limits, routing, failover,
-// continuation and metrics as every edge; the chosen pool speaks whatever its
-// adapter speaks. Answers come back as Messages objects with Anthropic's
-// stop reasons, usage and error shape. docs/anthropic.md lists every field.
+// sampling, tools and tool_choice) and goes through router.Server.CompleteAs /
+// CompleteStreamAs with rpc label "http_messages": the same tenants
+// (x-api-key or Authorization: Bearer, read by edgehttp.Caller and checked
+// by the router), limits, routing, failover, continuation and metrics as
+// every edge; the chosen pool speaks whatever its adapter speaks. Answers
+// come back as Messages objects with Anthropic's stop reasons, usage and
+// error shape; the router's errors are the core's (router/dispatch), mapped
+// to Anthropic's statuses and error types from one table (errors.go).
+// docs/anthropic.md lists every field.
 //
-// Import direction: anthropichttp imports router and router/edgehttp; no
-// other edge, and router never imports it.
+// Import direction: anthropichttp imports router, router/dispatch and
+// router/edgehttp; no other edge, and router never imports it.
 package anthropichttp
 
 import (
@@ -178,9 +181,9 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		code = e.status
 		writeError(w, e, "")
 	}
-	ctx = edgehttp.Credentials(ctx, r.Header)
-	if _, err := h.opts.Router.Authenticate(ctx); err != nil {
-		fail(fromStatus(err))
+	caller := edgehttp.Caller(r.Header)
+	if _, err := h.opts.Router.AuthenticateCaller(caller); err != nil {
+		fail(fromError(err))
 		return
 	}
 	ver, e := version(r.Header)
@@ -208,20 +211,19 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		fail(fromField(err))
 		return
 	}
-	p.req.Routing, p.req.Priority, p.req.RequestId = hints.Routing, hints.Priority, hints.RequestID
-	if p.req.RequestId == "" {
-		p.req.RequestId = edgehttp.RandomID()
-	}
-	if edgehttp.PlainID(p.req.RequestId) {
-		w.Header().Set("Request-Id", p.req.RequestId)
-		w.Header().Set(edgehttp.HeaderRequestID, p.req.RequestId)
-	}
+	// The call carries the client's request id (the router refuses one it
+	// cannot take); the answers name it only when it is one the router takes
+	// (edgehttp.RequestID).
+	var answerID string
+	p.req.RequestId, answerID = edgehttp.RequestID(hints.RequestID)
+	w.Header().Set("Request-Id", answerID)
+	w.Header().Set(edgehttp.HeaderRequestID, answerID)
 	if hints.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, hints.Timeout)
 		defer cancel()
 	}
-	c := &call{h: h, w: w, p: p, id: "msg_" + p.req.RequestId, model: p.req.GetModel()}
+	c := &call{h: h, w: w, p: p, ci: router.CallInfo{RPC: RPCMessages, Caller: caller}, answerID: answerID, id: "msg_" + p.req.RequestId, model: p.req.GetModel()}
 	if p.stream {
 		code = c.stream(ctx)
 		return
@@ -231,11 +233,14 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 
 // call is one Messages call in progress.
 type call struct {
-	h     *Handler
-	w     http.ResponseWriter
-	p     *parsed
-	id    string
-	model string
+	h  *Handler
+	w  http.ResponseWriter
+	p  *parsed
+	ci router.CallInfo // the rpc label and the caller
+	// answerID is the request id errors name (never a refused client id).
+	answerID string
+	id       string
+	model    string
 
 	// Streams only: mu orders the router's send callbacks and the end of the call.
 	mu      sync.Mutex
@@ -253,10 +258,10 @@ type call struct {
 }
 
 func (c *call) unary(ctx context.Context) int {
-	resp, err := c.h.opts.Router.Complete(ctx, RPCMessages, c.p.req)
+	resp, err := c.h.opts.Router.CompleteAs(ctx, c.ci, c.p.req)
 	if err != nil {
-		e := fromStatus(err)
-		writeError(c.w, e, c.p.req.GetRequestId())
+		e := fromError(err)
+		writeError(c.w, e, c.answerID)
 		return e.status
 	}
 	hdr := c.w.Header()
@@ -279,22 +284,24 @@ func (c *call) unary(ctx context.Context) int {
 func (c *call) stream(ctx context.Context) int {
 	c.rc = http.NewResponseController(c.w)
 	c.block = -1
-	err := c.h.opts.Router.CompleteStreamWith(ctx, RPCMessages, c.p.req, c.send, router.StreamOptions{OnRoute: c.onRoute})
+	ci := c.ci
+	ci.OnRoute = c.onRoute
+	err := c.h.opts.Router.CompleteStreamAs(ctx, ci, c.p.req, c.send)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ended = true
 	if err == nil {
 		return http.StatusOK
 	}
-	e := fromStatus(err)
+	e := fromError(err)
 	if !c.started {
-		writeError(c.w, e, c.p.req.GetRequestId())
+		writeError(c.w, e, c.answerID)
 		return e.status
 	}
 	if e.status == 499 {
 		return e.status
 	}
-	if werr := c.event("error", apiError{Type: "error", Error: e.body, RequestID: c.p.req.GetRequestId()}); werr == nil {
+	if werr := c.event("error", apiError{Type: "error", Error: e.body, RequestID: c.answerID}); werr == nil {
 		if werr := c.flush(); werr != nil {
 			c.h.log.DebugContext(ctx, "stream error event not delivered", "err", werr)
 		}

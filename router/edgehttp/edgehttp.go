@@ -1,16 +1,15 @@
 // Package edgehttp holds what switchyard's HTTP edges share: the caller's
-// credentials as incoming gRPC metadata, the X-Switchyard-* routing headers
-// read into the router's request fields and the route written back, bounded
-// body reads, request ids and quoting of client input. It imports only the
-// protobuf types, so every edge may use it and no edge imports another
-// (router/anthropichttp uses it; router/openaihttp still has its own copies of
-// the same rules, with the same header names).
+// credential read off the request's headers (Caller), the request id a call
+// and its answers carry (RequestID), the X-Switchyard-* routing headers read
+// into the router's request fields and the route written back, bounded body
+// reads and quoting of client input. It is a helper, not an edge: it imports
+// the core (router/dispatch) and the protobuf types, never package router or
+// an edge, so every edge may use it and no edge imports another
+// (router/anthropichttp uses all of it; router/openaihttp its Caller and
+// RequestID, with its own copies of the header rules under the same names).
 package edgehttp
 
 import (
-	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +18,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // Request headers that steer routing (case-insensitive).
@@ -70,20 +68,40 @@ func Bad(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Credentials puts the request's Authorization and X-Api-Key headers into
-// ctx as the incoming gRPC metadata a gRPC client would send: the router
-// checks the key itself (Server.Authenticate, and every call's admission).
-func Credentials(ctx context.Context, h http.Header) context.Context {
-	md := metadata.MD{}
-	for _, k := range []string{"Authorization", "X-Api-Key"} {
-		if v := h.Get(k); v != "" {
-			md.Set(k, v)
-		}
+// Caller is the caller as the request's headers present it: the API key of
+// X-Api-Key, else the token of "Authorization: Bearer <token>" (an
+// Authorization in another form presents none), the same two the gRPC edge
+// reads from a call's metadata. The router checks it
+// (Server.AuthenticateCaller before the body is read, then every call's
+// admission); the edge never decides about keys itself.
+func Caller(h http.Header) dispatch.Caller {
+	if k := h.Get("X-Api-Key"); k != "" {
+		return dispatch.Caller{APIKey: k}
 	}
-	if len(md) == 0 {
-		return ctx
+	if token, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer "); ok {
+		return dispatch.Caller{APIKey: token}
 	}
-	return metadata.NewIncomingContext(ctx, md)
+	return dispatch.Caller{}
+}
+
+// RequestID picks the request id of a call from the X-Request-Id value the
+// client sent (sent; surrounding spaces do not count) and the id its answers
+// name. Without one, a new id (dispatch.NewRequestID) is both. With one that
+// dispatch.CheckRequestID accepts, it is both. One it refuses is never
+// echoed: the answers name a new id, while the call carries the client's and
+// the router refuses it at admission with the field request_id (each edge
+// says x-request-id), after the checks that come before it, as for an id
+// sent over gRPC.
+func RequestID(sent string) (call, answer string) {
+	call = strings.TrimSpace(sent)
+	switch {
+	case call == "":
+		call = dispatch.NewRequestID()
+		return call, call
+	case dispatch.CheckRequestID(strings.ToLower(HeaderRequestID), call) != nil:
+		return call, dispatch.NewRequestID()
+	}
+	return call, call
 }
 
 // Hints are what the routing headers ask for.
@@ -188,19 +206,6 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	// connection no longer counts among the unauthenticated ones.
 	httpedge.Trust(r.Context())
 	return body, nil
-}
-
-// RandomID is a new request id (32 hex digits).
-func RandomID() string {
-	var b [16]byte
-	_, _ = crand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// PlainID says whether a request id is safe to echo in a header (the router
-// refuses others with INVALID_ARGUMENT).
-func PlainID(id string) bool {
-	return len(id) <= 128 && !strings.ContainsAny(id, "{}\n\r ")
 }
 
 // Quote quotes client input for an error message, cut so an error never

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc/metadata"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 )
@@ -50,8 +49,7 @@ func TestReadHints(t *testing.T) {
 
 func TestReadBodyAndCredentials(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		md, _ := metadata.FromIncomingContext(Credentials(r.Context(), r.Header))
-		if got := md.Get("x-api-key"); len(got) != 1 || got[0] != "k" {
+		if got := Caller(r.Header); got.APIKey != "k" {
 			http.Error(w, "no key", http.StatusTeapot)
 			return
 		}
@@ -80,7 +78,40 @@ func TestReadBodyAndCredentials(t *testing.T) {
 	if q := Quote(strings.Repeat("a", 1000)); len(q) > 100 || !strings.Contains(q, "1000 bytes") {
 		t.Fatalf("quote %q", q)
 	}
-	if PlainID("a b") || !PlainID("abc") || len(RandomID()) != 32 {
-		t.Fatal("ids")
+	if call, answer := RequestID("a b"); call != "a b" || answer == "a b" || len(answer) != 32 {
+		t.Fatal("a refused id is carried by the call and never echoed")
+	}
+	if call, answer := RequestID(" abc "); call != "abc" || answer != "abc" {
+		t.Fatal("a plain id is both")
+	}
+	if call, answer := RequestID(""); len(call) != 32 || answer != call {
+		t.Fatal("a new id is both")
+	}
+}
+
+// TestCaller: the credential comes from X-Api-Key, else from the token of
+// "Authorization: Bearer"; an Authorization in another form presents none.
+func TestCaller(t *testing.T) {
+	for _, c := range []struct {
+		apiKey, authorization, want string
+	}{
+		{"", "", ""},
+		{"sk-a", "", "sk-a"},
+		{"", "Bearer sk-b", "sk-b"},
+		{"sk-a", "Bearer sk-b", "sk-a"},
+		{"", "Basic dXNlcjpwYXNz", ""},
+		{"", "bearer sk-b", ""},
+		{"", "Bearer ", ""},
+	} {
+		h := http.Header{}
+		if c.apiKey != "" {
+			h.Set("X-Api-Key", c.apiKey)
+		}
+		if c.authorization != "" {
+			h.Set("Authorization", c.authorization)
+		}
+		if got := Caller(h).APIKey; got != c.want {
+			t.Errorf("x-api-key %q, authorization %q: key %q, want %q", c.apiKey, c.authorization, got, c.want)
+		}
 	}
 }

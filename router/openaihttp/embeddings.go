@@ -12,6 +12,8 @@ import (
 
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/edgehttp"
 )
 
 // RPCEmbeddings is the rpc label of POST /v1/embeddings.
@@ -104,7 +106,7 @@ type embeddingUsage struct {
 	TotalTokens  int32 `json:"total_tokens"`
 }
 
-// embeddings serves POST /v1/embeddings through Server.EmbedFor: the same
+// embeddings serves POST /v1/embeddings through Server.EmbedAs: the same
 // authentication, routing, capacity and failover as completions.
 func (h *Handler) embeddings(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.startSpan(r, "/v1/embeddings")
@@ -114,8 +116,8 @@ func (h *Handler) embeddings(w http.ResponseWriter, r *http.Request) {
 		status = e.status
 		writeError(w, e)
 	}
-	ctx = withCredentials(ctx, r.Header)
-	if e := h.authenticate(ctx); e != nil {
+	caller := edgehttp.Caller(r.Header)
+	if e := h.authenticate(ctx, caller); e != nil {
 		fail(e)
 		return
 	}
@@ -135,20 +137,14 @@ func (h *Handler) embeddings(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if req.RequestId == "" {
-		req.RequestId = randomID()
-	}
-	if plainID(req.RequestId) {
-		w.Header().Set(HeaderRequestID, req.RequestId)
-	}
 	if p.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
 		defer cancel()
 	}
-	resp, err := h.opts.Router.EmbedFor(ctx, RPCEmbeddings, req)
+	resp, err := h.opts.Router.EmbedAs(ctx, router.CallInfo{RPC: RPCEmbeddings, Caller: caller}, req)
 	if err != nil {
-		e := fromStatus(err, nil)
+		e := fromError(err, nil)
 		if e.status == http.StatusBadRequest && e.body.Param != nil && *e.body.Param == "prompt" {
 			e.body.Param = strp("input")
 		}

@@ -1,7 +1,6 @@
 package openaihttp
 
 import (
-	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -9,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // apiError is OpenAI's error object: {"error": {"message", "type", "param", "code"}}.
@@ -59,8 +56,7 @@ func fromFieldError(fe *fieldError) *httpError {
 }
 
 // routerFields maps the router's GenerateRequest field paths (as its
-// INVALID_ARGUMENT statuses name them in errdetails.BadRequest) to the OpenAI
-// request's parameter.
+// *dispatch.InvalidError names them) to the OpenAI request's parameter.
 var routerFields = map[string]string{
 	"model":                         "model",
 	"prompt":                        "prompt",
@@ -82,13 +78,12 @@ var routerFields = map[string]string{
 	"tool_choice.function_name":     "tool_choice",
 }
 
-// violatedField is the first field path an INVALID_ARGUMENT status names in its
-// errdetails.BadRequest ("" when it carries none: a backend's own refusal).
-func violatedField(st *status.Status) string {
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-			return br.GetFieldViolations()[0].GetField()
-		}
+// violatedField is the first field path a refusal of the router's names
+// ("" for any other error: a backend's own refusal names none).
+func violatedField(err error) string {
+	var inv *dispatch.InvalidError
+	if errors.As(err, &inv) && len(inv.Fields) > 0 {
+		return inv.Fields[0]
 	}
 	return ""
 }
@@ -120,46 +115,70 @@ func paramFor(field string, p *parsed) string {
 	return param
 }
 
-// fromStatus maps the router's gRPC status to the HTTP status and OpenAI's
-// error body: 400 invalid_request_error naming the field, 401, 403, 404
-// model_not_found, 429 with Retry-After from RetryInfo, 503, 504, 500.
-func fromStatus(err error, p *parsed) *httpError {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return newHTTPError(http.StatusGatewayTimeout, typeTimeout, "deadline_exceeded", "", "the call did not finish within its deadline")
+// wireError is how this edge answers one dispatch.Code: HTTP status,
+// OpenAI's error type and code, and the param when the code implies one.
+type wireError struct {
+	status    int
+	typ, code string
+	param     string
+}
+
+// wireErrors is the OpenAI edge's one table from the core's codes to its
+// wire (a backend's refusal comes with its own code: dispatch.CodeOf reads
+// it through dispatch.BackendVerdict). A code missing here answers 500.
+var wireErrors = map[dispatch.Code]wireError{
+	dispatch.CodeInvalid:    {http.StatusBadRequest, typeInvalidRequest, "invalid_value", ""},
+	dispatch.CodeOutOfRange: {http.StatusBadRequest, typeInvalidRequest, "invalid_value", ""},
+	// A failed precondition is 400, as Google's canonical mapping of
+	// FAILED_PRECONDITION has it, not the console's 409: openai-go and the
+	// other OpenAI SDKs retry 409 (and 429, 5xx) on their own, and a call
+	// the system's state refuses is refused again the same way; 400 tells
+	// the client to change the call. (The console's API, whose callers are
+	// its own page and operators, answers 409 Conflict for its state
+	// conflicts: another wire, another table.)
+	dispatch.CodeFailedPrecondition: {http.StatusBadRequest, typeInvalidRequest, "invalid_value", ""},
+	dispatch.CodeNotFound:           {http.StatusNotFound, typeInvalidRequest, "model_not_found", "model"},
+	dispatch.CodeUnauthenticated:    {http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", ""},
+	dispatch.CodePermissionDenied:   {http.StatusForbidden, typeInvalidRequest, "permission_denied", ""},
+	// A request id already in flight for the tenant: a retry once the other
+	// call ends can succeed, so the SDKs' own retry of 409 is right here.
+	dispatch.CodeAlreadyExists:    {http.StatusConflict, typeInvalidRequest, "conflict", strings.ToLower(HeaderRequestID)},
+	dispatch.CodeExhausted:        {http.StatusTooManyRequests, typeRateLimit, "rate_limit_exceeded", ""},
+	dispatch.CodeUnavailable:      {http.StatusServiceUnavailable, typeServer, "service_unavailable", ""},
+	dispatch.CodeDeadlineExceeded: {http.StatusGatewayTimeout, typeTimeout, "deadline_exceeded", ""},
+	// The client left; nobody reads this answer. 499 is nginx's "client closed request".
+	dispatch.CodeCanceled:      {499, typeInvalidRequest, "canceled", ""},
+	dispatch.CodeUnimplemented: {http.StatusNotImplemented, typeInvalidRequest, "not_implemented", ""},
+	dispatch.CodeInternal:      {http.StatusInternalServerError, typeServer, "internal_error", ""},
+}
+
+// fromError maps an error of the router's core (Server.CompleteAs and the
+// other *As methods, AuthenticateCaller) to the HTTP status and OpenAI's
+// error body by wireErrors: 400 invalid_request_error naming the field,
+// 401, 403, 404 model_not_found, 409, 429 with Retry-After, 503, 504, 500.
+// The message is dispatch.PublicText: the router's words, never a
+// backend's (its refusal says which status it answered; the router's log
+// has its words). p, when the body was parsed, names params as the client
+// sent them (max_completion_tokens, messages).
+func fromError(err error, p *parsed) *httpError {
+	code := dispatch.CodeOf(err)
+	w, ok := wireErrors[code]
+	if !ok {
+		w = wireErrors[dispatch.CodeInternal]
 	}
-	st, _ := status.FromError(err)
-	msg := st.Message()
-	switch st.Code() {
-	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:
-		return newHTTPError(http.StatusBadRequest, typeInvalidRequest, "invalid_value", paramFor(violatedField(st), p), msg)
-	case codes.NotFound:
-		return newHTTPError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model", msg)
-	case codes.Unauthenticated:
-		return newHTTPError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "", msg)
-	case codes.PermissionDenied:
-		return newHTTPError(http.StatusForbidden, typeInvalidRequest, "permission_denied", "", msg)
-	case codes.AlreadyExists:
-		return newHTTPError(http.StatusConflict, typeInvalidRequest, "conflict", strings.ToLower(HeaderRequestID), msg)
-	case codes.ResourceExhausted:
-		e := newHTTPError(http.StatusTooManyRequests, typeRateLimit, "rate_limit_exceeded", "", msg)
-		e.retryAfter = time.Second
-		for _, d := range st.Details() {
-			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().IsValid() {
-				e.retryAfter = ri.GetRetryDelay().AsDuration()
-			}
-		}
-		return e
-	case codes.Unavailable:
-		return newHTTPError(http.StatusServiceUnavailable, typeServer, "service_unavailable", "", msg)
-	case codes.DeadlineExceeded:
-		return newHTTPError(http.StatusGatewayTimeout, typeTimeout, "deadline_exceeded", "", msg)
-	case codes.Canceled:
-		// The client left; nobody reads this answer. 499 is nginx's "client closed request".
-		return newHTTPError(499, typeInvalidRequest, "canceled", "", msg)
-	case codes.Unimplemented:
-		return newHTTPError(http.StatusNotImplemented, typeInvalidRequest, "not_implemented", "", msg)
+	msg := dispatch.PublicText(err)
+	if _, backend := dispatch.BackendVerdict(err); backend {
+		msg += " (details are in the router's log)"
 	}
-	return newHTTPError(http.StatusInternalServerError, typeServer, "internal_error", "", msg)
+	param := w.param
+	if w.status == http.StatusBadRequest {
+		param = paramFor(violatedField(err), p)
+	}
+	e := newHTTPError(w.status, w.typ, w.code, param, msg)
+	if code == dispatch.CodeExhausted {
+		e.retryAfter = max(dispatch.RetryAfter(err), time.Second)
+	}
+	return e
 }
 
 // retryAfterSeconds is the Retry-After header value: whole seconds, rounded up, at least 1.

@@ -3,26 +3,28 @@
 // server-sent events for stream: true, framed as the OpenAI API frames them.
 //
 // It is an edge and nothing more: every call goes through the router's
-// Server.Complete / Server.CompleteStream, the same admission, tenant
-// authentication, validation, routing, capacity, retries, continuation, queue
-// and metrics as the gRPC API (rpc labels "http_chat" and "http_completions").
-// The caller's Authorization (or X-Api-Key) header travels to the router as
-// incoming gRPC metadata, and the router checks it (Server.Authenticate before
-// the body is read, then admission). Routing hints come from X-Switchyard-*
-// request headers; the route taken goes back in X-Switchyard-* response
-// headers (for streams, the headers name the pool that sends the first token,
-// told by StreamOptions.OnRoute, and the final route comes as HTTP trailers and
-// in the finishing chunk's "switchyard" field: a stream can be continued on
-// another pool). A 400's "param" comes from the errdetails.BadRequest of the
-// router's INVALID_ARGUMENT status.
+// Server.CompleteAs / Server.CompleteStreamAs / Server.EmbedAs, the same
+// admission, tenant authentication, validation, routing, capacity, retries,
+// continuation, queue and metrics as the gRPC API (rpc labels "http_chat",
+// "http_completions" and "http_embeddings"). The caller's X-Api-Key (or
+// Authorization: Bearer) header is read into a dispatch.Caller
+// (edgehttp.Caller) and the router checks it (Server.AuthenticateCaller
+// before the body is read, then admission). Routing hints come from
+// X-Switchyard-* request headers; the route taken goes back in
+// X-Switchyard-* response headers (for streams, the headers name the pool
+// that sends the first token, told by CallInfo.OnRoute, and the final route
+// comes as HTTP trailers and in the finishing chunk's "switchyard" field: a
+// stream can be continued on another pool). The router's errors are the
+// core's (router/dispatch); errors.go maps them to OpenAI's statuses and
+// error bodies from one table, a 400's "param" from the field the
+// *dispatch.InvalidError names.
 //
-// Import direction: openaihttp imports router; router never imports it.
+// Import direction: openaihttp imports router, router/dispatch and
+// router/edgehttp; router never imports it, and it imports no other edge.
 package openaihttp
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,11 +44,12 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/edgehttp"
 )
 
 // RPC labels of HTTP calls in the router's metrics, logs and traces.
@@ -179,18 +182,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w}
 	defer func() { h.record(r, rw, start) }()
-	// Every answer names its request id, refusals and parse errors too: the
-	// client's X-Request-Id when it is plain, else a new one, which the call
-	// then carries (parse reads the header).
-	id := strings.TrimSpace(r.Header.Get(HeaderRequestID))
-	if id == "" {
-		id = randomID()
-		r.Header.Set(HeaderRequestID, id)
-	}
-	if !plainID(id) {
-		id = randomID() // the router refuses it (400 naming x-request-id); never echoed
-	}
-	rw.Header().Set(HeaderRequestID, id)
+	// Every answer names its request id, refusals and parse errors too
+	// (edgehttp.RequestID): the client's X-Request-Id when the router takes
+	// it, else a new one. The call carries the client's id, or the new one
+	// when it sent none (parse reads the header); one the router refuses is
+	// never echoed, and the router refuses the call naming x-request-id.
+	callID, answerID := edgehttp.RequestID(r.Header.Get(HeaderRequestID))
+	r.Header.Set(HeaderRequestID, callID)
+	rw.Header().Set(HeaderRequestID, answerID)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -224,8 +223,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // keysRequired says whether the running fleet (it follows reloads) makes
-// calls present an API key.
-func (h *Handler) keysRequired() bool { return keysRequired(h.opts.Router.Fleet()) }
+// calls present an API key: the router's rule (Server.KeysRequired).
+func (h *Handler) keysRequired() bool { return h.opts.Router.KeysRequired() }
 
 // recorder notes whether the response has started, and its status.
 type recorder struct {
@@ -324,29 +323,12 @@ func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, newHTTPError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "", fmt.Sprintf("invalid URL (%s %s)", quote(r.Method), quote(r.URL.Path))))
 }
 
-// withCredentials puts the request's Authorization and X-Api-Key headers
-// into ctx as the incoming gRPC metadata a gRPC client would send, so the
-// router reads and checks the key itself (Server.Authenticate, and every
-// call's admission).
-func withCredentials(ctx context.Context, h http.Header) context.Context {
-	md := metadata.MD{}
-	for _, k := range []string{"Authorization", "X-Api-Key"} {
-		if v := h.Get(k); v != "" {
-			md.Set(k, v)
-		}
-	}
-	if len(md) == 0 {
-		return ctx
-	}
-	return metadata.NewIncomingContext(ctx, md)
-}
-
 // authenticate refuses, before the body is read, a caller the router does
 // not know (when the fleet has tenants): unknown callers never make the edge
 // read and decode bodies. The router checks again at admission.
-func (h *Handler) authenticate(ctx context.Context) *httpError {
-	if _, err := h.opts.Router.Authenticate(ctx); err != nil {
-		return fromStatus(err, nil)
+func (h *Handler) authenticate(ctx context.Context, caller dispatch.Caller) *httpError {
+	if _, err := h.opts.Router.AuthenticateCaller(caller); err != nil {
+		return fromError(err, nil)
 	}
 	if h.keysRequired() {
 		// A known key: the connection no longer counts among the
@@ -440,8 +422,8 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route st
 		writeError(w, e)
 	}
 
-	ctx = withCredentials(ctx, r.Header)
-	if e := h.authenticate(ctx); e != nil {
+	caller := edgehttp.Caller(r.Header)
+	if e := h.authenticate(ctx, caller); e != nil {
 		fail(e)
 		return
 	}
@@ -461,19 +443,13 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, rpc, route st
 		}
 		return
 	}
-	if p.req.RequestId == "" {
-		p.req.RequestId = randomID()
-	}
-	if plainID(p.req.RequestId) {
-		w.Header().Set(HeaderRequestID, p.req.RequestId)
-	}
 	if p.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
 		defer cancel()
 	}
-	c := &call{h: h, w: w, p: p, rpc: rpc, model: p.req.GetModel(), created: h.opts.Now().Unix()}
-	if rpc == RPCChat {
+	c := &call{h: h, w: w, p: p, ci: router.CallInfo{RPC: rpc, Caller: caller}, model: p.req.GetModel(), created: h.opts.Now().Unix()}
+	if c.chat() {
 		c.id = "chatcmpl-" + p.req.RequestId
 	} else {
 		c.id = "cmpl-" + p.req.RequestId
@@ -490,29 +466,29 @@ type call struct {
 	h       *Handler
 	w       http.ResponseWriter
 	p       *parsed
-	rpc     string
+	ci      router.CallInfo // the rpc label and the caller
 	id      string
 	model   string
 	created int64
 
 	// Streams only: mu orders the router's send callbacks and the end of
-	// the call, so nothing is written after CompleteStream returned.
+	// the call, so nothing is written after CompleteStreamAs returned.
 	mu      sync.Mutex
 	started bool // headers and the first event are out
-	ended   bool // CompleteStream returned: no more writes
+	ended   bool // CompleteStreamAs returned: no more writes
 	rc      *http.ResponseController
 	out     []byte    // events not yet written
-	route   *pb.Route // the pool serving now (StreamOptions.OnRoute), for the headers
+	route   *pb.Route // the pool serving now (CallInfo.OnRoute), for the headers
 	// textOffset is where the next text completion chunk starts (logprobs' text_offset).
 	textOffset int
 }
 
-func (c *call) chat() bool { return c.rpc == RPCChat }
+func (c *call) chat() bool { return c.ci.RPC == RPCChat }
 
 func (c *call) unary(ctx context.Context) int {
-	resp, err := c.h.opts.Router.Complete(ctx, c.rpc, c.p.req)
+	resp, err := c.h.opts.Router.CompleteAs(ctx, c.ci, c.p.req)
 	if err != nil {
-		e := fromStatus(err, c.p)
+		e := fromError(err, c.p)
 		writeError(c.w, e)
 		return e.status
 	}
@@ -549,14 +525,16 @@ func (c *call) unary(ctx context.Context) int {
 // error event.
 func (c *call) stream(ctx context.Context) int {
 	c.rc = http.NewResponseController(c.w)
-	err := c.h.opts.Router.CompleteStreamWith(ctx, c.rpc, c.p.req, c.send, router.StreamOptions{OnRoute: c.onRoute})
+	ci := c.ci
+	ci.OnRoute = c.onRoute
+	err := c.h.opts.Router.CompleteStreamAs(ctx, ci, c.p.req, c.send)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ended = true
 	if err == nil {
 		return http.StatusOK
 	}
-	e := fromStatus(err, c.p)
+	e := fromError(err, c.p)
 	if !c.started {
 		writeError(c.w, e)
 		return e.status
@@ -722,22 +700,15 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.startSpan(r, "/v1/models")
 	status := http.StatusOK
 	defer func() { endSpan(span, status) }()
-	ctx = withCredentials(ctx, r.Header)
-	if e := h.authenticate(ctx); e != nil {
+	if e := h.authenticate(ctx, edgehttp.Caller(r.Header)); e != nil {
 		status = e.status
 		writeError(w, e)
 		return
 	}
-	resp, err := h.opts.Router.ListModels(ctx, &pb.ListModelsRequest{})
-	if err != nil {
-		e := fromStatus(err, nil)
-		status = e.status
-		writeError(w, e)
-		return
-	}
+	// The fleet's models in its order, as the gRPC ListModels lists them.
 	out := modelList{Object: "list", Data: []modelObject{}}
-	for _, m := range resp.GetModels() {
-		out.Data = append(out.Data, modelObject{ID: m.GetName(), Object: "model", Created: h.started, OwnedBy: "switchyard"})
+	for _, m := range h.opts.Router.Fleet().Models {
+		out.Data = append(out.Data, modelObject{ID: m.Name, Object: "model", Created: h.started, OwnedBy: "switchyard"})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -746,7 +717,7 @@ func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.startSpan(r, "/v1/models/{model}")
 	status := http.StatusOK
 	defer func() { endSpan(span, status) }()
-	if e := h.authenticate(withCredentials(ctx, r.Header)); e != nil {
+	if e := h.authenticate(ctx, edgehttp.Caller(r.Header)); e != nil {
 		status = e.status
 		writeError(w, e)
 		return
@@ -785,16 +756,4 @@ func writeError(w http.ResponseWriter, e *httpError) {
 		w.Header().Set("Retry-After-Ms", fmt.Sprint(max(e.retryAfter.Milliseconds(), 1)))
 	}
 	writeJSON(w, e.status, errorBody{Error: e.body})
-}
-
-// plainID says whether a request id is safe to echo in a header (the router
-// refuses others with 400).
-func plainID(id string) bool {
-	return len(id) <= 128 && !strings.ContainsAny(id, "{}\n\r ")
-}
-
-func randomID() string {
-	var b [16]byte
-	_, _ = crand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

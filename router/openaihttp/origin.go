@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/switchyard-dev/switchyard/internal/hostname"
-	"github.com/switchyard-dev/switchyard/router/config"
 )
 
 // Browser-origin protection. SDKs (openai-go, openai-python, curl) send no
@@ -346,18 +345,4 @@ func setCORS(h http.Header, origin string, preflight bool, r *http.Request) {
 	if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
 		h.Set("Access-Control-Allow-Private-Network", "true")
 	}
-}
-
-// keysRequired says whether the fleet's calls need an API key (the router
-// authenticates exactly when some tenant has a key).
-func keysRequired(f *config.Fleet) bool {
-	if f == nil {
-		return false
-	}
-	for _, t := range f.Tenants {
-		if len(t.APIKeySHA256) > 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -2,12 +2,16 @@ package openaihttp
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/switchyard-dev/switchyard/backends"
+	"github.com/switchyard-dev/switchyard/backends/sim"
+	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
 )
 
@@ -222,18 +226,43 @@ func TestNewBrowserGuardRejectsBadHosts(t *testing.T) {
 	}
 }
 
+// TestKeysRequired: the front door asks the router whether keys are
+// required (the browser checks depend on it), and the answer follows reloads.
 func TestKeysRequired(t *testing.T) {
+	fleet := func(extra string) *config.Fleet {
+		f, err := config.Parse(append(config.DemoYAML(), extra...), "test fleet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	reg := backends.NewRegistry()
+	sim.Register(reg, sim.RegistryOptions{Host: sim.NewHost(), TimeScale: 50})
+	rt, err := router.New(router.Options{Fleet: fleet(""), Backends: reg, Replica: "keys-test", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	h, err := New(Options{Router: rt, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKey := "\ntenants:\n  - name: a\n    api_key_sha256: [" + router.HashToken("sk-a") + "]\n"
 	cases := []struct {
-		f    *config.Fleet
-		want bool
+		extra string
+		want  bool
 	}{
-		{nil, false},
-		{&config.Fleet{}, false},
-		{&config.Fleet{Tenants: []config.Tenant{{Name: "a"}}}, false},
-		{&config.Fleet{Tenants: []config.Tenant{{Name: "a"}, {Name: "b", APIKeySHA256: []string{"00"}}}}, true},
+		{"", false},
+		{withKey, true},
+		{"", false},
 	}
 	for i, c := range cases {
-		if got := keysRequired(c.f); got != c.want {
+		if i > 0 {
+			if err := rt.Reload(fleet(c.extra)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := h.keysRequired(); got != c.want {
 			t.Errorf("case %d: %v, want %v", i, got, c.want)
 		}
 	}

@@ -1,18 +1,17 @@
 package openaihttp
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/capacity"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 func maxOut(string) int32 { return 2048 }
@@ -175,21 +174,17 @@ func TestParseCompletion(t *testing.T) {
 }
 
 // TestParamFromBadRequest: the OpenAI "param" of a 400 comes from the
-// field paths in the router's errdetails.BadRequest, never from the status
+// field paths the router's *dispatch.InvalidError names, never from the
 // message's words.
 func TestParamFromBadRequest(t *testing.T) {
 	chat := &parsed{req: &pb.GenerateRequest{Messages: []*pb.ChatMessage{{Role: "user", Content: "x"}}}, maxTokensParam: "max_completion_tokens"}
 	text := &parsed{req: &pb.GenerateRequest{Prompt: "x"}, maxTokensParam: "max_tokens"}
 	withFields := func(msg string, fields ...string) error {
-		br := &errdetails.BadRequest{}
-		for _, f := range fields {
-			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: f, Description: "what is wrong"})
-		}
-		st, err := status.New(codes.InvalidArgument, msg).WithDetails(br)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Err()
+		// Wrapped, as the router's layers may hand it on.
+		return fmt.Errorf("admission: %w", &dispatch.InvalidError{Fields: fields, Reason: msg})
+	}
+	backend := func(msg string) error {
+		return &dispatch.BackendError{Code: dispatch.CodeInvalid, Status: "InvalidArgument", Err: errors.New(msg)}
 	}
 	cases := []struct {
 		name string
@@ -216,13 +211,13 @@ func TestParamFromBadRequest(t *testing.T) {
 		{"a field the map lacks passes as is", withFields("x", "something.new"), chat, "something.new"},
 		{"no parsed request", withFields("x", "max_tokens"), nil, "max_tokens"},
 		{"an empty BadRequest", withFields("x"), chat, ""},
-		// The router's old message shape without details: not parsed.
-		{"message only", status.Error(codes.InvalidArgument, "invalid argument: sampling.temperature: must be in [0, 2], got 3"), chat, ""},
+		// A refusal whose words name a field but which names none: not parsed.
+		{"message only", backend("invalid argument: sampling.temperature: must be in [0, 2], got 3"), chat, ""},
 		// A backend's refusal (context overflow) carries no field.
-		{"backend refusal", status.Error(codes.InvalidArgument, "prompt: longer than the context window"), text, ""},
+		{"backend refusal", backend("prompt: longer than the context window"), text, ""},
 	}
 	for _, c := range cases {
-		e := fromStatus(c.err, c.p)
+		e := fromError(c.err, c.p)
 		got := ""
 		if e.body.Param != nil {
 			got = *e.body.Param
@@ -233,10 +228,11 @@ func TestParamFromBadRequest(t *testing.T) {
 	}
 }
 
+// TestFromStatusMapsCodes: the router's own errors, as its core returns
+// them, get OpenAI's status, type and code, and a shortage its Retry-After.
 func TestFromStatusMapsCodes(t *testing.T) {
 	withRetry := func(d time.Duration) error {
-		st, _ := status.New(codes.ResourceExhausted, "no capacity").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
-		return st.Err()
+		return &dispatch.ExhaustedError{Err: errors.New("no capacity"), RetryAfter: d}
 	}
 	cases := []struct {
 		err        error
@@ -244,22 +240,22 @@ func TestFromStatusMapsCodes(t *testing.T) {
 		typ, code  string
 		retryAfter string
 	}{
-		{status.Error(codes.InvalidArgument, "invalid argument: max_tokens: x"), 400, typeInvalidRequest, "invalid_value", ""},
-		{status.Error(codes.NotFound, "unknown model"), 404, typeInvalidRequest, "model_not_found", ""},
-		{status.Error(codes.Unauthenticated, "unknown API key"), 401, typeInvalidRequest, "invalid_api_key", ""},
-		{status.Error(codes.PermissionDenied, "no"), 403, typeInvalidRequest, "permission_denied", ""},
-		{status.Error(codes.AlreadyExists, "in flight"), 409, typeInvalidRequest, "conflict", ""},
+		{dispatch.Invalid("max_tokens", "x"), 400, typeInvalidRequest, "invalid_value", ""},
+		{&dispatch.UnknownModelError{Model: `"gpt-9"`}, 404, typeInvalidRequest, "model_not_found", ""},
+		{&dispatch.UnauthenticatedError{Reason: "unknown API key"}, 401, typeInvalidRequest, "invalid_api_key", ""},
+		{&dispatch.BackendError{Code: dispatch.CodePermissionDenied, Err: errors.New("no")}, 403, typeInvalidRequest, "permission_denied", ""},
+		{fmt.Errorf("acquire: %w", capacity.ErrDuplicate), 409, typeInvalidRequest, "conflict", ""},
 		{withRetry(2500 * time.Millisecond), 429, typeRateLimit, "rate_limit_exceeded", "3"},
 		{withRetry(200 * time.Millisecond), 429, typeRateLimit, "rate_limit_exceeded", "1"},
-		{status.Error(codes.ResourceExhausted, "budget"), 429, typeRateLimit, "rate_limit_exceeded", "1"},
-		{status.Error(codes.Unavailable, "no eligible pool"), 503, typeServer, "service_unavailable", ""},
-		{status.Error(codes.DeadlineExceeded, "late"), 504, typeTimeout, "deadline_exceeded", ""},
-		{status.Error(codes.Internal, "boom"), 500, typeServer, "internal_error", ""},
-		{status.Error(codes.Canceled, "gone"), 499, typeInvalidRequest, "canceled", ""},
+		{&capacity.QuotaError{Scope: "tenant", Name: "small", Kind: "requests_per_minute"}, 429, typeRateLimit, "rate_limit_exceeded", "1"},
+		{&dispatch.UnavailableError{Err: errors.New("no eligible pool")}, 503, typeServer, "service_unavailable", ""},
+		{context.DeadlineExceeded, 504, typeTimeout, "deadline_exceeded", ""},
+		{&dispatch.BackendError{Code: dispatch.CodeInternal, Status: "Internal", Err: errors.New("boom")}, 500, typeServer, "internal_error", ""},
+		{context.Canceled, 499, typeInvalidRequest, "canceled", ""},
 		{errors.New("not a status"), 500, typeServer, "internal_error", ""},
 	}
 	for _, c := range cases {
-		e := fromStatus(c.err, nil)
+		e := fromError(c.err, nil)
 		if e.status != c.status || e.body.Type != c.typ || e.body.Code == nil || *e.body.Code != c.code {
 			t.Errorf("%v: got %d %s %v", c.err, e.status, e.body.Type, e.body.Code)
 		}
