@@ -201,7 +201,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	// farMisses: every farther tier with pools is known to miss the call's
 	// deadline (none has a pool predicted to meet it, or taken on trust).
 	farMisses := func(t Tier) bool {
-		any := false
+		some := false
 		for f := t + 1; f <= TierAnywhere; f++ {
 			if tiers[f].Count == 0 {
 				continue
@@ -209,9 +209,9 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			if meetsAny[f] {
 				return false
 			}
-			any = true
+			some = true
 		}
-		return any
+		return some
 	}
 
 	// Progressive spill (Envoy's priority load with overprovisioning): a tier
