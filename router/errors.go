@@ -56,7 +56,11 @@ func backendErr(err error) error {
 	if !known {
 		c = dispatch.CodeInternal
 	}
-	return &dispatch.BackendError{Code: c, Status: st.Code().String(), Err: err}
+	be := &dispatch.BackendError{Code: c, Status: st.Code().String(), Err: err}
+	if dispatch.ClientVisible(c) {
+		be.Message = st.Message()
+	}
+	return be
 }
 
 // toStatus turns an error from any layer into the gRPC status the client sees.
@@ -72,8 +76,7 @@ func toStatus(err error) error {
 		// a shortage passes through as the backend worded it; anything else
 		// keeps its code only.
 		st, _ := status.FromError(be.Err)
-		switch st.Code() {
-		case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange, codes.AlreadyExists, codes.ResourceExhausted:
+		if dispatch.ClientVisible(be.Code) {
 			return be.Err
 		}
 		return status.Error(st.Code(), "backend answered "+st.Code().String()+" (details are in the router's log)")

@@ -107,13 +107,29 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // BackendError is a backend's own error with its Code (the wiring maps the
 // adapter's status to one). Its text never reaches a client: PublicText says
-// "backend answered <Status>" instead.
+// "backend answered <Status>" instead, or, when the backend's refusal is
+// about the request or a shortage and decides the call, its Message.
 type BackendError struct {
 	Code Code
 	// Status is the backend's answer as its wire names it ("Unavailable",
 	// "ResourceExhausted"); empty: Code's name.
 	Status string
-	Err    error
+	// Message is what a client may read of the backend's refusal: the
+	// adapter's words for a refusal of the request ("messages[0].content:
+	// empty") or a shortage, which the adapters word for clients; empty for
+	// anything else (a failure's text may name internal addresses).
+	Message string
+	Err     error
+}
+
+// ClientVisible says whether a backend's words for a refusal with code c
+// may reach the client: a refusal of the request itself or a shortage.
+func ClientVisible(c Code) bool {
+	switch c {
+	case CodeInvalid, CodeNotFound, CodeFailedPrecondition, CodeOutOfRange, CodeAlreadyExists, CodeExhausted:
+		return true
+	}
+	return false
 }
 
 func (e *BackendError) Error() string { return e.Err.Error() }
@@ -200,6 +216,10 @@ func PublicText(err error) string {
 	}
 	if errors.Is(err, capacity.ErrDuplicate) && CodeOf(err) == CodeAlreadyExists {
 		return "request_id is already in flight for this tenant; use a new request_id per call"
+	}
+	if be, ok := BackendVerdict(err); ok && be.Message != "" {
+		// The backend's refusal decides the call: its words for the client.
+		return be.Message
 	}
 	msg := err.Error()
 	var walk func(e error)

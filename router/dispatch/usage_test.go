@@ -1,6 +1,10 @@
 package dispatch
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
 
 // clientInput and fillInput on their own, including the edges no fake
 // backend reaches.
@@ -31,5 +35,27 @@ func TestClientInput(t *testing.T) {
 				t.Errorf("client input %d, want %d", got, tc.client)
 			}
 		})
+	}
+}
+
+// TestPublicTextOfABackendRefusal: a backend's words reach the client only
+// for a refusal of the request or a shortage that decides the call; a
+// failure's text, or one wrapped in the router's own verdict, never does.
+func TestPublicTextOfABackendRefusal(t *testing.T) {
+	refusal := &BackendError{Code: CodeInvalid, Status: "InvalidArgument", Message: "messages[0].content: empty", Err: errors.New("rpc error: code = InvalidArgument desc = messages[0].content: empty")}
+	failure := &BackendError{Code: CodeUnavailable, Status: "Unavailable", Err: errors.New("dial tcp 10.0.3.7:8000: connection refused")}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"a refusal decides the call", refusal, "messages[0].content: empty"},
+		{"a failure's text is hidden", failure, "backend answered Unavailable"},
+		{"inside the router's verdict", &UnavailableError{Err: fmt.Errorf("%w: every eligible pool failed: pool a: %w", ErrPoolFailed, failure)},
+			"pool failed: every eligible pool failed: pool a: backend answered Unavailable"},
+	} {
+		if got := PublicText(tc.err); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
