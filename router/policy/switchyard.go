@@ -199,7 +199,8 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 		}
 	}
 	// farMisses: every farther tier with pools is known to miss the call's
-	// deadline (none has a pool predicted to meet it, or taken on trust).
+	// deadline: none has a pool predicted to meet it, nor one with too few
+	// samples to predict (those are taken on trust).
 	farMisses := func(t Tier) bool {
 		some := false
 		for f := t + 1; f <= TierAnywhere; f++ {
