@@ -2,7 +2,6 @@ package router_test
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,9 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -25,6 +22,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 var adminTokens = []config.AdminToken{
@@ -61,39 +59,15 @@ func startReplica(t testing.TB, fleet *config.Fleet, store capacity.Store, ctl c
 	return startReplicaWith(t, router.Options{Fleet: fleet, Store: store, Control: ctl})
 }
 
-// startReplicaWith serves a router built from o on loopback (Admin too);
-// unset, its backends are native gRPC ones, its admin tokens the tests'
-// and its usage refresh 20ms.
+// startReplicaWith serves a router built from o on loopback (Admin too,
+// routertest.Start); unset, its admin tokens are the tests'.
 func startReplicaWith(t testing.TB, o router.Options) *replica {
 	t.Helper()
-	if o.Backends == nil {
-		o.Backends = backends.NewRegistry()
-		grpcnative.Register(o.Backends, grpcnative.Options{})
-	}
 	if o.AdminTokens == nil {
 		o.AdminTokens = adminTokens
 	}
-	if o.UsageRefresh == 0 {
-		o.UsageRefresh = 20 * time.Millisecond
-	}
-	rt, err := router.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); _ = rt.Close() })
-	return &replica{rt: rt, inf: pb.NewInferenceClient(cc), admin: pb.NewAdminClient(cc)}
+	r := routertest.Start(t, routertest.Options{Router: o})
+	return &replica{rt: r.Server, inf: r.Inference, admin: r.Admin}
 }
 
 func twoReplicasOnRedis(t *testing.T, pools []*simPool) (*replica, *replica) {

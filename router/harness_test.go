@@ -4,27 +4,19 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
-	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // simPool is one simulated pool served by its own real gRPC server on
-// loopback, the way switchyard-sim serves it.
+// loopback, the way switchyard-sim serves it (routertest.StartSimPool).
 type simPool struct {
 	name, cloud, region, accel string
 	limit                      int
@@ -32,33 +24,17 @@ type simPool struct {
 	models                     []string
 
 	pool *sim.Pool
-	gs   *grpc.Server
 	addr string
+	sp   *routertest.SimPool
 }
 
 // kill stops the pool's server hard, like a crashed process.
-func (p *simPool) kill() { p.gs.Stop() }
+func (p *simPool) kill() { p.sp.Kill() }
 
 func startSimPool(t testing.TB, p *simPool) {
 	t.Helper()
-	if p.timeScale == 0 {
-		p.timeScale = 50
-	}
-	sp, err := sim.NewPool(sim.Options{Name: p.name, Accelerator: p.accel, MaxBatch: p.limit, TimeScale: p.timeScale, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	pb.RegisterInferenceServer(gs, sim.NewInferenceServer(sp))
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); _ = sp.Close() })
-	p.pool, p.gs, p.addr = sp, gs, lis.Addr().String()
+	p.sp = routertest.StartSimPool(t, sim.Options{Name: p.name, Accelerator: p.accel, MaxBatch: p.limit, TimeScale: p.timeScale})
+	p.pool, p.addr = p.sp.Pool, p.sp.Addr
 }
 
 // testFleet is a router in front of real sim servers, with a client.
@@ -80,6 +56,8 @@ type fleetOpts struct {
 	topLevel string
 }
 
+// startFleet starts pools, each behind its own server, and a router
+// (routertest.Start) in front of them.
 func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 	t.Helper()
 	var b strings.Builder
@@ -111,29 +89,9 @@ func startFleet(t *testing.T, o fleetOpts, pools ...*simPool) *testFleet {
 	fmt.Fprintf(&b, "routing:\n  queue_max_wait: %s\n  health_check_interval: 100ms\n", cmp.Or(o.queueWait, "300ms"))
 	b.WriteString(o.routing)
 	b.WriteString(o.topLevel)
-	fleet, err := config.Parse([]byte(b.String()), "test fleet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Policy: o.policy, Store: o.store, Region: o.region, UsageRefresh: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); _ = rt.Close() })
-	tf.rt, tf.client, tf.addr = rt, pb.NewInferenceClient(cc), lis.Addr().String()
+	r := routertest.Start(t, routertest.Options{FleetYAML: b.String(),
+		Router: router.Options{Policy: o.policy, Store: o.store, Region: o.region}})
+	tf.rt, tf.client, tf.addr = r.Server, r.Inference, r.Addr
 	return tf
 }
 

@@ -6,15 +6,11 @@ package router_test
 // one model name, each under its own provider's name.
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/bedrock"
@@ -26,6 +22,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // The demo fleet file router/testdata/mixed-fleet.yaml routes around a
@@ -61,25 +58,9 @@ func TestMixedFleetRoutesAroundAThrottlingBedrockPool(t *testing.T) {
 	openai.Register(reg, openai.Options{})
 	bedrock.Register(reg, bedrock.Options{})
 	vertex.Register(reg, vertex.Options{})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, UsageRefresh: 20 * time.Millisecond,
-		AdminTokens: []config.AdminToken{{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); _ = rt.Close() })
-	f := &realFleet{rt: rt, client: pb.NewInferenceClient(cc), admin: pb.NewAdminClient(cc)}
+	r := routertest.Start(t, routertest.Options{Router: router.Options{Fleet: fleet, Backends: reg,
+		AdminTokens: []config.AdminToken{{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")}}}})
+	f := &realFleet{rt: r.Server, client: r.Inference, admin: r.Admin}
 
 	ctx := ctxT(t, 90*time.Second)
 	call := func(i int) (pool string, tried []string) {

@@ -18,9 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
@@ -29,6 +27,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // realPool is a pool of one OpenAI-compatible endpoint.
@@ -73,25 +72,9 @@ func startRealFleetWith(t *testing.T, o openai.Options, pools ...realPool) *real
 	}
 	reg := backends.NewRegistry()
 	openai.Register(reg, o)
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, UsageRefresh: 20 * time.Millisecond,
-		AdminTokens: []config.AdminToken{{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); _ = rt.Close() })
-	return &realFleet{rt: rt, client: pb.NewInferenceClient(cc), admin: pb.NewAdminClient(cc)}
+	r := routertest.Start(t, routertest.Options{Router: router.Options{Fleet: fleet, Backends: reg,
+		AdminTokens: []config.AdminToken{{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")}}}})
+	return &realFleet{rt: r.Server, client: r.Inference, admin: r.Admin}
 }
 
 // pools lists the pools as operators see them.

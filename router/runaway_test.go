@@ -17,9 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
@@ -28,6 +26,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // runaway is a real OpenAI-compatible HTTP server (llama.cpp's surface:
@@ -102,23 +101,9 @@ func runawayRouter(t *testing.T, ra *runaway) (pb.InferenceClient, *sdkmetric.Ma
 	openai.Register(reg, openai.Options{})
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, UsageRefresh: 20 * time.Millisecond, MeterProvider: mp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close(); gs.Stop(); _ = rt.Close(); _ = mp.Shutdown(context.Background()) })
-	return pb.NewInferenceClient(cc), reader
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	r := routertest.Start(t, routertest.Options{Router: router.Options{Fleet: fleet, Backends: reg, MeterProvider: mp}})
+	return r.Inference, reader
 }
 
 // overruns reads switchyard.backend.overruns by reason.

@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -33,6 +32,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -141,31 +141,17 @@ routing:
 	reg := backends.NewRegistry()
 	grpcnative.Register(reg, grpcnative.Options{DialOptions: []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...))}})
 	logger := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Logger: logger, TracerProvider: tp, MeterProvider: tel.MeterProvider, QueuePoll: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions(grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))...)
-	rt.Register(gs)
-	go func() { _ = gs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(tel.Handler)
 	t.Cleanup(func() {
-		hs.Close()
-		_ = cc.Close()
-		gs.Stop()
-		_ = rt.Close()
 		_ = tp.Shutdown(context.Background())
 		_ = tel.Shutdown(context.Background())
 	})
-	f.client, f.metricsURL = pb.NewInferenceClient(cc), hs.URL+"/metrics"
+	r := routertest.Start(t, routertest.Options{
+		Router: router.Options{Fleet: fleet, Backends: reg, Logger: logger, TracerProvider: tp, MeterProvider: tel.MeterProvider, QueuePoll: 10 * time.Millisecond, UsageRefresh: 250 * time.Millisecond},
+		GRPC:   []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...))},
+	})
+	hs := httptest.NewServer(tel.Handler)
+	t.Cleanup(hs.Close)
+	f.client, f.metricsURL = r.Inference, hs.URL+"/metrics"
 	return f
 }
 
