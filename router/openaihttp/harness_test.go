@@ -3,8 +3,6 @@ package openaihttp_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,12 +13,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/switchyard-dev/switchyard/backends"
-	openaiadapter "github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
@@ -28,6 +22,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 func TestMain(m *testing.M) {
@@ -67,75 +62,35 @@ type doorOpts struct {
 	tracer trace.TracerProvider
 }
 
+// startFrontDoor starts the router (routertest.Start) and serves the front
+// door in front of it (routertest.ServeHTTP).
 func startFrontDoor(t *testing.T, o doorOpts) *frontDoor {
 	t.Helper()
-	if o.timeScale == 0 {
-		o.timeScale = 50
-	}
 	src := config.DemoYAML()
 	if o.fleetYAML != "" {
 		src = []byte(o.fleetYAML)
 	}
-	fleet, err := config.Parse(append(src, o.extraYAML...), "demo fleet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := sim.NewHost()
-	reg := backends.NewRegistry()
-	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: o.timeScale, QueueLength: fleet.Sim.QueueLength})
-	openaiadapter.Register(reg, openaiadapter.Options{Logger: slog.New(slog.DiscardHandler)})
-	rt, err := router.New(router.Options{
-		Fleet: fleet, Backends: reg, Replica: "front-test", UsageRefresh: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-		MeterProvider: o.meter, TracerProvider: o.tracer,
-		AdminTokens: []config.AdminToken{{Name: "test", Role: "operator", SHA256: router.HashToken(adminToken)}},
+	r := routertest.Start(t, routertest.Options{
+		FleetYAML: string(append(src, o.extraYAML...)),
+		TimeScale: o.timeScale,
+		Router: router.Options{
+			Replica: "front-test", MeterProvider: o.meter, TracerProvider: o.tracer,
+			AdminTokens: []config.AdminToken{{Name: "test", Role: "operator", SHA256: router.HashToken(adminToken)}},
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(glis) }()
-	cc, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	ho := o.handler
-	ho.Router = rt
-	ho.Logger = slog.New(slog.DiscardHandler)
+	ho.Router = r.Server
+	ho.Logger = routertest.Discard
 	h, err := openaihttp.New(ho)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hlis := openaihttp.NewListener(rawLis, o.maxConns, o.maxUnauth)
+	hlis := openaihttp.NewListener(routertest.Listen(t), o.maxConns, o.maxUnauth)
 	so := o.server
 	so.Handler = h
 	so.Listener = hlis
-	srv := openaihttp.NewServer(so)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(hlis) }()
-	tr := &http.Transport{}
-	fd := &frontDoor{rt: rt, host: host, url: "http://" + hlis.Addr().String(), admin: pb.NewAdminClient(cc), lis: hlis, client: &http.Client{Transport: tr}}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("http serve: %v", err)
-		}
-		_ = cc.Close()
-		gs.Stop()
-		_ = rt.Close()
-	})
-	return fd
+	web := routertest.ServeHTTP(t, openaihttp.NewServer(so), hlis)
+	return &frontDoor{rt: r.Server, host: r.Host, url: web.URL, admin: r.Admin, lis: hlis, client: web.Client}
 }
 
 func (fd *frontDoor) adminCtx(t *testing.T) context.Context {
