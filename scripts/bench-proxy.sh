@@ -22,6 +22,8 @@
 #   ROUNDS=3 RATE=1000 DURATION=15s ./scripts/bench-proxy.sh
 #   PROFILE=1 ./scripts/bench-proxy.sh       # also CPU and alloc profiles of switchyard (strict Redis) under the fixed rate
 #   PIN=1 ./scripts/bench-proxy.sh           # load generator and backend on CPU 0, each proxy on CPU 1
+#   BASE=abc1234 ./scripts/bench-proxy.sh    # also switchyard built at commit abc1234 (in-memory counters),
+#                                            # to compare a change with what it changed, in the same run
 #
 # Installs nginx (Debian) and ghz (go install, into a cache directory) when
 # missing. Needs redis-server (scripts/test.sh installs it) and python3.
@@ -90,6 +92,12 @@ waitport() { # waitport PORT NAME
 
 echo "bench-proxy: building" >&2
 go build -o "$WORK/bin/" ./cmd/switchyard ./cmd/switchyard-sim ./scripts/grpc-floor-proxy
+if [ -n "${BASE:-}" ]; then
+	echo "bench-proxy: building switchyard at $BASE" >&2
+	git worktree add -q --detach "$WORK/base-src" "$BASE"
+	(cd "$WORK/base-src" && go build -o "$WORK/bin/switchyard-base" ./cmd/switchyard)
+	git worktree remove --force "$WORK/base-src"
+fi
 
 SIM=$(freeport)
 $LOADGEN "$WORK/bin/switchyard-sim" --pool "bench=h100:100000@127.0.0.1:$SIM" --time-scale 100000 \
@@ -153,7 +161,7 @@ EOF
 start_router() { # start_router PORT DEBUGPORT METRICSPORT [extra flags]
 	local port=$1 dbg=$2 met=$3
 	shift 3
-	$PROXY env ${ROUTER_ENV:-} "$WORK/bin/switchyard" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
+	$PROXY env ${ROUTER_ENV:-} "${ROUTER_BIN:-$WORK/bin/switchyard}" --listen "127.0.0.1:$port" --config "$WORK/fleet.yaml" --log-level warn \
 		--metrics-listen "127.0.0.1:$met" --console-listen off --http-listen off --watch-config 0 \
 		--debug-listen "127.0.0.1:$dbg" "$@" >"$WORK/router-$port.log" 2>&1 &
 	PIDS+=($!)
@@ -168,6 +176,11 @@ SYL_MET=$(freeport)
 start_router "$SYL" "$(freeport)" "$SYL_MET" --redis "redis://127.0.0.1:$REDIS2/0"
 SYM=$(freeport)
 start_router "$SYM" "$(freeport)" "$(freeport)"
+SYB=""
+if [ -n "${BASE:-}" ]; then
+	SYB=$(freeport)
+	ROUTER_BIN="$WORK/bin/switchyard-base" start_router "$SYB" "$(freeport)" "$(freeport)"
+fi
 
 FLOOR=$(freeport)
 $PROXY "$WORK/bin/grpc-floor-proxy" --listen "127.0.0.1:$FLOOR" --backend "127.0.0.1:$SIM" >"$WORK/floor.log" 2>&1 &
@@ -176,6 +189,10 @@ waitport "$FLOOR" grpc-floor-proxy
 
 declare -A ADDR=([direct]="127.0.0.1:$SIM" [nginx]="127.0.0.1:$NGX" [floor]="127.0.0.1:$FLOOR" [redis]="127.0.0.1:$SYR" [leased]="127.0.0.1:$SYL" [memory]="127.0.0.1:$SYM")
 PATHS=(direct nginx floor redis leased memory)
+if [ -n "$SYB" ]; then
+	ADDR[base]="127.0.0.1:$SYB"
+	PATHS+=(base)
+fi
 DATA='{"model":"bench","prompt":"hello from the proxy benchmark","max_tokens":4}'
 ghz_run() { # ghz_run ADDR OUT [ghz flags]
 	local addr=$1 out=$2
@@ -238,9 +255,9 @@ for r in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-python3 - "$WORK" "$ROUNDS" "$RATE" "$DURATION" "$SAT_CALLS" <<'EOF'
+python3 - "$WORK" "$ROUNDS" "$RATE" "$DURATION" "$SAT_CALLS" "${BASE:-}" <<'EOF'
 import json, statistics, sys
-work, rounds, rate, dur, sat = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+work, rounds, rate, dur, sat, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 def load(path):
     with open(path) as f:
         return json.load(f)
@@ -255,7 +272,7 @@ def errors(rep):
         kinds[k[:120]] = kinds.get(k[:120], 0) + v
     return sum(v for k, v in (rep.get("statusCodeDistribution") or {}).items() if k != "OK")
 rows = {}
-PATHS = ["direct", "nginx", "floor", "redis", "leased", "memory"]
+PATHS = ["direct", "nginx", "floor", "redis", "leased", "memory"] + (["base"] if base else [])
 for p in PATHS:
     p50 = [pct(load(f"{work}/{p}-rate-{r}.json"), 50) for r in range(1, rounds + 1)]
     p99 = [pct(load(f"{work}/{p}-rate-{r}.json"), 99) for r in range(1, rounds + 1)]
@@ -266,7 +283,7 @@ for p in PATHS:
 d = rows["direct"]
 names = {"direct": "ghz → sim directly", "nginx": "via nginx `grpc_pass`", "floor": "via a bare grpc-go proxy (floor)",
          "redis": "via switchyard, strict Redis counting", "leased": "via switchyard, leased Redis blocks",
-         "memory": "via switchyard, in-memory counters"}
+         "memory": "via switchyard, in-memory counters", "base": f"via switchyard at {base}, in-memory counters"}
 print(f"\n{rounds} round(s); fixed rate {rate} calls/s for {dur}, 100 concurrent over 4 connections; saturation {sat} calls, 64 concurrent; medians over rounds\n")
 print("| path | p50 | p99 | added p50 over direct | added p99 over direct | saturation | errors |")
 print("|---|---|---|---|---|---|---|")
@@ -321,6 +338,11 @@ m = rows["memory"]
 l = rows["leased"]
 print(f"\nleased: {lcmds / lcalls:.4f} store commands per call at the fixed rate ({lcmds} for {lcalls} calls); "
       f"added p50 {l['p50'] - m['p50']:+.3f} ms, p99 {l['p99'] - m['p99']:+.3f} ms over the in-memory router")
+if base:
+    b = rows["base"]
+    print(f"\nthis tree against {base} (both in-memory), same run: added p50 {m['p50'] - d['p50']:.3f} against "
+          f"{b['p50'] - d['p50']:.3f} ms ({(m['p50'] - d['p50']) / (b['p50'] - d['p50']):.2f}×), p99 {m['p99'] - d['p99']:.3f} "
+          f"against {b['p99'] - d['p99']:.3f} ms, saturation {m['rps']:,.0f} against {b['rps']:,.0f} calls/s ({m['rps'] / b['rps']:.2f}×)")
 EOF
 if [ "${PROFILE:-0}" = 1 ]; then
 	echo "profiles in bench-proxy-profiles/: go tool pprof -top bench-proxy-profiles/switchyard.bin bench-proxy-profiles/cpu.pprof" >&2
