@@ -31,7 +31,7 @@ func (p *process) startConsole() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("--console-listen %s: %w", f.consoleListen, err)
 	}
-	opts := console.Options{Server: rt, Logger: log, AllowedHosts: consoleHosts(f.consoleHosts, f.consoleListen, lis.Addr())}
+	opts := console.Options{Operator: rt.Operator(), Logger: log, AllowedHosts: consoleHosts(f.consoleHosts, f.consoleListen, lis.Addr())}
 	if tel.Registry != nil {
 		opts.Gatherer = tel.Registry
 	}

@@ -268,7 +268,7 @@ func TestAdminRefusesAllWithoutTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
-	_, err = rt.Admin().ListPools(metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer anything")), &pb.ListPoolsRequest{})
+	_, err = router.NewAdmin(rt.Operator()).ListPools(metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer anything")), &pb.ListPoolsRequest{})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "disabled") {
 		t.Fatalf("got %v, want UNAUTHENTICATED saying the admin API is disabled", err)
 	}

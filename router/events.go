@@ -32,6 +32,10 @@ type eventBus struct {
 // maxRecentEvents bounds the events kept for watchers that connect later.
 const maxRecentEvents = 100
 
+// subscriberBuffer is how many new events a watcher may fall behind by
+// before it loses some.
+const subscriberBuffer = 256
+
 type subscriber struct {
 	ch      chan *pb.Event
 	dropped int
@@ -41,21 +45,24 @@ func newEventBus(replica string, c clock.Clock) *eventBus {
 	return &eventBus{self: "router " + replica, clock: c, subs: map[*subscriber]struct{}{}}
 }
 
-func (b *eventBus) subscribe() *subscriber {
-	sub, _ := b.subscribeRecent(0)
-	return sub
-}
+func (b *eventBus) subscribe() *subscriber { return b.subscribeWith(nil, 0) }
 
-// subscribeRecent subscribes and returns up to n of the most recent events,
-// oldest first: none is both in them and sent to the subscriber, none lost
-// between.
-func (b *eventBus) subscribeRecent(n int) (*subscriber, []*pb.Event) {
-	sub := &subscriber{ch: make(chan *pb.Event, 256)}
+// subscribeWith subscribes with first (when not nil) and up to n of the most
+// recent events, oldest first, already in the subscriber's channel: none is
+// both among them and sent again, none lost between.
+func (b *eventBus) subscribeWith(first *pb.Event, n int) *subscriber {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.subs[sub] = struct{}{}
 	n = min(max(n, 0), len(b.recent))
-	return sub, append([]*pb.Event(nil), b.recent[len(b.recent)-n:]...)
+	sub := &subscriber{ch: make(chan *pb.Event, subscriberBuffer+1+n)}
+	if first != nil {
+		sub.ch <- first
+	}
+	for _, ev := range b.recent[len(b.recent)-n:] {
+		sub.ch <- ev
+	}
+	b.subs[sub] = struct{}{}
+	return sub
 }
 
 func (b *eventBus) unsubscribe(sub *subscriber) {

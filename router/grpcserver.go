@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // MaxRequestBytes bounds one gRPC message on servers built with
@@ -171,7 +171,7 @@ func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, 
 			return ctx, status.Error(codes.Unauthenticated, err.Error())
 		}
 	case strings.HasPrefix(method, adminPrefix):
-		if _, err := s.Admin().authorize(mctx, roleViewer); err != nil && !errors.Is(err, errPermissionDenied) {
+		if err := s.adminCaller(mctx); err != nil {
 			return ctx, status.Error(codes.Unauthenticated, err.Error())
 		}
 	case strings.HasPrefix(method, reflectionPrefix):
@@ -181,7 +181,7 @@ func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, 
 		if _, err := st.Tenants.Authenticate(callerFromMetadata(mctx).APIKey); err == nil {
 			return ctx, nil
 		}
-		if _, err := s.Admin().authorize(mctx, roleViewer); err == nil {
+		if err := s.adminCaller(mctx); err == nil {
 			return ctx, nil
 		}
 		return ctx, status.Error(codes.Unauthenticated, "unauthenticated: server reflection needs an API key or an admin token")
@@ -189,21 +189,43 @@ func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, 
 	return ctx, nil
 }
 
+// adminCaller checks that a call carries a known admin token, of any role.
+func (s *Server) adminCaller(ctx context.Context) error {
+	tok, err := adminToken(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Operator().Authorize(tok, RoleViewer); err != nil && dispatch.CodeOf(err) != dispatch.CodePermissionDenied {
+		return err
+	}
+	return nil
+}
+
+// operatorCaller authorizes a call for the operator role and returns the
+// token's name.
+func (s *Server) operatorCaller(ctx context.Context) (string, error) {
+	tok, err := adminToken(ctx)
+	if err != nil {
+		return "", err
+	}
+	return s.Operator().Authorize(tok, RoleOperator)
+}
+
 // OperatorInterceptors return interceptors that let a call through only with
 // an admin token of the operator role (the Admin API's tokens): for services
 // served off the client port that change the fleet, such as SimControl.
 func (s *Server) OperatorInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	unary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		actor, err := s.Admin().authorize(ctx, roleOperator)
+		actor, err := s.operatorCaller(ctx)
 		if err != nil {
-			return nil, adminStatus(err)
+			return nil, toStatus(err)
 		}
 		s.log.InfoContext(ctx, "operator call", "actor", actor)
 		return handler(ctx, req)
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if _, err := s.Admin().authorize(ss.Context(), roleOperator); err != nil {
-			return adminStatus(err)
+		if _, err := s.operatorCaller(ss.Context()); err != nil {
+			return toStatus(err)
 		}
 		return handler(srv, ss)
 	}

@@ -230,7 +230,7 @@ func (s *Server) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(in.PoolHealthy, b2i(!v.Unhealthy), po...)
 	}
 	o.ObserveInt64(in.QueueLength, int64(s.disp.QueueLength()))
-	if br := blockReporter(s.opts.Store); br != nil {
+	if br, ok := s.opts.Store.(capacity.BlockReporter); ok {
 		bs := br.Blocks()
 		byName := make(map[string]capacity.PoolBlock, len(bs.Pools))
 		for _, b := range bs.Pools {

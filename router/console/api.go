@@ -10,9 +10,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -20,36 +17,62 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
-	"github.com/switchyard-dev/switchyard/router/telemetry"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
-// method is one unary Admin method reachable as POST /api/v1/<Name>.
+// method is one unary Admin method reachable as POST /api/v1/<Name>: its
+// request message, and how the router's Operator interface answers it.
 type method struct {
 	newReq func() proto.Message
-	call   func(a *router.Admin, ctx context.Context, req proto.Message) (proto.Message, error)
+	call   func(op router.Operator, ctx context.Context, token string, req proto.Message) (proto.Message, error)
 }
 
-func unary[Req, Resp proto.Message](newReq func() Req, fn func(*router.Admin, context.Context, Req) (Resp, error)) method {
-	return method{
-		newReq: func() proto.Message { return newReq() },
-		call: func(a *router.Admin, ctx context.Context, req proto.Message) (proto.Message, error) {
-			return fn(a, ctx, req.(Req))
-		},
-	}
+// change is a method that applies an operator change (router.ChangeOf reads
+// the request) and answers with resp of what it did.
+func change(newReq func() proto.Message, resp func(*router.Applied) proto.Message) method {
+	return method{newReq: newReq, call: func(op router.Operator, ctx context.Context, token string, req proto.Message) (proto.Message, error) {
+		c, _ := router.ChangeOf(req) // every change method's request is a change
+		a, err := op.Apply(ctx, token, c)
+		if err != nil {
+			return nil, err
+		}
+		return resp(a), nil
+	}}
 }
+
+func poolChange(a *router.Applied) proto.Message { return &pb.PoolChangeResponse{Pool: a.Pool} }
 
 // methods are the Admin API's unary methods, by their gRPC names. The
 // request and response bodies are their protojson forms (lowerCamelCase
 // field names, as switchyardctl --json prints them).
 var methods = map[string]method{
-	"ListPools":           unary(func() *pb.ListPoolsRequest { return new(pb.ListPoolsRequest) }, (*router.Admin).ListPools),
-	"SetWeight":           unary(func() *pb.SetWeightRequest { return new(pb.SetWeightRequest) }, (*router.Admin).SetWeight),
-	"Drain":               unary(func() *pb.DrainRequest { return new(pb.DrainRequest) }, (*router.Admin).Drain),
-	"Resume":              unary(func() *pb.ResumeRequest { return new(pb.ResumeRequest) }, (*router.Admin).Resume),
-	"SetCapacityOverride": unary(func() *pb.SetCapacityOverrideRequest { return new(pb.SetCapacityOverrideRequest) }, (*router.Admin).SetCapacityOverride),
-	"ExplainRoute":        unary(func() *pb.ExplainRouteRequest { return new(pb.ExplainRouteRequest) }, (*router.Admin).ExplainRoute),
-	"SetPolicy":           unary(func() *pb.SetPolicyRequest { return new(pb.SetPolicyRequest) }, (*router.Admin).SetPolicy),
-	"ListAudit":           unary(func() *pb.ListAuditRequest { return new(pb.ListAuditRequest) }, (*router.Admin).ListAudit),
+	"ListPools": {newReq: func() proto.Message { return new(pb.ListPoolsRequest) },
+		call: func(op router.Operator, _ context.Context, token string, _ proto.Message) (proto.Message, error) {
+			snap, err := op.Snapshot(token)
+			if err != nil {
+				return nil, err
+			}
+			return snap.Fleet, nil
+		}},
+	"SetWeight":           change(func() proto.Message { return new(pb.SetWeightRequest) }, poolChange),
+	"Drain":               change(func() proto.Message { return new(pb.DrainRequest) }, func(a *router.Applied) proto.Message { return a.Drain }),
+	"Resume":              change(func() proto.Message { return new(pb.ResumeRequest) }, poolChange),
+	"SetCapacityOverride": change(func() proto.Message { return new(pb.SetCapacityOverrideRequest) }, poolChange),
+	"SetPolicy": change(func() proto.Message { return new(pb.SetPolicyRequest) }, func(a *router.Applied) proto.Message {
+		return &pb.SetPolicyResponse{Previous: a.Previous, Policy: a.Policy}
+	}),
+	"ExplainRoute": {newReq: func() proto.Message { return new(pb.ExplainRouteRequest) },
+		call: func(op router.Operator, _ context.Context, token string, req proto.Message) (proto.Message, error) {
+			return op.Explain(token, req.(*pb.ExplainRouteRequest).GetRequest())
+		}},
+	"ListAudit": {newReq: func() proto.Message { return new(pb.ListAuditRequest) },
+		call: func(op router.Operator, ctx context.Context, token string, req proto.Message) (proto.Message, error) {
+			entries, err := op.Audit(ctx, token, int(req.(*pb.ListAuditRequest).GetLimit()))
+			if err != nil {
+				return nil, err
+			}
+			return &pb.ListAuditResponse{Entries: entries}, nil
+		}},
 }
 
 var (
@@ -59,7 +82,7 @@ var (
 
 // call serves POST /api/v1/<Method>: the body is the method's request in
 // protojson, the answer its response, or {"code", "message"} with the HTTP
-// status of the gRPC code.
+// status of the error's code (writeStatus).
 func (c *Console) call(w http.ResponseWriter, r *http.Request) {
 	m, ok := methods[r.PathValue("method")]
 	if !ok {
@@ -87,9 +110,14 @@ func (c *Console) call(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctxWithToken(r.Context(), r), c.opts.CallTimeout)
+	tok, err := token(r)
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), c.opts.CallTimeout)
 	defer cancel()
-	resp, err := m.call(c.admin, ctx, req)
+	resp, err := m.call(c.op, ctx, tok, req)
 	if err != nil {
 		writeStatus(w, err)
 		return
@@ -98,27 +126,25 @@ func (c *Console) call(w http.ResponseWriter, r *http.Request) {
 	writeProto(w, resp)
 }
 
-// whoami serves GET /api/v1/whoami: {"role": "viewer" | "operator"}. The
-// role is found by the Admin API itself: ListPools needs a viewer, and a
-// SetWeight naming no pool is authorized for the operator role before the
-// missing pool is refused, so it changes nothing and tells the two apart.
+// whoami serves GET /api/v1/whoami: {"role": "viewer" | "operator"}, the
+// role the router's Operator interface grants the token.
 func (c *Console) whoami(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(ctxWithToken(r.Context(), r), c.opts.CallTimeout)
-	defer cancel()
-	if _, err := c.admin.ListPools(ctx, &pb.ListPoolsRequest{}); err != nil {
+	tok, err := token(r)
+	if err == nil {
+		_, err = c.op.Authorize(tok, router.RoleViewer)
+	}
+	if err != nil {
 		writeStatus(w, err)
 		return
 	}
 	httpedge.Trust(r.Context()) // a known admin token
 	role := "operator"
-	_, err := c.admin.SetWeight(ctx, &pb.SetWeightRequest{})
-	switch status.Code(err) {
-	case codes.PermissionDenied:
+	if _, err := c.op.Authorize(tok, router.RoleOperator); err != nil {
+		if dispatch.CodeOf(err) != dispatch.CodePermissionDenied {
+			writeStatus(w, err)
+			return
+		}
 		role = "viewer"
-	case codes.InvalidArgument:
-	default:
-		writeStatus(w, err)
-		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"role": role})
 }
@@ -132,31 +158,30 @@ type fleetView struct {
 	Home        string              `json:"home"`
 }
 
-// poolLoad is router.PoolLoad as the page reads it.
+// poolLoad is a pool's backend load report as the page reads it.
 type poolLoad struct {
 	Running  int `json:"running"`
 	Queued   int `json:"queued"`
 	Capacity int `json:"capacity"`
 }
 
-// fleetJSON authorizes through ListPools (viewer) and returns the view.
-func (c *Console) fleetJSON(ctx context.Context) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
-	defer cancel()
-	list, err := c.admin.ListPools(ctx, &pb.ListPoolsRequest{})
+// fleetJSON authorizes token as a viewer and returns the view.
+func (c *Console) fleetJSON(token string) ([]byte, error) {
+	snap, err := c.op.Snapshot(token)
 	if err != nil {
 		return nil, err
 	}
+	list := snap.Fleet
 	raw, err := marshal.Marshal(list)
 	if err != nil {
 		return nil, err
 	}
-	v := fleetView{List: raw, Loads: map[string]poolLoad{}, Geographies: map[string]string{}, Home: c.opts.Server.Region()}
-	for name, l := range c.opts.Server.PoolLoads() {
-		v.Loads[name] = poolLoad(l)
-	}
+	v := fleetView{List: raw, Loads: map[string]poolLoad{}, Geographies: map[string]string{}, Home: snap.Region}
 	for _, p := range list.GetPools() {
 		v.Geographies[p.GetRegion()] = p.GetGeography()
+		if l := p.GetBackendLoad(); l != nil {
+			v.Loads[p.GetName()] = poolLoad{Running: int(l.GetRunning()), Queued: int(l.GetQueued()), Capacity: int(l.GetCapacity())}
+		}
 	}
 	if v.Home != "" {
 		if _, ok := v.Geographies[v.Home]; !ok {
@@ -168,7 +193,11 @@ func (c *Console) fleetJSON(ctx context.Context) ([]byte, error) {
 
 // fleet serves GET /api/v1/fleet.
 func (c *Console) fleet(w http.ResponseWriter, r *http.Request) {
-	b, err := c.fleetJSON(ctxWithToken(r.Context(), r))
+	tok, err := token(r)
+	var b []byte
+	if err == nil {
+		b, err = c.fleetJSON(tok)
+	}
 	if err != nil {
 		writeStatus(w, err)
 		return
@@ -178,9 +207,11 @@ func (c *Console) fleet(w http.ResponseWriter, r *http.Request) {
 
 // history serves GET /api/v1/history: the chart samples kept, oldest first.
 func (c *Console) history(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(ctxWithToken(r.Context(), r), c.opts.CallTimeout)
-	defer cancel()
-	if _, err := c.admin.ListPools(ctx, &pb.ListPoolsRequest{}); err != nil {
+	tok, err := token(r)
+	if err == nil {
+		_, err = c.op.Authorize(tok, router.RoleViewer)
+	}
+	if err != nil {
 		writeStatus(w, err)
 		return
 	}
@@ -191,14 +222,10 @@ func (c *Console) history(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// withAuthorization puts an Authorization header value into ctx as the
-// incoming gRPC metadata the Admin service reads.
-func withAuthorization(ctx context.Context, auth string) context.Context {
-	md := metadata.MD{}
-	if auth != "" {
-		md.Set("authorization", auth)
-	}
-	return metadata.NewIncomingContext(ctx, md)
+// token is the admin token of the request's "Authorization: Bearer" header
+// ("" when it has none).
+func token(r *http.Request) (string, error) {
+	return router.BearerToken(r.Header.Get("Authorization"))
 }
 
 // sameOrigin refuses API calls made by pages of another origin: a browser
@@ -219,42 +246,48 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && u.Host == r.Host
 }
 
-// httpCode is the HTTP status of a gRPC code.
-func httpCode(c codes.Code) int {
-	switch c {
-	case codes.OK:
-		return http.StatusOK
-	case codes.InvalidArgument, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.FailedPrecondition, codes.Aborted, codes.AlreadyExists:
-		return http.StatusConflict
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case codes.Canceled:
-		return 499
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	}
-	return http.StatusInternalServerError
+// httpStatus is the console's one table from the router's error codes to
+// its wire: the HTTP status and the code's name in the JSON error (the
+// canonical upper-case names the Admin API's gRPC codes have, which the page
+// and switchyardctl --json show alike).
+var httpStatus = map[dispatch.Code]struct {
+	status int
+	name   string
+}{
+	dispatch.CodeOK:                 {http.StatusOK, "OK"},
+	dispatch.CodeInvalid:            {http.StatusBadRequest, "INVALID_ARGUMENT"},
+	dispatch.CodeOutOfRange:         {http.StatusBadRequest, "OUT_OF_RANGE"},
+	dispatch.CodeUnauthenticated:    {http.StatusUnauthorized, "UNAUTHENTICATED"},
+	dispatch.CodePermissionDenied:   {http.StatusForbidden, "PERMISSION_DENIED"},
+	dispatch.CodeNotFound:           {http.StatusNotFound, "NOT_FOUND"},
+	dispatch.CodeFailedPrecondition: {http.StatusConflict, "FAILED_PRECONDITION"},
+	dispatch.CodeAlreadyExists:      {http.StatusConflict, "ALREADY_EXISTS"},
+	dispatch.CodeExhausted:          {http.StatusTooManyRequests, "RESOURCE_EXHAUSTED"},
+	dispatch.CodeUnavailable:        {http.StatusServiceUnavailable, "UNAVAILABLE"},
+	dispatch.CodeDeadlineExceeded:   {http.StatusGatewayTimeout, "DEADLINE_EXCEEDED"},
+	dispatch.CodeCanceled:           {499, "CANCELLED"},
+	dispatch.CodeUnimplemented:      {http.StatusNotImplemented, "UNIMPLEMENTED"},
+	dispatch.CodeInternal:           {http.StatusInternalServerError, "INTERNAL"},
 }
 
 // maxMessage bounds an error message sent back (Admin messages may quote
 // what the client sent).
 const maxMessage = 512
 
+// writeStatus answers with err (the router's, dispatch.CodeOf) as
+// {"code", "message"} under its HTTP status.
 func writeStatus(w http.ResponseWriter, err error) {
-	st := status.Convert(err)
-	msg := st.Message()
+	msg := publicText(err)
+	st, ok := httpStatus[dispatch.CodeOf(err)]
+	if !ok {
+		st = httpStatus[dispatch.CodeInternal]
+	}
+	writeError(w, st.status, st.name, msg)
+}
+
+// publicText is err's message as a client may read it, cut to maxMessage.
+func publicText(err error) string {
+	msg := dispatch.PublicText(err)
 	if len(msg) > maxMessage {
 		msg = msg[:maxMessage]
 		for !utf8.ValidString(msg) {
@@ -262,7 +295,7 @@ func writeStatus(w http.ResponseWriter, err error) {
 		}
 		msg += "…"
 	}
-	writeError(w, httpCode(st.Code()), telemetry.CodeName(st.Code()), msg)
+	return msg
 }
 
 func writeError(w http.ResponseWriter, code int, name, msg string) {

@@ -2,13 +2,13 @@
 // on its own listener that shows the fleet live and steers it.
 //
 // There is no second authorization path. Every JSON endpoint calls the
-// router's own switchyard.v1.Admin methods in-process, with the browser's
-// "Authorization: Bearer <token>" header put into the call's context as
-// incoming gRPC metadata, so the viewer and operator roles are checked by
-// router/admin.go exactly as for switchyardctl. The live stream is fed by
-// Admin.WatchEvents (through an in-process grpc.ServerStreamingServer) and
-// periodic Admin.ListPools; charts come from a bounded in-memory history
-// sampled from the router's Prometheus registry.
+// router's Operator interface (router/operator.go), the one the Admin API
+// serves switchyardctl from, with the token of the browser's
+// "Authorization: Bearer <token>" header, so the viewer and operator roles
+// are checked exactly as for switchyardctl; the console maps the router's
+// errors to HTTP with its own table (api.go). The live stream is fed by
+// Operator.Watch and periodic Operator.Snapshot; charts come from a bounded
+// in-memory history sampled from the router's Prometheus registry.
 //
 // The browser keeps the token in the tab's sessionStorage and sends it as a
 // header: no cookies, so no cross-site request can carry it. Pages carry a
@@ -21,7 +21,6 @@
 package console
 
 import (
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -44,8 +43,9 @@ var staticFS embed.FS
 
 // Options configure a Console.
 type Options struct {
-	// Server is the router whose Admin API the console calls. Required.
-	Server *router.Server
+	// Operator is the router's operator interface (router.Server.Operator),
+	// which the console serves. Required.
+	Operator router.Operator
 	// Gatherer is the router's Prometheus registry (telemetry.Telemetry's
 	// Registry). The charts are sampled from it; without one the console
 	// shows the fleet, events and audit but no charts.
@@ -63,7 +63,9 @@ type Options struct {
 	MaxStreams int
 	// MaxBodyBytes bounds a JSON request body (default 64 KiB).
 	MaxBodyBytes int64
-	// CallTimeout bounds one Admin call made for a JSON request (default 10s).
+	// CallTimeout bounds one operator call made for a JSON request (an
+	// operator change or the audit log, which may reach the control store;
+	// default 10s).
 	CallTimeout time.Duration
 	// AllowedHosts are names the console answers to in a request's Host
 	// header besides those always allowed: the address the connection
@@ -78,7 +80,7 @@ type Options struct {
 type Console struct {
 	opts    Options
 	log     *slog.Logger
-	admin   *router.Admin
+	op      router.Operator
 	hist    *history
 	streams atomic.Int64
 	stop    chan struct{}
@@ -91,8 +93,8 @@ type Console struct {
 // New builds a Console and starts its chart sampler (when Options.Gatherer
 // is set). Call Close when done.
 func New(o Options) (*Console, error) {
-	if o.Server == nil {
-		return nil, errors.New("console: router server is required")
+	if o.Operator == nil {
+		return nil, errors.New("console: the router's operator interface is required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -123,7 +125,7 @@ func New(o Options) (*Console, error) {
 		hosts: hosts,
 		opts:  o,
 		log:   o.Logger,
-		admin: o.Server.Admin(),
+		op:    o.Operator,
 		hist:  newHistory(int(o.History/o.SampleEvery) + 1),
 		stop:  make(chan struct{}),
 	}
@@ -244,10 +246,4 @@ func (c *Console) sampleOnce(now time.Time) {
 		return
 	}
 	c.hist.add(now, mfs)
-}
-
-// ctxWithToken returns a context carrying the request's Authorization
-// header as incoming gRPC metadata, as the Admin service reads it.
-func ctxWithToken(ctx context.Context, r *http.Request) context.Context {
-	return withAuthorization(ctx, r.Header.Get("Authorization"))
 }

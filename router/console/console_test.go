@@ -493,7 +493,7 @@ func TestHostAllowList(t *testing.T) {
 func TestAllowedHostsValidated(t *testing.T) {
 	rt := newFixture(t, fixtureOptions{}).rt
 	for _, bad := range []string{"http://console.example.com", "console.example.com/path", "*.example.com", "host:0", "host:99999", "host:x", ":8080", "user@host"} {
-		_, err := console.New(console.Options{Server: rt, AllowedHosts: []string{bad}})
+		_, err := console.New(console.Options{Operator: rt.Operator(), AllowedHosts: []string{bad}})
 		if err == nil {
 			t.Errorf("allowed host %q accepted", bad)
 		}

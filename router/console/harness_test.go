@@ -118,7 +118,7 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	t.Cleanup(func() { _ = cc.Close() })
 
 	o := fo.Options
-	o.Server = rt
+	o.Operator = rt.Operator()
 	o.Gatherer = tel.Registry
 	if o.SampleEvery == 0 {
 		o.SampleEvery = 200 * time.Millisecond

@@ -1,53 +1,16 @@
 package console
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
-
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
 )
-
-// watchStream carries Admin.WatchEvents in-process: it is the
-// grpc.ServerStreamingServer the Admin method sends its events into, and
-// hands them to the HTTP handler over a channel. Send blocks while the
-// handler is busy (the router's event bus then drops and says so, as for a
-// slow gRPC watcher) and fails once ctx ends.
-type watchStream struct {
-	ctx context.Context
-	ch  chan *pb.Event
-}
-
-var _ grpc.ServerStreamingServer[pb.Event] = (*watchStream)(nil)
-
-func (s *watchStream) Send(ev *pb.Event) error {
-	select {
-	case s.ch <- ev:
-		return nil
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
-}
-
-func (s *watchStream) Context() context.Context     { return s.ctx }
-func (s *watchStream) SetHeader(metadata.MD) error  { return nil }
-func (s *watchStream) SendHeader(metadata.MD) error { return nil }
-func (s *watchStream) SetTrailer(metadata.MD)       {}
-func (s *watchStream) RecvMsg(any) error            { return io.EOF }
-func (s *watchStream) SendMsg(m any) error {
-	ev, ok := m.(*pb.Event)
-	if !ok {
-		return fmt.Errorf("console: unexpected message %T", m)
-	}
-	return s.Send(ev)
-}
 
 // recentEvents is how many of the router's recent events a live stream
 // starts with (after hello), so the page shows earlier ejections and
@@ -60,14 +23,14 @@ const writeTimeout = 10 * time.Second
 
 // stream serves GET /api/v1/stream, a text/event-stream of:
 //
-//	event: event   data: a switchyard.v1.Event (protojson), from WatchEvents
+//	event: event   data: a switchyard.v1.Event (protojson), from Operator.Watch
 //	event: fleet   data: the fleet view (as GET /api/v1/fleet), every FleetEvery
 //	event: sample  data: the newest chart sample, as it is taken
 //	event: end     data: {"message"} when the stream ends on the server's side
 //
-// The token is checked by WatchEvents when the stream opens and by
-// ListPools on every fleet update, so a token removed from the config ends
-// the stream within a second.
+// The token is checked when the stream opens (Operator.Watch, which also
+// ends the watch when a reload removes the token) and on every fleet update
+// (Operator.Snapshot).
 func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 	if n := c.streams.Add(1); n > int64(c.opts.MaxStreams) {
 		c.streams.Add(-1)
@@ -76,33 +39,18 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.streams.Add(-1)
 
-	ctx, cancel := context.WithCancel(ctxWithToken(r.Context(), r))
-	defer cancel()
-	ws := &watchStream{ctx: ctx, ch: make(chan *pb.Event, 16)}
-	done := make(chan error, 1)
-	go func() { done <- c.admin.WatchEvents(&pb.WatchEventsRequest{Recent: recentEvents}, ws) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-
-	// WatchEvents authorizes, then sends "hello": answer with the refusal as
-	// a plain JSON error, or start the stream.
-	var hello *pb.Event
-	select {
-	case hello = <-ws.ch:
-	case err := <-done:
-		done <- err // for the deferred wait
+	tok, err := token(r)
+	var watch *router.Watch
+	if err == nil {
+		watch, err = c.op.Watch(r.Context(), tok, recentEvents)
+	}
+	if err != nil { // refused: a plain JSON error
 		writeStatus(w, err)
 		return
-	case <-ctx.Done():
-		return
-	case <-time.After(c.opts.CallTimeout):
-		writeError(w, http.StatusGatewayTimeout, "DEADLINE_EXCEEDED", "the event stream did not open in time")
-		return
 	}
-	httpedge.Trust(r.Context()) // WatchEvents accepted the token
-	fleet, err := c.fleetJSON(ctx)
+	defer watch.Close()
+	httpedge.Trust(r.Context()) // Watch accepted the token
+	fleet, err := c.fleetJSON(tok)
 	if err != nil {
 		writeStatus(w, err)
 		return
@@ -131,7 +79,8 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 		send("end", b)
 	}
 
-	if !sendEvent(hello) || !send("fleet", fleet) {
+	// The watch's first event is its "hello"; the recent events follow it.
+	if !sendEvent(<-watch.Events()) || !send("fleet", fleet) {
 		return
 	}
 	samples := c.hist.changed()
@@ -146,20 +95,19 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 	defer keepAlive.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-r.Context().Done():
 			return
 		case <-c.stop:
 			end("console shutting down")
 			return
-		case err := <-done:
-			done <- err
+		case <-watch.Done():
 			msg := "event stream ended"
-			if err != nil {
-				msg += ": " + err.Error()
+			if err := watch.Err(); err != nil {
+				msg += ": " + publicText(err)
 			}
 			end(msg)
 			return
-		case ev := <-ws.ch:
+		case ev := <-watch.Events():
 			if !sendEvent(ev) {
 				return
 			}
@@ -172,11 +120,9 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-fleetTick.C:
-			b, err := c.fleetJSON(ctx)
+			b, err := c.fleetJSON(tok)
 			if err != nil {
-				if ctx.Err() == nil {
-					end(err.Error())
-				}
+				end(publicText(err))
 				return
 			}
 			if !send("fleet", b) {

@@ -84,6 +84,27 @@ type UnauthenticatedError struct{ Reason string }
 
 func (e *UnauthenticatedError) Error() string { return "unauthenticated: " + e.Reason }
 
+// DeniedError is a known credential whose role does not allow the call (an
+// operator change made with a viewer's admin token).
+type DeniedError struct{ Reason string }
+
+func (e *DeniedError) Error() string { return "permission denied: " + e.Reason }
+
+// UnknownPoolError is an operator call naming a pool the fleet does not have.
+type UnknownPoolError struct {
+	// Pool is the name asked for, cut by Echo.
+	Pool string
+}
+
+func (e *UnknownPoolError) Error() string { return "unknown pool " + e.Pool + " (see ListPools)" }
+
+// RefusedError is an operator change refused in the fleet's present state
+// (a drain the rest of the fleet lacks the headroom to absorb); the caller
+// may force it or try again later.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "refused: " + e.Reason }
+
 // ExhaustedError is a call refused for want of capacity, queue room, retry
 // budget or quota; the client may retry after RetryAfter.
 type ExhaustedError struct {
@@ -160,6 +181,9 @@ func verdict(err error) (Code, *BackendError) {
 		inv   *InvalidError
 		unk   *UnknownModelError
 		auth  *UnauthenticatedError
+		deny  *DeniedError
+		pool  *UnknownPoolError
+		ref   *RefusedError
 		ex    *ExhaustedError
 		quota *capacity.QuotaError
 		un    *UnavailableError
@@ -175,6 +199,12 @@ func verdict(err error) (Code, *BackendError) {
 		return CodeNotFound, nil
 	case errors.As(err, &auth):
 		return CodeUnauthenticated, nil
+	case errors.As(err, &deny):
+		return CodePermissionDenied, nil
+	case errors.As(err, &pool):
+		return CodeNotFound, nil
+	case errors.As(err, &ref):
+		return CodeFailedPrecondition, nil
 	case errors.Is(err, capacity.ErrDuplicate):
 		return CodeAlreadyExists, nil
 	case errors.As(err, &ex), errors.As(err, &quota):
