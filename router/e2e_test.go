@@ -271,7 +271,7 @@ func TestStreamContinuesOnAnotherPoolWhenAPoolDiesMidStream(t *testing.T) {
 	}
 }
 
-// TestStreamOnRouteNamesEachAttemptsPool: CompleteStreamWith's OnRoute hook
+// TestStreamOnRouteNamesEachAttemptsPool: CallInfo.OnRoute
 // names the pool of each attempt before that attempt's first chunk reaches
 // send — the first pool before any token, the second when the stream is
 // continued on it — and the final chunk's route agrees.
@@ -283,7 +283,11 @@ func TestStreamOnRouteNamesEachAttemptsPool(t *testing.T) {
 	var routes []*pb.Route
 	var tokens int32
 	var last *pb.GenerateChunk
-	err := f.rt.CompleteStreamWith(ctxT(t, 20*time.Second), "test", req("us-east-1", 120), func(ch *pb.GenerateChunk) error {
+	info := router.CallInfo{RPC: "test", OnRoute: func(r *pb.Route) {
+		routes = append(routes, r)
+		events = append(events, fmt.Sprintf("route %s %d %s", r.GetPool(), r.GetAttempts(), strings.Join(r.GetPoolsTried(), ",")))
+	}}
+	err := f.rt.CompleteStreamAs(ctxT(t, 20*time.Second), info, req("us-east-1", 120), func(ch *pb.GenerateChunk) error {
 		tokens += ch.Tokens
 		last = ch
 		events = append(events, fmt.Sprintf("tokens %d", tokens))
@@ -293,10 +297,7 @@ func TestStreamOnRouteNamesEachAttemptsPool(t *testing.T) {
 			}
 		}
 		return nil
-	}, router.StreamOptions{OnRoute: func(r *pb.Route) {
-		routes = append(routes, r)
-		events = append(events, fmt.Sprintf("route %s %d %s", r.GetPool(), r.GetAttempts(), strings.Join(r.GetPoolsTried(), ",")))
-	}})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func operation(needs dispatch.Features, req *pb.GenerateRequest) string {
 }
 
 // errMaxTokensPassed stops a backend's stream that went on past the call's
-// max_tokens (CompleteStreamWith finishes the call with LENGTH).
+// max_tokens (CompleteStreamAs finishes the call with LENGTH).
 var errMaxTokensPassed = errors.New("backend output passed max_tokens")
 
 // Generate implements pb.InferenceServer.
@@ -368,15 +368,4 @@ func continued(req *pb.GenerateRequest, resume *dispatch.Resume) *pb.GenerateReq
 		GeneratedTokens: prev.GetGeneratedTokens() + resume.Tokens,
 	}
 	return r
-}
-
-// StreamOptions are CompleteStreamWith's optional hooks.
-type StreamOptions struct {
-	// OnRoute is CallInfo.OnRoute.
-	OnRoute func(*pb.Route)
-}
-
-// CompleteStreamWith is CompleteStream with hooks (see StreamOptions).
-func (s *Server) CompleteStreamWith(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error, o StreamOptions) error {
-	return toStatus(s.CompleteStreamAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx), OnRoute: o.OnRoute}, req, send))
 }

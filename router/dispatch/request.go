@@ -171,5 +171,6 @@ func CheckRequestID(field, id string) error {
 	return nil
 }
 
-// deadlineOf is ctx's remaining time as the policy reads it.
+// remaining is the time left before the deadline dl, as the policy reads it
+// (at least a nanosecond: a deadline that passed is still a deadline).
 func remaining(dl time.Time) time.Duration { return max(time.Until(dl), time.Nanosecond) }
