@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -17,10 +15,8 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
@@ -28,6 +24,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/console"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -86,39 +83,22 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	if fo.QueueMaxWait > 0 {
 		fleet.Routing.QueueMaxWait = config.Duration(fo.QueueMaxWait)
 	}
-	reg := backends.NewRegistry()
-	host := sim.NewHost()
-	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: 50, QueueLength: fleet.Sim.QueueLength})
-	rt, err := router.New(router.Options{
-		Fleet: fleet, Backends: reg, Replica: "console-test", Region: "us-east-1", Logger: slog.New(slog.DiscardHandler),
+	r := routertest.Start(t, routertest.Options{Router: router.Options{
+		Fleet: fleet, Replica: "console-test", Region: "us-east-1",
+		// The router's default refresh. Under the Resilient store's 150ms
+		// timeout the refresh's own deadline would end its shared calls
+		// first, and a dead Redis would never count as a failure
+		// (TestBrowserShowsDegradedCounting).
+		UsageRefresh: 250 * time.Millisecond,
 		AdminTokens: []config.AdminToken{
 			{Name: "alice", Role: "operator", SHA256: router.HashToken(operatorToken)},
 			{Name: "dashboards", Role: "viewer", SHA256: router.HashToken(viewerToken)},
 		},
 		MeterProvider: tel.MeterProvider, TracerProvider: tel.TracerProvider, Store: fo.Store,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rt.Close() })
-
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(glis) }()
-	t.Cleanup(gs.Stop)
-	cc, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
+	}})
 
 	o := fo.Options
-	o.Operator = rt.Operator()
+	o.Operator = r.Server.Operator()
 	o.Gatherer = tel.Registry
 	if o.SampleEvery == 0 {
 		o.SampleEvery = 200 * time.Millisecond
@@ -130,19 +110,10 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := console.NewHTTPServer(c.Handler(), slog.New(slog.DiscardHandler))
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() {
-		c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &fixture{tel: tel, rt: rt, console: c, url: "http://" + lis.Addr().String(), grpc: cc, host: host}
+	lis := routertest.Listen(t)
+	web := routertest.ServeHTTP(t, console.NewHTTPServer(c.Handler(), routertest.Discard), lis)
+	t.Cleanup(c.Close) // before the server closes: its streams end first
+	return &fixture{tel: tel, rt: r.Server, console: c, url: web.URL, grpc: r.Conn, host: r.Host}
 }
 
 // post calls POST /api/v1/<method> with token and a JSON body; it returns
