@@ -2,10 +2,7 @@ package anthropichttp_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,13 +11,12 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
-	"github.com/switchyard-dev/switchyard/backends"
-	openaiadapter "github.com/switchyard-dev/switchyard/backends/openai"
 	"github.com/switchyard-dev/switchyard/backends/openai/llamatest"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/anthropichttp"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // door is a real router (the demo fleet's simulated pools, or fleetYAML)
@@ -32,49 +28,17 @@ type door struct {
 	client *http.Client
 }
 
+// startDoor starts the router (routertest.Start) and serves the Messages
+// front door in front of it (routertest.ServeHTTP).
 func startDoor(t *testing.T, fleetYAML string, timeScale float64) *door {
 	t.Helper()
-	src := config.DemoYAML()
-	if fleetYAML != "" {
-		src = []byte(fleetYAML)
-	}
-	fleet, err := config.Parse(src, "test fleet")
+	r := routertest.Start(t, routertest.Options{FleetYAML: fleetYAML, TimeScale: timeScale, Router: router.Options{Replica: "anthropic-test"}})
+	h, err := anthropichttp.New(anthropichttp.Options{Router: r.Server, Logger: routertest.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if timeScale == 0 {
-		timeScale = 50
-	}
-	host := sim.NewHost()
-	reg := backends.NewRegistry()
-	sim.Register(reg, sim.RegistryOptions{Host: host, TimeScale: timeScale, QueueLength: fleet.Sim.QueueLength})
-	openaiadapter.Register(reg, openaiadapter.Options{Logger: slog.New(slog.DiscardHandler)})
-	rt, err := router.New(router.Options{Fleet: fleet, Backends: reg, Replica: "anthropic-test", UsageRefresh: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := anthropichttp.New(anthropichttp.Options{Router: rt, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	tr := &http.Transport{}
-	d := &door{rt: rt, host: host, url: "http://" + lis.Addr().String(), client: &http.Client{Transport: tr}}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
-		_ = rt.Close()
-	})
-	return d
+	web := routertest.ServeHTTP(t, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, routertest.Listen(t))
+	return &door{rt: r.Server, host: r.Host, url: web.URL, client: web.Client}
 }
 
 func (d *door) sdk(opts ...option.RequestOption) anthropic.Client {
