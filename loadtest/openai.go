@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"time"
 
@@ -178,6 +179,11 @@ func (c *OpenAIClient) post(ctx context.Context, req *pb.GenerateRequest, stream
 			h.Set("Authorization", v[0])
 		}
 	}
+	if _, ok := ctx.Value(sendMarkKey{}).(*sendMark); ok {
+		// A replayed call: its client wait ends when the headers are written
+		// (after it got a connection, or a stream of an h2c one).
+		hr = hr.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { MarkSent(ctx) }}))
+	}
 	resp, err := c.client.Do(hr)
 	if err != nil {
 		return nil, transportError(ctx, err)
@@ -306,6 +312,11 @@ func (c *OpenAIClient) ListModels(ctx context.Context, _ *pb.ListModelsRequest, 
 	}
 	if c.key != "" {
 		hr.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	if _, ok := ctx.Value(sendMarkKey{}).(*sendMark); ok {
+		// A replayed call: its client wait ends when the headers are written
+		// (after it got a connection, or a stream of an h2c one).
+		hr = hr.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { MarkSent(ctx) }}))
 	}
 	resp, err := c.client.Do(hr)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -22,10 +23,19 @@ import (
 
 // ReplayOptions configures Replay.
 type ReplayOptions struct {
-	Client pb.InferenceClient // required
-	Source trace.Reader       // required; already scaled and limited
-	Stats  *Stats             // required
-	Clock  clock.Clock        // default clock.Real{}
+	Client pb.InferenceClient // required unless Clients is set
+	// Clients, when set, are several connections to the same target (Client
+	// is then ignored): each call goes to the one with the fewest calls in
+	// flight, so no connection carries more than its share of the streams.
+	Clients []pb.InferenceClient
+	// ClientMarksSend: the clients call MarkSent when a request leaves (gRPC
+	// connections dialled with SendTimer, OpenAIClient), so each call's
+	// client wait — from its start until its request left — is measured. A
+	// call that ends without a mark spent all its time in the client.
+	ClientMarksSend bool
+	Source          trace.Reader // required; already scaled and limited
+	Stats           *Stats       // required
+	Clock           clock.Clock  // default clock.Real{}
 	// Start is the wall time that trace offset 0 maps to; default Clock.Now() when Replay starts.
 	Start time.Time
 	// Speedup divides the trace clock: 60 replays an hour in a minute. Default 1.
@@ -67,8 +77,13 @@ const (
 )
 
 func (o *ReplayOptions) validate() error {
-	if o.Client == nil || o.Source == nil || o.Stats == nil {
-		return errors.New("replay: Client, Source and Stats are required")
+	if (o.Client == nil && len(o.Clients) == 0) || o.Source == nil || o.Stats == nil {
+		return errors.New("replay: Client (or Clients), Source and Stats are required")
+	}
+	for i, c := range o.Clients {
+		if c == nil {
+			return fmt.Errorf("replay: Clients[%d] is nil", i)
+		}
 	}
 	if o.Model == "" {
 		return errors.New("replay: no model")
@@ -118,6 +133,7 @@ func Replay(ctx context.Context, o ReplayOptions) error {
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0x9e3779b97f4a7c15))
 	slots := make(chan struct{}, o.MaxConcurrency)
+	conns := newConnPicker(o.Client, o.Clients)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
@@ -159,11 +175,13 @@ func Replay(ctx context.Context, o ReplayOptions) error {
 			continue
 		}
 		call := o.build(prompts, i, req, prio)
+		conn := conns.pick()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			out := o.call(ctx, call, due)
+			out := o.call(ctx, conns.clients[conn], call, due)
+			conns.done(conn)
 			o.Stats.Record(out, o.Clock.Now())
 			if o.OnDone != nil {
 				o.OnDone()
@@ -206,16 +224,62 @@ func (o *ReplayOptions) build(prompts *Prompts, i int, r trace.Request, prio pb.
 	}
 }
 
-// call runs one request and measures it.
-func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) Outcome {
+// connPicker spreads calls over connections, fewest in flight first. pick
+// runs on Replay's arrival loop only; done from any call's goroutine.
+type connPicker struct {
+	clients  []pb.InferenceClient
+	inFlight []atomic.Int64
+}
+
+func newConnPicker(one pb.InferenceClient, many []pb.InferenceClient) *connPicker {
+	if len(many) == 0 {
+		many = []pb.InferenceClient{one}
+	}
+	return &connPicker{clients: many, inFlight: make([]atomic.Int64, len(many))}
+}
+
+func (p *connPicker) pick() int {
+	best := 0
+	for i := 1; i < len(p.inFlight); i++ {
+		if p.inFlight[i].Load() < p.inFlight[best].Load() {
+			best = i
+		}
+	}
+	p.inFlight[best].Add(1)
+	return best
+}
+
+func (p *connPicker) done(i int) { p.inFlight[i].Add(-1) }
+
+// call runs one request on client and measures it.
+func (o *ReplayOptions) call(parent context.Context, client pb.InferenceClient, c callSpec, due time.Time) Outcome {
 	ctx, cancel := context.WithTimeout(parent, o.Timeout)
 	defer cancel()
 	start := o.Clock.Now()
 	o.Stats.Sent(start)
 	out := Outcome{Arrival: c.arrival, Lag: start.Sub(due), Priority: c.req.Priority}
+	var mark *sendMark
+	if o.ClientMarksSend {
+		mark = &sendMark{clk: o.Clock}
+		ctx = withSendMark(ctx, mark)
+	}
+	// clientWait records how long the call waited before its request left:
+	// until the mark, or all of its time so far when none came.
+	clientWait := func() {
+		if mark == nil {
+			return
+		}
+		out.ClientWaitKnown = true
+		if at, ok := mark.get(); ok {
+			out.ClientWait = at.Sub(start)
+		} else {
+			out.ClientWait = o.Clock.Now().Sub(start)
+		}
+	}
 	if o.Unary {
-		resp, err := o.Client.Generate(ctx, c.req)
+		resp, err := client.Generate(ctx, c.req)
 		out.E2E = o.Clock.Now().Sub(start)
+		clientWait()
 		if err != nil {
 			return withError(out, err)
 		}
@@ -228,7 +292,8 @@ func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) 
 		}
 		return out
 	}
-	stream, err := o.Client.GenerateStream(ctx, c.req)
+	stream, err := client.GenerateStream(ctx, c.req)
+	clientWait()
 	if err != nil {
 		out.E2E = o.Clock.Now().Sub(start)
 		return withError(out, err)
@@ -272,7 +337,7 @@ func (o *ReplayOptions) call(parent context.Context, c callSpec, due time.Time) 
 		// The server's count wins over the chunks' (over HTTP those are
 		// estimates from the text, 4 bytes a token).
 		out.useUsage(usage)
-	} else if est, ok := o.Client.(chunkTokenEstimator); ok && est.EstimatesChunkTokens() {
+	} else if est, ok := client.(chunkTokenEstimator); ok && est.EstimatesChunkTokens() {
 		out.TokensEstimated = true
 	}
 	return out

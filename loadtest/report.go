@@ -41,7 +41,9 @@ type RunReport struct {
 	// whose server reported usage (usage.prompt_tokens_details.cached_tokens
 	// over HTTP, Usage.cached_input_tokens over gRPC).
 	CachedPromptRatio float64 `json:"cached_prompt_ratio"`
-	// Latency in milliseconds: ttft, itl (per token), e2e, and scheduler_lag (how late sends were).
+	// Latency in milliseconds: ttft, itl (per token), e2e, scheduler_lag (how
+	// late sends were) and, when measured, client_wait (how long calls waited
+	// in the client before their request left: for a connection's stream).
 	Latency map[string]Dist `json:"latency_ms"`
 	// OutputTokensPerSecond per request: decode rate after the first token (streaming) or over the call (unary).
 	OutputTokensPerSecond Dist `json:"output_tokens_per_second"`
@@ -71,8 +73,11 @@ type RunConfig struct {
 	Scale          float64 `json:"scale"`
 	DurationSec    float64 `json:"duration_seconds,omitempty"`
 	MaxConcurrency int     `json:"max_concurrency"`
-	PriorityMix    string  `json:"priority_mix,omitempty"`
-	Scenario       string  `json:"scenario,omitempty"`
+	// Connections is how many gRPC connections the calls were spread over
+	// (0: one client, as over HTTP, whose transport pools its own).
+	Connections int    `json:"connections,omitempty"`
+	PriorityMix string `json:"priority_mix,omitempty"`
+	Scenario    string `json:"scenario,omitempty"`
 	// TimeoutSec is each call's deadline.
 	TimeoutSec float64 `json:"timeout_seconds,omitempty"`
 }
@@ -238,6 +243,9 @@ func (s *Stats) Report(label string, cfg RunConfig, started time.Time, traceSpan
 	if s.streaming {
 		r.Latency["ttft"] = dist(s.ttft, ms)
 		r.Latency["itl"] = dist(s.itl, ms)
+	}
+	if s.clientWait.TotalCount() > 0 {
+		r.Latency["client_wait"] = dist(s.clientWait, ms)
 	}
 	var done int64
 	for _, n := range s.codes {

@@ -13,13 +13,15 @@ type SLO struct {
 	// Success is the least ratio of OK calls to scheduled arrivals (client-cap drops count as failures).
 	Success float64
 	// Timeout is the per-call timeout of the run: when set, the load
-	// generator's own scheduling lag p99 must stay within MaxLagShare of it,
-	// or the run measured the generator rather than the router.
+	// generator's own scheduling lag p99, and the p99 of the time calls
+	// waited in the client before their request left (when measured), must
+	// each stay within MaxLagShare of it, or the run measured the load
+	// tester rather than the router.
 	Timeout time.Duration
 }
 
-// MaxLagShare is the largest generator lag p99, as a share of the call
-// timeout, a run may show and still count.
+// MaxLagShare is the largest generator lag p99, and the largest client
+// wait p99, as a share of the call timeout, a run may show and still count.
 const MaxLagShare = 0.10
 
 // Check evaluates r against s, records the results in r.SLOs and returns an
@@ -42,6 +44,9 @@ func (s SLO) Check(r *RunReport) error {
 		target := MaxLagShare * float64(s.Timeout) / float64(time.Millisecond)
 		lag := r.Latency["scheduler_lag"].P99
 		r.SLOs = append(r.SLOs, SLOResult{Name: "scheduler_lag_p99_ms", Target: target, Actual: lag, Met: lag <= target})
+		if d, ok := r.Latency["client_wait"]; ok {
+			r.SLOs = append(r.SLOs, SLOResult{Name: "client_wait_p99_ms", Target: target, Actual: d.P99, Met: d.P99 <= target})
+		}
 	}
 	var missed []string
 	for _, res := range r.SLOs {
@@ -54,6 +59,10 @@ func (s SLO) Check(r *RunReport) error {
 		case "scheduler_lag_p99_ms":
 			missed = append(missed, fmt.Sprintf("load generator lag: its own scheduling lag p99 %.1fms > %.0f%% of the %v call timeout (%.1fms): "+
 				"calls left late, so latencies and timeouts measure the generator, not the router (slow the replay or give it more CPU)",
+				res.Actual, 100*MaxLagShare, s.Timeout, res.Target))
+		case "client_wait_p99_ms":
+			missed = append(missed, fmt.Sprintf("client wait: calls waited in the load tester before their request left, p99 %.1fms > %.0f%% of the %v call timeout (%.1fms): "+
+				"the router saw them late, so latencies and timeouts measure the client, not the router (use more --connections)",
 				res.Actual, 100*MaxLagShare, s.Timeout, res.Target))
 		default:
 			what := "p99 TTFT"

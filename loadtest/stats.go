@@ -46,6 +46,11 @@ type Outcome struct {
 	// TokensEstimated: the server reported no usage and OutputTokens is an
 	// estimate from the text (4 bytes a token).
 	TokensEstimated bool
+	// ClientWait is how long the call waited in the client before its
+	// request left (for a stream of the connection, or a connection);
+	// ClientWaitKnown says it was measured (ReplayOptions.ClientMarksSend).
+	ClientWait      time.Duration
+	ClientWaitKnown bool
 }
 
 // ITLSample is one gap between token-bearing chunks, divided over the chunk's tokens.
@@ -69,6 +74,7 @@ type Stats struct {
 	codes                        map[codes.Code]int64
 	messages                     map[codes.Code][]string
 	ttft, itl, e2e, tps, lag     *hdr.Histogram
+	clientWait                   *hdr.Histogram // calls whose client wait was measured
 	pools, clouds, regions, prio map[string]*group
 	windows                      []*window
 	firstSend, lastDone          time.Time
@@ -101,7 +107,7 @@ func NewStats(streaming bool, window time.Duration) *Stats {
 	return &Stats{
 		streaming: streaming, window: window,
 		codes: map[codes.Code]int64{}, messages: map[codes.Code][]string{},
-		ttft: newLatencyHist(3), itl: newLatencyHist(3), e2e: newLatencyHist(3), lag: newLatencyHist(3),
+		ttft: newLatencyHist(3), itl: newLatencyHist(3), e2e: newLatencyHist(3), lag: newLatencyHist(3), clientWait: newLatencyHist(3),
 		tps:   hdr.New(1, maxRateCenti, 3),
 		pools: map[string]*group{}, clouds: map[string]*group{}, regions: map[string]*group{}, prio: map[string]*group{},
 	}
@@ -156,6 +162,9 @@ func (s *Stats) Record(o Outcome, done time.Time) {
 		s.messages[o.Code] = append(s.messages[o.Code], o.Message)
 	}
 	_ = s.lag.RecordValue(micros(o.Lag))
+	if o.ClientWaitKnown {
+		_ = s.clientWait.RecordValue(micros(o.ClientWait))
+	}
 	w := s.windowAt(o.Arrival)
 	w.sent++
 	w.codes[o.Code]++

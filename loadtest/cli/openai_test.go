@@ -81,6 +81,10 @@ func TestProtocolOpenAIComparesWithGRPCInOneReport(t *testing.T) {
 		if r.Latency["ttft"].Count != n || r.Latency["e2e"].Count != n || r.Latency["itl"].Count == 0 {
 			t.Errorf("%s: latency counts %+v", r.Label, r.Latency)
 		}
+		// Both transports say when a request left the client.
+		if r.Latency["client_wait"].Count != n {
+			t.Errorf("%s: client wait measured on %d calls, want %d", r.Label, r.Latency["client_wait"].Count, n)
+		}
 		var routed int64
 		for _, p := range r.Pools {
 			routed += p.Requests
@@ -94,6 +98,10 @@ func TestProtocolOpenAIComparesWithGRPCInOneReport(t *testing.T) {
 	}
 	if rep.Runs[1].Config.Protocol != "openai" || rep.Runs[1].Config.Target != httpURL || rep.Runs[0].Config.Protocol != "grpc" {
 		t.Errorf("configs %+v / %+v", rep.Runs[0].Config, rep.Runs[1].Config)
+	}
+	// Two runs: the first gets a warm-up pass, which is not reported.
+	if !strings.Contains(stderr, "warm-up (unreported)") {
+		t.Errorf("no warm-up before the first of two runs:\n%s", stderr)
 	}
 	if !strings.Contains(stdout, "grpc") || !strings.Contains(stdout, "openai") {
 		t.Errorf("summary lacks the runs:\n%s", stdout)

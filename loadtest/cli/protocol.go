@@ -36,16 +36,18 @@ func (c *config) protocols() ([]string, error) {
 	return out, nil
 }
 
-// inferenceClient returns the client replays use for protocol p, and a closer.
-func (c *config) inferenceClient(p string, grpcClient pb.InferenceClient) (pb.InferenceClient, func(), error) {
+// inferenceClient returns the clients replays use for protocol p (one per
+// gRPC connection; one OpenAIClient, whose transport pools connections), and
+// a closer.
+func (c *config) inferenceClient(p string, grpcClients []pb.InferenceClient) ([]pb.InferenceClient, func(), error) {
 	if p == protoGRPC {
-		return grpcClient, func() {}, nil
+		return grpcClients, func() {}, nil
 	}
 	oc, err := loadtest.NewOpenAIClient(loadtest.OpenAIOptions{BaseURL: c.httpTarget, MaxConns: c.maxConcurrency, HTTP2: c.http2})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--http-target: %w", err)
 	}
-	return oc, oc.Close, nil
+	return []pb.InferenceClient{oc}, oc.Close, nil
 }
 
 // runLabel names one run in the report: the policy, the protocol, or both

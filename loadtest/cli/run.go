@@ -37,6 +37,8 @@ type config struct {
 	duration                time.Duration
 	maxRequests             int
 	maxConcurrency          int
+	connections             int
+	warmup                  time.Duration
 	timeout                 time.Duration
 	unary                   bool
 	model                   string
@@ -70,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.duration, "duration", 0, "replay only this much of the trace, in trace time (0: all; synthetic default 1m)")
 	fs.IntVar(&c.maxRequests, "max-requests", 0, "stop after this many arrivals (0: no limit beyond the trace)")
 	fs.IntVar(&c.maxConcurrency, "max-concurrency", loadtest.DefaultMaxConcurrency, "client safety cap on calls in flight; arrivals over it are dropped and counted")
+	fs.IntVar(&c.connections, "connections", 0, fmt.Sprintf("gRPC connections to spread calls over, fewest calls in flight first (0: enough that --max-concurrency needs at most %d streams on each; the router runs %d at a time per connection and the rest wait in the client)", streamsPerConn, routerStreamsPerConn))
+	fs.DurationVar(&c.warmup, "warmup", time.Minute, "with more than one run (--compare, two protocols): first replay this much of the trace, in trace time and unreported, through the first run's policy and protocol, so the first measured run does not pay the router's and the generator's warm-up (0: none)")
 	fs.DurationVar(&c.timeout, "timeout", loadtest.DefaultTimeout, "deadline of each call")
 	fs.BoolVar(&c.unary, "unary", false, "call Generate instead of GenerateStream")
 	fs.StringVar(&c.model, "model", "", "model to call (default: the first one ListModels returns)")
@@ -122,6 +126,12 @@ func (c *config) validate() error {
 	}
 	if c.maxConcurrency < 1 || c.maxConcurrency > 1_000_000 {
 		errs = append(errs, fmt.Errorf("--max-concurrency must be in [1, 1000000], got %d", c.maxConcurrency))
+	}
+	if c.connections < 0 || c.connections > maxConnections {
+		errs = append(errs, fmt.Errorf("--connections must be in [0, %d], got %d", maxConnections, c.connections))
+	}
+	if c.warmup < 0 {
+		errs = append(errs, errors.New("--warmup must not be negative"))
 	}
 	if c.timeout <= 0 {
 		errs = append(errs, errors.New("--timeout must be > 0"))
@@ -304,11 +314,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	conn, err := grpc.NewClient(c.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conns, grpcClients, closeConns, err := dialInference(c.target, c.connCount())
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.target, err)
+		return err
 	}
-	defer conn.Close()
+	defer closeConns()
+	conn := conns[0]
 	simConn := conn
 	if c.simControl != c.target {
 		if simConn, err = grpc.NewClient(c.simControl, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
@@ -316,7 +327,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer simConn.Close()
 	}
-	client := pb.NewInferenceClient(conn)
+	if err := waitReady(ctx, c.target, conns); err != nil {
+		return err
+	}
+	client := grpcClients[0]
 	control := scenario.Control{Sim: pb.NewSimControlClient(simConn), Admin: pb.NewAdminClient(conn), AdminToken: token}
 
 	model, err := pickModel(ctx, client, c.model)
@@ -335,7 +349,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	base := loadtest.RunConfig{
 		Target: c.target, Trace: c.tracePath, Format: c.format, Model: model.GetName(), Streaming: !c.unary,
 		Speedup: c.speedup, Scale: c.scale, DurationSec: c.duration.Seconds(), MaxConcurrency: c.maxConcurrency,
-		PriorityMix: mix.String(), Scenario: c.scenarioPath, TimeoutSec: c.timeout.Seconds(),
+		Connections: len(conns), PriorityMix: mix.String(), Scenario: c.scenarioPath, TimeoutSec: c.timeout.Seconds(),
 	}
 	if c.format == string(trace.FormatSynthetic) {
 		base.Trace = "synthetic: " + c.synthetic
@@ -351,9 +365,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		labels = []string{""}
 	}
 	protocols, _ := c.protocols() // validated
-	clients := map[string]pb.InferenceClient{}
+	clients := map[string][]pb.InferenceClient{}
 	for _, p := range protocols {
-		cl, closeClient, err := c.inferenceClient(p, client)
+		cl, closeClient, err := c.inferenceClient(p, grpcClients)
 		if err != nil {
 			return err
 		}
@@ -401,6 +415,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			cfg.Protocol = proto
 			if proto == protoOpenAI {
 				cfg.Target = c.httpTarget
+				cfg.Connections = 0
+			}
+			if i == 0 && j == 0 && c.warmup > 0 && len(labels)*len(protocols) > 1 {
+				if err := c.warmUp(ctx, runParams{
+					label: "warm-up", policy: policy, cfg: cfg, model: model, mix: mix, routing: routing,
+					window: window, client: clients[proto],
+				}, stderr); err != nil {
+					return err
+				}
 			}
 			r, err := c.runOnce(ctx, runParams{
 				label: label, policy: policy, cfg: cfg, model: model, mix: mix, routing: routing,
@@ -416,6 +439,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "\n!!! WARNING: run %q: the load generator's own scheduling lag p99 is %.1fms, more than %.0f%% of the %v call timeout.\n"+
 					"!!! Calls left late: this run measured the generator, not the router. Its SLO verdict is failed.\n\n",
 					label, lag, 100*loadtest.MaxLagShare, c.timeout)
+			}
+			if d, ok := r.Latency["client_wait"]; ok && d.P99 > loadtest.MaxLagShare*float64(c.timeout/time.Millisecond) {
+				fmt.Fprintf(stderr, "\n!!! WARNING: run %q: calls waited in the load tester before their request left, p99 %.1fms, more than %.0f%% of the %v call timeout.\n"+
+					"!!! The router saw them late: this run measured the client, not the router (use more --connections). Its SLO verdict is failed.\n\n",
+					label, d.P99, 100*loadtest.MaxLagShare, c.timeout)
 			}
 			if n := r.Tokens.OutputEstimatedCalls; n > 0 {
 				fmt.Fprintf(stderr, "note: run %q: %d successful call(s) came without the server's usage; their output tokens are estimated from the text (4 bytes a token)\n", label, n)
@@ -497,7 +525,7 @@ type runParams struct {
 	span          time.Duration
 	sc            *scenario.Scenario
 	control       scenario.Control
-	client        pb.InferenceClient
+	client        []pb.InferenceClient
 }
 
 // runOnce replays the trace once, with the scenario alongside.
@@ -527,7 +555,7 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 		steps <- nil
 	}
 	err = loadtest.Replay(ctx, loadtest.ReplayOptions{
-		Client: p.client, Source: src, Stats: stats, Clock: clk, Start: start,
+		Clients: p.client, ClientMarksSend: true, Source: src, Stats: stats, Clock: clk, Start: start,
 		Speedup: c.speedup, MaxConcurrency: c.maxConcurrency, MaxRequests: c.maxRequests,
 		Model: p.model.GetName(), MaxInputTokens: int(p.model.GetMaxInputTokens()), MaxOutputTokens: int(p.model.GetMaxOutputTokens()),
 		Unary: c.unary, Priorities: p.mix, Routing: p.routing, Timeout: c.timeout, Seed: c.seed, OnDone: onDone,
@@ -547,4 +575,25 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 	r.Policy = p.policy
 	r.Scenario = results
 	return r, nil
+}
+
+// warmUp replays the first --warmup of the trace (trace time) through
+// p's client and policy, without the scenario, and reports nothing but one
+// line on stderr: the first measured run then finds the router's and the
+// generator's caches, pools and goroutine stacks as later runs do.
+func (c *config) warmUp(ctx context.Context, p runParams, stderr io.Writer) error {
+	w := *c
+	w.duration = c.warmup
+	if c.duration > 0 && c.duration < c.warmup {
+		w.duration = c.duration
+	}
+	w.noProgress = true
+	p.sc = nil
+	r, err := w.runOnce(ctx, p, stderr)
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	fmt.Fprintf(stderr, "warm-up (unreported): %v of the trace, %d calls, %d ok, generator lag p99 %.1fms, client wait p99 %.1fms\n",
+		w.duration, r.Requests.Scheduled, r.Requests.OK, r.Latency["scheduler_lag"].P99, r.Latency["client_wait"].P99)
+	return nil
 }
