@@ -63,18 +63,18 @@ func burstTrace(t *testing.T, n, out int) string {
 // server runs 4 calls at a time per connection gets a burst of 16 long calls.
 // Over one connection, 12 of them wait in the client for a stream — the
 // router never holds more than 4 — and the load tester measures that wait and
-// fails the run's verdict for it. Over --connections 4 the router runs all 16
-// at once, and no verdict fails.
+// fails the run's verdict for it. Over --connections 4 the router runs more
+// than 4 at once (all 16 unless one ends before the last is sent), and no
+// verdict fails: no call waited in the client for 10 % of its timeout.
 func TestConnectionsKeepCallsOutOfTheClientQueue(t *testing.T) {
 	const calls, perConn = 16, 4
 	path := burstTrace(t, calls, 64)
 	for _, tc := range []struct {
-		conns    string
-		wantPeak int
-		wantErr  string
+		conns   string
+		wantErr string
 	}{
-		{conns: "1", wantPeak: perConn, wantErr: "client wait"},
-		{conns: "4", wantPeak: calls},
+		{conns: "1", wantErr: "client wait"},
+		{conns: "4"},
 	} {
 		t.Run("connections="+tc.conns, func(t *testing.T) {
 			peak := &peakRPCs{}
@@ -96,8 +96,11 @@ func TestConnectionsKeepCallsOutOfTheClientQueue(t *testing.T) {
 			if r.Requests.OK != calls || wait.Count != calls || r.Config.Connections != mustAtoi(t, tc.conns) {
 				t.Fatalf("ok %d, client waits measured %d, connections %d", r.Requests.OK, wait.Count, r.Config.Connections)
 			}
-			if got := peak.max(); got != tc.wantPeak {
-				t.Errorf("the router ran at most %d calls at once, want %d", got, tc.wantPeak)
+			// One connection holds the router at its stream limit; four let
+			// it run more than one connection's share (all 16 when none of
+			// the calls ends before the last is sent).
+			if got := peak.max(); (tc.conns == "1" && got != perConn) || (tc.conns != "1" && got <= perConn) {
+				t.Errorf("the router ran at most %d calls at once", got)
 			}
 		})
 	}
