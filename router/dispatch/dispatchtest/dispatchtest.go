@@ -17,8 +17,8 @@
 // did not ask for: the fake clock's waiters are the calls' own (a queue wait,
 // an attempt timeout), so a test counts them from zero.
 //
-// Tests that need the wire (gRPC statuses, protobuf requests, HTTP) run the
-// router instead.
+// Tests that need the wire (gRPC statuses, protobuf requests, HTTP) run
+// routers instead: router/routertest.
 package dispatchtest
 
 import (

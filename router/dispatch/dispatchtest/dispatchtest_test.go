@@ -5,14 +5,10 @@ import (
 	"slices"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	dt "github.com/switchyard-dev/switchyard/router/dispatch/dispatchtest"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The harness's own bookkeeping: the fleet gets the file's defaults, Full
 // slots are expected and not leaks, a slot nobody gave back is, Reload swaps
