@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -29,8 +28,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/backends/grpcnative"
 	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/internal/syncbuf"
 	"github.com/switchyard-dev/switchyard/internal/testwait"
@@ -38,6 +35,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // testFleetYAML: pool c alone serves m-solo, so draining it is refused
@@ -69,41 +67,22 @@ type routerOpts struct {
 // the way gateway builds it, and returns its address.
 func startRouter(t *testing.T, o routerOpts) string {
 	t.Helper()
-	fleet, err := config.Parse([]byte(testFleetYAML), "test fleet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := backends.NewRegistry()
-	grpcnative.Register(reg, grpcnative.Options{})
-	if o.host == nil {
-		o.host = sim.NewHost()
-	}
-	sim.Register(reg, sim.RegistryOptions{Host: o.host, TimeScale: 50})
-	rt, err := router.New(router.Options{
-		Fleet: fleet, Backends: reg, Store: o.store, Replica: "test-replica",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		AdminTokens: []config.AdminToken{
-			{Name: "ops", Role: "operator", SHA256: router.HashToken("op-secret")},
-			{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var extra []grpc.ServerOption
 	if o.creds != nil {
 		extra = append(extra, o.creds)
 	}
-	gs := grpc.NewServer(router.ServerOptions(extra...)...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); _ = rt.Close() })
-	return lis.Addr().String()
+	r := routertest.Start(t, routertest.Options{
+		FleetYAML: testFleetYAML, Host: o.host,
+		Router: router.Options{
+			Store: o.store, Replica: "test-replica", UsageRefresh: 250 * time.Millisecond, // the router's default, as the gateway runs it
+			AdminTokens: []config.AdminToken{
+				{Name: "ops", Role: "operator", SHA256: router.HashToken("op-secret")},
+				{Name: "view", Role: "viewer", SHA256: router.HashToken("view-secret")},
+			},
+		},
+		GRPC: extra,
+	})
+	return r.Addr
 }
 
 // tokenFile writes tok to a file and returns its path.
