@@ -1,60 +1,27 @@
 package cli
 
 import (
-	"errors"
-	"log/slog"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/switchyard-dev/switchyard/backends"
-	"github.com/switchyard-dev/switchyard/backends/sim"
 	"github.com/switchyard-dev/switchyard/router"
-	routerconfig "github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/openaihttp"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // startRouterWithHTTP runs a real router on the demo fleet (simulated pools,
 // fast) with its gRPC API and its HTTP front door on loopback ports.
 func startRouterWithHTTP(t testing.TB, timeScale float64) (grpcAddr, httpURL string) {
 	t.Helper()
-	reg := backends.NewRegistry()
-	sim.Register(reg, sim.RegistryOptions{TimeScale: timeScale})
-	rt, err := router.New(router.Options{Fleet: routerconfig.Demo(), Backends: reg, Logger: slog.New(slog.DiscardHandler)})
+	r := routertest.Start(t, routertest.Options{TimeScale: timeScale, Router: router.Options{UsageRefresh: 250 * time.Millisecond}}) // the router's default refresh
+	h, err := openaihttp.New(openaihttp.Options{Router: r.Server, Logger: routertest.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
-	go func() { _ = gs.Serve(glis) }()
-	h, err := openaihttp.New(openaihttp.Options{Router: rt, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := openaihttp.NewServer(openaihttp.ServerOptions{Handler: h})
-	hlis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(hlis) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("http serve: %v", err)
-		}
-		gs.Stop()
-		_ = rt.Close()
-	})
-	return glis.Addr().String(), "http://" + hlis.Addr().String()
+	web := routertest.ServeHTTP(t, openaihttp.NewServer(openaihttp.ServerOptions{Handler: h}), routertest.Listen(t))
+	return r.Addr, web.URL
 }
 
 // TestProtocolOpenAIComparesWithGRPCInOneReport replays the same slice of
