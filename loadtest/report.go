@@ -43,7 +43,10 @@ type RunReport struct {
 	CachedPromptRatio float64 `json:"cached_prompt_ratio"`
 	// Latency in milliseconds: ttft, itl (per token), e2e, scheduler_lag (how
 	// late sends were) and, when measured, client_wait (how long calls waited
-	// in the client before their request left: for a connection's stream).
+	// in the client before their request left: for a connection's stream)
+	// and, from the command line, generator_sched (the load tester's own
+	// goroutine scheduling latency over the run, as the Go runtime samples
+	// it: how long its sends and reads waited for a CPU).
 	Latency map[string]Dist `json:"latency_ms"`
 	// OutputTokensPerSecond per request: decode rate after the first token (streaming) or over the call (unary).
 	OutputTokensPerSecond Dist `json:"output_tokens_per_second"`

@@ -13,9 +13,10 @@ type SLO struct {
 	// Success is the least ratio of OK calls to scheduled arrivals (client-cap drops count as failures).
 	Success float64
 	// Timeout is the per-call timeout of the run: when set, the load
-	// generator's own scheduling lag p99, and the p99 of the time calls
-	// waited in the client before their request left (when measured), must
-	// each stay within MaxLagShare of it, or the run measured the load
+	// generator's own scheduling lag p99, the p99 of the time calls waited
+	// in the client before their request left, and the p99 of its
+	// goroutines' wait for a CPU (the last two when measured) must each stay
+	// within MaxLagShare of it, or the run measured the load
 	// tester rather than the router.
 	Timeout time.Duration
 }
@@ -47,6 +48,9 @@ func (s SLO) Check(r *RunReport) error {
 		if d, ok := r.Latency["client_wait"]; ok {
 			r.SLOs = append(r.SLOs, SLOResult{Name: "client_wait_p99_ms", Target: target, Actual: d.P99, Met: d.P99 <= target})
 		}
+		if d, ok := r.Latency["generator_sched"]; ok {
+			r.SLOs = append(r.SLOs, SLOResult{Name: "generator_sched_p99_ms", Target: target, Actual: d.P99, Met: d.P99 <= target})
+		}
 	}
 	var missed []string
 	for _, res := range r.SLOs {
@@ -59,6 +63,10 @@ func (s SLO) Check(r *RunReport) error {
 		case "scheduler_lag_p99_ms":
 			missed = append(missed, fmt.Sprintf("load generator lag: its own scheduling lag p99 %.1fms > %.0f%% of the %v call timeout (%.1fms): "+
 				"calls left late, so latencies and timeouts measure the generator, not the router (slow the replay or give it more CPU)",
+				res.Actual, 100*MaxLagShare, s.Timeout, res.Target))
+		case "generator_sched_p99_ms":
+			missed = append(missed, fmt.Sprintf("load generator starved: its goroutines waited p99 %.1fms for a CPU, more than %.0f%% of the %v call timeout (%.1fms): "+
+				"it sent and read late, so latencies and timeouts measure the generator, not the router (give it more CPU)",
 				res.Actual, 100*MaxLagShare, s.Timeout, res.Target))
 		case "client_wait_p99_ms":
 			missed = append(missed, fmt.Sprintf("client wait: calls waited in the load tester before their request left, p99 %.1fms > %.0f%% of the %v call timeout (%.1fms): "+

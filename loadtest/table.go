@@ -60,6 +60,12 @@ func WriteSummary(w io.Writer, runs []RunReport) error {
 	})
 	row("tokens/s per call p50", func(r RunReport) string { return fmt.Sprintf("%.1f", r.OutputTokensPerSecond.P50) })
 	row("scheduler lag p99 ms", func(r RunReport) string { return fmt.Sprintf("%.2f", r.Latency["scheduler_lag"].P99) })
+	row("generator sched p99 ms", func(r RunReport) string {
+		if d, ok := r.Latency["generator_sched"]; ok {
+			return fmt.Sprintf("%.2f", d.P99)
+		}
+		return "-"
+	})
 	row("client wait p99 ms", func(r RunReport) string {
 		if d, ok := r.Latency["client_wait"]; ok {
 			return fmt.Sprintf("%.2f", d.P99)

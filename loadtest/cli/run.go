@@ -440,6 +440,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					"!!! Calls left late: this run measured the generator, not the router. Its SLO verdict is failed.\n\n",
 					label, lag, 100*loadtest.MaxLagShare, c.timeout)
 			}
+			if d, ok := r.Latency["generator_sched"]; ok && d.P99 > loadtest.MaxLagShare*float64(c.timeout/time.Millisecond) {
+				fmt.Fprintf(stderr, "\n!!! WARNING: run %q: the load generator's goroutines waited p99 %.1fms for a CPU, more than %.0f%% of the %v call timeout.\n"+
+					"!!! It sent and read late: this run measured the generator, not the router. Its SLO verdict is failed.\n\n",
+					label, d.P99, 100*loadtest.MaxLagShare, c.timeout)
+			}
 			if d, ok := r.Latency["client_wait"]; ok && d.P99 > loadtest.MaxLagShare*float64(c.timeout/time.Millisecond) {
 				fmt.Fprintf(stderr, "\n!!! WARNING: run %q: calls waited in the load tester before their request left, p99 %.1fms, more than %.0f%% of the %v call timeout.\n"+
 					"!!! The router saw them late: this run measured the client, not the router (use more --connections). Its SLO verdict is failed.\n\n",
@@ -554,6 +559,7 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 	} else {
 		steps <- nil
 	}
+	sched := loadtest.WatchSched()
 	err = loadtest.Replay(ctx, loadtest.ReplayOptions{
 		Clients: p.client, ClientMarksSend: true, Source: src, Stats: stats, Clock: clk, Start: start,
 		Speedup: c.speedup, MaxConcurrency: c.maxConcurrency, MaxRequests: c.maxRequests,
@@ -563,6 +569,7 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 		// the servers' prefix caches.
 		PromptSalt: fmt.Sprintf("%x", start.UnixNano()),
 	})
+	schedDist := sched.Stop()
 	stopScenario()
 	results := <-steps
 	if prog != nil {
@@ -572,6 +579,9 @@ func (c *config) runOnce(ctx context.Context, p runParams, stderr io.Writer) (lo
 		return loadtest.RunReport{}, err
 	}
 	r := stats.Report(p.label, p.cfg, start, p.span)
+	if schedDist.Count > 0 {
+		r.Latency["generator_sched"] = schedDist
+	}
 	r.Policy = p.policy
 	r.Scenario = results
 	return r, nil

@@ -121,8 +121,8 @@ func TestRunAzureEndToEnd(t *testing.T) {
 	if r.Latency["ttft"].Count != n || r.Latency["e2e"].Count != n || r.Latency["itl"].Count == 0 {
 		t.Errorf("latency = %+v", r.Latency)
 	}
-	if len(r.Priorities) != 2 || len(r.Timeline.Windows) == 0 || len(r.SLOs) != 4 || !r.SLOs[0].Met || !r.SLOs[1].Met ||
-		r.SLOs[2].Name != "scheduler_lag_p99_ms" || !r.SLOs[2].Met || r.SLOs[3].Name != "client_wait_p99_ms" || !r.SLOs[3].Met || r.Tokens.Output == 0 || r.Tokens.OutputEstimatedCalls != 0 {
+	if len(r.Priorities) != 2 || len(r.Timeline.Windows) == 0 || len(r.SLOs) != 5 || !r.SLOs[0].Met || !r.SLOs[1].Met ||
+		r.SLOs[2].Name != "scheduler_lag_p99_ms" || !r.SLOs[2].Met || r.SLOs[3].Name != "client_wait_p99_ms" || !r.SLOs[3].Met || r.SLOs[4].Name != "generator_sched_p99_ms" || !r.SLOs[4].Met || r.Tokens.Output == 0 || r.Tokens.OutputEstimatedCalls != 0 {
 		t.Errorf("priorities %+v, windows %d, slos %+v", r.Priorities, len(r.Timeline.Windows), r.SLOs)
 	}
 	html, err := os.ReadFile(htmlPath)
