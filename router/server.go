@@ -628,6 +628,9 @@ func (s *Server) healthLoop(every time.Duration) {
 	}
 }
 
+// minUsageRead is the least time a usage read is given (refreshUsage).
+const minUsageRead = 500 * time.Millisecond
+
 // refreshUsage reads shared in-flight counts so policies see what other
 // replicas hold; this replica's own count is always live.
 func (s *Server) refreshUsage() {
@@ -636,7 +639,10 @@ func (s *Server) refreshUsage() {
 	for i, p := range g.Pools {
 		names[i] = p.Name()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UsageRefresh)
+	// The read is bounded by the refresh period, but never below
+	// minUsageRead: a store's own timeout (Resilient's 150 ms) must fire
+	// first, or a dead store never counts a failed read and never degrades.
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.UsageRefresh, minUsageRead))
 	u, err := s.opts.Store.Usage(ctx, names)
 	cancel()
 	if err != nil {
