@@ -85,11 +85,6 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	}
 	r := routertest.Start(t, routertest.Options{Router: router.Options{
 		Fleet: fleet, Replica: "console-test", Region: "us-east-1",
-		// The router's default refresh. Under the Resilient store's 150ms
-		// timeout the refresh's own deadline would end its shared calls
-		// first, and a dead Redis would never count as a failure
-		// (TestBrowserShowsDegradedCounting).
-		UsageRefresh: 250 * time.Millisecond,
 		AdminTokens: []config.AdminToken{
 			{Name: "alice", Role: "operator", SHA256: router.HashToken(operatorToken)},
 			{Name: "dashboards", Role: "viewer", SHA256: router.HashToken(viewerToken)},
