@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -44,7 +44,7 @@ type flags struct {
 	httpListen      string
 	httpOrigins     string
 	redisTimeout    time.Duration
-	limits          router.GRPCOptions
+	limits          grpcedge.PortOptions
 	maxConns        int
 }
 
@@ -76,8 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.debugListen, "debug-listen", "", "serve Go's net/http/pprof profiles at http://ADDR/debug/pprof/ (default off; loopback only)")
 	fs.StringVar(&f.consoleListen, "console-listen", "127.0.0.1:9465", "serve the operator web console at http://ADDR/ (\"off\" disables; TLS as for --listen)")
 	fs.StringVar(&f.consoleHosts, "console-allowed-hosts", "", "comma-separated host names (name or name:port) the console answers to besides its listen address and localhost; requests for any other Host header get 421 (DNS-rebinding defence)")
-	fs.IntVar(&f.limits.RecvMargin, "recv-margin", router.DefaultRecvMargin, "bytes a request may hold beyond the largest model's max_input_tokens × 4 (the receive limit of --listen)")
-	fs.Func("max-streams-per-connection", fmt.Sprintf("calls one client connection may run at once (default %d)", router.DefaultMaxStreams), func(v string) error {
+	fs.IntVar(&f.limits.RecvMargin, "recv-margin", grpcedge.DefaultRecvMargin, "bytes a request may hold beyond the largest model's max_input_tokens × 4 (the receive limit of --listen)")
+	fs.Func("max-streams-per-connection", fmt.Sprintf("calls one client connection may run at once (default %d)", grpcedge.DefaultMaxStreams), func(v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || n == 0 {
 			return fmt.Errorf("want a positive number, got %q", v)
@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		f.limits.MaxStreams = uint32(n)
 		return nil
 	})
-	fs.Func("stream-workers", fmt.Sprintf("goroutines kept waiting to run calls on --listen (default %d; 0: a new goroutine per call)", router.DefaultStreamWorkers), func(v string) error {
+	fs.Func("stream-workers", fmt.Sprintf("goroutines kept waiting to run calls on --listen (default %d; 0: a new goroutine per call)", grpcedge.DefaultStreamWorkers), func(v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 1<<16 {
 			return fmt.Errorf("want a number from 0 to 65536, got %q", v)
@@ -96,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 		return nil
 	})
-	fs.IntVar(&f.maxConns, "max-connections", router.DefaultMaxConnections, "client connections served at once on --listen; more are closed when accepted")
+	fs.IntVar(&f.maxConns, "max-connections", grpcedge.DefaultMaxConnections, "client connections served at once on --listen; more are closed when accepted")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", 150*time.Millisecond, "with --redis: longest a call waits for the shared counters before it is counted locally (degraded mode)")
 	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:8080", "OpenAI-compatible HTTP API address (/v1/chat/completions, /v1/completions, /v1/models; \"off\" disables); the --tls-* flags apply to it too")
 	fs.StringVar(&f.httpOrigins, "http-allowed-origins", "", "comma-separated web origins (https://app.example.com, or * for all) whose pages may call --http-listen from a browser, with CORS; other Origin headers get 403 (the page's own host and localhost on the listen port are allowed); without tenants their hosts are also allowed in Host")

@@ -53,6 +53,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -271,12 +272,11 @@ func (p *process) listenClientPort() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", p.f.listen, err)
 	}
-	lis = router.LimitListener(lis, p.f.maxConns)
+	lis = grpcedge.LimitListener(lis, p.f.maxConns)
 	p.onStop(func() { _ = lis.Close() }) // when a later step fails before serve; closing it again after Stop is harmless
-	gs := grpc.NewServer(p.rt.GRPCServerOptions(p.f.limits, append(append(p.creds, transportServerOptions...), p.rpcServerOpts...)...)...)
+	gs := grpc.NewServer(grpcedge.ClientPortOptions(p.rt, p.f.limits, append(append(p.creds, transportServerOptions...), p.rpcServerOpts...)...)...)
 	p.onStop(gs.Stop) // every way out, early errors included: the server's stream workers start with it
-	p.rt.Register(gs)
-	p.rt.RegisterAdmin(gs)
+	grpcedge.Register(gs, p.rt)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

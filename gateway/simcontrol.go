@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/hostname"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 )
 
 // simControlOptions are what serveSimControl needs from the process.
@@ -47,7 +48,7 @@ func serveSimControl(o simControlOptions, serveErr chan<- error) (addr string, s
 		if len(o.Creds) == 0 {
 			return "", nil, fmt.Errorf("--sim-control-listen %s is not a loopback address: fault injection off the host needs --tls-cert (and then an operator admin token on every call)", o.Listen)
 		}
-		unary, stream := o.Router.OperatorInterceptors()
+		unary, stream := grpcedge.OperatorInterceptors(o.Router.Operator(), o.Log)
 		opts = append(opts, grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
 	}
 	lis, err := net.Listen("tcp", o.Listen)

@@ -22,6 +22,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
@@ -268,7 +269,7 @@ func TestAdminRefusesAllWithoutTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
-	_, err = router.NewAdmin(rt.Operator()).ListPools(metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer anything")), &pb.ListPoolsRequest{})
+	_, err = grpcedge.NewAdmin(rt.Operator()).ListPools(metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer anything")), &pb.ListPoolsRequest{})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "disabled") {
 		t.Fatalf("got %v, want UNAUTHENTICATED saying the admin API is disabled", err)
 	}

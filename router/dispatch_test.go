@@ -30,6 +30,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 	"github.com/switchyard-dev/switchyard/router/policy"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
@@ -343,7 +344,7 @@ func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
 	df.rt.applyControl(st)
 	const n = 400
 	for range n {
-		if _, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
+		if _, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
 			Routing: &pb.RoutingHints{CallerRegion: "us-east-1"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -355,13 +356,14 @@ func TestDispatcherFollowsTheWeightedDraw(t *testing.T) {
 	}
 }
 
-// A backend's refusal of the request (a client fault) reaches the client as
-// the backend's own status, never retried; other backend errors keep their
-// code only (router/errors.go, toStatus).
+// A backend's refusal of the request (a client fault) reaches the edge as
+// the backend's own code and words, never retried (the gRPC edge then passes
+// the backend's status through: router/grpcedge, toStatus).
 func TestBackendClientFaultReachesTheClient(t *testing.T) {
 	df := newDispatchFleet(t, "", fakePool{backend: fake("a", true, failAfter(0, codes.InvalidArgument))}, fakePool{backend: fake("b", true, ok(1))})
-	_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
-	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "a: injected InvalidArgument" {
+	_, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
+	be, ok := dispatch.BackendVerdict(err)
+	if !ok || be.Code != dispatch.CodeInvalid || grpccode.Of(err) != codes.InvalidArgument || dispatch.PublicText(err) != "a: injected InvalidArgument" {
 		t.Fatalf("err %v, want the backend's INVALID_ARGUMENT as it worded it", err)
 	}
 	if n := df.fakes["b"].ncalls(); n != 0 {
@@ -403,7 +405,7 @@ func BenchmarkComplete(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := df.rt.Complete(ctx, "bench", r); err != nil {
+		if _, err := df.rt.CompleteAs(ctx, CallInfo{RPC: "bench"}, r); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -561,7 +563,7 @@ func TestUsageAccounting(t *testing.T) {
 			r := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10, Continuation: tc.cont}
 			var usage *pb.Usage
 			if tc.stream {
-				err := df.rt.CompleteStream(context.Background(), "test", r, func(ch *pb.GenerateChunk) error {
+				err := df.rt.CompleteStreamAs(context.Background(), CallInfo{RPC: "test"}, r, func(ch *pb.GenerateChunk) error {
 					if ch.Usage != nil {
 						usage = ch.Usage
 					}
@@ -571,7 +573,7 @@ func TestUsageAccounting(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				resp, err := df.rt.Complete(context.Background(), "test", r)
+				resp, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, r)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -620,7 +622,7 @@ func TestReleasedSlotIsFreeInTheViewAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := df.rt.Complete(ctx, "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
+		_, err := df.rt.CompleteAs(ctx, CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
 		done <- err
 	}()
 	testwait.For(t, 5*time.Second, "the call to hold a slot", func() bool { return p.InFlight() == 1 })
@@ -632,7 +634,7 @@ func TestReleasedSlotIsFreeInTheViewAtOnce(t *testing.T) {
 		t.Errorf("shared in-flight read while the slot is held: %d, want 1", got)
 	}
 	cancel()
-	if err := <-done; status.Code(err) != codes.Canceled {
+	if err := <-done; grpccode.Of(err) != codes.Canceled {
 		t.Fatalf("the held call: %v, want CANCELLED", err)
 	}
 	if local, shared := p.InFlight(), p.Shared(); local != 0 || shared != 0 {
@@ -655,8 +657,8 @@ func TestFailedAttemptLogCountsItsTokens(t *testing.T) {
 		defer mu.Unlock()
 		return buf.Write(p)
 	}), nil))
-	err := df.rt.CompleteStream(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}, func(*pb.GenerateChunk) error { return nil })
-	if status.Code(err) != codes.Unavailable {
+	err := df.rt.CompleteStreamAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10}, func(*pb.GenerateChunk) error { return nil })
+	if grpccode.Of(err) != codes.Unavailable {
 		t.Fatalf("stream: %v", err)
 	}
 	mu.Lock()
@@ -689,10 +691,10 @@ func TestCachedTokensCounted(t *testing.T) {
 	a.prompt, a.cached = 10, 4
 	df := newDispatchFleetOpts(t, dispatchOpts{policy: "in_order", policies: orderedPolicies(), meter: mp}, fakePool{backend: a})
 	req := &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 5}
-	if _, err := df.rt.Complete(context.Background(), "test", req); err != nil {
+	if _, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, req); err != nil {
 		t.Fatal(err)
 	}
-	if err := df.rt.CompleteStream(context.Background(), "test", req, func(*pb.GenerateChunk) error { return nil }); err != nil {
+	if err := df.rt.CompleteStreamAs(context.Background(), CallInfo{RPC: "test"}, req, func(*pb.GenerateChunk) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	var rm metricdata.ResourceMetrics

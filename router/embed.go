@@ -5,19 +5,14 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
-
-// rpcEmbed is the Embed RPC's label in metrics and logs.
-const rpcEmbed = "embed"
 
 // Bounds on an embedding request.
 const (
@@ -25,23 +20,11 @@ const (
 	maxDimensions  = 1 << 16
 )
 
-// Embed implements pb.InferenceServer.
-func (s *Server) Embed(ctx context.Context, req *pb.EmbedRequest) (*pb.EmbedResponse, error) {
-	return s.EmbedFor(ctx, rpcEmbed, req)
-}
-
-// EmbedFor runs one embedding call for an edge (gRPC Embed, the HTTP front
+// EmbedAs runs one embedding call for an edge (gRPC Embed, the HTTP front
 // door's /v1/embeddings): the same authentication, admission, routing,
 // capacity, tiers, residency, failover and metrics as generation, on the
 // pools serving the model whose adapter serves embeddings
-// (backends.Embedder). rpc is as for Complete. The error is a gRPC status.
-func (s *Server) EmbedFor(ctx context.Context, rpc string, req *pb.EmbedRequest) (*pb.EmbedResponse, error) {
-	resp, err := s.EmbedAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx)}, req)
-	return resp, toStatus(err)
-}
-
-// EmbedAs is EmbedFor for an edge that read the caller off its own
-// transport; the error is the core's, as for CompleteAs.
+// (backends.Embedder). The error is the core's, as for CompleteAs.
 func (s *Server) EmbedAs(ctx context.Context, ci CallInfo, req *pb.EmbedRequest) (*pb.EmbedResponse, error) {
 	start := s.opts.Clock.Now()
 	c, ereq, err := s.admitEmbed(ci.Caller, req)
@@ -59,14 +42,16 @@ func (s *Server) EmbedAs(ctx context.Context, ci CallInfo, req *pb.EmbedRequest)
 		e, ok := backendOf(p).(backends.Embedder)
 		if !ok {
 			// Capabilities said embeddings and the adapter has no Embed: a bug, not the client's.
-			return dispatch.Usage{}, backendErr(status.Errorf(codes.Internal, "pool %s: adapter claims embeddings but does not implement them", p.Name()))
+			return dispatch.Usage{}, &dispatch.BackendError{Code: dispatch.CodeInternal, Status: "Internal",
+				Err: fmt.Errorf("pool %s: adapter claims embeddings but does not implement them", p.Name())}
 		}
 		r, err := e.Embed(ctx, ereq)
 		if err != nil {
-			return dispatch.Usage{}, backendErr(err)
+			return dispatch.Usage{}, grpccode.Backend(err)
 		}
 		if len(r.GetEmbeddings()) != len(ereq.GetInput()) {
-			return dispatch.Usage{}, backendErr(status.Errorf(codes.Unavailable, "pool %s: %d embeddings for %d inputs", p.Name(), len(r.GetEmbeddings()), len(ereq.GetInput())))
+			return dispatch.Usage{}, &dispatch.BackendError{Code: dispatch.CodeUnavailable, Status: "Unavailable",
+				Err: fmt.Errorf("pool %s: %d embeddings for %d inputs", p.Name(), len(r.GetEmbeddings()), len(ereq.GetInput()))}
 		}
 		resp = r
 		return dispatch.Usage{InputTokens: r.GetUsage().GetInputTokens()}, nil

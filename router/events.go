@@ -14,7 +14,8 @@ import (
 	"github.com/switchyard-dev/switchyard/router/control"
 )
 
-// eventBus fans events out to WatchEvents streams. publish never blocks: a
+// eventBus fans events out to watchers (Operator.Watch: the Admin API's
+// WatchEvents, the console's live stream). publish never blocks: a
 // subscriber that falls more than its buffer behind loses events (and is
 // told so by a "dropped" event when it catches up). Safe for concurrent use.
 type eventBus struct {
@@ -167,7 +168,7 @@ func unionKeys[V any](a, b map[string]V) []string {
 }
 
 // CountingModeChanged reports a capacity-store mode change (shared <->
-// degraded) to WatchEvents streams. Must not block; the store calls it.
+// degraded) to event watchers. Must not block; the store calls it.
 func (s *Server) CountingModeChanged(from, to capacity.Mode) {
 	s.events.publish("counting_mode", "", fmt.Sprintf("capacity counting %s -> %s", from, to), "")
 }

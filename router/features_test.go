@@ -2,16 +2,17 @@ package router
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 )
 
 func toolReq() *pb.GenerateRequest {
@@ -31,13 +32,13 @@ func TestToolCallsUnderFault(t *testing.T) {
 		a.caps, b.caps = allCaps, allCaps
 		df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
 		var pieces []string
-		err := df.rt.CompleteStream(tctx(t), "test", toolReq(), func(ch *pb.GenerateChunk) error {
+		err := df.rt.CompleteStreamAs(tctx(t), CallInfo{RPC: "test"}, toolReq(), func(ch *pb.GenerateChunk) error {
 			for _, d := range ch.GetToolCalls() {
 				pieces = append(pieces, d.GetArguments())
 			}
 			return nil
 		})
-		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "middle of a tool call") {
+		if grpccode.Of(err) != codes.Unavailable || !strings.Contains(err.Error(), "middle of a tool call") {
 			t.Fatalf("err %v, want UNAVAILABLE naming the broken tool call", err)
 		}
 		if len(pieces) != 3 {
@@ -54,7 +55,7 @@ func TestToolCallsUnderFault(t *testing.T) {
 		df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
 		var text strings.Builder
 		calls := 0
-		err := df.rt.CompleteStream(tctx(t), "test", toolReq(), func(ch *pb.GenerateChunk) error {
+		err := df.rt.CompleteStreamAs(tctx(t), CallInfo{RPC: "test"}, toolReq(), func(ch *pb.GenerateChunk) error {
 			text.WriteString(ch.GetText())
 			calls += len(ch.GetToolCalls())
 			return nil
@@ -105,7 +106,7 @@ func TestPoolsLackingAFeatureAreSkippedOrTheFieldRefused(t *testing.T) {
 			df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
 			r := tc.req()
 			r.Model = "m"
-			resp, err := df.rt.Complete(tctx(t), "test", r)
+			resp, err := df.rt.CompleteAs(tctx(t), CallInfo{RPC: "test"}, r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,8 +115,8 @@ func TestPoolsLackingAFeatureAreSkippedOrTheFieldRefused(t *testing.T) {
 			}
 			only := fake("a", true, ok(2))
 			df = newDispatchFleet(t, "", fakePool{backend: only})
-			_, err = df.rt.Complete(tctx(t), "test", r)
-			if status.Code(err) != codes.InvalidArgument || fieldOf(err) != tc.field {
+			_, err = df.rt.CompleteAs(tctx(t), CallInfo{RPC: "test"}, r)
+			if grpccode.Of(err) != codes.InvalidArgument || fieldOf(err) != tc.field {
 				t.Fatalf("err %v (field %q), want INVALID_ARGUMENT on %s", err, fieldOf(err), tc.field)
 			}
 			if only.ncalls() != 0 {
@@ -125,12 +126,11 @@ func TestPoolsLackingAFeatureAreSkippedOrTheFieldRefused(t *testing.T) {
 	}
 }
 
-// fieldOf is the first field of err's errdetails.BadRequest.
+// fieldOf is the field err names first (a *dispatch.InvalidError's).
 func fieldOf(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
-			return br.GetFieldViolations()[0].GetField()
-		}
+	var inv *dispatch.InvalidError
+	if errors.As(err, &inv) && len(inv.Fields) > 0 {
+		return inv.Fields[0]
 	}
 	return ""
 }
@@ -150,19 +150,19 @@ func TestTopKOnlyWherePassedOn(t *testing.T) {
 	a.caps.NoTopK = true
 	b := fake("b", true, ok(2))
 	df := newDispatchFleet(t, "", fakePool{backend: a}, fakePool{backend: b})
-	resp, err := df.rt.Complete(tctx(t), "test", r)
+	resp, err := df.rt.CompleteAs(tctx(t), CallInfo{RPC: "test"}, r)
 	if err != nil || resp.GetRoute().GetPool() != "b" || a.ncalls() != 0 {
 		t.Fatalf("served by %s (%v), a called %d times", resp.GetRoute().GetPool(), err, a.ncalls())
 	}
 	only := fake("a", true, ok(2))
 	only.caps.NoTopK = true
 	df = newDispatchFleet(t, "", fakePool{backend: only})
-	_, err = df.rt.Complete(tctx(t), "test", r)
-	if status.Code(err) != codes.InvalidArgument || fieldOf(err) != "sampling.top_k" || only.ncalls() != 0 {
+	_, err = df.rt.CompleteAs(tctx(t), CallInfo{RPC: "test"}, r)
+	if grpccode.Of(err) != codes.InvalidArgument || fieldOf(err) != "sampling.top_k" || only.ncalls() != 0 {
 		t.Fatalf("err %v (field %q)", err, fieldOf(err))
 	}
 	// Without top_k the same pool serves.
-	if _, err := df.rt.Complete(tctx(t), "test", &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5}); err != nil {
+	if _, err := df.rt.CompleteAs(tctx(t), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "p", MaxTokens: 5}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -8,20 +8,14 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 	"github.com/switchyard-dev/switchyard/router/policy"
-)
-
-// RPC names for the request metrics' rpc label.
-const (
-	rpcGenerate       = "generate"
-	rpcGenerateStream = "generate_stream"
 )
 
 // knownModel returns the request's model when the fleet serves it, so that
@@ -134,26 +128,6 @@ func operation(needs dispatch.Features, req *pb.GenerateRequest) string {
 // max_tokens (CompleteStreamAs finishes the call with LENGTH).
 var errMaxTokensPassed = errors.New("backend output passed max_tokens")
 
-// Generate implements pb.InferenceServer.
-func (s *Server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
-	return s.Complete(ctx, rpcGenerate, req)
-}
-
-// GenerateStream implements pb.InferenceServer.
-func (s *Server) GenerateStream(req *pb.GenerateRequest, stream grpc.ServerStreamingServer[pb.GenerateChunk]) error {
-	return s.CompleteStream(stream.Context(), rpcGenerateStream, req, stream.Send)
-}
-
-// Complete runs one unary call for an edge (gRPC Generate, the HTTP front
-// door): the same admission, routing, capacity and failover for every edge.
-// rpc names the edge in metrics and logs and must be a constant, never client
-// input. The caller's credentials travel in ctx as incoming gRPC metadata.
-// The error is a gRPC status.
-func (s *Server) Complete(ctx context.Context, rpc string, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
-	resp, err := s.CompleteAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx)}, req)
-	return resp, toStatus(err)
-}
-
 // CallInfo is what an edge says about a call besides its request.
 type CallInfo struct {
 	// RPC names the edge in metrics and logs; a constant, never client input.
@@ -188,7 +162,7 @@ func (s *Server) CompleteAs(ctx context.Context, ci CallInfo, req *pb.GenerateRe
 		r, err := backendOf(p).Generate(ctx, c.req)
 		if err != nil {
 			s.runaway(ctx, p, c, err)
-			return dispatch.Usage{}, backendErr(err)
+			return dispatch.Usage{}, grpccode.Backend(err)
 		}
 		if out := r.GetUsage().GetOutputTokens(); out > c.req.GetMaxTokens() {
 			// Too late to stop: recorded, so the operator sees the backend
@@ -233,14 +207,6 @@ func usageOf(u *pb.Usage) dispatch.Usage {
 func pbRoute(r *dispatch.Route) *pb.Route {
 	return &pb.Route{Policy: r.Policy, Attempts: r.Attempts, PoolsTried: r.PoolsTried,
 		Pool: r.Pool, Cloud: r.Cloud, Region: r.Region, Accelerator: r.Accelerator}
-}
-
-// CompleteStream runs one streaming call for an edge (gRPC GenerateStream,
-// the HTTP front door), calling send for every chunk in order; the last chunk
-// carries usage, finish reason and route. rpc is as for Complete. When send
-// fails the call stops (the client is gone). The error is a gRPC status.
-func (s *Server) CompleteStream(ctx context.Context, rpc string, req *pb.GenerateRequest, send func(*pb.GenerateChunk) error) error {
-	return toStatus(s.CompleteStreamAs(ctx, CallInfo{RPC: rpc, Caller: callerFromMetadata(ctx)}, req, send))
 }
 
 // CompleteStreamAs runs one streaming call for an edge, calling send for
@@ -319,7 +285,7 @@ func (s *Server) CompleteStreamAs(ctx context.Context, ci CallInfo, req *pb.Gene
 		}
 		if err != nil {
 			s.runaway(ctx, p, c, err)
-			return dispatch.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() - before}, backendErr(err)
+			return dispatch.Usage{InputTokens: int32(c.InputTokens), OutputTokens: stream.Tokens() - before}, grpccode.Backend(err)
 		}
 		if final == nil {
 			return dispatch.Usage{}, errors.New("backend ended the stream without a final chunk")

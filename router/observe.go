@@ -12,13 +12,12 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
 	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 	"github.com/switchyard-dev/switchyard/router/telemetry"
 )
 
@@ -176,7 +175,7 @@ type attrKey struct {
 	rpc    string
 	model  string
 	pool   string
-	status codes.Code
+	status string // the gRPC code name the call was answered with (grpccode.Name)
 	extra  string
 }
 
@@ -190,13 +189,13 @@ func (c *attrCache) get(k attrKey) mopts {
 	kv := []attribute.KeyValue{attribute.String(telemetry.KeyModel, k.model), attribute.String(telemetry.KeyPool, k.pool)}
 	switch k.kind {
 	case 0:
-		kv = append(kv, attribute.String(telemetry.KeyRPC, k.rpc), attribute.String(telemetry.KeyStatus, telemetry.CodeName(k.status)))
+		kv = append(kv, attribute.String(telemetry.KeyRPC, k.rpc), attribute.String(telemetry.KeyStatus, k.status))
 	case 2:
 		kv = append(kv, attribute.String(telemetry.KeyTokenType, k.extra))
 	case 3: // gen_ai.client.operation.duration: rpc is the operation, extra the provider
 		kv = append(kv, attribute.String(telemetry.KeyOperation, k.rpc), attribute.String(telemetry.KeyProvider, k.extra))
-		if k.status != codes.OK {
-			kv = append(kv, attribute.String("error.type", telemetry.CodeName(k.status)))
+		if k.status != "OK" {
+			kv = append(kv, attribute.String("error.type", k.status))
 		}
 	}
 	o = newMopts(attribute.NewSet(kv...))
@@ -328,10 +327,7 @@ func (t *telemetryObs) AttemptDone(ctx context.Context, a *dispatch.Attempt, oc 
 	po := &ext(a.Pool).obs
 	t.inst.Attempts.Add(ctx, 1, po.outcome[oc].add...)
 	// The router is the GenAI client of its backends: one operation per attempt.
-	code := codes.OK
-	if err != nil {
-		code = status.Code(toStatus(err))
-	}
+	code := grpccode.Name(err)
 	t.inst.GenAIClientDuration.Record(ctx, a.Took.Seconds(),
 		t.attrs.get(attrKey{kind: 3, rpc: a.Op, model: a.Model, pool: a.Pool.Name(), extra: po.provider, status: code}).rec...)
 	span, _ := a.Span.(trace.Span)
@@ -341,7 +337,7 @@ func (t *telemetryObs) AttemptDone(ctx context.Context, a *dispatch.Attempt, oc 
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("switchyard.outcome", oc.String()))
 		if err != nil {
-			span.SetAttributes(attribute.String("error.type", telemetry.CodeName(status.Code(toStatus(err)))))
+			span.SetAttributes(attribute.String("error.type", code))
 			span.RecordError(err)
 			span.SetStatus(otelcodes.Error, err.Error())
 		}
@@ -426,7 +422,7 @@ type callStats struct {
 // per-call debug line (never the prompt or the generated text).
 // err is the core's (an edge's wire error passes too).
 func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
-	code := status.Code(toStatus(err))
+	code := grpccode.Name(err)
 	pool := routePool(cs.route)
 	if pool == "" {
 		pool = "none"
@@ -440,7 +436,7 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	opt := t.attrs.get(attrKey{kind: 0, rpc: cs.rpc, model: model, pool: pool, status: code})
 	t.inst.Requests.Add(ctx, 1, opt.add...)
 	t.inst.RequestDuration.Record(ctx, d.Seconds(), opt.rec...)
-	if code == codes.OK {
+	if code == "OK" {
 		t.inst.TokenUsage.Record(ctx, int64(cs.input), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "input"}).rec...)
 		t.inst.TokenUsage.Record(ctx, int64(cs.output), t.attrs.get(attrKey{kind: 2, model: model, pool: pool, extra: "output"}).rec...)
 		if cs.cached > 0 {
@@ -464,7 +460,7 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	}
 	if t.log.Enabled(ctx, slog.LevelDebug) {
 		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", routePool(cs.route),
-			"attempts", routeAttempts(cs.route), "pools_tried", routeTried(cs.route), "code", telemetry.CodeName(code),
+			"attempts", routeAttempts(cs.route), "pools_tried", routeTried(cs.route), "code", code,
 			"duration_ms", d.Milliseconds(), "input_tokens", cs.input, "output_tokens", cs.output)
 	}
 }

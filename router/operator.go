@@ -656,3 +656,8 @@ func (o operator) Watch(ctx context.Context, token string, recent int) (*Watch, 
 		unwatch()
 	}}, nil
 }
+
+// unauthenticated is an UNAUTHENTICATED error with a reason.
+func unauthenticated(format string, args ...any) error {
+	return &dispatch.UnauthenticatedError{Reason: fmt.Sprintf(format, args...)}
+}

@@ -45,6 +45,7 @@ import (
 	"github.com/switchyard-dev/switchyard/router/capacity/redistest"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 )
 
 // e2ePool is the one pool of these tests.
@@ -533,8 +534,8 @@ func TestCrashedRouterHelperProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(router.ServerOptions()...)
-	rt.Register(gs)
+	gs := grpc.NewServer(grpcedge.ServerOptions()...)
+	grpcedge.Register(gs, rt)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
 	fmt.Printf("ROUTER_ADDR=%s\n", lis.Addr())

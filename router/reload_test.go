@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
@@ -19,6 +18,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/control"
+	"github.com/switchyard-dev/switchyard/router/internal/grpccode"
 	"github.com/switchyard-dev/switchyard/router/policy"
 )
 
@@ -36,7 +36,7 @@ func callAll(df *dispatchFleet, prios ...pb.Priority) <-chan callResult {
 	out := make(chan callResult, len(prios))
 	for _, p := range prios {
 		go func() {
-			_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1, Priority: p})
+			_, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1, Priority: p})
 			out <- callResult{prio: p, err: err}
 		}()
 	}
@@ -82,7 +82,7 @@ func TestReloadedQueueLengthShedsTheExcessAtOnce(t *testing.T) {
 			results := callAll(df, prios...)
 			shed := recv(t, results, 7, "calls shed at once")
 			for _, r := range shed {
-				if status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "wait queue full (1 calls)") {
+				if grpccode.Of(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "wait queue full (1 calls)") {
 					t.Fatalf("shed call: %v, want RESOURCE_EXHAUSTED naming a queue of 1", r.err)
 				}
 			}
@@ -91,7 +91,7 @@ func TestReloadedQueueLengthShedsTheExcessAtOnce(t *testing.T) {
 			}
 			df.clk.Advance(2 * time.Second) // queue_max_wait
 			last := recv(t, results, 1, "the queued call")
-			if status.Code(last[0].err) != codes.ResourceExhausted {
+			if grpccode.Of(last[0].err) != codes.ResourceExhausted {
 				t.Fatalf("queued call: %v, want RESOURCE_EXHAUSTED after its wait", last[0].err)
 			}
 			df.rec.mu.Lock()
@@ -123,7 +123,7 @@ func TestReloadShedsQueuedCallsBeyondTheNewLength(t *testing.T) {
 	shed := recv(t, results, 6, "calls shed by the reload")
 	count := map[pb.Priority]int{}
 	for _, r := range shed {
-		if status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "wait queue full (2 calls)") {
+		if grpccode.Of(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "wait queue full (2 calls)") {
 			t.Fatalf("%s call: %v, want RESOURCE_EXHAUSTED naming the new length", r.prio, r.err)
 		}
 		count[r.prio]++
@@ -140,7 +140,7 @@ func TestReloadShedsQueuedCallsBeyondTheNewLength(t *testing.T) {
 	}
 	df.clk.Advance(2 * time.Second)
 	for _, r := range recv(t, results, 2, "the interactive calls left waiting") {
-		if r.prio != I || status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "waited 2s") {
+		if r.prio != I || grpccode.Of(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "waited 2s") {
 			t.Fatalf("%s call: %v, want interactive shed after its wait", r.prio, r.err)
 		}
 	}
@@ -169,7 +169,7 @@ func TestReloadedQueueWait(t *testing.T) {
 	}
 	df.clk.Advance(8 * time.Second)
 	r := recv(t, results, 1, "the queued call")[0]
-	if status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "waited 10s") {
+	if grpccode.Of(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "waited 10s") {
 		t.Fatalf("call: %v, want RESOURCE_EXHAUSTED after 10s", r.err)
 	}
 }
@@ -181,7 +181,7 @@ func TestReloadedRetryBudget(t *testing.T) {
 	pools := []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, ok(1))}}
 	df := newDispatchFleet(t, "  retry_budget: 0.01\n  eject_after_failures: 100\n", pools...)
 	call := func() error {
-		_, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
+		_, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
 		return err
 	}
 	for i := range 3 {
@@ -205,7 +205,7 @@ func TestReloadedMaxAttempts(t *testing.T) {
 	pools := []fakePool{{backend: fake("a", true, failAfter(0, codes.Unavailable))}, {backend: fake("b", true, failAfter(0, codes.Unavailable))}, {backend: fake("c", true, ok(1))}}
 	df := newDispatchFleet(t, "  max_attempts: 2\n  eject_after_failures: 100\n", pools...)
 	call := func() (*pb.GenerateResponse, error) {
-		return df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
+		return df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1})
 	}
 	if _, err := call(); err == nil || !strings.Contains(err.Error(), "gave up after 2 attempts") {
 		t.Fatalf("with max_attempts 2: %v", err)
@@ -229,7 +229,7 @@ func TestReloadedAttemptTimeout(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		resp, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
+		resp, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 10})
 		done <- result{resp, err}
 	}()
 	if !df.clk.WaitForWaiters(base+1, 5*time.Second) {
@@ -283,7 +283,7 @@ func TestReloadedPolicyParameters(t *testing.T) {
 	df.pool("near").SetShared(4)
 	served := func() string {
 		t.Helper()
-		resp, err := df.rt.Complete(context.Background(), "test", &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
+		resp, err := df.rt.CompleteAs(context.Background(), CallInfo{RPC: "test"}, &pb.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 1,
 			Priority: pb.Priority_PRIORITY_STANDARD, Routing: &pb.RoutingHints{CallerRegion: "us-east-1"}})
 		if err != nil {
 			t.Fatal(err)
@@ -386,7 +386,7 @@ func TestReloadNamesWhatNeedsARestart(t *testing.T) {
 	df.rt.log = slog.New(slog.NewTextHandler(logs, nil))
 	sub := df.rt.events.subscribe()
 	defer df.rt.events.unsubscribe(sub)
-	df.rt.GRPCServerOptions(GRPCOptions{}) // fixes the receive limit for max_input_tokens 1000
+	df.rt.FixRecvLimit(0) // as the gRPC edge does: fixes the receive limit for max_input_tokens 1000
 
 	df.reload(t, "  queue_max_length: 5\n  cost_weight: 0.5\n")
 	ev := <-sub.ch

@@ -13,9 +13,9 @@ var errRevoked = errors.New("credential revoked by a config reload")
 
 func isRevoked(err error) bool { return errors.Is(err, errRevoked) }
 
-// Streams outlive the check of their credentials: a gRPC WatchEvents, a
-// streamed completion (gRPC or HTTP), the console's live stream (which runs
-// on WatchEvents). Each registers how to check its credential again; a
+// Streams outlive the check of their credentials: an event watch
+// (Operator.Watch: gRPC WatchEvents, the console's live stream), a streamed
+// completion (gRPC or HTTP). Each registers how to check its credential again; a
 // reload re-checks every open stream against the new config and ends those
 // whose token or key it removed, with UNAUTHENTICATED (or PERMISSION_DENIED
 // for a token whose role no longer allows the stream).

@@ -1,9 +1,13 @@
 // Package router is the gateway: it admits inference calls, ranks pools with
 // the routing policy, takes capacity in the shared capacity store, forwards
 // to the pool's backend, fails over before anything was streamed (and resumes
-// streams where the backend can continue them), and serves the Admin API.
+// streams where the backend can continue them), and gives operators one
+// interface (Operator). It speaks no wire of its own: the edges — gRPC
+// (router/grpcedge), OpenAI and Anthropic HTTP, the console — import it and
+// map its errors (dispatch.Code) to theirs.
 //
-// Import direction: router imports backends and proto, never loadtest or cmd.
+// Import direction: router imports backends and proto, never an edge,
+// loadtest or cmd.
 package router
 
 import (
@@ -25,7 +29,6 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
@@ -89,12 +92,11 @@ type Options struct {
 }
 
 // Server is the router: the core (dispatch.Dispatcher) wired to the
-// backends, the capacity and control stores, telemetry and the gRPC
-// services, with their lifecycle (reload, background loops, close). Safe for
-// concurrent use.
+// backends, the capacity and control stores and telemetry, with their
+// lifecycle (reload, background loops, close). Edges call it: the gRPC edge
+// (router/grpcedge) and the HTTP edges through CompleteAs, CompleteStreamAs
+// and EmbedAs, operators' edges through Operator. Safe for concurrent use.
 type Server struct {
-	pb.UnimplementedInferenceServer
-
 	// opts holds the dependencies, defaults filled (Clock, Store, Control,
 	// Policies, ...).
 	opts Options
@@ -126,7 +128,7 @@ type lifecycle struct {
 	// routing.health_check_interval (at most one pending; Reload replaces it).
 	healthTicks chan healthTick
 	// recvFixed is the largest max_input_tokens the gRPC receive limit was
-	// built for (GRPCServerOptions), 0 before: larger prompts need a restart.
+	// built for (FixRecvLimit), 0 before: larger prompts need a restart.
 	recvFixed atomic.Int64
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -276,11 +278,6 @@ func (s *Server) applyControl(next control.State) {
 		}
 		return
 	}
-}
-
-// Register adds the router's services to a gRPC server.
-func (s *Server) Register(gs *grpc.Server) {
-	pb.RegisterInferenceServer(gs, s)
 }
 
 // buildGeneration makes the core's Generation for f, reusing backends (with
@@ -550,6 +547,30 @@ func largestInput(f *config.Fleet) int {
 	return largest
 }
 
+// DefaultRecvMargin is the room a request may take beyond the largest
+// prompt a model accepts (max_input_tokens × 4 bytes): chat roles, sampling,
+// routing hints, the request id, framing. RecvLimit's default margin.
+const DefaultRecvMargin = 64 << 10
+
+// RecvLimit is the largest request message an edge need accept: the running
+// fleet's largest max_input_tokens × 4 bytes plus margin (DefaultRecvMargin
+// when margin <= 0). It follows reloads.
+func (s *Server) RecvLimit(margin int) int {
+	if margin <= 0 {
+		margin = DefaultRecvMargin
+	}
+	return largestInput(s.disp.Generation().Fleet)*backends.BytesPerToken + margin
+}
+
+// FixRecvLimit is RecvLimit for an edge that fixes its bound when it starts
+// (the gRPC edge's receive limit): a later reload that raises a model's
+// max_input_tokens above the bound names it among the settings that need a
+// restart.
+func (s *Server) FixRecvLimit(margin int) int {
+	s.life.recvFixed.Store(int64(largestInput(s.disp.Generation().Fleet)))
+	return s.RecvLimit(margin)
+}
+
 // Fleet returns the running fleet config.
 func (s *Server) Fleet() *config.Fleet { return s.disp.Generation().Fleet }
 
@@ -685,8 +706,9 @@ func checkTimeout(interval time.Duration) time.Duration {
 	return min(max(interval, 500*time.Millisecond), 2*time.Second)
 }
 
-// ListModels implements pb.InferenceServer.
-func (s *Server) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListModelsResponse, error) {
+// Models lists the running fleet's models, each with the pools serving it
+// (switchyard.v1.Inference's ListModels answer).
+func (s *Server) Models() *pb.ListModelsResponse {
 	g := s.disp.Generation()
 	resp := &pb.ListModelsResponse{}
 	for _, m := range g.Fleet.Models {
@@ -698,5 +720,5 @@ func (s *Server) ListModels(context.Context, *pb.ListModelsRequest) (*pb.ListMod
 		sort.Slice(pm.Placements, func(i, j int) bool { return pm.Placements[i].Pool < pm.Placements[j].Pool })
 		resp.Models = append(resp.Models, pm)
 	}
-	return resp, nil
+	return resp
 }

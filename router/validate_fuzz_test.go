@@ -5,9 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/backends"
@@ -17,8 +14,8 @@ import (
 )
 
 // FuzzValidateRequest: any bytes a client can send as a GenerateRequest are
-// validated without a panic; a refusal is INVALID_ARGUMENT-class, its status
-// names the field in a BadRequest, and its text stays short whatever the
+// validated without a panic; a refusal is INVALID_ARGUMENT-class and names
+// its field (which the gRPC edge puts in a BadRequest), and its text stays short whatever the
 // request holds (client input is quoted at most 64 bytes); an accepted request fits the model's limits. It targets
 // validateRequest, the request path's one validation entry (Server.Complete
 // and CompleteStream call it through admit). Seeds:
@@ -40,18 +37,11 @@ func FuzzValidateRequest(f *testing.F) {
 			if n := len(err.Error()); n > 512 {
 				t.Fatalf("refusal text of %d bytes for a %d-byte request: %.200s", n, len(data), err.Error())
 			}
-			// Every refusal names its field for clients in a BadRequest.
-			st := status.Convert(toStatus(err))
-			var fields []string
-			for _, d := range st.Details() {
-				if br, ok := d.(*errdetails.BadRequest); ok {
-					for _, v := range br.GetFieldViolations() {
-						fields = append(fields, v.GetField())
-					}
-				}
-			}
-			if st.Code() != codes.InvalidArgument || len(fields) == 0 || slices.Contains(fields, "") {
-				t.Fatalf("refusal %v carries BadRequest fields %q", st, fields)
+			// Every refusal names its field for clients (each edge puts the
+			// fields on its wire: a BadRequest on gRPC, param on HTTP).
+			var inv *dispatch.InvalidError
+			if !errors.As(err, &inv) || dispatch.CodeOf(err) != dispatch.CodeInvalid || len(inv.Fields) == 0 || slices.Contains(inv.Fields, "") {
+				t.Fatalf("refusal %v names fields %v", err, inv)
 			}
 			return
 		}

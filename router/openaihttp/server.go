@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/httpedge"
-	"github.com/switchyard-dev/switchyard/router"
 )
 
 // ServerOptions configure NewServer.
@@ -38,9 +37,9 @@ const MaxHeaderBytes = 64 << 10
 
 // DefaultMaxConnections is how many client connections the front door serves
 // at once (NewListener). HTTP/1.1 needs one connection per call in flight, so
-// it is four times the gRPC port's router.DefaultMaxConnections; HTTP/2
-// clients multiplex.
-const DefaultMaxConnections = 4 * router.DefaultMaxConnections
+// it is four times the gRPC port's (grpcedge.DefaultMaxConnections, 1024);
+// HTTP/2 clients multiplex.
+const DefaultMaxConnections = 4096
 
 // DefaultMaxUnauthenticated is how many of them may be connections on which
 // no call has authenticated yet (with tenants: presented a known key; without:

@@ -36,6 +36,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
 )
 
 // Options describe one router.
@@ -54,7 +55,7 @@ type Options struct {
 	// TimeScale of those pools (default 50: fast).
 	TimeScale float64
 	// GRPC are extra options for the router's gRPC server, after
-	// router.ServerOptions (stats handlers).
+	// grpcedge.ServerOptions (stats handlers).
 	GRPC []grpc.ServerOption
 }
 
@@ -114,9 +115,8 @@ func Start(t testing.TB, o Options) *Router {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close() })
-	gs := grpc.NewServer(router.ServerOptions(o.GRPC...)...)
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
+	gs := grpc.NewServer(grpcedge.ServerOptions(o.GRPC...)...)
+	grpcedge.Register(gs, rt)
 	lis := Listen(t)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)

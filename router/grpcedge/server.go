@@ -1,7 +1,8 @@
-package router
+package grpcedge
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -14,13 +15,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"github.com/switchyard-dev/switchyard/backends"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
 )
 
 // MaxRequestBytes bounds one gRPC message on servers built with
-// ServerOptions alone. The router's client port (GRPCServerOptions) derives
+// ServerOptions alone. The router's client port (ClientPortOptions) derives
 // a tighter bound from the fleet's models instead.
 const MaxRequestBytes = 4 << 20
 
@@ -28,8 +29,9 @@ const MaxRequestBytes = 4 << 20
 const (
 	// DefaultRecvMargin is added to the largest prompt a model accepts
 	// (max_input_tokens × 4 bytes) for the rest of a request: chat roles,
-	// sampling, routing hints, the request id, protobuf framing.
-	DefaultRecvMargin = 64 << 10
+	// sampling, routing hints, the request id, protobuf framing
+	// (router.RecvLimit's default).
+	DefaultRecvMargin = router.DefaultRecvMargin
 	// DefaultMaxStreams is how many calls one connection may run at once;
 	// more wait on the client side until one ends.
 	DefaultMaxStreams = 256
@@ -64,8 +66,8 @@ var (
 // panic in a handler fails that call with INTERNAL instead of the process;
 // keepalive enforcement, streams per connection, header size and handshake
 // time are bounded; messages are bounded by MaxRequestBytes. The client port
-// uses (*Server).GRPCServerOptions, which adds authentication before decoding
-// and a receive bound derived from the fleet.
+// uses ClientPortOptions, which adds authentication before decoding and a
+// receive bound derived from the fleet.
 func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
 	return append(baseOptions(MaxRequestBytes, DefaultMaxStreams), extra...)
 }
@@ -83,8 +85,8 @@ func baseOptions(recv int, streams uint32) []grpc.ServerOption {
 	}
 }
 
-// GRPCOptions tune the client port (zero values take the defaults above).
-type GRPCOptions struct {
+// PortOptions tune the client port (zero values take the defaults above).
+type PortOptions struct {
 	// RecvMargin is added to the largest model's max_input_tokens × 4 bytes
 	// to bound one request message (default DefaultRecvMargin).
 	RecvMargin int
@@ -101,7 +103,7 @@ type GRPCOptions struct {
 	StreamWorkers int
 }
 
-// GRPCServerOptions are ServerOptions for the client port of this router:
+// ClientPortOptions are ServerOptions for the client port of rt:
 //
 //   - with tenants configured, every switchyard.v1.Inference method
 //     (ListModels included) and server reflection need a known API key, and
@@ -109,17 +111,17 @@ type GRPCOptions struct {
 //     call's headers before any message is read (grpc.InTapHandle): a caller
 //     without one gets UNAUTHENTICATED and its body is never received or
 //     decoded; health checks stay open for probes;
-//   - one message may hold at most RecvLimit bytes: the largest model's
-//     max_input_tokens × 4 bytes plus RecvMargin.
+//   - one message may hold at most rt.RecvLimit(o.RecvMargin) bytes: the
+//     largest model's max_input_tokens × 4 bytes plus RecvMargin.
 //
-// The receive bound is fixed when the server is built: a reload that raises
-// max_input_tokens past it takes effect for the larger prompts after a restart.
-func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []grpc.ServerOption {
+// The receive bound is fixed when the server is built (rt.FixRecvLimit): a
+// reload that raises max_input_tokens past it takes effect for the larger
+// prompts after a restart, and the reload says so.
+func ClientPortOptions(rt *router.Server, o PortOptions, extra ...grpc.ServerOption) []grpc.ServerOption {
 	if o.MaxStreams == 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
-	s.life.recvFixed.Store(int64(largestInput(s.disp.Generation().Fleet)))
-	opts := baseOptions(s.RecvLimit(o.RecvMargin), o.MaxStreams)
+	opts := baseOptions(rt.FixRecvLimit(o.RecvMargin), o.MaxStreams)
 	if o.HandshakeTimeout > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(o.HandshakeTimeout))
 	}
@@ -134,22 +136,8 @@ func (s *Server) GRPCServerOptions(o GRPCOptions, extra ...grpc.ServerOption) []
 	case o.StreamWorkers > 0:
 		opts = append(opts, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
 	}
-	opts = append(opts, grpc.InTapHandle(s.tapAuth))
+	opts = append(opts, grpc.InTapHandle(tapAuth(rt)))
 	return append(opts, extra...)
-}
-
-// RecvLimit is the largest request message the client port accepts: the
-// largest model's max_input_tokens × 4 bytes plus margin (DefaultRecvMargin
-// when margin <= 0).
-func (s *Server) RecvLimit(margin int) int {
-	if margin <= 0 {
-		margin = DefaultRecvMargin
-	}
-	largest := 0
-	for _, m := range s.disp.Generation().Fleet.Models {
-		largest = max(largest, m.MaxInputTokens)
-	}
-	return largest*backends.BytesPerToken + margin
 }
 
 var (
@@ -161,70 +149,70 @@ var (
 // tapAuth runs when a call's headers arrive, before its first message is
 // read. Only a status error leaves it; the call is then answered with that
 // status and its body discarded by the transport.
-func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, error) {
-	method := info.FullMethodName
-	mctx := metadata.NewIncomingContext(ctx, info.Header)
-	st := s.disp.Generation()
-	switch {
-	case strings.HasPrefix(method, inferencePrefix):
-		if _, err := st.Tenants.Authenticate(callerFromMetadata(mctx).APIKey); err != nil {
-			return ctx, status.Error(codes.Unauthenticated, err.Error())
+func tapAuth(rt *router.Server) tap.ServerInHandle {
+	op := rt.Operator()
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		method := info.FullMethodName
+		mctx := metadata.NewIncomingContext(ctx, info.Header)
+		switch {
+		case strings.HasPrefix(method, inferencePrefix):
+			if _, err := rt.AuthenticateCaller(callerOf(mctx)); err != nil {
+				return ctx, status.Error(codes.Unauthenticated, err.Error())
+			}
+		case strings.HasPrefix(method, adminPrefix):
+			if err := adminCaller(mctx, op); err != nil {
+				return ctx, status.Error(codes.Unauthenticated, err.Error())
+			}
+		case strings.HasPrefix(method, reflectionPrefix):
+			if !rt.KeysRequired() {
+				return ctx, nil
+			}
+			if _, err := rt.AuthenticateCaller(callerOf(mctx)); err == nil {
+				return ctx, nil
+			}
+			if err := adminCaller(mctx, op); err == nil {
+				return ctx, nil
+			}
+			return ctx, status.Error(codes.Unauthenticated, "unauthenticated: server reflection needs an API key or an admin token")
 		}
-	case strings.HasPrefix(method, adminPrefix):
-		if err := s.adminCaller(mctx); err != nil {
-			return ctx, status.Error(codes.Unauthenticated, err.Error())
-		}
-	case strings.HasPrefix(method, reflectionPrefix):
-		if !st.Tenants.Required() {
-			return ctx, nil
-		}
-		if _, err := st.Tenants.Authenticate(callerFromMetadata(mctx).APIKey); err == nil {
-			return ctx, nil
-		}
-		if err := s.adminCaller(mctx); err == nil {
-			return ctx, nil
-		}
-		return ctx, status.Error(codes.Unauthenticated, "unauthenticated: server reflection needs an API key or an admin token")
+		return ctx, nil
 	}
-	return ctx, nil
 }
 
 // adminCaller checks that a call carries a known admin token, of any role.
-func (s *Server) adminCaller(ctx context.Context) error {
+func adminCaller(ctx context.Context, op router.Operator) error {
 	tok, err := adminToken(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := s.Operator().Authorize(tok, RoleViewer); err != nil && dispatch.CodeOf(err) != dispatch.CodePermissionDenied {
+	if _, err := op.Authorize(tok, router.RoleViewer); err != nil && dispatch.CodeOf(err) != dispatch.CodePermissionDenied {
 		return err
 	}
 	return nil
 }
 
-// operatorCaller authorizes a call for the operator role and returns the
-// token's name.
-func (s *Server) operatorCaller(ctx context.Context) (string, error) {
-	tok, err := adminToken(ctx)
-	if err != nil {
-		return "", err
-	}
-	return s.Operator().Authorize(tok, RoleOperator)
-}
-
 // OperatorInterceptors return interceptors that let a call through only with
-// an admin token of the operator role (the Admin API's tokens): for services
-// served off the client port that change the fleet, such as SimControl.
-func (s *Server) OperatorInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+// an admin token of the operator role (op's tokens, the Admin API's): for
+// services served off the client port that change the fleet, such as
+// SimControl. Each call let through is logged to log with the token's name.
+func OperatorInterceptors(op router.Operator, log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	authorize := func(ctx context.Context) (string, error) {
+		tok, err := adminToken(ctx)
+		if err != nil {
+			return "", err
+		}
+		return op.Authorize(tok, router.RoleOperator)
+	}
 	unary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		actor, err := s.operatorCaller(ctx)
+		actor, err := authorize(ctx)
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		s.log.InfoContext(ctx, "operator call", "actor", actor)
+		log.InfoContext(ctx, "operator call", "actor", actor)
 		return handler(ctx, req)
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if _, err := s.operatorCaller(ss.Context()); err != nil {
+		if _, err := authorize(ss.Context()); err != nil {
 			return toStatus(err)
 		}
 		return handler(srv, ss)

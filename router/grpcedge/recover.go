@@ -1,4 +1,4 @@
-package router
+package grpcedge
 
 import (
 	"context"

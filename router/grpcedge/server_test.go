@@ -1,4 +1,4 @@
-package router_test
+package grpcedge_test
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,19 +37,14 @@ import (
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router"
 	"github.com/switchyard-dev/switchyard/router/config"
+	"github.com/switchyard-dev/switchyard/router/grpcedge"
+	"github.com/switchyard-dev/switchyard/router/routertest"
 )
 
 // bigClientEnv makes the test binary a client that sends one 60 MiB
 // Generate to the address it names and prints the status code: the server's
 // allocations are then measured in a process that holds no client buffers.
 const bigClientEnv = "SWITCHYARD_TEST_BIG_CLIENT"
-
-func TestMain(m *testing.M) {
-	if addr := os.Getenv(bigClientEnv); addr != "" {
-		os.Exit(bigClient(addr, os.Getenv(bigClientEnv+"_KEY")))
-	}
-	goleak.VerifyTestMain(m)
-}
 
 func bigClient(addr, key string) int {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(128<<20)))
@@ -97,34 +92,40 @@ func (c *countingConn) Read(b []byte) (int, error) {
 
 type portOpts struct {
 	tenants  bool
-	limits   router.GRPCOptions
+	limits   grpcedge.PortOptions
 	maxConns int
 	extra    []grpc.ServerOption
 	endpoint string // the pool's endpoint (default: a sim pool)
 	// legacy builds the server as the router did before (64 MiB messages,
 	// no authentication before decoding): the control of the body test.
 	legacy bool
+	// quiet checks the pool's health every 10 s instead of every 50 ms, so
+	// the router's own background work allocates little while a test
+	// counts the process's allocations.
+	quiet bool
 }
 
-// clientPort serves a router the way cmd/switchyard does (GRPCServerOptions,
+// clientPort serves a router the way the gateway does (ClientPortOptions,
 // LimitListener, health, reflection) on loopback and returns its address and
 // the counting listener under it.
 func clientPort(t *testing.T, o portOpts) (string, *countingListener) {
 	t.Helper()
+	healthEvery := "50ms"
+	if o.quiet {
+		healthEvery = "10s"
+	}
 	ep := o.endpoint
 	if ep == "" {
-		p := &simPool{name: "p", cloud: "aws", region: "us-east-1", accel: "h100", limit: 64}
-		startSimPool(t, p)
-		ep = p.addr
+		ep = routertest.StartSimPool(t, sim.Options{Name: "p", Accelerator: "h100", MaxBatch: 64}).Addr
 	}
 	y := fmt.Sprintf(`models:
   - {name: m, max_input_tokens: 1000, max_output_tokens: 500}
 pools:
   - {name: p, cloud: aws, region: us-east-1, accelerator: h100, models: [m], endpoints: [%q], limits: {max_concurrent: 64}}
-routing: {queue_max_wait: 100ms, health_check_interval: 50ms}
+routing: {queue_max_wait: 100ms, health_check_interval: %s}
 admin:
   tokens: [{name: ops, role: operator, sha256: %s}]
-`, ep, router.HashToken("admin-token"))
+`, ep, healthEvery, router.HashToken("admin-token"))
 	if o.tenants {
 		y += fmt.Sprintf("tenants:\n  - {name: acme, api_key_sha256: [%s]}\n", router.HashToken(tenantKey))
 	}
@@ -147,14 +148,13 @@ admin:
 	if o.legacy {
 		gs = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
 	} else {
-		gs = grpc.NewServer(rt.GRPCServerOptions(o.limits, o.extra...)...)
+		gs = grpc.NewServer(grpcedge.ClientPortOptions(rt, o.limits, o.extra...)...)
 	}
-	rt.Register(gs)
-	rt.RegisterAdmin(gs)
+	grpcedge.Register(gs, rt)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	go func() { _ = gs.Serve(router.LimitListener(cl, o.maxConns)) }()
+	go func() { _ = gs.Serve(grpcedge.LimitListener(cl, o.maxConns)) }()
 	t.Cleanup(func() { gs.Stop(); _ = rt.Close() })
 	return lis.Addr().String(), cl
 }
@@ -177,13 +177,13 @@ func dialT(t *testing.T, addr string) *grpc.ClientConn {
 func TestUnauthenticatedBodyNeverDecoded(t *testing.T) {
 	// Control, same run: the server as it was built before reads and decodes
 	// the whole message, so the measurement can see a decode when one happens.
-	legacyAddr, legacyCL := clientPort(t, portOpts{tenants: true, legacy: true})
+	legacyAddr, legacyCL := clientPort(t, portOpts{tenants: true, legacy: true, quiet: true})
 	out, read, alloc := sendBig(t, legacyAddr, legacyCL, "")
 	t.Logf("control (before): no key: %s; server read %d KiB, allocated %d KiB", out, read>>10, alloc>>10)
 	if read < 60<<20 || alloc < 60<<20 {
 		t.Fatalf("control: the old server read %d MiB and allocated %d MiB of a 60 MiB message; the measurement cannot see a decode", read>>20, alloc>>20)
 	}
-	addr, cl := clientPort(t, portOpts{tenants: true})
+	addr, cl := clientPort(t, portOpts{tenants: true, quiet: true})
 	for _, tc := range []struct {
 		key  string
 		want codes.Code
@@ -353,7 +353,7 @@ func TestStreamAndConnectionLimits(t *testing.T) {
 		return h(ctx, req)
 	})
 	const maxConns = 4
-	addr, _ := clientPort(t, portOpts{limits: router.GRPCOptions{MaxStreams: 3, HandshakeTimeout: 300 * time.Millisecond}, maxConns: maxConns, extra: []grpc.ServerOption{count}})
+	addr, _ := clientPort(t, portOpts{limits: grpcedge.PortOptions{MaxStreams: 3, HandshakeTimeout: 300 * time.Millisecond}, maxConns: maxConns, extra: []grpc.ServerOption{count}})
 	inf := pb.NewInferenceClient(dialT(t, addr))
 	var wg sync.WaitGroup
 	errs := make(chan error, 12)
@@ -428,7 +428,7 @@ func isTimeout(err error) bool {
 // (GOAWAY, then the client reconnects on its next call); before, idle
 // connections stayed open for good.
 func TestIdleConnectionsClosed(t *testing.T) {
-	addr, _ := clientPort(t, portOpts{limits: router.GRPCOptions{IdleTimeout: 300 * time.Millisecond}})
+	addr, _ := clientPort(t, portOpts{limits: grpcedge.PortOptions{IdleTimeout: 300 * time.Millisecond}})
 	cc := dialT(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -469,7 +469,7 @@ admin:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close() })
-	unary, stream := rt.OperatorInterceptors()
+	unary, stream := grpcedge.OperatorInterceptors(rt.Operator(), slog.New(slog.DiscardHandler))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,45 +1,33 @@
-package router
+package grpcedge
 
 import (
 	"context"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
+	"github.com/switchyard-dev/switchyard/router"
 )
 
-// Admin is the operator control plane on gRPC (switchyard.v1.Admin): each
+// admin is the operator control plane on gRPC (switchyard.v1.Admin): each
 // method reads the caller's "authorization: Bearer <token>" and calls the
-// Operator interface, which checks the token's role (viewer to read,
-// operator to change; with no token configured every call is refused), and
-// maps its errors with toStatus. Built once per server.
-type Admin struct {
+// router's Operator interface, which checks the token's role (viewer to
+// read, operator to change; with no token configured every call is
+// refused), and maps its errors with toStatus. It reaches nothing of the
+// router but that interface.
+type admin struct {
 	pb.UnimplementedAdminServer
-	op Operator
+	op router.Operator
 }
 
-var _ pb.AdminServer = (*Admin)(nil)
+var _ pb.AdminServer = (*admin)(nil)
 
-// NewAdmin returns the Admin service over op.
-func NewAdmin(op Operator) *Admin { return &Admin{op: op} }
-
-// RegisterAdmin adds the Admin service to a gRPC server.
-func (s *Server) RegisterAdmin(gs *grpc.Server) { pb.RegisterAdminServer(gs, NewAdmin(s.Operator())) }
-
-// adminToken is the admin token of a call: the token of its
-// "authorization: Bearer" metadata ("" when it sent none).
-func adminToken(ctx context.Context) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get("authorization"); len(v) > 0 {
-		return BearerToken(v[0])
-	}
-	return "", nil
-}
+// NewAdmin returns switchyard.v1.Admin over op (RegisterAdmin serves it).
+func NewAdmin(op router.Operator) pb.AdminServer { return &admin{op: op} }
 
 // ListPools implements pb.AdminServer.
-func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
+func (a *admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
 	tok, err := adminToken(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -52,18 +40,18 @@ func (a *Admin) ListPools(ctx context.Context, _ *pb.ListPoolsRequest) (*pb.List
 }
 
 // apply makes the change req asks for (ChangeOf).
-func (a *Admin) apply(ctx context.Context, req proto.Message) (*Applied, error) {
+func (a *admin) apply(ctx context.Context, req proto.Message) (*router.Applied, error) {
 	tok, err := adminToken(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	c, _ := ChangeOf(req) // every caller passes a change request
+	c, _ := router.ChangeOf(req) // every caller passes a change request
 	applied, err := a.op.Apply(ctx, tok, c)
 	return applied, toStatus(err)
 }
 
 // SetWeight implements pb.AdminServer.
-func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.PoolChangeResponse, error) {
+func (a *admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.PoolChangeResponse, error) {
 	r, err := a.apply(ctx, req)
 	if err != nil {
 		return nil, err
@@ -74,7 +62,7 @@ func (a *Admin) SetWeight(ctx context.Context, req *pb.SetWeightRequest) (*pb.Po
 // Drain implements pb.AdminServer. A dry run says where the pool's traffic
 // would go; a real drain is refused without force when the rest of the fleet
 // lacks the headroom to take the pool's current load.
-func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
+func (a *admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainResponse, error) {
 	r, err := a.apply(ctx, req)
 	if err != nil {
 		return nil, err
@@ -83,7 +71,7 @@ func (a *Admin) Drain(ctx context.Context, req *pb.DrainRequest) (*pb.DrainRespo
 }
 
 // Resume implements pb.AdminServer.
-func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChangeResponse, error) {
+func (a *admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChangeResponse, error) {
 	r, err := a.apply(ctx, req)
 	if err != nil {
 		return nil, err
@@ -92,7 +80,7 @@ func (a *Admin) Resume(ctx context.Context, req *pb.ResumeRequest) (*pb.PoolChan
 }
 
 // SetCapacityOverride implements pb.AdminServer.
-func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOverrideRequest) (*pb.PoolChangeResponse, error) {
+func (a *admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOverrideRequest) (*pb.PoolChangeResponse, error) {
 	r, err := a.apply(ctx, req)
 	if err != nil {
 		return nil, err
@@ -101,7 +89,7 @@ func (a *Admin) SetCapacityOverride(ctx context.Context, req *pb.SetCapacityOver
 }
 
 // SetPolicy implements pb.AdminServer: every replica switches.
-func (a *Admin) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.SetPolicyResponse, error) {
+func (a *admin) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.SetPolicyResponse, error) {
 	r, err := a.apply(ctx, req)
 	if err != nil {
 		return nil, err
@@ -111,7 +99,7 @@ func (a *Admin) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.Se
 
 // ExplainRoute implements pb.AdminServer: the ranked candidates for a
 // hypothetical request, with the reason each was chosen or skipped.
-func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (*pb.ExplainRouteResponse, error) {
+func (a *admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (*pb.ExplainRouteResponse, error) {
 	tok, err := adminToken(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -121,7 +109,7 @@ func (a *Admin) ExplainRoute(ctx context.Context, req *pb.ExplainRouteRequest) (
 }
 
 // ListAudit implements pb.AdminServer.
-func (a *Admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {
+func (a *admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {
 	tok, err := adminToken(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -134,7 +122,7 @@ func (a *Admin) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.Li
 }
 
 // WatchEvents implements pb.AdminServer.
-func (a *Admin) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
+func (a *admin) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
 	tok, err := adminToken(stream.Context())
 	if err != nil {
 		return toStatus(err)
