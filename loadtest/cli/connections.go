@@ -19,7 +19,7 @@ const (
 	// no call waits in the client for a stream.
 	streamsPerConn = 200
 	// routerStreamsPerConn is the router's default limit of calls at once
-	// on one connection (router.DefaultMaxStreams); calls beyond it wait
+	// on one connection (grpcedge.DefaultMaxStreams); calls beyond it wait
 	// inside the client's gRPC connection, where the router does not see them.
 	routerStreamsPerConn = 256
 	// maxConnections bounds --connections (the router serves 1,024
