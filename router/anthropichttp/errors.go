@@ -143,9 +143,8 @@ var wireErrors = map[dispatch.Code]wireError{
 // fromError maps an error of the router's core (Server.CompleteAs,
 // CompleteStreamAs, AuthenticateCaller) to Anthropic's status and error type
 // by wireErrors. The message is dispatch.PublicText: the router's words,
-// never a backend's (its refusal says which status it answered; the
-// router's log has its words); a 400's starts with the Messages API's name
-// of the field at fault.
+// and a backend's only for its refusal of the request or a shortage; a
+// 400's starts with the Messages API's name of the field at fault.
 func fromError(err error) *httpError {
 	code := dispatch.CodeOf(err)
 	w, ok := wireErrors[code]
@@ -153,9 +152,6 @@ func fromError(err error) *httpError {
 		w = wireErrors[dispatch.CodeInternal]
 	}
 	msg := dispatch.PublicText(err)
-	if _, backend := dispatch.BackendVerdict(err); backend {
-		msg += " (details are in the router's log)"
-	}
 	if w.status == http.StatusBadRequest {
 		if f := field(err); f != "" && !strings.HasPrefix(msg, f+":") {
 			msg = f + ": " + msg

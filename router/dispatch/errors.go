@@ -235,11 +235,13 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// PublicText is err's text as a client may read it: every backend's own
-// wording replaced (a BackendError becomes "backend answered CODE", a
-// network or URL error "network error"), the router's words around them
-// (pool names, attempts, what it waited for) kept. A duplicate request id
-// gets a fixed sentence. The full error belongs in the router's log.
+// PublicText is err's text as a client may read it. A backend's answer
+// that decides the call is its Message, or "backend answered CODE (details
+// are in the router's log)"; inside the router's own verdicts every
+// backend's wording is replaced (a BackendError by "backend answered CODE",
+// a network or URL error by "network error") and the router's words around
+// them (pool names, attempts, what it waited for) kept. A duplicate request
+// id gets a fixed sentence. The full error belongs in the router's log.
 func PublicText(err error) string {
 	if err == nil {
 		return ""
@@ -247,9 +249,13 @@ func PublicText(err error) string {
 	if errors.Is(err, capacity.ErrDuplicate) && CodeOf(err) == CodeAlreadyExists {
 		return "request_id is already in flight for this tenant; use a new request_id per call"
 	}
-	if be, ok := BackendVerdict(err); ok && be.Message != "" {
-		// The backend's refusal decides the call: its words for the client.
-		return be.Message
+	if be, ok := BackendVerdict(err); ok {
+		// The backend's answer decides the call: its words for the client
+		// when they are about the request or a shortage, else what it answered.
+		if be.Message != "" {
+			return be.Message
+		}
+		return "backend answered " + cmp.Or(be.Status, be.Code.String()) + " (details are in the router's log)"
 	}
 	msg := err.Error()
 	var walk func(e error)

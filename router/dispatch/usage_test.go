@@ -50,7 +50,7 @@ func TestPublicTextOfABackendRefusal(t *testing.T) {
 		want string
 	}{
 		{"a refusal decides the call", refusal, "messages[0].content: empty"},
-		{"a failure's text is hidden", failure, "backend answered Unavailable"},
+		{"a failure's text is hidden", failure, "backend answered Unavailable (details are in the router's log)"},
 		{"inside the router's verdict", &UnavailableError{Err: fmt.Errorf("%w: every eligible pool failed: pool a: %w", ErrPoolFailed, failure)},
 			"pool failed: every eligible pool failed: pool a: backend answered Unavailable"},
 	} {

@@ -30,7 +30,7 @@ func toStatus(err error) error {
 		if _, isStatus := status.FromError(be.Err); isStatus && dispatch.ClientVisible(be.Code) {
 			return be.Err
 		}
-		return status.Error(code, "backend answered "+code.String()+" (details are in the router's log)")
+		return status.Error(code, dispatch.PublicText(err))
 	}
 	msg := dispatch.PublicText(err)
 	var inv *dispatch.InvalidError

@@ -156,10 +156,10 @@ var wireErrors = map[dispatch.Code]wireError{
 // other *As methods, AuthenticateCaller) to the HTTP status and OpenAI's
 // error body by wireErrors: 400 invalid_request_error naming the field,
 // 401, 403, 404 model_not_found, 409, 429 with Retry-After, 503, 504, 500.
-// The message is dispatch.PublicText: the router's words, never a
-// backend's (its refusal says which status it answered; the router's log
-// has its words). p, when the body was parsed, names params as the client
-// sent them (max_completion_tokens, messages).
+// The message is dispatch.PublicText: the router's words, and a backend's
+// only for its refusal of the request or a shortage. p, when the body was
+// parsed, names params as the client sent them (max_completion_tokens,
+// messages).
 func fromError(err error, p *parsed) *httpError {
 	code := dispatch.CodeOf(err)
 	w, ok := wireErrors[code]
@@ -167,9 +167,6 @@ func fromError(err error, p *parsed) *httpError {
 		w = wireErrors[dispatch.CodeInternal]
 	}
 	msg := dispatch.PublicText(err)
-	if _, backend := dispatch.BackendVerdict(err); backend {
-		msg += " (details are in the router's log)"
-	}
 	param := w.param
 	if w.status == http.StatusBadRequest {
 		param = paramFor(violatedField(err), p)
