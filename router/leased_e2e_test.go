@@ -41,7 +41,7 @@ const (
 )
 
 // newLeasedStore is a Leased store on the redis-server at url, with the
-// default key prefix, as cmd/switchyard builds it.
+// default key prefix, as the gateway package builds it.
 func newLeasedStore(t testing.TB, url, name string) *capacity.Leased {
 	t.Helper()
 	home, err := capacity.NewRedisBlocks(capacity.RedisBlocksOptions{URL: url})

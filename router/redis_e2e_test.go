@@ -73,7 +73,7 @@ func parseFleet(t testing.TB, yaml string) *config.Fleet {
 	return f
 }
 
-// redisReplica is a router replica on Redis the way cmd/switchyard wires it:
+// redisReplica is a router replica on Redis the way the gateway package wires it:
 // capacity.NewRedis wrapped in capacity.NewResilient, whose mode changes reach
 // the router's WatchEvents through an atomic pointer, and a control.Redis
 // store for operator changes.
@@ -129,7 +129,7 @@ func startRedisReplica(t *testing.T, fleet *config.Fleet, url, name string, ro c
 		_ = shared.Close()
 		t.Fatal(err)
 	}
-	// Operator changes on the same Redis too, as cmd/switchyard does: the
+	// Operator changes on the same Redis too, as the gateway package does: the
 	// outage test shows that losing Redis does not hurt the request path
 	// through either store.
 	client, err := capacity.NewRedisClient(url)
@@ -371,7 +371,7 @@ func nextEvent(t *testing.T, ch <-chan string, within time.Duration, who string)
 }
 
 // TestRedisKilledMidLoadNoCallFails: two replicas (wired exactly like
-// cmd/switchyard: default breaker settings) under a steady load from four
+// the gateway package: default breaker settings) under a steady load from four
 // clients; redis-server is SIGKILLed mid-load, then restarted empty on the
 // same port. No call may fail; Admin and WatchEvents must say degraded, then
 // shared again.

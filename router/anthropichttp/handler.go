@@ -1,7 +1,7 @@
 // Package anthropichttp is switchyard's Anthropic Messages API front door:
 // POST /v1/messages, unary and streamed (server-sent events framed as
 // Anthropic frames them), mounted on the same HTTP listener as the
-// OpenAI-compatible API (cmd/switchyard passes it to openaihttp.Options.Mount,
+// OpenAI-compatible API (gateway/http.go passes it to openaihttp.Options.Mount,
 // so the same connection limits and browser checks apply).
 //
 // It is an edge and nothing more: a Messages request becomes a
