@@ -302,7 +302,18 @@ func TestErrorsHaveOpenAIShapeAndStatus(t *testing.T) {
 			if c.header[0] != "" {
 				req.Header.Set(c.header[0], c.header[1])
 			}
-			resp, err := fd.client.Do(req)
+			client := fd.client
+			if c.status == http.StatusRequestEntityTooLarge {
+				// The front door answers 413 from Content-Length without
+				// reading the body and closes the connection: a client still
+				// writing the body may see the reset before the answer. A
+				// client sending this much waits for the go-ahead.
+				req.Header.Set("Expect", "100-continue")
+				tr := &http.Transport{ExpectContinueTimeout: 5 * time.Second}
+				defer tr.CloseIdleConnections()
+				client = &http.Client{Transport: tr}
+			}
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
