@@ -32,7 +32,6 @@ import (
 
 	"github.com/switchyard-dev/switchyard/backends"
 	"github.com/switchyard-dev/switchyard/internal/clock"
-	"github.com/switchyard-dev/switchyard/internal/priority"
 	pb "github.com/switchyard-dev/switchyard/proto/switchyard/v1"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
@@ -284,27 +283,9 @@ func (s *Server) applyControl(next control.State) {
 // their pools' counters and health) from prev for pools whose backend
 // settings did not change, and sets the caller_region labels for f.
 func (s *Server) buildGeneration(f *config.Fleet, prev *dispatch.Generation) (*dispatch.Generation, error) {
-	lat, err := f.LatencyTable()
+	env, err := dispatch.NewEnv(f, s.opts.Rand)
 	if err != nil {
-		return nil, fmt.Errorf("latency table: %w", err)
-	}
-	r := f.Routing
-	env := &policy.Env{
-		Latency: lat,
-		Reserve: map[priority.Class]float64{
-			priority.Interactive: r.SpillReserve.Interactive,
-			priority.Standard:    r.SpillReserve.Standard,
-			priority.Batch:       r.SpillReserve.Batch,
-		},
-		CostWeight:          r.CostWeight,
-		LatencyBudgetMillis: r.LatencyBudgetMillis,
-		SpillBand:           max(0, r.SpillBand),
-		Rand:                s.opts.Rand,
-		Targets: map[priority.Class]policy.Target{
-			priority.Interactive: {TTFT: r.PriorityTargets.Interactive.TTFT.Std(), TPOT: r.PriorityTargets.Interactive.TPOT.Std()},
-			priority.Standard:    {TTFT: r.PriorityTargets.Standard.TTFT.Std(), TPOT: r.PriorityTargets.Standard.TPOT.Std()},
-			priority.Batch:       {TTFT: r.PriorityTargets.Batch.TTFT.Std(), TPOT: r.PriorityTargets.Batch.TPOT.Std()},
-		},
+		return nil, err
 	}
 	// One string per region and geography, so a decision compares pointers.
 	interned := map[string]string{}

@@ -3,8 +3,10 @@ package dispatch
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 
+	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/policy"
@@ -31,6 +33,37 @@ type Generation struct {
 	// byModel lists, per model, the pools serving it (in config order): a
 	// decision looks at these only.
 	byModel map[string][]*Pool
+}
+
+// NewEnv is the policy environment of fleet f: its latency table, the
+// routing section's spill reserves and band, cost weight, latency budget and
+// priority targets, and rnd for the policies' random draws.
+func NewEnv(f *config.Fleet, rnd func() float64) (*policy.Env, error) {
+	lat, err := f.LatencyTable()
+	if err != nil {
+		return nil, fmt.Errorf("latency table: %w", err)
+	}
+	r := f.Routing
+	target := func(l config.LatencyTarget) policy.Target {
+		return policy.Target{TTFT: l.TTFT.Std(), TPOT: l.TPOT.Std()}
+	}
+	return &policy.Env{
+		Latency: lat,
+		Reserve: map[priority.Class]float64{
+			priority.Interactive: r.SpillReserve.Interactive,
+			priority.Standard:    r.SpillReserve.Standard,
+			priority.Batch:       r.SpillReserve.Batch,
+		},
+		SpillBand:           max(0, r.SpillBand),
+		CostWeight:          r.CostWeight,
+		LatencyBudgetMillis: r.LatencyBudgetMillis,
+		Rand:                rnd,
+		Targets: map[priority.Class]policy.Target{
+			priority.Interactive: target(r.PriorityTargets.Interactive),
+			priority.Standard:    target(r.PriorityTargets.Standard),
+			priority.Batch:       target(r.PriorityTargets.Batch),
+		},
+	}, nil
 }
 
 // GenerationOptions build a Generation.

@@ -32,7 +32,6 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/clock"
-	"github.com/switchyard-dev/switchyard/internal/priority"
 	"github.com/switchyard-dev/switchyard/router/capacity"
 	"github.com/switchyard-dev/switchyard/router/config"
 	"github.com/switchyard-dev/switchyard/router/dispatch"
@@ -256,36 +255,15 @@ func (h *Harness) generation(f *config.Fleet, prev *dispatch.Generation) *dispat
 	return dispatch.NewGeneration(dispatch.GenerationOptions{Fleet: f, Pools: pools, Env: h.env(f)})
 }
 
-// Env is the policy environment of fleet f, as the router builds it: the
-// latency table, spill reserves and band, cost weighting, priority targets,
-// and rnd as the random source.
+// Env is the policy environment of fleet f, as the router builds it
+// (dispatch.NewEnv), failing t when f's latency table does not build.
 func Env(t testing.TB, f *config.Fleet, rnd func() float64) *policy.Env {
 	t.Helper()
-	lat, err := f.LatencyTable()
+	env, err := dispatch.NewEnv(f, rnd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := f.Routing
-	target := func(l config.LatencyTarget) policy.Target {
-		return policy.Target{TTFT: l.TTFT.Std(), TPOT: l.TPOT.Std()}
-	}
-	return &policy.Env{
-		Latency: lat,
-		Reserve: map[priority.Class]float64{
-			priority.Interactive: r.SpillReserve.Interactive,
-			priority.Standard:    r.SpillReserve.Standard,
-			priority.Batch:       r.SpillReserve.Batch,
-		},
-		SpillBand:           max(0, r.SpillBand),
-		CostWeight:          r.CostWeight,
-		LatencyBudgetMillis: r.LatencyBudgetMillis,
-		Rand:                rnd,
-		Targets: map[priority.Class]policy.Target{
-			priority.Interactive: target(r.PriorityTargets.Interactive),
-			priority.Standard:    target(r.PriorityTargets.Standard),
-			priority.Batch:       target(r.PriorityTargets.Batch),
-		},
-	}
+	return env
 }
 
 // Reload builds a new generation from a copy of the running fleet changed by
