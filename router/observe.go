@@ -461,8 +461,18 @@ func (t *telemetryObs) done(ctx context.Context, cs callStats, err error) {
 	if t.log.Enabled(ctx, slog.LevelDebug) {
 		t.log.DebugContext(ctx, "call finished", "rpc", cs.rpc, "model", model, "pool", routePool(cs.route),
 			"attempts", routeAttempts(cs.route), "pools_tried", routeTried(cs.route), "code", code,
-			"duration_ms", d.Milliseconds(), "input_tokens", cs.input, "output_tokens", cs.output)
+			"duration_ms", d.Milliseconds(), "ttft_ms", ttftMillis(&cs), "input_tokens", cs.input, "cached_tokens", cs.cached,
+			"output_tokens", cs.output)
 	}
+}
+
+// ttftMillis is the call's time to its first token in milliseconds (to the
+// microsecond), or -1 when none reached the client.
+func ttftMillis(cs *callStats) float64 {
+	if cs.firstTok.IsZero() {
+		return -1
+	}
+	return float64(cs.firstTok.Sub(cs.start).Microseconds()) / 1000
 }
 
 // A call refused at admission has no route: these read a nil one as empty.

@@ -111,7 +111,7 @@ func TestDeadlineOrdersInsideATier(t *testing.T) {
 		}
 	}
 	// a: 60 ms × 199 ≈ 12 s misses; b: ≈ 2 s meets. b keeps its weighted draw
-	// against a's fiftieth: 0.5 / (0.5 + 0.02) ≈ 96 %.
+	// against a's five-hundredth: 0.5 / (0.5 + 0.002) ≈ 99.6 %.
 	if n < 450 {
 		t.Fatalf("b first in %d of 500 draws, want ≳ 96 %%", n)
 	}
@@ -340,5 +340,124 @@ func TestSpillBandKeepsACallFartherTiersWouldMiss(t *testing.T) {
 	}
 	if far < 140 {
 		t.Fatalf("untrained: far pool first in %d of 400 draws, want about half", far)
+	}
+}
+
+// teachAt feeds sy attempts on pool timed on a fake clock: TTFT ttft(input
+// tokens) for prompts of 500 and 4,000 tokens alternately, then tokens
+// output tokens at perToken(busy), the busy shares taken in turn.
+func teachAt(sy *Switchyard, pool string, ttft func(input int) time.Duration, perToken func(busy float64) time.Duration, tokens int, busies ...float64) {
+	fake := clock.NewFake(time.Unix(1_700_000_000, 0))
+	for i := range 4 * minPerfSamples {
+		busy := busies[i%len(busies)]
+		input := 500
+		if i%2 == 1 {
+			input = 4000
+		}
+		start := fake.Now()
+		fake.Advance(ttft(input))
+		first := fake.Now().Sub(start)
+		fake.Advance(time.Duration(tokens-1) * perToken(busy))
+		sy.AttemptDone(AttemptResult{Pool: pool, Outcome: OutcomeOK, Duration: fake.Now().Sub(start), TTFT: first,
+			InputTokens: input, OutputTokens: tokens, Busy: busy})
+	}
+}
+
+// simDecode is the simulator's decode model (backends/sim): base × (1 +
+// 0.00959 × (batch − 1)) per token, for a pool of the given batch.
+func simDecode(base time.Duration, batch int) func(busy float64) time.Duration {
+	return func(busy float64) time.Duration {
+		return time.Duration(float64(base) * (1 + 0.00959*(busy*float64(batch)-1)))
+	}
+}
+
+// The call that failed the no-fault runs: one of the trace's longest answers
+// (690 tokens, 10 s deadline) meets a region whose H100 pool's batch is
+// momentarily small, while its usual batch is nearly full. At the batch it
+// joins the H100 pool would finish in ~7.8 s; but the batch refills long
+// before a 690-token decode ends, and at the usual one it takes over 10 s.
+// The Trn2 pool, fuller but decoding faster, finishes in ~6.4 s: the call
+// goes there. A short call still goes where there is room.
+func TestLongCallAvoidsABatchThatRefills(t *testing.T) {
+	sy := &Switchyard{}
+	prefill := func(rate float64) func(int) time.Duration {
+		return func(input int) time.Duration {
+			return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second))
+		}
+	}
+	usual := []float64{0.85, 0.95} // both pools usually run nearly full
+	teachAt(sy, "aws-use1-h100", prefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
+	teachAt(sy, "aws-use1-trn2", prefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
+	pools := []PoolView{pv("aws-use1-h100", "us-east-1", "us", 48, 9), pv("aws-use1-trn2", "us-east-1", "us", 64, 57)}
+	e := env(t)
+	cases := []struct {
+		name      string
+		maxTokens int
+		want      string
+		atLeast   int // of 400 draws
+	}{
+		{"690-token answer goes where it decodes in time", 690, "aws-use1-trn2", 380},
+		{"40-token answer goes where there is room", 40, "aws-use1-h100", 300},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: c.maxTokens, Deadline: 10 * time.Second}
+			n := 0
+			for range 400 {
+				if Decide(sy, req, pools, e).Ranked[0].Pool == c.want {
+					n++
+				}
+			}
+			if n < c.atLeast {
+				req.Explain = true
+				d := Decide(sy, req, pools, e)
+				t.Fatalf("%s first in %d of 400 draws, want ≥ %d; reasons: %q / %q", c.want, n, c.atLeast, d.Ranked[0].Reason, d.Ranked[1].Reason)
+			}
+		})
+	}
+}
+
+// Time to first token: inside a tier, a long prompt goes mostly to the pool
+// that prefills it soonest, in proportion to the predicted TTFTs; a short
+// prompt, predicted alike on both, is shared evenly.
+func TestLongPromptPrefersTheFasterPrefill(t *testing.T) {
+	sy := &Switchyard{}
+	perToken := func(float64) time.Duration { return 10 * time.Millisecond }
+	teachAt(sy, "fast", func(in int) time.Duration { return 10*time.Millisecond + time.Duration(in)*20*time.Microsecond }, perToken, 50, 0.5)
+	teachAt(sy, "slow", func(in int) time.Duration { return 10*time.Millisecond + time.Duration(in)*100*time.Microsecond }, perToken, 50, 0.5)
+	pools := []PoolView{pv("fast", "us-east-1", "us", 10, 2), pv("slow", "us-east-1", "us", 10, 2)}
+	e := env(t)
+	cases := []struct {
+		name     string
+		input    int
+		lo, hi   int // draws of 1,000 with "fast" first
+		deadline time.Duration
+	}{
+		// 8,000 tokens: fast 170 ms, slow 810 ms: slow keeps 0.21 of its score → fast first ≈ 83 %.
+		{"8,000-token prompt", 8000, 780, 880, 0},
+		{"8,000-token prompt with a deadline", 8000, 780, 880, 60 * time.Second},
+		// 10 tokens: 10.2 against 11 ms → fast first ≈ 52 %.
+		{"10-token prompt", 10, 450, 580, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: c.input, MaxTokens: 50, Deadline: c.deadline}
+			n := 0
+			for range 1000 {
+				if Decide(sy, req, pools, e).Ranked[0].Pool == "fast" {
+					n++
+				}
+			}
+			if n < c.lo || n > c.hi {
+				t.Fatalf("fast first in %d of 1,000 draws, want %d–%d", n, c.lo, c.hi)
+			}
+		})
+	}
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 8000, MaxTokens: 50, Explain: true}
+	d := Decide(sy, req, pools, e)
+	for _, c := range d.Ranked {
+		if c.Pool == "slow" && !contains(c.Reason, "against the tier's fastest") {
+			t.Fatalf("the slow pool's reason does not give the TTFT factor: %q", c.Reason)
+		}
 	}
 }

@@ -31,6 +31,30 @@ const minPerfSamples = 8
 type poolPerf struct {
 	mu         sync.Mutex
 	ttft, tpot fit
+	// life is the moving mean of a call's time in the pool, in seconds:
+	// how fast its batch turns over.
+	life float64
+}
+
+// decodeBusy is the busy share a call that joins the batch at busy decodes
+// maxTokens at, on average. The batch it joins does not stay as it is: it
+// turns over about once per call lifetime (life) and tends back to the
+// pool's usual occupancy (the moving mean of the busy shares calls joined
+// at, tpot.mx). Taking the occupancy to relax exponentially, the mean over
+// a decode of D seconds is busy + (usual − busy)·(1 − (1 − e^(−x))/x) with
+// x = D/life: a short call sees the batch it joined, a long one the usual
+// batch. Only a batch smaller than usual is corrected: a long call joining
+// a full batch is not promised that it will empty.
+func (p *poolPerf) decodeBusy(busy float64, maxTokens int) float64 {
+	usual := p.tpot.mx
+	if usual <= busy || p.life <= 0 || maxTokens <= 1 {
+		return busy
+	}
+	x := float64(maxTokens-1) * p.tpot.at(busy) / p.life
+	if x < 1e-9 {
+		return busy
+	}
+	return busy + (usual-busy)*(1-(1-math.Exp(-x))/x)
 }
 
 // fit is a weighted online linear regression y = a + b·x.
@@ -85,6 +109,11 @@ func (t *perfTable) record(r AttemptResult) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ttft.add(float64(max(0, r.InputTokens-r.CachedTokens)), r.TTFT.Seconds())
+	if p.ttft.n == 1 {
+		p.life = r.Duration.Seconds()
+	} else {
+		p.life += math.Max(perfAlpha, 1/float64(p.ttft.n)) * (r.Duration.Seconds() - p.life)
+	}
 	if r.OutputTokens >= 2 && r.Duration > r.TTFT {
 		p.tpot.add(r.Busy, (r.Duration-r.TTFT).Seconds()/float64(r.OutputTokens-1))
 	}
@@ -110,7 +139,7 @@ func (t *perfTable) predict(pool string, uncached, maxTokens int, busy float64) 
 	if p.ttft.n < minPerfSamples || p.tpot.n < minPerfSamples {
 		return prediction{}
 	}
-	ttft, tpot := p.ttft.at(float64(uncached)), p.tpot.at(busy)
+	ttft, tpot := p.ttft.at(float64(uncached)), p.tpot.at(p.decodeBusy(busy, maxTokens))
 	done := ttft + float64(max(maxTokens-1, 0))*tpot
 	return prediction{ok: true, ttft: secs(ttft), tpot: secs(tpot), done: secs(done)}
 }

@@ -102,10 +102,24 @@ func (sy *Switchyard) meets(req *Request, p *PoolView, ef float64, cachedShare f
 	if (req.Deadline <= 0 || req.MaxTokens <= 0) && tgt == (Target{}) {
 		return true, false, pr
 	}
+	pr = sy.predict(req, p, ef, cachedShare)
+	meets, known = judge(req, pr, tgt)
+	return meets, known, pr
+}
+
+// predict is the call's predicted TTFT and completion on p, joining its
+// batch with free share ef; pr.ok is false while p has too few samples.
+func (sy *Switchyard) predict(req *Request, p *PoolView, ef float64, cachedShare float64) prediction {
 	uncached := int(float64(req.InputTokens) * (1 - cachedShare))
-	pr = sy.perf.predict(p.Name, uncached, max(req.MaxTokens, 1), busyAfter(p, ef))
-	if !pr.ok {
-		return true, false, pr
+	return sy.perf.predict(p.Name, uncached, max(req.MaxTokens, 1), busyAfter(p, ef))
+}
+
+// judge is whether prediction pr meets the call's deadline (within
+// deadlineMargin of it) and its priority's latency targets tgt; known is
+// false when there is nothing to meet or no prediction.
+func judge(req *Request, pr prediction, tgt Target) (meets, known bool) {
+	if !pr.ok || ((req.Deadline <= 0 || req.MaxTokens <= 0) && tgt == (Target{})) {
+		return true, false
 	}
 	ok := req.Deadline <= 0 || req.MaxTokens <= 0 || float64(pr.done) <= deadlineMargin*float64(req.Deadline)
 	if tgt.TTFT > 0 && pr.ttft > tgt.TTFT {
@@ -114,7 +128,7 @@ func (sy *Switchyard) meets(req *Request, p *PoolView, ef float64, cachedShare f
 	if tgt.TPOT > 0 && pr.tpot > tgt.TPOT {
 		ok = false
 	}
-	return ok, true, pr
+	return ok, true
 }
 
 // target is the request's priority's latency target.
@@ -320,7 +334,8 @@ var _ Scorer = (*Switchyard)(nil)
 
 // Score implements Scorer: score = weight × free fraction × nearness ×
 // preference × cost factor, for eligible[start:end]; a pool predicted to
-// miss the deadline keeps a fiftieth of it; the prefix-affine pool, within
+// miss the deadline keeps a five-hundredth of it, and every pool the share
+// of it that its predicted TTFT is of the fastest one's; the prefix-affine pool, within
 // the load bound, is taken first.
 func (sy *Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
 	sy.score(req, pools, eligible, start, end, env)
@@ -333,8 +348,11 @@ func (sy *Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate
 	}
 }
 
-// missFactor scales the score of a pool predicted to miss the deadline.
-const missFactor = 0.02
+// missFactor scales the score of a pool predicted to miss the deadline: low
+// enough that a pool which meets it is drawn first even with a seventh of
+// the room (a fuller pool that decodes faster), still above zero since the
+// prediction is an average.
+const missFactor = 0.002
 
 // slackFull and slackFloor shape slackFactor.
 const (
@@ -449,7 +467,13 @@ func rendezvous(key uint64, pool string) uint64 {
 func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate, start, end int, env *Env) {
 	minCost, maxCost := costRange(pools, eligible, env)
 	budget := math.Max(env.LatencyBudgetMillis, 1)
+	tgt := target(req, env)
 	var rtt RTTMemo
+	// The predicted TTFT of each candidate (0: too few samples), for the
+	// TTFT factor applied once the segment's fastest is known.
+	var ttftBuf [16]time.Duration
+	ttfts := ttftBuf[:0]
+	fastest := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64} // per tier (a segment is one tier unless reasons score all)
 	for i := start; i < end; i++ {
 		c := &eligible[i]
 		p := &pools[c.Index]
@@ -475,12 +499,19 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 			ef = p.EffectiveFree()
 		}
 		c.Score = p.Weight * ef * near * pref * costF
-		ok, known, pr := sy.meets(req, p, ef, 0, env)
+		pr := sy.predict(req, p, ef, 0)
+		ok, known := judge(req, pr, tgt)
 		if !ok {
 			c.Score *= missFactor
 		} else if known && req.Deadline > 0 {
 			c.Score *= slackFactor(pr.done, req.Deadline)
 		}
+		var tt time.Duration
+		if pr.ok && pr.ttft > 0 {
+			tt = pr.ttft
+			fastest[c.Tier] = min(fastest[c.Tier], tt)
+		}
+		ttfts = append(ttfts, tt)
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
 			if r := p.Reported; r != nil {
@@ -499,6 +530,28 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 			}
 		}
 	}
+	// Time to first token: a pool keeps the share of its score that the
+	// tier's fastest predicted TTFT is of its own, so a long prompt goes
+	// where it prefills soonest (prefill rates differ by 6× across
+	// accelerators) and short ones, whose TTFTs are alike, barely move.
+	for i, tt := range ttfts {
+		c := &eligible[start+i]
+		if tt <= 0 || tt == fastest[c.Tier] {
+			continue
+		}
+		f := ttftFactor(fastest[c.Tier], tt)
+		c.Score *= f
+		if req.Explain {
+			c.Reason += fmt.Sprintf("; predicted TTFT %s against the tier's fastest %s: score ×%.2f", tt.Round(time.Millisecond), fastest[c.Tier].Round(time.Millisecond), f)
+		}
+	}
+}
+
+// ttftFactor is the share of its score a pool keeps for a predicted TTFT
+// of tt when the fastest pool in the segment is predicted at fastest:
+// fastest/tt.
+func ttftFactor(fastest, tt time.Duration) float64 {
+	return float64(fastest) / float64(tt)
 }
 
 func costRange(pools []PoolView, eligible []Candidate, env *Env) (lo, hi float64) {
