@@ -461,3 +461,38 @@ func TestLongPromptPrefersTheFasterPrefill(t *testing.T) {
 		}
 	}
 }
+
+// The same call when the region's Trn2 pool, which would finish it in time,
+// is full: the region has room only on the H100 pool, predicted to miss, so
+// the call spills to the next tier, whose B200 pool meets the deadline. A
+// full pool that would meet it does not hold the call in its tier (it is
+// tried last, so the call would run on the pool that misses).
+func TestFullPoolThatWouldMeetDoesNotHoldTheTier(t *testing.T) {
+	sy := &Switchyard{}
+	prefill := func(rate float64) func(int) time.Duration {
+		return func(input int) time.Duration { return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second)) }
+	}
+	usual := []float64{0.85, 0.95}
+	teachAt(sy, "aws-use1-h100", prefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
+	teachAt(sy, "aws-use1-trn2", prefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
+	teachAt(sy, "azure-eastus-b200", prefill(51_429), simDecode(4380*time.Microsecond, 32), 200, usual...)
+	pools := []PoolView{
+		pv("aws-use1-h100", "us-east-1", "us", 48, 36),
+		pv("aws-use1-trn2", "us-east-1", "us", 64, 64),
+		pv("azure-eastus-b200", "eastus", "us", 32, 16),
+	}
+	e := env(t)
+	req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 5538, MaxTokens: 690, Deadline: 10 * time.Second}
+	for i := range 200 {
+		if d := Decide(sy, req, pools, e); d.Ranked[0].Pool != "azure-eastus-b200" {
+			req.Explain = true
+			d = Decide(sy, req, pools, e)
+			t.Fatalf("draw %d: ranked %v, want azure-eastus-b200 first; reasons: %q", i, names(d.Ranked), d.Ranked[0].Reason)
+		}
+	}
+	// A short call stays in the region, on the pool with room.
+	short := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1000, MaxTokens: 40, Deadline: 10 * time.Second}
+	if d := Decide(sy, short, pools, e); d.Ranked[0].Pool != "aws-use1-h100" {
+		t.Fatalf("short call ranked %v, want aws-use1-h100 first", names(d.Ranked))
+	}
+}

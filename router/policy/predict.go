@@ -16,7 +16,10 @@ import (
 // the time per output token growing with the share of the pool's batch in use
 // when the call joins it (a decode step reads every running sequence's KV
 // cache). Both are least-squares fits over exponentially weighted moments, so
-// they follow a pool whose speed changes (a slowdown, lost chips).
+// they follow a pool whose speed changes (a slowdown, lost chips). A
+// prediction reads TPOT at the batch share the call will decode at on
+// average (decodeBusy), which for a long call is more than the share it joins
+// at when the batch happens to be smaller than usual.
 type perfTable struct {
 	mu    sync.RWMutex
 	pools map[string]*poolPerf

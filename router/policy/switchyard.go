@@ -30,14 +30,17 @@ import (
 //     pool the time to first token against the uncached prompt and the time
 //     per output token against the batch share a call joins (predict.go).
 //     A call with a deadline predicts its completion (TTFT + max_tokens ×
-//     TPOT at the batch it would join) on each pool: a tier none of whose
+//     TPOT at the batch it will decode in: the one it joins, relaxing to the
+//     pool's usual batch over a long decode) on each pool: a tier none of whose
 //     pools would meet the deadline spills behind a farther tier that has
 //     one that would, and inside a tier a pool that would miss ranks behind
 //     those that would not, and one that would meet it only narrowly (past
 //     half the deadline) behind those with room (slackFactor). The spill
 //     band never sends a call its tier would finish in time to farther tiers
-//     all predicted to miss it. Pools with too few samples are taken on
-//     trust.
+//     all predicted to miss it. With or without a deadline, a pool keeps the
+//     share of its score that the tier's fastest predicted TTFT is of its
+//     own (ttftFactor), so long prompts go where they prefill soonest. Pools
+//     with too few samples are taken on trust.
 //  6. Prefix-cache affinity, as consistent hashing with bounded loads: a
 //     call with prefix keys (Request.Prefix) goes first to the pool of its
 //     tier remembered to hold the longest run of its leading blocks (an
@@ -190,11 +193,12 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 	tiers := d.Tiers()
 
 	// Deadline predictions per tier, when the call has a deadline or its
-	// priority has latency targets: whether some pool of the tier is
-	// predicted to meet them (pools with too few samples are taken on
-	// trust), whether any prediction is known, whether a pool with room is
-	// known to meet them, and the soonest predicted completion on a pool
-	// with headroom.
+	// priority has latency targets: whether some pool of the tier with
+	// headroom is predicted to meet them (pools with too few samples are
+	// taken on trust; a full pool does not count, since it is tried last and
+	// the call would go to one that misses), whether any prediction is
+	// known, whether a pool with room is known to meet them, and the
+	// soonest predicted completion on a pool with headroom.
 	deadlined := (req.Deadline > 0 && req.MaxTokens > 0) || target(req, env) != (Target{})
 	var meetsAny, known, meetsRoom [3]bool
 	best := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64}
@@ -205,7 +209,7 @@ func (sy *Switchyard) Segments(d *Decision, req *Request, pools []PoolView, env 
 			ef := candidateFree(c, p)
 			ok, k, pr := sy.meets(req, p, ef, 0, env)
 			known[c.Tier] = known[c.Tier] || k
-			meetsAny[c.Tier] = meetsAny[c.Tier] || ok
+			meetsAny[c.Tier] = meetsAny[c.Tier] || (ok && c.Headroom > 0)
 			meetsRoom[c.Tier] = meetsRoom[c.Tier] || (ok && k && ef > 0)
 			if k && c.Headroom > 0 {
 				best[c.Tier] = min(best[c.Tier], pr.done)
