@@ -470,7 +470,9 @@ func TestLongPromptPrefersTheFasterPrefill(t *testing.T) {
 func TestFullPoolThatWouldMeetDoesNotHoldTheTier(t *testing.T) {
 	sy := &Switchyard{}
 	prefill := func(rate float64) func(int) time.Duration {
-		return func(input int) time.Duration { return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second)) }
+		return func(input int) time.Duration {
+			return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second))
+		}
 	}
 	usual := []float64{0.85, 0.95}
 	teachAt(sy, "aws-use1-h100", prefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
