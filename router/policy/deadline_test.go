@@ -363,6 +363,14 @@ func teachAt(sy *Switchyard, pool string, ttft func(input int) time.Duration, pe
 	}
 }
 
+// simPrefill is a TTFT of 20 ms (network, queueing) plus the prompt at
+// rate tokens per second, as the simulator prefills.
+func simPrefill(rate float64) func(input int) time.Duration {
+	return func(input int) time.Duration {
+		return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second))
+	}
+}
+
 // simDecode is the simulator's decode model (backends/sim): base × (1 +
 // 0.00959 × (batch − 1)) per token, for a pool of the given batch.
 func simDecode(base time.Duration, batch int) func(busy float64) time.Duration {
@@ -380,14 +388,9 @@ func simDecode(base time.Duration, batch int) func(busy float64) time.Duration {
 // goes there. A short call still goes where there is room.
 func TestLongCallAvoidsABatchThatRefills(t *testing.T) {
 	sy := &Switchyard{}
-	prefill := func(rate float64) func(int) time.Duration {
-		return func(input int) time.Duration {
-			return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second))
-		}
-	}
 	usual := []float64{0.85, 0.95} // both pools usually run nearly full
-	teachAt(sy, "aws-use1-h100", prefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
-	teachAt(sy, "aws-use1-trn2", prefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
+	teachAt(sy, "aws-use1-h100", simPrefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
+	teachAt(sy, "aws-use1-trn2", simPrefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
 	pools := []PoolView{pv("aws-use1-h100", "us-east-1", "us", 48, 9), pv("aws-use1-trn2", "us-east-1", "us", 64, 57)}
 	e := env(t)
 	cases := []struct {
@@ -469,15 +472,10 @@ func TestLongPromptPrefersTheFasterPrefill(t *testing.T) {
 // tried last, so the call would run on the pool that misses).
 func TestFullPoolThatWouldMeetDoesNotHoldTheTier(t *testing.T) {
 	sy := &Switchyard{}
-	prefill := func(rate float64) func(int) time.Duration {
-		return func(input int) time.Duration {
-			return 20*time.Millisecond + time.Duration(float64(input)/rate*float64(time.Second))
-		}
-	}
 	usual := []float64{0.85, 0.95}
-	teachAt(sy, "aws-use1-h100", prefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
-	teachAt(sy, "aws-use1-trn2", prefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
-	teachAt(sy, "azure-eastus-b200", prefill(51_429), simDecode(4380*time.Microsecond, 32), 200, usual...)
+	teachAt(sy, "aws-use1-h100", simPrefill(22_606), simDecode(10450*time.Microsecond, 48), 200, usual...)
+	teachAt(sy, "aws-use1-trn2", simPrefill(30_491), simDecode(6030*time.Microsecond, 64), 200, usual...)
+	teachAt(sy, "azure-eastus-b200", simPrefill(51_429), simDecode(4380*time.Microsecond, 32), 200, usual...)
 	pools := []PoolView{
 		pv("aws-use1-h100", "us-east-1", "us", 48, 36),
 		pv("aws-use1-trn2", "us-east-1", "us", 64, 64),
