@@ -496,3 +496,41 @@ func TestFullPoolThatWouldMeetDoesNotHoldTheTier(t *testing.T) {
 		t.Fatalf("short call ranked %v, want aws-use1-h100 first", names(d.Ranked))
 	}
 }
+
+// Prefix affinity never takes a call to a pool predicted to miss its
+// deadline: the pool that holds the prompt's prefix decodes too slowly for
+// a long answer, so the weighted draw places the call instead; a short
+// answer still goes to the pool holding the prefix.
+func TestPrefixAffinityYieldsToTheDeadline(t *testing.T) {
+	sy := &Switchyard{}
+	teachAt(sy, "slow", simPrefill(20_000), func(float64) time.Duration { return 30 * time.Millisecond }, 50, 0.5)
+	teachAt(sy, "fast", simPrefill(20_000), func(float64) time.Duration { return 5 * time.Millisecond }, 50, 0.5)
+	prefix := []uint64{11, 22, 33}
+	sy.AttemptDone(AttemptResult{Pool: "slow", Outcome: OutcomeOK, Prefix: prefix})
+	pools := []PoolView{pv("slow", "us-east-1", "us", 10, 2), pv("fast", "us-east-1", "us", 10, 2)}
+	e := env(t)
+	cases := []struct {
+		name      string
+		maxTokens int
+		want      string
+		atLeast   int // of 300 draws
+	}{
+		// slow: 400 × 30 ms = 12 s misses 10 s; fast: 2 s.
+		{"long answer", 400, "fast", 295},
+		{"short answer", 40, "slow", 300},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &Request{Model: "m", CallerRegion: "us-east-1", InputTokens: 1500, MaxTokens: c.maxTokens, Deadline: 10 * time.Second, Prefix: prefix}
+			n := 0
+			for range 300 {
+				if Decide(sy, req, pools, e).Ranked[0].Pool == c.want {
+					n++
+				}
+			}
+			if n < c.atLeast {
+				t.Fatalf("%s first in %d of 300 draws, want ≥ %d", c.want, n, c.atLeast)
+			}
+		})
+	}
+}

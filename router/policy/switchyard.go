@@ -347,7 +347,7 @@ func (sy *Switchyard) Score(req *Request, pools []PoolView, eligible []Candidate
 		// Per tier: a segment is one tier, except when reasons are asked
 		// for and every tier is scored at once.
 		for t := TierRegion; t <= TierAnywhere; t++ {
-			sy.affinity(req, pools, eligible[start:end], t)
+			sy.affinity(req, pools, eligible[start:end], t, env)
 		}
 	}
 }
@@ -381,7 +381,7 @@ func slackFactor(done, deadline time.Duration) float64 {
 
 // affinity gives the segment's prefix-affine pool a score that the weighted
 // draw takes first, when it is within the load bound.
-func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, tier Tier) {
+func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, tier Tier, env *Env) {
 	// The tier's load after this call, for the bound.
 	var busy, limit float64
 	for i := range seg {
@@ -399,14 +399,24 @@ func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, 
 	// ⌈1.25 × its share of the tier's load after the call⌉, or within
 	// PrefixLoadFloor of its limit (at low load the bound's integer
 	// granularity would scatter a prefix over idle pools for nothing).
-	within := func(c *Candidate) bool {
+	// It must also have headroom, and not be predicted to miss the call's
+	// deadline even with the share of the prompt it holds already cached.
+	within := func(c *Candidate, matched int) bool {
 		if c.Tier != tier {
 			return false
 		}
 		p := &pools[c.Index]
 		ef := candidateFree(c, p)
 		allowed := math.Max(math.Ceil(PrefixLoadBound*(busy+1)*float64(p.Limit)/limit-1e-9), math.Floor(PrefixLoadFloor*float64(p.Limit)))
-		return ef > 0 && c.Score > 0 && float64(p.Limit)*(1-ef)+1 <= allowed+1e-9
+		if ef <= 0 || c.Score <= 0 || float64(p.Limit)*(1-ef)+1 > allowed+1e-9 {
+			return false
+		}
+		cached := 0.0 // a client's session key says nothing of how much is cached
+		if !req.PrefixKeyed {
+			cached = float64(matched) / float64(len(req.Prefix))
+		}
+		ok, _, _ := sy.meets(req, p, ef, cached, env)
+		return ok
 	}
 	best, bestMatch := -1, 0
 	for i := range seg {
@@ -415,7 +425,7 @@ func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, 
 			continue
 		}
 		m := sy.prefix.Matched(req.Prefix, pools[c.Index].Name)
-		if m > bestMatch && within(c) {
+		if m > bestMatch && within(c, m) {
 			best, bestMatch = i, m
 		}
 	}
@@ -429,7 +439,7 @@ func (sy *Switchyard) affinity(req *Request, pools []PoolView, seg []Candidate, 
 		var top uint64
 		for i := range seg {
 			c := &seg[i]
-			if h := rendezvous(key, pools[c.Index].Name); within(c) && (best < 0 || h > top) {
+			if h := rendezvous(key, pools[c.Index].Name); within(c, 0) && (best < 0 || h > top) {
 				best, top = i, h
 			}
 		}
