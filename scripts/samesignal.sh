@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Same-signal comparison matrix (docs/benchmarks.md, "Same-signal rivals"): every cell runs all five policies in one
 # `switchyard-load --compare` against a fresh router on the embedded demo fleet, once per run order (A: the default
-# first; B: the reverse), and prints one table row per cell and policy from the report JSONs.
+# first; B: the reverse), then prints scripts/samesignal-summary.py's table of every run and the medians per cell.
 #   CELLS="nofault-10s shortage-10s shortage-60s nofault-60s prefix"   which cells, in this order
 #   ORDERS="A B"                                                        which run orders
 #   ROUNDS=1                                                            how many times the whole matrix runs (rotated)
@@ -67,18 +67,4 @@ for round in $(seq 1 "$ROUNDS"); do
 	done
 done
 
-python3 - "$OUT" <<'PY'
-import glob, json, os, sys
-out = sys.argv[1]
-print("%-22s %-15s %9s %9s %8s %6s %6s %6s %7s %s" % ("cell", "policy", "success", "ttft_p99", "failed", "lag", "sched", "wait", "cached", "valid"))
-for f in sorted(glob.glob(os.path.join(out, "*.json"))):
-    name = os.path.basename(f)[:-5]
-    load = open(f[:-5] + ".load").read().strip() if os.path.exists(f[:-5] + ".load") else "?"
-    for r in json.load(open(f))["runs"]:
-        lat = r["latency_ms"]
-        p = lambda k: lat.get(k, {}).get("p99", float("nan"))
-        valid = all(s["met"] for s in r.get("slos", []) if s["name"] in ("scheduler_lag_p99_ms", "client_wait_p99_ms", "generator_sched_p99_ms"))
-        print("%-22s %-15s %8.2f%% %9.1f %8d %6.0f %6.0f %6.0f %7.3f %s  load %s" % (
-            name, r["label"], 100 * r["success_ratio"], p("ttft"), r["requests"]["failed"], p("scheduler_lag"),
-            p("generator_sched"), p("client_wait"), r.get("cached_prompt_ratio", 0), "valid" if valid else "INVALID", load))
-PY
+python3 scripts/samesignal-summary.py "$OUT"
