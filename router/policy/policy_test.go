@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/geo"
 	"github.com/switchyard-dev/switchyard/internal/priority"
@@ -241,10 +242,24 @@ func BenchmarkDecide(b *testing.B) {
 			r := regions[i%len(regions)]
 			pools[i] = pv(fmt.Sprintf("aws-p%d", i), r.name, r.geo, 64, i%64)
 		}
-		for _, pol := range []Policy{&Switchyard{}, LeastRequest{}, &RoundRobin{}} {
-			b.Run(fmt.Sprintf("%s/pools=%d", pol.Name(), n), func(b *testing.B) {
+		// trained: the default policy once every pool has taught it its
+		// speed, for a call with a deadline: every candidate costs a
+		// completion prediction.
+		trained := &Switchyard{}
+		for i := range pools {
+			teachAt(trained, pools[i].Name, simPrefill(20_000), simDecode(10*time.Millisecond, 64), 100, 0.3, 0.6)
+		}
+		for _, pol := range []Policy{&Switchyard{}, trained, LeastRequest{}, &RoundRobin{}} {
+			name := pol.Name()
+			if pol == trained {
+				name += "-trained"
+			}
+			b.Run(fmt.Sprintf("%s/pools=%d", name, n), func(b *testing.B) {
 				e := env(b)
 				req := &Request{Model: "m", CallerRegion: "us-east-1", Priority: priority.Interactive}
+				if pol == trained { // a call with a deadline, as the load tester sends
+					req.InputTokens, req.MaxTokens, req.Deadline = 1500, 200, 10*time.Second
+				}
 				// The router's hot path: one Decision reused across calls,
 				// the first candidate taken.
 				var d Decision
