@@ -174,7 +174,11 @@ type Candidate struct {
 	// RTTMs is the caller's estimated round trip to the pool; set by
 	// policies that use it (the default policy), 0 otherwise.
 	RTTMs float64
-	Pool  string
+	// TTFT is the pool's predicted time to first token for the call; set by
+	// policies that predict it (the default policy), 0 otherwise or while
+	// the pool has too few samples.
+	TTFT time.Duration
+	Pool string
 	// Reason explains the rank or why the pool was skipped; filled only when
 	// the request asks for reasons (Request.Explain).
 	Reason   string
@@ -559,7 +563,7 @@ func (d *Decision) filter(req *Request, pools []PoolView, env *Env, byTier bool)
 		p := &pools[i]
 		// Field by field: a composite literal would be copied in whole.
 		c := &d.Ranked[j]
-		c.Index, c.Headroom, c.Weight, c.Score, c.RTTMs = i, p.Headroom(), p.Weight, 0, 0
+		c.Index, c.Headroom, c.Weight, c.Score, c.RTTMs, c.TTFT = i, p.Headroom(), p.Weight, 0, 0, 0
 		c.Pool, c.Reason, c.Tier, c.Eligible, c.Skip = p.Name, "", tier, true, SkipNone
 	}
 }

@@ -483,10 +483,8 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 	budget := math.Max(env.LatencyBudgetMillis, 1)
 	tgt := target(req, env)
 	var rtt RTTMemo
-	// The predicted TTFT of each candidate (0: too few samples), for the
-	// TTFT factor applied once the segment's fastest is known.
-	var ttftBuf [16]time.Duration
-	ttfts := ttftBuf[:0]
+	// The fastest predicted TTFT per tier, for the TTFT factor applied
+	// once every candidate's (Candidate.TTFT) is known.
 	fastest := [3]time.Duration{math.MaxInt64, math.MaxInt64, math.MaxInt64} // per tier (a segment is one tier unless reasons score all)
 	for i := start; i < end; i++ {
 		c := &eligible[i]
@@ -520,12 +518,10 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 		} else if known && req.Deadline > 0 {
 			c.Score *= slackFactor(pr.done, req.Deadline)
 		}
-		var tt time.Duration
 		if pr.ok && pr.ttft > 0 {
-			tt = pr.ttft
-			fastest[c.Tier] = min(fastest[c.Tier], tt)
+			c.TTFT = pr.ttft
+			fastest[c.Tier] = min(fastest[c.Tier], c.TTFT)
 		}
-		ttfts = append(ttfts, tt)
 		if req.Explain {
 			c.Reason = fmt.Sprintf("tier %s; headroom %d/%d; weight %g; score %.3f (order inside a tier is a weighted random draw on score)", c.Tier, c.Headroom, p.Limit, p.Weight, c.Score)
 			if r := p.Reported; r != nil {
@@ -548,8 +544,9 @@ func (sy *Switchyard) score(req *Request, pools []PoolView, eligible []Candidate
 	// tier's fastest predicted TTFT is of its own, so a long prompt goes
 	// where it prefills soonest (prefill rates differ by 6× across
 	// accelerators) and short ones, whose TTFTs are alike, barely move.
-	for i, tt := range ttfts {
-		c := &eligible[start+i]
+	for i := start; i < end; i++ {
+		c := &eligible[i]
+		tt := c.TTFT
 		if tt <= 0 || tt == fastest[c.Tier] {
 			continue
 		}
